@@ -1,0 +1,79 @@
+//! `fkp clean`: removes cache entries no known pipeline refers to, and the
+//! leftovers of killed runs.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use super::DagError;
+use super::graph::Graph;
+use super::resolve::{Resolver, State, Upstream};
+use super::store::Store;
+use crate::workspace::Workspace;
+
+#[derive(Debug, Default)]
+pub struct CleanPlan {
+    /// Entries no pipeline refers to.
+    pub entries: Vec<PathBuf>,
+    /// Temporary folders of runs that were killed.
+    pub abandoned: Vec<PathBuf>,
+    pub bytes: u64,
+}
+
+/// What `clean` would remove. Entries that any pipeline of `graph` refers to in its
+/// current configuration are kept.
+pub fn plan(graph: &Graph, workspace: &Workspace) -> Result<CleanPlan, DagError> {
+    let cache_error = |source| DagError::Cache {
+        path: workspace.cache_dir.clone(),
+        source,
+    };
+    let store = Store::open(&workspace.cache_dir).map_err(cache_error)?;
+    let mut resolver = Resolver::new(&store);
+    let mut keep: HashSet<String> = HashSet::new();
+    let mut output_hashes: Vec<Option<String>> = vec![None; graph.nodes.len()];
+    for n in 0..graph.nodes.len() {
+        let upstream = Upstream::of(graph, n, &output_hashes);
+        let resolution = resolver.resolve(graph, n, upstream)?;
+        if let State::Cached(manifest) = &resolution.state {
+            output_hashes[n] = Some(manifest.output_hash.clone());
+        }
+        if let Some(key) = resolution.key {
+            keep.insert(key);
+        }
+    }
+    resolver.save_hashes()?;
+    let mut plan = CleanPlan::default();
+    for (_, key, dir) in store.entries().map_err(cache_error)? {
+        if !keep.contains(&key) {
+            plan.bytes += folder_size(&dir);
+            plan.entries.push(dir);
+        }
+    }
+    for dir in store.abandoned_temp_dirs().map_err(cache_error)? {
+        plan.bytes += folder_size(&dir);
+        plan.abandoned.push(dir);
+    }
+    Ok(plan)
+}
+
+pub fn execute(plan: &CleanPlan) -> Result<(), DagError> {
+    for dir in plan.entries.iter().chain(&plan.abandoned) {
+        std::fs::remove_dir_all(dir).map_err(|source| DagError::Cache {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn folder_size(dir: &std::path::Path) -> u64 {
+    let Ok(items) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    items
+        .flatten()
+        .map(|item| match item.file_type() {
+            Ok(t) if t.is_dir() => folder_size(&item.path()),
+            _ => item.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}

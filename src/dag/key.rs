@@ -1,0 +1,186 @@
+//! Cache keys: what a stage's output depends on, hashed; and, against an earlier
+//! run, what changed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::stages::StageKind;
+
+/// A file input: where it was and what its content hashed to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    pub path: PathBuf,
+    pub hash: String,
+}
+
+/// Everything a stage's cache key is made of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyInputs {
+    pub stage: StageKind,
+    pub version: u32,
+    pub config: Value,
+    /// Input files by the config key that names them.
+    pub files: BTreeMap<String, FileDigest>,
+    /// The output hash of each upstream stage.
+    pub upstream: BTreeMap<StageKind, String>,
+}
+
+impl KeyInputs {
+    /// The cache key. File paths are left out: moving a file does not change it,
+    /// editing it does.
+    pub fn key(&self) -> String {
+        let files: BTreeMap<&String, &String> = self.files.iter().map(|(role, d)| (role, &d.hash)).collect();
+        let canonical = serde_json::json!({
+            "stage": self.stage,
+            "version": self.version,
+            "config": self.config,
+            "files": files,
+            "upstream": self.upstream,
+        });
+        let bytes = serde_json::to_vec(&canonical).expect("JSON values serialise");
+        blake3::hash(&bytes).to_hex().to_string()
+    }
+
+    /// What differs from an earlier run's inputs, most specific first.
+    pub fn changes_since(&self, old: &KeyInputs) -> Vec<Change> {
+        let mut changes = Vec::new();
+        if self.version != old.version {
+            changes.push(Change::Code {
+                old: old.version,
+                new: self.version,
+            });
+        }
+        let mut old_config = BTreeMap::new();
+        let mut new_config = BTreeMap::new();
+        flatten(self.stage.name(), &old.config, &mut old_config);
+        flatten(self.stage.name(), &self.config, &mut new_config);
+        let keys: std::collections::BTreeSet<&String> = old_config.keys().chain(new_config.keys()).collect();
+        for key in keys {
+            let (before, after) = (old_config.get(key), new_config.get(key));
+            if before != after {
+                changes.push(Change::Config {
+                    key: key.clone(),
+                    old: before.cloned(),
+                    new: after.cloned(),
+                });
+            }
+        }
+        let roles: std::collections::BTreeSet<&String> = old.files.keys().chain(self.files.keys()).collect();
+        for role in roles {
+            match (old.files.get(role), self.files.get(role)) {
+                (Some(a), Some(b)) if a.hash == b.hash => {}
+                (_, Some(now)) => changes.push(Change::Input {
+                    name: role.clone(),
+                    path: now.path.clone(),
+                }),
+                (Some(before), None) => changes.push(Change::Input {
+                    name: role.clone(),
+                    path: before.path.clone(),
+                }),
+                (None, None) => {}
+            }
+        }
+        for (stage, hash) in &self.upstream {
+            if old.upstream.get(stage) != Some(hash) {
+                changes.push(Change::Upstream { stage: *stage });
+            }
+        }
+        changes
+    }
+}
+
+fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                flatten(&format!("{prefix}.{key}"), inner, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.clone());
+        }
+    }
+}
+
+/// Why a stage must run again.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Change {
+    /// A configuration key was set, removed or changed.
+    Config { key: String, old: Option<Value>, new: Option<Value> },
+    /// An input file's content changed (or it was added or removed).
+    Input { name: String, path: PathBuf },
+    /// An upstream stage's output changed.
+    Upstream { stage: StageKind },
+    /// fkp's code for the stage changed.
+    Code { old: u32, new: u32 },
+    /// Nothing changed, but the cached output is gone (e.g. `fkp clean`).
+    EntryRemoved,
+    /// `--force` or `--force-stage`.
+    Forced,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |v: &Option<Value>| v.as_ref().map_or("(unset)".to_string(), Value::to_string);
+        match self {
+            Change::Config { key, old, new } => write!(f, "`{key}` changed: {} -> {}", show(old), show(new)),
+            Change::Input { name, path } => write!(f, "input `{name}` changed ({})", path.display()),
+            Change::Upstream { stage } => write!(f, "upstream [{stage}] changed"),
+            Change::Code { old, new } => write!(f, "fkp's code for this stage changed (v{old} -> v{new})"),
+            Change::EntryRemoved => write!(f, "its cache entry was removed"),
+            Change::Forced => write!(f, "forced"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(config: Value, hash: &str, path: &str) -> KeyInputs {
+        KeyInputs {
+            stage: StageKind::Ingest,
+            version: 1,
+            config,
+            files: BTreeMap::from([(
+                "train".to_string(),
+                FileDigest {
+                    path: PathBuf::from(path),
+                    hash: hash.to_string(),
+                },
+            )]),
+            upstream: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_key_follows_content_not_paths() {
+        let a = inputs(serde_json::json!({"on_bad_row": "error"}), "h1", "/a/t.csv");
+        let moved = inputs(serde_json::json!({"on_bad_row": "error"}), "h1", "/b/t.csv");
+        let edited = inputs(serde_json::json!({"on_bad_row": "error"}), "h2", "/a/t.csv");
+        assert_eq!(a.key(), moved.key());
+        assert_ne!(a.key(), edited.key());
+        assert_eq!(a.key().len(), 64);
+    }
+
+    #[test]
+    fn changes_name_the_key_and_the_input() {
+        let old = inputs(serde_json::json!({"on_bad_row": "error", "tol": 1.0}), "h1", "/a/t.csv");
+        let new = inputs(serde_json::json!({"on_bad_row": "skip", "tol": 1.0}), "h2", "/a/t.csv");
+        let changes = new.changes_since(&old);
+        let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "`ingest.on_bad_row` changed: \"error\" -> \"skip\"",
+                "input `train` changed (/a/t.csv)"
+            ]
+        );
+        assert!(new.changes_since(&new).is_empty());
+    }
+}

@@ -1,0 +1,18 @@
+//! The cached DAG: the graph of stages, cache keys, the content-addressed store,
+//! and the commands that walk it (`run`, `status`, `clean`).
+
+pub mod clean;
+mod error;
+mod graph;
+mod hashing;
+mod key;
+mod resolve;
+pub mod runner;
+pub mod status;
+mod store;
+
+pub use error::DagError;
+pub use graph::Graph;
+pub use key::Change;
+pub use runner::{Outcome, RunOptions, RunReport, run};
+pub use status::{StatusReport, status};

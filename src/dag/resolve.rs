@@ -1,0 +1,176 @@
+//! Working out a stage's cache key and state, shared by `run`, `status` and `clean`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::DagError;
+use super::graph::Graph;
+use super::hashing::FileHasher;
+use super::key::{Change, FileDigest, KeyInputs};
+use super::store::{Manifest, PipelineRecord, Store};
+use crate::stages::StageKind;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateName {
+    Cached,
+    Stale,
+    Missing,
+}
+
+#[derive(Debug, Clone)]
+pub enum State {
+    /// Its cache entry exists.
+    Cached(Box<Manifest>),
+    /// An earlier run of this pipeline built it from other inputs.
+    Stale(Vec<Change>),
+    /// Never built for this pipeline.
+    Missing,
+}
+
+impl State {
+    pub fn name(&self) -> StateName {
+        match self {
+            State::Cached(_) => StateName::Cached,
+            State::Stale(_) => StateName::Stale,
+            State::Missing => StateName::Missing,
+        }
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            State::Cached(_) => None,
+            State::Stale(changes) => Some(changes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")),
+            State::Missing => Some("never built".to_string()),
+        }
+    }
+}
+
+/// Where the upstream stages stand.
+pub enum Upstream {
+    /// Every upstream output exists: their output hashes.
+    Ready(BTreeMap<StageKind, String>),
+    /// This upstream stage has not been built (yet), so the key cannot be known.
+    NotBuilt(StageKind),
+}
+
+impl Upstream {
+    /// The upstream state of `node`, given the output hash of every node built so far.
+    pub fn of(graph: &Graph, node: usize, output_hashes: &[Option<String>]) -> Upstream {
+        let mut hashes = BTreeMap::new();
+        for &dep in &graph.nodes[node].deps {
+            match &output_hashes[dep] {
+                Some(hash) => {
+                    hashes.insert(graph.nodes[dep].kind(), hash.clone());
+                }
+                None => return Upstream::NotBuilt(graph.nodes[dep].kind()),
+            }
+        }
+        Upstream::Ready(hashes)
+    }
+}
+
+pub struct Resolution {
+    /// Known once every upstream output exists.
+    pub inputs: Option<KeyInputs>,
+    pub key: Option<String>,
+    pub state: State,
+}
+
+/// Loads each pipeline's record once and hashes input files through the fast path.
+pub struct Resolver<'a> {
+    pub store: &'a Store,
+    pub hasher: FileHasher,
+    records: BTreeMap<String, PipelineRecord>,
+}
+
+impl<'a> Resolver<'a> {
+    pub fn new(store: &'a Store) -> Self {
+        Resolver {
+            hasher: FileHasher::load(store.root()),
+            store,
+            records: BTreeMap::new(),
+        }
+    }
+
+    pub fn record(&mut self, pipeline: &str) -> &mut PipelineRecord {
+        let store = self.store;
+        self.records
+            .entry(pipeline.to_string())
+            .or_insert_with(|| store.record(pipeline).unwrap_or_default())
+    }
+
+    pub fn resolve(&mut self, graph: &Graph, node: usize, upstream: Upstream) -> Result<Resolution, DagError> {
+        let node_ref = &graph.nodes[node];
+        let pipeline = &graph.pipelines[node_ref.pipeline];
+        let kind = node_ref.kind();
+        let previous = self.record(&pipeline.name).stages.get(&kind).cloned();
+        let upstream = match upstream {
+            Upstream::Ready(hashes) => hashes,
+            Upstream::NotBuilt(stage) => {
+                let state = match previous {
+                    Some(_) => State::Stale(vec![Change::Upstream { stage }]),
+                    None => State::Missing,
+                };
+                return Ok(Resolution {
+                    inputs: None,
+                    key: None,
+                    state,
+                });
+            }
+        };
+        let mut files = BTreeMap::new();
+        for input in node_ref.stage.file_inputs() {
+            let hash = self.hasher.hash(&input.path).map_err(|source| DagError::Input {
+                pipeline: pipeline.name.clone(),
+                stage: kind,
+                role: input.role.to_string(),
+                path: input.path.clone(),
+                source,
+            })?;
+            files.insert(input.role.to_string(), FileDigest { path: input.path, hash });
+        }
+        let inputs = KeyInputs {
+            stage: kind,
+            version: node_ref.stage.version(),
+            config: node_ref.stage.config(),
+            files,
+            upstream,
+        };
+        let key = inputs.key();
+        let state = match (self.store.manifest(kind, &key), previous) {
+            (Some(manifest), _) => State::Cached(Box::new(manifest)),
+            (None, Some(previous)) => {
+                let mut changes = inputs.changes_since(&previous);
+                if changes.is_empty() {
+                    changes.push(Change::EntryRemoved);
+                }
+                State::Stale(changes)
+            }
+            (None, None) => State::Missing,
+        };
+        Ok(Resolution {
+            inputs: Some(inputs),
+            key: Some(key),
+            state,
+        })
+    }
+
+    /// Saves the file-hash fast path, so the next run need not rehash.
+    pub fn save_hashes(&mut self) -> Result<(), DagError> {
+        self.hasher.save().map_err(|source| DagError::Cache {
+            path: self.store.root().to_path_buf(),
+            source,
+        })
+    }
+
+    /// Saves a pipeline's record after a run.
+    pub fn save_record(&mut self, pipeline: &str) -> Result<(), DagError> {
+        let record = self.record(pipeline).clone();
+        self.store.save_record(pipeline, &record).map_err(|source| DagError::Cache {
+            path: self.store.root().to_path_buf(),
+            source,
+        })
+    }
+}

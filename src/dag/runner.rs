@@ -1,0 +1,198 @@
+//! `fkp run`: walks the graph in order, reusing cached entries and running the rest.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::DagError;
+use super::graph::Graph;
+use super::key::Change;
+use super::resolve::{Resolver, State, Upstream};
+use super::store::{DATA_DIR, Manifest, REPORT_DIR, Store};
+use crate::console::Console;
+use crate::fsutil;
+use crate::stages::{StageContext, StageKind};
+use crate::workspace::Workspace;
+
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// `--force`: rerun every stage.
+    pub force_all: bool,
+    /// `--force-stage`: rerun these stages and everything downstream of them.
+    pub force_stages: Vec<StageKind>,
+    /// `--until`: run this stage and what it needs, nothing after.
+    pub until: Option<StageKind>,
+    /// `--dry-run`: say what would run and why, run nothing.
+    pub dry_run: bool,
+}
+
+/// How one stage of one pipeline went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Cached,
+    Ran,
+    WouldRun,
+}
+
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// (pipeline name, stage, outcome), in the order they were visited.
+    pub stages: Vec<(String, StageKind, Outcome)>,
+}
+
+pub fn run(graph: &Graph, workspace: &Workspace, options: &RunOptions, console: &Console) -> Result<RunReport, DagError> {
+    let store = Store::open(&workspace.cache_dir).map_err(|source| DagError::Cache {
+        path: workspace.cache_dir.clone(),
+        source,
+    })?;
+    let selected = select(graph, options.until)?;
+    let forced = forced_nodes(graph, options);
+    let mut resolver = Resolver::new(&store);
+    // Data folder and output hash of every node that has an entry by now.
+    let mut data_dirs: Vec<Option<PathBuf>> = vec![None; graph.nodes.len()];
+    let mut output_hashes: Vec<Option<String>> = vec![None; graph.nodes.len()];
+    // Keys built earlier in this invocation, with the pipeline that built them.
+    let mut built_now: HashMap<String, String> = HashMap::new();
+    let mut report = RunReport::default();
+
+    for (index, pipeline) in graph.pipelines.iter().enumerate() {
+        console.status(&format!("{} ({})", pipeline.name, pipeline.file.display()));
+        for n in graph.nodes_of(index).filter(|&n| selected[n]) {
+            let node = &graph.nodes[n];
+            let kind = node.kind();
+            let upstream = Upstream::of(graph, n, &output_hashes);
+            let resolution = resolver.resolve(graph, n, upstream)?;
+            let shared_with = resolution.key.as_ref().and_then(|k| built_now.get(k)).cloned();
+            let reason = match (&resolution.state, forced[n] && shared_with.is_none()) {
+                (_, true) => Some(vec![Change::Forced]),
+                (State::Cached(_), false) => None,
+                (State::Stale(changes), false) => Some(changes.clone()),
+                (State::Missing, false) => Some(Vec::new()),
+            };
+            let key_text = resolution.key.as_deref().map_or("?".to_string(), short);
+            let manifest: Manifest = match (reason, resolution.state) {
+                (None, State::Cached(manifest)) => {
+                    let note = shared_with.map_or(String::new(), |p| format!(" (shared with `{p}`)"));
+                    console.status(&format!("  {:<10} cached   {key_text}{note}", kind.name()));
+                    report.stages.push((pipeline.name.clone(), kind, Outcome::Cached));
+                    *manifest
+                }
+                (Some(changes), _) if options.dry_run => {
+                    console.status(&format!(
+                        "  {:<10} would run {key_text}: {}",
+                        kind.name(),
+                        describe(&changes)
+                    ));
+                    report.stages.push((pipeline.name.clone(), kind, Outcome::WouldRun));
+                    continue;
+                }
+                (Some(changes), _) => {
+                    let (Some(inputs), Some(key)) = (resolution.inputs, resolution.key) else {
+                        unreachable!("a stage runs only after its upstream outputs exist");
+                    };
+                    console.status(&format!("  {:<10} running  {}: {}", kind.name(), short(&key), describe(&changes)));
+                    let started = Instant::now();
+                    let upstream_dirs: BTreeMap<StageKind, PathBuf> = node
+                        .deps
+                        .iter()
+                        .filter_map(|&d| data_dirs[d].as_ref().map(|dir| (graph.nodes[d].kind(), dir.clone())))
+                        .collect();
+                    let cache_error = |source| DagError::Cache {
+                        path: store.root().to_path_buf(),
+                        source,
+                    };
+                    let pending = store.begin(kind, &key).map_err(cache_error)?;
+                    let ctx = StageContext {
+                        data_dir: &pending.data_dir(),
+                        report_dir: &pending.report_dir(),
+                        upstream: &upstream_dirs,
+                        console,
+                    };
+                    let outcome = node.stage.run(&ctx).map_err(|source| DagError::Stage {
+                        pipeline: pipeline.name.clone(),
+                        stage: kind,
+                        source,
+                    })?;
+                    let manifest = store
+                        .commit(pending, inputs, outcome.summary, started.elapsed(), &pipeline.name)
+                        .map_err(cache_error)?;
+                    console.status(&format!("  {:<10} done     in {:.2} s", kind.name(), manifest.seconds));
+                    if let Some(summary) = &manifest.summary {
+                        console.result(summary);
+                    }
+                    built_now.insert(key, pipeline.name.clone());
+                    report.stages.push((pipeline.name.clone(), kind, Outcome::Ran));
+                    manifest
+                }
+                (None, _) => unreachable!("only a cached stage has no reason to run"),
+            };
+            let entry = store.entry_dir(kind, &manifest.key);
+            publish_reports(&entry.join(REPORT_DIR), &workspace.report_dir(&pipeline.name))?;
+            resolver
+                .record(&pipeline.name)
+                .stages
+                .insert(kind, manifest.inputs.clone());
+            resolver.record(&pipeline.name).file = pipeline.file.clone();
+            data_dirs[n] = Some(entry.join(DATA_DIR));
+            output_hashes[n] = Some(manifest.output_hash);
+        }
+        if !options.dry_run {
+            resolver.save_record(&pipeline.name)?;
+        }
+    }
+    resolver.save_hashes()?;
+    Ok(report)
+}
+
+fn short(key: &str) -> String {
+    key[..12.min(key.len())].to_string()
+}
+
+fn describe(changes: &[Change]) -> String {
+    if changes.is_empty() {
+        return "never built".to_string();
+    }
+    changes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// Which nodes `--until` keeps: the named stage and its ancestors, per pipeline.
+fn select(graph: &Graph, until: Option<StageKind>) -> Result<Vec<bool>, DagError> {
+    let Some(until) = until else {
+        return Ok(vec![true; graph.nodes.len()]);
+    };
+    let mut selected = vec![false; graph.nodes.len()];
+    for (index, pipeline) in graph.pipelines.iter().enumerate() {
+        let target = graph
+            .nodes_of(index)
+            .find(|&n| graph.nodes[n].kind() == until)
+            .ok_or_else(|| DagError::UntilMissing {
+                pipeline: pipeline.name.clone(),
+                stage: until,
+            })?;
+        for n in graph.with_ancestors(target) {
+            selected[n] = true;
+        }
+    }
+    Ok(selected)
+}
+
+/// Nodes forced by `--force` or `--force-stage`, and everything downstream of them.
+fn forced_nodes(graph: &Graph, options: &RunOptions) -> Vec<bool> {
+    let mut forced = vec![false; graph.nodes.len()];
+    // Nodes are in topological order, so one pass propagates downstream.
+    for (n, node) in graph.nodes.iter().enumerate() {
+        forced[n] = options.force_all
+            || options.force_stages.contains(&node.kind())
+            || node.deps.iter().any(|&d| forced[d]);
+    }
+    forced
+}
+
+/// Copies an entry's human-facing outputs into `reports/<pipeline>/`.
+fn publish_reports(from: &std::path::Path, to: &std::path::Path) -> Result<(), DagError> {
+    fsutil::sync_tree(from, to).map_err(|source| DagError::Reports {
+        path: to.to_path_buf(),
+        source,
+    })?;
+    Ok(())
+}

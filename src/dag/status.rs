@@ -1,0 +1,128 @@
+//! `fkp status`: each stage's state without running anything. The JSON form is a
+//! stable schema (see docs/status-json.md); bump `SCHEMA` on any breaking change.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::DagError;
+use super::graph::Graph;
+use super::key::Change;
+use super::resolve::{Resolver, State, StateName, Upstream};
+use super::store::Store;
+use crate::workspace::Workspace;
+
+pub const SCHEMA: &str = "fkp.status/1";
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub schema: &'static str,
+    pub workspace: PathBuf,
+    pub cache_dir: PathBuf,
+    pub pipelines: Vec<PipelineStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PipelineStatus {
+    pub name: String,
+    pub file: PathBuf,
+    pub reports_dir: PathBuf,
+    pub stages: Vec<StageStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StageStatus {
+    pub stage: String,
+    pub state: StateName,
+    /// Why it is not cached, in words; null when cached.
+    pub reason: Option<String>,
+    /// The same, one object per change; empty when cached or never built.
+    pub changes: Vec<Change>,
+    /// Null while an upstream stage is not built (the key depends on its output).
+    pub key: Option<String>,
+    /// The cache entry's folder; null when the key is unknown.
+    pub entry: Option<PathBuf>,
+    /// The files under the entry's `data/` (only when cached).
+    pub outputs: Vec<PathBuf>,
+}
+
+pub fn status(graph: &Graph, workspace: &Workspace) -> Result<StatusReport, DagError> {
+    let store = Store::open(&workspace.cache_dir).map_err(|source| DagError::Cache {
+        path: workspace.cache_dir.clone(),
+        source,
+    })?;
+    let mut resolver = Resolver::new(&store);
+    let mut output_hashes: Vec<Option<String>> = vec![None; graph.nodes.len()];
+    let mut pipelines = Vec::new();
+    for (index, pipeline) in graph.pipelines.iter().enumerate() {
+        let mut stages = Vec::new();
+        for n in graph.nodes_of(index) {
+            let node = &graph.nodes[n];
+            let upstream = Upstream::of(graph, n, &output_hashes);
+            let resolution = resolver.resolve(graph, n, upstream)?;
+            let entry = resolution.key.as_ref().map(|k| store.entry_dir(node.kind(), k));
+            let (changes, outputs) = match &resolution.state {
+                State::Cached(manifest) => {
+                    output_hashes[n] = Some(manifest.output_hash.clone());
+                    let dir = entry.clone().unwrap_or_default();
+                    (Vec::new(), manifest.outputs.iter().map(|o| dir.join(&o.path)).collect())
+                }
+                State::Stale(changes) => (changes.clone(), Vec::new()),
+                State::Missing => (Vec::new(), Vec::new()),
+            };
+            stages.push(StageStatus {
+                stage: node.kind().name().to_string(),
+                state: resolution.state.name(),
+                reason: resolution.state.reason(),
+                changes,
+                key: resolution.key,
+                entry,
+                outputs,
+            });
+        }
+        pipelines.push(PipelineStatus {
+            name: pipeline.name.clone(),
+            file: pipeline.file.clone(),
+            reports_dir: workspace.report_dir(&pipeline.name),
+            stages,
+        });
+    }
+    resolver.save_hashes()?;
+    Ok(StatusReport {
+        schema: SCHEMA,
+        workspace: workspace.root.clone(),
+        cache_dir: workspace.cache_dir.clone(),
+        pipelines,
+    })
+}
+
+impl StatusReport {
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for pipeline in &self.pipelines {
+            out.push_str(&format!("{} ({})\n", pipeline.name, pipeline.file.display()));
+            for stage in &pipeline.stages {
+                let key = stage.key.as_deref().map_or("?".to_string(), |k| k[..12].to_string());
+                let state = match stage.state {
+                    StateName::Cached => "cached",
+                    StateName::Stale => "stale",
+                    StateName::Missing => "missing",
+                };
+                out.push_str(&format!("  {:<10} {:<8} {key}", stage.stage, state));
+                if let Some(reason) = &stage.reason {
+                    out.push_str(&format!("  {reason}"));
+                }
+                out.push('\n');
+                for output in &stage.outputs {
+                    let shown = output
+                        .strip_prefix(&self.workspace)
+                        .unwrap_or(output)
+                        .display()
+                        .to_string();
+                    out.push_str(&format!("{:13}{shown}\n", ""));
+                }
+            }
+        }
+        out
+    }
+}

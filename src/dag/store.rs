@@ -1,0 +1,320 @@
+//! The content-addressed cache under `.fkp/`:
+//!
+//! ```text
+//! .fkp/entries/<stage>/<key>/manifest.json   what the entry is and what made it
+//! .fkp/entries/<stage>/<key>/data/           machine outputs, read by later stages
+//! .fkp/entries/<stage>/<key>/report/         human outputs, copied to reports/<pipeline>/
+//! .fkp/tmp/<stage>-<key>-<pid>-<n>/          an entry being built
+//! .fkp/pipelines/<name>.json                 each pipeline's last run, for "what changed"
+//! .fkp/file-hashes.json                      input hashes by path, size and mtime
+//! ```
+//!
+//! An entry is built in `tmp/` and renamed into `entries/` only when its stage
+//! succeeds, so a failed or killed run never leaves a half-written entry.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::hashing::hash_file;
+use super::key::KeyInputs;
+use crate::fsutil;
+use crate::stages::StageKind;
+
+const MANIFEST: &str = "manifest.json";
+pub const DATA_DIR: &str = "data";
+pub const REPORT_DIR: &str = "report";
+const MANIFEST_SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// Relative to the entry's folder.
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema: u32,
+    pub key: String,
+    pub inputs: KeyInputs,
+    /// Every file under `data/`, sorted by path.
+    pub outputs: Vec<OutputFile>,
+    /// Hash over `outputs`: what downstream keys are made of.
+    pub output_hash: String,
+    pub summary: Option<String>,
+    pub seconds: f64,
+    pub created_unix: u64,
+    /// The pipeline that built it (others may share it).
+    pub built_by: String,
+    pub fkp_version: String,
+}
+
+/// What a pipeline's last run used, stage by stage.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PipelineRecord {
+    pub file: PathBuf,
+    pub stages: BTreeMap<StageKind, KeyInputs>,
+}
+
+pub struct Store {
+    root: PathBuf,
+}
+
+/// An entry under construction. Dropping it without [`Store::commit`] removes it.
+pub struct Pending {
+    dir: PathBuf,
+    kind: StageKind,
+    key: String,
+}
+
+impl Pending {
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join(DATA_DIR)
+    }
+
+    pub fn report_dir(&self) -> PathBuf {
+        self.dir.join(REPORT_DIR)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+static PENDING_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Store {
+    pub fn open(root: &Path) -> std::io::Result<Store> {
+        for dir in ["entries", "tmp", "pipelines"] {
+            std::fs::create_dir_all(root.join(dir))?;
+        }
+        let tag = root.join("CACHEDIR.TAG");
+        if !tag.exists() {
+            // Tells backup tools this folder is a cache (https://bford.info/cachedir/).
+            fsutil::write_atomic(
+                &tag,
+                b"Signature: 8a477f597d28d172789f06886806bc55\n# fkp's cache: safe to delete, `fkp run` rebuilds it.\n",
+            )?;
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn entry_dir(&self, kind: StageKind, key: &str) -> PathBuf {
+        self.root.join("entries").join(kind.name()).join(key)
+    }
+
+    /// The entry's manifest, if the entry exists and is readable.
+    pub fn manifest(&self, kind: StageKind, key: &str) -> Option<Manifest> {
+        let bytes = std::fs::read(self.entry_dir(kind, key).join(MANIFEST)).ok()?;
+        serde_json::from_slice::<Manifest>(&bytes)
+            .ok()
+            .filter(|m| m.schema == MANIFEST_SCHEMA && m.key == key)
+    }
+
+    pub fn begin(&self, kind: StageKind, key: &str) -> std::io::Result<Pending> {
+        let n = PENDING_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = self
+            .root
+            .join("tmp")
+            .join(format!("{}-{}-{}-{n}", kind.name(), &key[..16], std::process::id()));
+        let pending = Pending {
+            dir,
+            kind,
+            key: key.to_string(),
+        };
+        std::fs::create_dir_all(pending.data_dir())?;
+        std::fs::create_dir_all(pending.report_dir())?;
+        Ok(pending)
+    }
+
+    /// Seals a pending entry: hashes its outputs, writes its manifest and renames it
+    /// into place, replacing an older entry of the same key (a forced rerun).
+    pub fn commit(
+        &self,
+        pending: Pending,
+        inputs: KeyInputs,
+        summary: Option<String>,
+        elapsed: Duration,
+        built_by: &str,
+    ) -> std::io::Result<Manifest> {
+        let outputs = list_outputs(&pending.dir)?;
+        let mut overall = blake3::Hasher::new();
+        for output in &outputs {
+            overall.update(output.path.to_string_lossy().as_bytes());
+            overall.update(b"\0");
+            overall.update(output.hash.as_bytes());
+            overall.update(b"\n");
+        }
+        let manifest = Manifest {
+            schema: MANIFEST_SCHEMA,
+            key: pending.key.clone(),
+            inputs,
+            outputs,
+            output_hash: overall.finalize().to_hex().to_string(),
+            summary,
+            seconds: elapsed.as_secs_f64(),
+            created_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            built_by: built_by.to_string(),
+            fkp_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let bytes = serde_json::to_vec_pretty(&manifest).expect("plain data serialises");
+        std::fs::write(pending.dir.join(MANIFEST), bytes)?;
+
+        let target = self.entry_dir(pending.kind, &pending.key);
+        std::fs::create_dir_all(target.parent().expect("entries have a parent"))?;
+        if target.exists() {
+            // Move the old entry aside first: a rename cannot replace a non-empty folder.
+            let old = pending.dir.with_extension("old");
+            std::fs::rename(&target, &old)?;
+            let _ = std::fs::remove_dir_all(&old);
+        }
+        std::fs::rename(&pending.dir, &target)?;
+        Ok(manifest)
+    }
+
+    fn record_path(&self, pipeline: &str) -> PathBuf {
+        self.root.join("pipelines").join(format!("{pipeline}.json"))
+    }
+
+    pub fn record(&self, pipeline: &str) -> Option<PipelineRecord> {
+        let bytes = std::fs::read(self.record_path(pipeline)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub fn save_record(&self, pipeline: &str, record: &PipelineRecord) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(record).expect("plain data serialises");
+        fsutil::write_atomic(&self.record_path(pipeline), &bytes)
+    }
+
+    /// Every entry: its stage kind, key and folder.
+    pub fn entries(&self) -> std::io::Result<Vec<(StageKind, String, PathBuf)>> {
+        let mut found = Vec::new();
+        for kind_dir in std::fs::read_dir(self.root.join("entries"))? {
+            let kind_dir = kind_dir?;
+            let Some(kind) = StageKind::from_name(&kind_dir.file_name().to_string_lossy()) else {
+                continue;
+            };
+            for entry in std::fs::read_dir(kind_dir.path())? {
+                let entry = entry?;
+                found.push((kind, entry.file_name().to_string_lossy().into_owned(), entry.path()));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// Folders under `tmp/` whose builder process is gone: left by a killed run.
+    pub fn abandoned_temp_dirs(&self) -> std::io::Result<Vec<PathBuf>> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(self.root.join("tmp"))? {
+            let path = entry?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let pid = name.split('-').nth(2).and_then(|p| p.parse::<u32>().ok());
+            if pid.is_none_or(|pid| !process_alive(pid)) {
+                found.push(path);
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    // Where /proc is absent, treat the owner as alive: never delete another run's work.
+    let proc_root = Path::new("/proc");
+    !proc_root.is_dir() || proc_root.join(pid.to_string()).exists()
+}
+
+fn list_outputs(entry: &Path) -> std::io::Result<Vec<OutputFile>> {
+    let mut outputs = Vec::new();
+    let mut stack = vec![entry.join(DATA_DIR)];
+    while let Some(dir) = stack.pop() {
+        for item in std::fs::read_dir(&dir)? {
+            let item = item?;
+            let path = item.path();
+            if item.file_type()?.is_dir() {
+                stack.push(path);
+            } else {
+                outputs.push(OutputFile {
+                    path: path.strip_prefix(entry).expect("under the entry").to_path_buf(),
+                    bytes: item.metadata()?.len(),
+                    hash: hash_file(&path)?,
+                });
+            }
+        }
+    }
+    outputs.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> KeyInputs {
+        KeyInputs {
+            stage: StageKind::Ingest,
+            version: 1,
+            config: serde_json::json!({}),
+            files: BTreeMap::new(),
+            upstream: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn an_entry_appears_only_when_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = inputs().key();
+        {
+            let pending = store.begin(StageKind::Ingest, &key).unwrap();
+            std::fs::write(pending.data_dir().join("half.parquet"), "half").unwrap();
+            // Dropped without commit, as when a stage fails.
+        }
+        assert!(store.manifest(StageKind::Ingest, &key).is_none());
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+
+        let pending = store.begin(StageKind::Ingest, &key).unwrap();
+        std::fs::write(pending.data_dir().join("out.parquet"), "whole").unwrap();
+        let manifest = store
+            .commit(pending, inputs(), None, Duration::from_millis(5), "p")
+            .unwrap();
+        assert_eq!(manifest.outputs.len(), 1);
+        assert_eq!(manifest.outputs[0].path, PathBuf::from("data/out.parquet"));
+        let reread = store.manifest(StageKind::Ingest, &key).unwrap();
+        assert_eq!(reread.output_hash, manifest.output_hash);
+        assert_eq!(store.entries().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_forced_rerun_replaces_the_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = inputs().key();
+        for content in ["first", "second"] {
+            let pending = store.begin(StageKind::Ingest, &key).unwrap();
+            std::fs::write(pending.data_dir().join("out"), content).unwrap();
+            store.commit(pending, inputs(), None, Duration::ZERO, "p").unwrap();
+        }
+        let out = store.entry_dir(StageKind::Ingest, &key).join("data/out");
+        assert_eq!(std::fs::read_to_string(out).unwrap(), "second");
+    }
+}

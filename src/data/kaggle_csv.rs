@@ -1,0 +1,478 @@
+//! Parser for the Kaggle "Facial Keypoints Detection" layout: keypoint coordinate
+//! columns (`<name>_x`, `<name>_y`, discovered from the header), an optional
+//! `ImageId`, and `Image` holding `side * side` space-separated grey levels.
+//!
+//! The layout holds only numbers, so the parser handles plain comma-separated
+//! fields (optionally wrapped in double quotes) and no embedded commas or newlines.
+//! That restriction buys speed: rows are parsed in parallel straight from the
+//! file's bytes.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use super::{DataError, FaceTable};
+use crate::console::{Console, Unit};
+
+pub const IMAGE_COLUMN: &str = "Image";
+pub const IMAGE_ID_COLUMN: &str = "ImageId";
+
+#[derive(Debug, Clone, Copy)]
+pub struct ParseOptions {
+    /// Skip rows that fail validation instead of failing the whole file.
+    pub skip_bad_rows: bool,
+    /// How far outside `[0, side)` a coordinate may fall, in pixels.
+    pub coordinate_tolerance: f32,
+}
+
+/// A parsed file and the rows that were skipped (each as its error).
+#[derive(Debug)]
+pub struct Parsed {
+    pub table: FaceTable,
+    pub skipped: Vec<DataError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Column {
+    Coordinate(usize),
+    ImageId,
+    Image,
+}
+
+struct Layout {
+    columns: Vec<Column>,
+    names: Vec<String>,
+    coordinate_names: Vec<String>,
+    has_image_id: bool,
+}
+
+/// A row's fault, before it is turned into a [`DataError`] naming file and line.
+struct RowFault {
+    column: String,
+    message: String,
+}
+
+pub fn parse(path: &Path, bytes: &[u8], options: ParseOptions, console: &Console) -> Result<Parsed, DataError> {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let mut lines = memchr::memchr_iter(b'\n', bytes);
+    let header_end = lines.next().unwrap_or(bytes.len());
+    let layout = parse_header(path, trim_line(&bytes[..header_end]))?;
+
+    // (1-based line number, line bytes) of every non-blank data line.
+    let mut rows: Vec<(usize, &[u8])> = Vec::new();
+    let mut start = header_end + 1;
+    for (index, end) in lines.chain(std::iter::once(bytes.len())).enumerate() {
+        if start <= end {
+            let line = trim_line(&bytes[start..end]);
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                rows.push((index + 2, line));
+            }
+        }
+        start = end + 1;
+    }
+    if rows.is_empty() {
+        return Err(DataError::Empty { path: path.to_path_buf() });
+    }
+
+    let side = find_side(path, &layout, &rows, options.skip_bad_rows)?;
+    let pixel_count = side * side;
+    let n_coords = layout.coordinate_names.len();
+    // Unlabelled files still get one (unused) slot per row, so the chunks below line up.
+    let coord_width = n_coords.max(1);
+    let mut coords = vec![f32::NAN; rows.len() * coord_width];
+    let mut pixels = vec![0u8; rows.len() * pixel_count];
+    let mut ids = vec![0i64; rows.len()];
+
+    let bar = console.progress(rows.len() as u64, bytes.len() > 32 << 20, "parsing", Unit::Items);
+    let limits = (-options.coordinate_tolerance, side as f32 + options.coordinate_tolerance);
+    // Chunks of rows rather than single rows keep rayon's overhead negligible.
+    const CHUNK: usize = 64;
+    let faults: Vec<Option<RowFault>> = rows
+        .par_chunks(CHUNK)
+        .zip(coords.par_chunks_mut(CHUNK * coord_width))
+        .zip(pixels.par_chunks_mut(CHUNK * pixel_count))
+        .zip(ids.par_chunks_mut(CHUNK))
+        .flat_map_iter(|(((rows, coords), pixels), ids)| {
+            let faults: Vec<Option<RowFault>> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, (_, line))| {
+                    let row_coords = &mut coords[i * coord_width..i * coord_width + n_coords];
+                    let row_pixels = &mut pixels[i * pixel_count..(i + 1) * pixel_count];
+                    parse_row(line, &layout, row_coords, row_pixels, &mut ids[i], side, limits).err()
+                })
+                .collect();
+            bar.inc(rows.len() as u64);
+            faults
+        })
+        .collect();
+    bar.finish_and_clear();
+
+    let mut skipped = Vec::new();
+    let mut keep = Vec::with_capacity(rows.len());
+    for (index, fault) in faults.into_iter().enumerate() {
+        match fault {
+            None => keep.push(index),
+            Some(fault) => {
+                let error = DataError::BadRow {
+                    path: path.to_path_buf(),
+                    line: rows[index].0,
+                    column: fault.column,
+                    message: fault.message,
+                };
+                if !options.skip_bad_rows {
+                    return Err(error);
+                }
+                skipped.push(error);
+            }
+        }
+    }
+    if keep.is_empty() {
+        return Err(DataError::Empty { path: path.to_path_buf() });
+    }
+    let all_kept = keep.len() == rows.len();
+    let table = FaceTable {
+        coordinate_names: layout.coordinate_names.clone(),
+        side,
+        source_rows: keep.iter().map(|&i| i as u32).collect(),
+        image_ids: layout.has_image_id.then(|| {
+            if all_kept {
+                ids
+            } else {
+                keep.iter().map(|&i| ids[i]).collect()
+            }
+        }),
+        coords: match (n_coords, all_kept) {
+            (0, _) => Vec::new(),
+            (_, true) => coords,
+            (_, false) => gather(&coords, n_coords, &keep),
+        },
+        pixels: if all_kept { pixels } else { gather(&pixels, pixel_count, &keep) },
+    };
+    Ok(Parsed { table, skipped })
+}
+
+fn gather<T: Copy>(values: &[T], width: usize, rows: &[usize]) -> Vec<T> {
+    rows.iter()
+        .flat_map(|&r| &values[r * width..(r + 1) * width])
+        .copied()
+        .collect()
+}
+
+fn trim_line(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn unquote(field: &[u8]) -> &[u8] {
+    let field = field.trim_ascii();
+    match field {
+        [b'"', inner @ .., b'"'] => inner,
+        _ => field,
+    }
+}
+
+fn parse_header(path: &Path, line: &[u8]) -> Result<Layout, DataError> {
+    let header_error = |message: String| DataError::Header {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::str::from_utf8(line).map_err(|_| header_error("the header is not UTF-8 text".to_string()))?;
+    let names: Vec<String> = text
+        .split(',')
+        .map(|n| String::from_utf8_lossy(unquote(n.as_bytes())).into_owned())
+        .collect();
+    let mut columns = Vec::with_capacity(names.len());
+    let mut coordinate_names = Vec::new();
+    let mut i = 0;
+    while i < names.len() {
+        let name = &names[i];
+        if names[..i].contains(name) {
+            return Err(header_error(format!("column `{name}` appears twice")));
+        }
+        match name.as_str() {
+            IMAGE_COLUMN => columns.push(Column::Image),
+            IMAGE_ID_COLUMN => columns.push(Column::ImageId),
+            _ => {
+                let Some(stem) = name.strip_suffix("_x") else {
+                    return Err(header_error(format!(
+                        "column `{name}` is neither `{IMAGE_COLUMN}`, `{IMAGE_ID_COLUMN}` nor a keypoint coordinate \
+                         (`<keypoint>_x` followed by `<keypoint>_y`)"
+                    )));
+                };
+                let expected_y = format!("{stem}_y");
+                if names.get(i + 1) != Some(&expected_y) {
+                    return Err(header_error(format!("column `{name}` must be followed by `{expected_y}`")));
+                }
+                columns.push(Column::Coordinate(coordinate_names.len()));
+                coordinate_names.push(name.clone());
+                columns.push(Column::Coordinate(coordinate_names.len()));
+                coordinate_names.push(expected_y);
+                i += 1;
+            }
+        }
+        i += 1;
+    }
+    if !columns.contains(&Column::Image) {
+        return Err(header_error(format!(
+            "no `{IMAGE_COLUMN}` column (found: {})",
+            names.join(", ")
+        )));
+    }
+    Ok(Layout {
+        has_image_id: columns.contains(&Column::ImageId),
+        columns,
+        names,
+        coordinate_names,
+    })
+}
+
+/// The image side, from the first row whose pixel count is a square.
+fn find_side(path: &Path, layout: &Layout, rows: &[(usize, &[u8])], skip_bad_rows: bool) -> Result<usize, DataError> {
+    let image_index = layout
+        .columns
+        .iter()
+        .position(|c| *c == Column::Image)
+        .expect("parse_header requires an Image column");
+    for (line, row) in rows {
+        let count = row
+            .split(|b| *b == b',')
+            .nth(image_index)
+            .map_or(0, |f| unquote(f).split(|b| *b == b' ').filter(|t| !t.is_empty()).count());
+        let side = count.isqrt();
+        if count > 0 && side * side == count {
+            return Ok(side);
+        }
+        if !skip_bad_rows {
+            return Err(DataError::BadRow {
+                path: path.to_path_buf(),
+                line: *line,
+                column: IMAGE_COLUMN.to_string(),
+                message: format!("{count} pixels do not make a square image"),
+            });
+        }
+    }
+    Err(DataError::Empty { path: path.to_path_buf() })
+}
+
+fn parse_row(
+    line: &[u8],
+    layout: &Layout,
+    coords: &mut [f32],
+    pixels: &mut [u8],
+    id: &mut i64,
+    side: usize,
+    (low, high): (f32, f32),
+) -> Result<(), RowFault> {
+    let mut fields = line.split(|b| *b == b',');
+    for (column, name) in layout.columns.iter().zip(&layout.names) {
+        let fault = |message: String| RowFault {
+            column: name.clone(),
+            message,
+        };
+        let Some(field) = fields.next() else {
+            return Err(fault(format!(
+                "the row ends early: it has fewer than the header's {} fields",
+                layout.names.len()
+            )));
+        };
+        let field = unquote(field);
+        match column {
+            Column::Image => parse_pixels(field, pixels, side).map_err(fault)?,
+            Column::ImageId => {
+                *id = std::str::from_utf8(field)
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| fault(format!("`{}` is not an integer id", String::from_utf8_lossy(field))))?;
+            }
+            Column::Coordinate(index) => {
+                if field.is_empty() {
+                    continue; // a missing label: stays NaN
+                }
+                let value: f32 = std::str::from_utf8(field)
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| fault(format!("`{}` is not a number", String::from_utf8_lossy(field))))?;
+                if !value.is_finite() || value < low || value >= high {
+                    return Err(fault(format!(
+                        "{value} is outside the image [0, {side}) (tolerance {} px)",
+                        -low
+                    )));
+                }
+                coords[*index] = value;
+            }
+        }
+    }
+    if fields.next().is_some() {
+        return Err(RowFault {
+            column: layout.names.last().cloned().unwrap_or_default(),
+            message: format!("the row has more than the header's {} fields", layout.names.len()),
+        });
+    }
+    Ok(())
+}
+
+/// Hot loop of the ingest stage: decimal grey levels separated by single or
+/// repeated spaces. Anything unexpected is described by [`describe_bad_pixels`].
+fn parse_pixels(field: &[u8], out: &mut [u8], side: usize) -> Result<(), String> {
+    let mut count = 0;
+    let mut value: u32 = 0;
+    let mut in_number = false;
+    for &byte in field {
+        match byte {
+            b'0'..=b'9' => {
+                value = value * 10 + u32::from(byte - b'0');
+                if value > 255 {
+                    return Err(describe_bad_pixels(field, side));
+                }
+                in_number = true;
+            }
+            b' ' if in_number => {
+                if count == out.len() {
+                    return Err(describe_bad_pixels(field, side));
+                }
+                out[count] = value as u8;
+                count += 1;
+                value = 0;
+                in_number = false;
+            }
+            b' ' => {}
+            _ => return Err(describe_bad_pixels(field, side)),
+        }
+    }
+    if in_number {
+        if count == out.len() {
+            return Err(describe_bad_pixels(field, side));
+        }
+        out[count] = value as u8;
+        count += 1;
+    }
+    if count != out.len() {
+        return Err(describe_bad_pixels(field, side));
+    }
+    Ok(())
+}
+
+/// The slow path: say exactly what is wrong with an `Image` field.
+fn describe_bad_pixels(field: &[u8], side: usize) -> String {
+    let tokens: Vec<&[u8]> = field.split(|b| *b == b' ').filter(|t| !t.is_empty()).collect();
+    for (index, token) in tokens.iter().enumerate() {
+        let ok = token.len() <= 3
+            && token.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(token)
+                .ok()
+                .and_then(|t| t.parse::<u16>().ok())
+                .is_some_and(|v| v <= 255);
+        if !ok {
+            return format!(
+                "pixel {} is `{}`, not an integer in 0..=255",
+                index + 1,
+                String::from_utf8_lossy(token)
+            );
+        }
+    }
+    format!("{} pixels, expected {} ({side}x{side} like the first row)", tokens.len(), side * side)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "a_x,a_y,b_x,b_y,Image";
+
+    fn options() -> ParseOptions {
+        ParseOptions {
+            skip_bad_rows: false,
+            coordinate_tolerance: 0.0,
+        }
+    }
+
+    fn parse_text(text: &str, options: ParseOptions) -> Result<Parsed, DataError> {
+        parse(Path::new("f.csv"), text.as_bytes(), options, &Console::silent())
+    }
+
+    #[test]
+    fn reads_coordinates_missing_labels_and_pixels() {
+        let text = format!("{HEADER}\n1.5,1,,,0 1 2 255\r\n0,0,1,1.25,\"9 8 7 6\"\n");
+        let parsed = parse_text(&text, options()).unwrap();
+        let t = parsed.table;
+        assert_eq!(t.side, 2);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.coordinate_names, ["a_x", "a_y", "b_x", "b_y"]);
+        assert_eq!(t.keypoint_names(), ["a", "b"]);
+        assert_eq!(&t.coords[..2], &[1.5, 1.0]);
+        assert!(t.coords[2].is_nan() && t.coords[3].is_nan());
+        assert_eq!(&t.coords[4..], &[0.0, 0.0, 1.0, 1.25]);
+        assert_eq!(t.pixels, [0, 1, 2, 255, 9, 8, 7, 6]);
+        assert_eq!(t.presence(), [2, 2, 1, 1]);
+        assert_eq!(t.complete_rows(), 1);
+        assert!(t.image_ids.is_none());
+    }
+
+    #[test]
+    fn reads_the_unlabelled_test_layout() {
+        let parsed = parse_text("ImageId,Image\n1,0 0 0 0\n2,1 1 1 1\n", options()).unwrap();
+        assert_eq!(parsed.table.image_ids, Some(vec![1, 2]));
+        assert!(parsed.table.coordinate_names.is_empty());
+        assert_eq!(parsed.table.pixels, [0, 0, 0, 0, 1, 1, 1, 1]);
+    }
+
+    fn bad_row(row: &str) -> String {
+        let text = format!("{HEADER}\n1,1,1,1,0 0 0 0\n{row}\n");
+        parse_text(&text, options()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_rows_name_file_line_and_column() {
+        assert_eq!(bad_row("1,1,1,1,0 0 0"), "f.csv:3: column `Image`: 3 pixels, expected 4 (2x2 like the first row)");
+        assert_eq!(bad_row("1,1,1,1,0 0 0 0 0"), "f.csv:3: column `Image`: 5 pixels, expected 4 (2x2 like the first row)");
+        assert_eq!(bad_row("1,1,1,1,0 256 0 0"), "f.csv:3: column `Image`: pixel 2 is `256`, not an integer in 0..=255");
+        assert_eq!(bad_row("1,1,1,1,0 -1 0 0"), "f.csv:3: column `Image`: pixel 2 is `-1`, not an integer in 0..=255");
+        assert_eq!(bad_row("1,1,1,1,0 1.5 0 0"), "f.csv:3: column `Image`: pixel 2 is `1.5`, not an integer in 0..=255");
+        assert_eq!(bad_row("1,x,1,1,0 0 0 0"), "f.csv:3: column `a_y`: `x` is not a number");
+        assert_eq!(bad_row("1,1,2,1,0 0 0 0"), "f.csv:3: column `b_x`: 2 is outside the image [0, 2) (tolerance 0 px)");
+        assert_eq!(bad_row("1,1,nan,1,0 0 0 0"), "f.csv:3: column `b_x`: NaN is outside the image [0, 2) (tolerance 0 px)");
+        assert_eq!(bad_row("1,1,1,1"), "f.csv:3: column `Image`: the row ends early: it has fewer than the header's 5 fields");
+        assert_eq!(bad_row("1,1,1,1,0 0 0 0,7"), "f.csv:3: column `Image`: the row has more than the header's 5 fields");
+    }
+
+    #[test]
+    fn tolerance_admits_labels_just_outside_the_image() {
+        let text = format!("{HEADER}\n-0.4,2.3,1,1,0 0 0 0\n");
+        let loose = ParseOptions {
+            coordinate_tolerance: 0.5,
+            ..options()
+        };
+        assert!(parse_text(&text, loose).is_ok());
+        assert!(parse_text(&text, options()).is_err());
+    }
+
+    #[test]
+    fn skipping_keeps_good_rows_in_order_with_their_source_rows() {
+        let text = format!("{HEADER}\n1,1,1,1,0 0 0 0\n1,1,1,1,0 0 0\n0,0,0,0,5 5 5 5\n");
+        let skip = ParseOptions {
+            skip_bad_rows: true,
+            ..options()
+        };
+        let parsed = parse_text(&text, skip).unwrap();
+        assert_eq!(parsed.table.source_rows, [0, 2]);
+        assert_eq!(parsed.table.pixels, [0, 0, 0, 0, 5, 5, 5, 5]);
+        assert_eq!(parsed.skipped.len(), 1);
+        assert!(parsed.skipped[0].to_string().starts_with("f.csv:3:"));
+    }
+
+    #[test]
+    fn header_problems_are_clear() {
+        let err = |h: &str| parse_text(&format!("{h}\n"), options()).unwrap_err().to_string();
+        assert!(err("a_x,a_y").contains("no `Image` column"));
+        assert!(err("a_x,b_y,Image").contains("`a_x` must be followed by `a_y`"));
+        assert!(err("foo,Image").contains("column `foo` is neither"));
+        assert!(err("Image,Image").contains("appears twice"));
+        assert_eq!(err(HEADER), "f.csv: no data rows");
+    }
+
+    #[test]
+    fn a_non_square_first_image_is_an_error() {
+        let err = parse_text(&format!("{HEADER}\n1,1,1,1,0 0 0\n"), options()).unwrap_err();
+        assert_eq!(err.to_string(), "f.csv:2: column `Image`: 3 pixels do not make a square image");
+    }
+}

@@ -1,0 +1,12 @@
+//! Face data: reading Kaggle-layout CSV files (plain, gzip or zip) and the
+//! Parquet files the ingest stage writes.
+
+mod error;
+pub mod faces;
+pub mod kaggle_csv;
+pub mod lookup;
+pub mod parquet;
+pub mod source;
+
+pub use error::DataError;
+pub use faces::FaceTable;

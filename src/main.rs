@@ -1,0 +1,203 @@
+//! The `fkp` command line: parses arguments, calls the library, prints errors.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use fkp::config::{ConfigErrors, Pipeline, discover_pipelines};
+use fkp::console::{Console, Verbosity};
+use fkp::dag::{self, Graph, RunOptions};
+use fkp::stages::StageKind;
+use fkp::workspace::{PIPELINES_DIR, Workspace};
+
+/// Declarative, cached pipelines for facial-keypoint experiments.
+///
+/// The workspace is the current directory: the cache lives in `.fkp/` and reports
+/// in `reports/<pipeline>/`.
+#[derive(Parser)]
+#[command(name = "fkp", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct GlobalArgs {
+    /// Cache folder (default: .fkp in the current directory).
+    #[arg(long, global = true, env = "FKP_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Print only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Print more detail (skipped rows, cache decisions).
+    #[arg(short, long, global = true)]
+    verbose: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one or more pipelines; stages whose inputs did not change come from the cache.
+    Run {
+        /// Pipeline files (TOML).
+        #[arg(required = true, value_name = "PIPELINE.toml")]
+        pipelines: Vec<PathBuf>,
+        /// Rerun every stage, cached or not.
+        #[arg(long)]
+        force: bool,
+        /// Rerun this stage and every stage downstream of it (repeatable).
+        #[arg(long, value_name = "STAGE", value_parser = parse_stage)]
+        force_stage: Vec<StageKind>,
+        /// Run this stage and the stages it needs, nothing after it.
+        #[arg(long, value_name = "STAGE", value_parser = parse_stage)]
+        until: Option<StageKind>,
+        /// Print what would run and why, without running anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show each stage's state: cached, stale (with what changed) or missing.
+    Status {
+        #[arg(required = true, value_name = "PIPELINE.toml")]
+        pipelines: Vec<PathBuf>,
+        /// Print JSON (schema "fkp.status/1", see docs/status-json.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a pipeline's stage graph.
+    Dag {
+        #[arg(value_name = "PIPELINE.toml")]
+        pipeline: PathBuf,
+        /// Print Graphviz DOT instead of text.
+        #[arg(long)]
+        dot: bool,
+    },
+    /// Remove cache entries that no pipeline refers to, and leftovers of killed runs.
+    ///
+    /// Pipelines considered: every *.toml in ./pipelines/ plus those named here.
+    Clean {
+        #[arg(value_name = "PIPELINE.toml")]
+        pipelines: Vec<PathBuf>,
+        /// List what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn parse_stage(name: &str) -> Result<StageKind, String> {
+    StageKind::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = StageKind::ALL.iter().map(|k| k.name()).collect();
+        format!("unknown stage `{name}`; stages: {}", names.join(", "))
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verbosity = match (cli.global.quiet, cli.global.verbose) {
+        (true, _) => Verbosity::Quiet,
+        (_, true) => Verbosity::Verbose,
+        _ => Verbosity::Normal,
+    };
+    let console = Console::new(verbosity);
+    match execute(cli, &console) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if let Some(config) = error.downcast_ref::<ConfigErrors>() {
+                eprintln!("error: {config}");
+                return ExitCode::from(2);
+            }
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_graph(files: &[PathBuf]) -> Result<Graph> {
+    let mut pipelines: Vec<Pipeline> = Vec::new();
+    for file in files {
+        let pipeline = Pipeline::load(file)?;
+        if let Some(other) = pipelines.iter().find(|p| p.name == pipeline.name) {
+            bail!(
+                "pipelines {} and {} are both named `{}`: reports and run records would collide; \
+                 set [pipeline] name in one of them",
+                other.file.display(),
+                pipeline.file.display(),
+                pipeline.name
+            );
+        }
+        pipelines.push(pipeline);
+    }
+    Ok(Graph::new(pipelines))
+}
+
+fn execute(cli: Cli, console: &Console) -> Result<()> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let workspace = Workspace::new(&cwd, cli.global.cache_dir.as_deref());
+    match cli.command {
+        Command::Run {
+            pipelines,
+            force,
+            force_stage,
+            until,
+            dry_run,
+        } => {
+            let graph = load_graph(&pipelines)?;
+            let options = RunOptions {
+                force_all: force,
+                force_stages: force_stage,
+                until,
+                dry_run,
+            };
+            dag::run(&graph, &workspace, &options, console)?;
+        }
+        Command::Status { pipelines, json } => {
+            let graph = load_graph(&pipelines)?;
+            let report = dag::status(&graph, &workspace)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+        }
+        Command::Dag { pipeline, dot } => {
+            let graph = load_graph(&[pipeline])?;
+            print!("{}", if dot { graph.to_dot() } else { graph.to_text() });
+        }
+        Command::Clean { pipelines, dry_run } => clean(&workspace, pipelines, dry_run, console)?,
+    }
+    Ok(())
+}
+
+fn clean(workspace: &Workspace, named: Vec<PathBuf>, dry_run: bool, console: &Console) -> Result<()> {
+    let mut files = named;
+    let pipelines_dir = workspace.root.join(PIPELINES_DIR);
+    if pipelines_dir.is_dir() {
+        files.extend(discover_pipelines(&pipelines_dir).with_context(|| format!("cannot list {}", pipelines_dir.display()))?);
+    }
+    files.sort();
+    files.dedup();
+    // A pipeline that fails to load must stop the clean: its entries would look unreferenced.
+    let graph = load_graph(&files)?;
+    let plan = dag::clean::plan(&graph, workspace)?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for dir in plan.entries.iter().chain(&plan.abandoned) {
+        console.status(&format!("{verb} {}", relative(dir, &workspace.root)));
+    }
+    if !dry_run {
+        dag::clean::execute(&plan)?;
+    }
+    console.status(&format!(
+        "{verb} {} entries and {} abandoned temporary folders ({:.1} MB); kept what {} pipelines refer to",
+        plan.entries.len(),
+        plan.abandoned.len(),
+        plan.bytes as f64 / 1e6,
+        graph.pipelines.len()
+    ));
+    Ok(())
+}
+
+fn relative(path: &Path, root: &Path) -> String {
+    path.strip_prefix(root).unwrap_or(path).display().to_string()
+}

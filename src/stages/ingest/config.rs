@@ -1,0 +1,42 @@
+//! Keys of `[ingest]`.
+
+use std::path::PathBuf;
+
+use crate::config::TableReader;
+
+crate::config_choice! {
+    /// What to do with a row that fails validation.
+    pub enum OnBadRow {
+        Error = "error",
+        Skip = "skip",
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IngestConfig {
+    /// `train`: the labelled Kaggle-layout file (required).
+    #[serde(skip)]
+    pub train: PathBuf,
+    /// `test`: an unlabelled `ImageId,Image` file (optional).
+    #[serde(skip)]
+    pub test: Option<PathBuf>,
+    /// `lookup`: Kaggle's IdLookupTable.csv (optional).
+    #[serde(skip)]
+    pub lookup: Option<PathBuf>,
+    /// `on_bad_row`: "error" (default) or "skip".
+    pub on_bad_row: OnBadRow,
+    /// `coordinate_tolerance`: pixels a label may lie outside `[0, side)` (default 1.0).
+    pub coordinate_tolerance: f64,
+}
+
+impl IngestConfig {
+    pub fn read(r: &mut TableReader) -> IngestConfig {
+        IngestConfig {
+            train: r.required_path("train").unwrap_or_default(),
+            test: r.path("test"),
+            lookup: r.path("lookup"),
+            on_bad_row: r.choice("on_bad_row", OnBadRow::Error),
+            coordinate_tolerance: r.f64_in("coordinate_tolerance", 1.0, 0.0..=f64::from(u16::MAX)),
+        }
+    }
+}
