@@ -174,7 +174,10 @@ fn clean(workspace: &Workspace, named: Vec<PathBuf>, dry_run: bool, console: &Co
     let mut files = named;
     let pipelines_dir = workspace.root.join(PIPELINES_DIR);
     if pipelines_dir.is_dir() {
-        files.extend(discover_pipelines(&pipelines_dir).with_context(|| format!("cannot list {}", pipelines_dir.display()))?);
+        files.extend(
+            discover_pipelines(&pipelines_dir)
+                .with_context(|| format!("cannot list {}", pipelines_dir.display()))?,
+        );
     }
     files.sort();
     files.dedup();

@@ -8,10 +8,7 @@ use super::source::Location;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigErrorKind {
     #[error("cannot read pipeline file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid TOML: {message}")]
     Syntax { message: String },
     #[error("unknown key `{key}` in [{table}]")]
@@ -77,7 +74,8 @@ impl fmt::Display for ConfigError {
             at.render_snippet(f)?;
         }
         if let Some(help) = &self.help {
-            write!(f, "\n   = help: {help}")?;
+            let gutter = self.at.as_ref().map_or(1, Location::gutter);
+            write!(f, "\n{:gutter$} = help: {help}", "")?;
         }
         Ok(())
     }
@@ -122,8 +120,14 @@ mod tests {
     #[test]
     fn near_misses_get_a_hint_and_strangers_do_not() {
         let keys = ["train", "test", "lookup", "on_bad_row"];
-        assert_eq!(did_you_mean("tarin", keys).as_deref(), Some("did you mean `train`?"));
-        assert_eq!(did_you_mean("on_bad_rows", keys).as_deref(), Some("did you mean `on_bad_row`?"));
+        assert_eq!(
+            did_you_mean("tarin", keys).as_deref(),
+            Some("did you mean `train`?")
+        );
+        assert_eq!(
+            did_you_mean("on_bad_rows", keys).as_deref(),
+            Some("did you mean `on_bad_row`?")
+        );
         assert_eq!(did_you_mean("zzz", keys), None);
     }
 }

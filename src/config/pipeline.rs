@@ -64,6 +64,8 @@ impl Pipeline {
             errors.extend(reader.finish());
         }
         errors.extend(pipeline.check_data_flow(&table, &file_start));
+        // Report in reading order: by file, then position.
+        errors.sort_by_key(|e| e.at.as_ref().map(|at| (at.file.path.clone(), at.span.start)));
         if errors.is_empty() {
             Ok(pipeline)
         } else {
@@ -121,14 +123,21 @@ impl Pipeline {
 
 fn unknown_table(name: &str, at: &Location) -> ConfigError {
     if StageKind::PLANNED.contains(&name) {
-        let kind = ConfigErrorKind::StageNotBuilt { name: name.to_string() };
+        let kind = ConfigErrorKind::StageNotBuilt {
+            name: name.to_string(),
+        };
         let built = StageKind::ALL.map(|k| format!("[{}]", k.name())).join(", ");
         return ConfigError::new(kind, at).with_help(format!("stages available now: {built}"));
     }
     let known = std::iter::once("pipeline")
         .chain(StageKind::ALL.iter().map(|k| k.name()))
         .chain(StageKind::PLANNED.iter().copied());
-    let error = ConfigError::new(ConfigErrorKind::UnknownTable { name: name.to_string() }, at);
+    let error = ConfigError::new(
+        ConfigErrorKind::UnknownTable {
+            name: name.to_string(),
+        },
+        at,
+    );
     match did_you_mean(name, known) {
         Some(hint) => error.with_help(hint),
         None => error,
@@ -138,7 +147,9 @@ fn unknown_table(name: &str, at: &Location) -> ConfigError {
 fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -303,12 +314,19 @@ mod tests {
     #[test]
     fn unknown_and_unbuilt_tables_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "p.toml", "[ingest]\ntrain = \"t.csv\"\n[ingset]\n[report]\n");
+        let path = write(
+            dir.path(),
+            "p.toml",
+            "[ingest]\ntrain = \"t.csv\"\n[ingset]\n[report]\n",
+        );
         let errors = errors_of(&path);
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0].contains("unknown table [ingset]"), "{errors:?}");
         assert!(errors[0].contains("did you mean `ingest`?"), "{errors:?}");
-        assert!(errors[1].contains("stage [report] is not available"), "{errors:?}");
+        assert!(
+            errors[1].contains("stage [report] is not available"),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -94,7 +94,8 @@ impl<'a> TableReader<'a> {
             key: key.to_string(),
             table: self.path.clone(),
         };
-        let error = ConfigError::new(kind, &self.at).with_help(format!("add `{key} = ...` to [{}]", self.path));
+        let error =
+            ConfigError::new(kind, &self.at).with_help(format!("add `{key} = ...` to [{}]", self.path));
         self.errors.push(error);
     }
 
@@ -170,7 +171,10 @@ impl<'a> TableReader<'a> {
     pub fn f64_in(&mut self, key: &'static str, default: f64, range: std::ops::RangeInclusive<f64>) -> f64 {
         let value = self.f64(key, default);
         if !range.contains(&value) {
-            self.invalid(key, format!("{value} is outside {} ..= {}", range.start(), range.end()));
+            self.invalid(
+                key,
+                format!("{value} is outside {} ..= {}", range.start(), range.end()),
+            );
             return default;
         }
         value
@@ -204,7 +208,11 @@ impl<'a> TableReader<'a> {
         if let Some(index) = T::NAMES.iter().position(|n| n == text) {
             return T::from_index(index);
         }
-        let valid = T::NAMES.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+        let valid = T::NAMES
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut error = ConfigError::new(
             ConfigErrorKind::InvalidValue {
                 key: self.dotted(key),
@@ -230,9 +238,8 @@ impl<'a> TableReader<'a> {
                 table: self.path.clone(),
             };
             let mut error = ConfigError::new(kind, &entry.key_at);
-            let hint = did_you_mean(key, self.known.iter().copied()).unwrap_or_else(|| {
-                format!("[{}] takes: {}", self.path, self.known.join(", "))
-            });
+            let hint = did_you_mean(key, self.known.iter().copied())
+                .unwrap_or_else(|| format!("[{}] takes: {}", self.path, self.known.join(", ")));
             error = error.with_help(hint);
             self.errors.push(error);
         }
@@ -263,15 +270,18 @@ mod tests {
 
     #[test]
     fn reads_typed_values_with_defaults() {
-        with_table("a = 1\nb = 0.5\nc = true\nd = \"green\"\np = \"data/f.csv\"\n", |mut r| {
-            assert_eq!(r.f64("a", 0.0), 1.0);
-            assert_eq!(r.f64("b", 0.0), 0.5);
-            assert!(r.bool("c", false));
-            assert_eq!(r.choice("d", Colour::Red), Colour::Green);
-            assert_eq!(r.path("p"), Some(PathBuf::from("/p/data/f.csv")));
-            assert_eq!(r.u64("absent", 7), 7);
-            assert!(r.finish().is_empty());
-        });
+        with_table(
+            "a = 1\nb = 0.5\nc = true\nd = \"green\"\np = \"data/f.csv\"\n",
+            |mut r| {
+                assert_eq!(r.f64("a", 0.0), 1.0);
+                assert_eq!(r.f64("b", 0.0), 0.5);
+                assert!(r.bool("c", false));
+                assert_eq!(r.choice("d", Colour::Red).name(), "green");
+                assert_eq!(r.path("p"), Some(PathBuf::from("/p/data/f.csv")));
+                assert_eq!(r.u64("absent", 7), 7);
+                assert!(r.finish().is_empty());
+            },
+        );
     }
 
     #[test]
@@ -298,6 +308,10 @@ mod tests {
             r.finish()
         });
         assert_eq!(errors.len(), 1);
-        assert!(errors[0].to_string().starts_with("missing required key `train` in [s]"));
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("missing required key `train` in [s]")
+        );
     }
 }

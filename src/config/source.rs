@@ -44,14 +44,26 @@ impl Location {
         (line, col)
     }
 
+    /// Width of the line-number gutter in a rendered snippet.
+    pub fn gutter(&self) -> usize {
+        self.line_col().0.to_string().len()
+    }
+
     /// Writes the `--> file:line:col` header, the source line and a caret under the span.
     pub fn render_snippet(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (line, col) = self.line_col();
-        writeln!(f, "  --> {}:{}:{}", self.file.path.display(), line, col)?;
+        let gutter = self.gutter();
+        writeln!(
+            f,
+            "{:gutter$}--> {}:{}:{}",
+            "",
+            self.file.path.display(),
+            line,
+            col
+        )?;
         let Some(source_line) = self.file.text.lines().nth(line - 1) else {
             return Ok(());
         };
-        let gutter = line.to_string().len();
         let width = self.file.text[self.span.start.min(self.file.text.len())..]
             .chars()
             .take(self.span.len().max(1))
@@ -60,13 +72,7 @@ impl Location {
             .max(1);
         writeln!(f, "{:gutter$} |", "")?;
         writeln!(f, "{line} | {source_line}")?;
-        write!(
-            f,
-            "{:gutter$} | {}{}",
-            "",
-            " ".repeat(col - 1),
-            "^".repeat(width)
-        )
+        write!(f, "{:gutter$} | {}{}", "", " ".repeat(col - 1), "^".repeat(width))
     }
 }
 

@@ -106,17 +106,15 @@ fn table_from_pairs<'a>(
     for (key, item) in pairs {
         let key_at = Location::new(file, key.span());
         if let Some(node) = node_from_item(file, item, &key_at) {
-            table.entries.insert(key.get().to_string(), Entry { key_at, node });
+            table
+                .entries
+                .insert(key.get().to_string(), Entry { key_at, node });
         }
     }
     table
 }
 
-fn node_from_item(
-    file: &Arc<SourceFile>,
-    item: &toml_edit::Item,
-    key_at: &Location,
-) -> Option<Node> {
+fn node_from_item(file: &Arc<SourceFile>, item: &toml_edit::Item, key_at: &Location) -> Option<Node> {
     // Implicit tables (`[train.augment]` implies `train`) have no span of their own.
     let at = |span: Option<std::ops::Range<usize>>| {
         span.map_or_else(|| key_at.clone(), |s| Location::new(file, Some(s)))
@@ -159,12 +157,9 @@ fn node_from_value(file: &Arc<SourceFile>, value: &toml_edit::Value, key_at: &Lo
         toml_edit::Value::Float(x) => Value::Float(*x.value()),
         toml_edit::Value::Boolean(b) => Value::Boolean(*b.value()),
         toml_edit::Value::Datetime(d) => Value::Datetime(d.value().to_string()),
-        toml_edit::Value::Array(array) => Value::Array(
-            array
-                .iter()
-                .map(|v| node_from_value(file, v, key_at))
-                .collect(),
-        ),
+        toml_edit::Value::Array(array) => {
+            Value::Array(array.iter().map(|v| node_from_value(file, v, key_at)).collect())
+        }
         toml_edit::Value::InlineTable(t) => Value::Table(table_from_pairs(
             file,
             t.iter().filter_map(|(k, _)| t.get_key_value(k)),

@@ -87,7 +87,10 @@ impl Graph {
     pub fn to_dot(&self) -> String {
         let mut out = String::from("digraph fkp {\n  rankdir=LR;\n  node [shape=box];\n");
         for (index, pipeline) in self.pipelines.iter().enumerate() {
-            out.push_str(&format!("  subgraph cluster_{index} {{\n    label=\"{}\";\n", pipeline.name));
+            out.push_str(&format!(
+                "  subgraph cluster_{index} {{\n    label=\"{}\";\n",
+                pipeline.name
+            ));
             for n in self.nodes_of(index) {
                 out.push_str(&format!("    n{n} [label=\"{}\"];\n", self.nodes[n].kind()));
             }

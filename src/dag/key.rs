@@ -111,7 +111,11 @@ fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum Change {
     /// A configuration key was set, removed or changed.
-    Config { key: String, old: Option<Value>, new: Option<Value> },
+    Config {
+        key: String,
+        old: Option<Value>,
+        new: Option<Value>,
+    },
     /// An input file's content changed (or it was added or removed).
     Input { name: String, path: PathBuf },
     /// An upstream stage's output changed.
@@ -170,8 +174,16 @@ mod tests {
 
     #[test]
     fn changes_name_the_key_and_the_input() {
-        let old = inputs(serde_json::json!({"on_bad_row": "error", "tol": 1.0}), "h1", "/a/t.csv");
-        let new = inputs(serde_json::json!({"on_bad_row": "skip", "tol": 1.0}), "h2", "/a/t.csv");
+        let old = inputs(
+            serde_json::json!({"on_bad_row": "error", "tol": 1.0}),
+            "h1",
+            "/a/t.csv",
+        );
+        let new = inputs(
+            serde_json::json!({"on_bad_row": "skip", "tol": 1.0}),
+            "h2",
+            "/a/t.csv",
+        );
         let changes = new.changes_since(&old);
         let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
         assert_eq!(

@@ -41,7 +41,13 @@ impl State {
     pub fn reason(&self) -> Option<String> {
         match self {
             State::Cached(_) => None,
-            State::Stale(changes) => Some(changes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")),
+            State::Stale(changes) => Some(
+                changes
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
             State::Missing => Some("never built".to_string()),
         }
     }
@@ -101,7 +107,12 @@ impl<'a> Resolver<'a> {
             .or_insert_with(|| store.record(pipeline).unwrap_or_default())
     }
 
-    pub fn resolve(&mut self, graph: &Graph, node: usize, upstream: Upstream) -> Result<Resolution, DagError> {
+    pub fn resolve(
+        &mut self,
+        graph: &Graph,
+        node: usize,
+        upstream: Upstream,
+    ) -> Result<Resolution, DagError> {
         let node_ref = &graph.nodes[node];
         let pipeline = &graph.pipelines[node_ref.pipeline];
         let kind = node_ref.kind();
@@ -129,7 +140,13 @@ impl<'a> Resolver<'a> {
                 path: input.path.clone(),
                 source,
             })?;
-            files.insert(input.role.to_string(), FileDigest { path: input.path, hash });
+            files.insert(
+                input.role.to_string(),
+                FileDigest {
+                    path: input.path,
+                    hash,
+                },
+            );
         }
         let inputs = KeyInputs {
             stage: kind,
@@ -168,9 +185,11 @@ impl<'a> Resolver<'a> {
     /// Saves a pipeline's record after a run.
     pub fn save_record(&mut self, pipeline: &str) -> Result<(), DagError> {
         let record = self.record(pipeline).clone();
-        self.store.save_record(pipeline, &record).map_err(|source| DagError::Cache {
-            path: self.store.root().to_path_buf(),
-            source,
-        })
+        self.store
+            .save_record(pipeline, &record)
+            .map_err(|source| DagError::Cache {
+                path: self.store.root().to_path_buf(),
+                source,
+            })
     }
 }

@@ -40,7 +40,12 @@ pub struct RunReport {
     pub stages: Vec<(String, StageKind, Outcome)>,
 }
 
-pub fn run(graph: &Graph, workspace: &Workspace, options: &RunOptions, console: &Console) -> Result<RunReport, DagError> {
+pub fn run(
+    graph: &Graph,
+    workspace: &Workspace,
+    options: &RunOptions,
+    console: &Console,
+) -> Result<RunReport, DagError> {
     let store = Store::open(&workspace.cache_dir).map_err(|source| DagError::Cache {
         path: workspace.cache_dir.clone(),
         source,
@@ -83,19 +88,30 @@ pub fn run(graph: &Graph, workspace: &Workspace, options: &RunOptions, console: 
                         kind.name(),
                         describe(&changes)
                     ));
-                    report.stages.push((pipeline.name.clone(), kind, Outcome::WouldRun));
+                    report
+                        .stages
+                        .push((pipeline.name.clone(), kind, Outcome::WouldRun));
                     continue;
                 }
                 (Some(changes), _) => {
                     let (Some(inputs), Some(key)) = (resolution.inputs, resolution.key) else {
                         unreachable!("a stage runs only after its upstream outputs exist");
                     };
-                    console.status(&format!("  {:<10} running  {}: {}", kind.name(), short(&key), describe(&changes)));
+                    console.status(&format!(
+                        "  {:<10} running  {}: {}",
+                        kind.name(),
+                        short(&key),
+                        describe(&changes)
+                    ));
                     let started = Instant::now();
                     let upstream_dirs: BTreeMap<StageKind, PathBuf> = node
                         .deps
                         .iter()
-                        .filter_map(|&d| data_dirs[d].as_ref().map(|dir| (graph.nodes[d].kind(), dir.clone())))
+                        .filter_map(|&d| {
+                            data_dirs[d]
+                                .as_ref()
+                                .map(|dir| (graph.nodes[d].kind(), dir.clone()))
+                        })
                         .collect();
                     let cache_error = |source| DagError::Cache {
                         path: store.root().to_path_buf(),
@@ -114,9 +130,19 @@ pub fn run(graph: &Graph, workspace: &Workspace, options: &RunOptions, console: 
                         source,
                     })?;
                     let manifest = store
-                        .commit(pending, inputs, outcome.summary, started.elapsed(), &pipeline.name)
+                        .commit(
+                            pending,
+                            inputs,
+                            outcome.summary,
+                            started.elapsed(),
+                            &pipeline.name,
+                        )
                         .map_err(cache_error)?;
-                    console.status(&format!("  {:<10} done     in {:.2} s", kind.name(), manifest.seconds));
+                    console.status(&format!(
+                        "  {:<10} done     in {:.2} s",
+                        kind.name(),
+                        manifest.seconds
+                    ));
                     if let Some(summary) = &manifest.summary {
                         console.result(summary);
                     }
@@ -152,7 +178,11 @@ fn describe(changes: &[Change]) -> String {
     if changes.is_empty() {
         return "never built".to_string();
     }
-    changes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    changes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Which nodes `--until` keeps: the named stage and its ancestors, per pipeline.

@@ -65,7 +65,10 @@ pub fn status(graph: &Graph, workspace: &Workspace) -> Result<StatusReport, DagE
                 State::Cached(manifest) => {
                     output_hashes[n] = Some(manifest.output_hash.clone());
                     let dir = entry.clone().unwrap_or_default();
-                    (Vec::new(), manifest.outputs.iter().map(|o| dir.join(&o.path)).collect())
+                    (
+                        Vec::new(),
+                        manifest.outputs.iter().map(|o| dir.join(&o.path)).collect(),
+                    )
                 }
                 State::Stale(changes) => (changes.clone(), Vec::new()),
                 State::Missing => (Vec::new(), Vec::new()),
@@ -102,7 +105,10 @@ impl StatusReport {
         for pipeline in &self.pipelines {
             out.push_str(&format!("{} ({})\n", pipeline.name, pipeline.file.display()));
             for stage in &pipeline.stages {
-                let key = stage.key.as_deref().map_or("?".to_string(), |k| k[..12].to_string());
+                let key = stage
+                    .key
+                    .as_deref()
+                    .map_or("?".to_string(), |k| k[..12].to_string());
                 let state = match stage.state {
                     StateName::Cached => "cached",
                     StateName::Stale => "stale",

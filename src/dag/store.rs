@@ -126,10 +126,12 @@ impl Store {
 
     pub fn begin(&self, kind: StageKind, key: &str) -> std::io::Result<Pending> {
         let n = PENDING_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = self
-            .root
-            .join("tmp")
-            .join(format!("{}-{}-{}-{n}", kind.name(), &key[..16], std::process::id()));
+        let dir = self.root.join("tmp").join(format!(
+            "{}-{}-{}-{n}",
+            kind.name(),
+            &key[..16],
+            std::process::id()
+        ));
         let pending = Pending {
             dir,
             kind,
@@ -211,7 +213,11 @@ impl Store {
             };
             for entry in std::fs::read_dir(kind_dir.path())? {
                 let entry = entry?;
-                found.push((kind, entry.file_name().to_string_lossy().into_owned(), entry.path()));
+                found.push((
+                    kind,
+                    entry.file_name().to_string_lossy().into_owned(),
+                    entry.path(),
+                ));
             }
         }
         found.sort();
@@ -223,7 +229,10 @@ impl Store {
         let mut found = Vec::new();
         for entry in std::fs::read_dir(self.root.join("tmp"))? {
             let path = entry?.path();
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let pid = name.split('-').nth(2).and_then(|p| p.parse::<u32>().ok());
             if pid.is_none_or(|pid| !process_alive(pid)) {
                 found.push(path);
@@ -312,7 +321,9 @@ mod tests {
         for content in ["first", "second"] {
             let pending = store.begin(StageKind::Ingest, &key).unwrap();
             std::fs::write(pending.data_dir().join("out"), content).unwrap();
-            store.commit(pending, inputs(), None, Duration::ZERO, "p").unwrap();
+            store
+                .commit(pending, inputs(), None, Duration::ZERO, "p")
+                .unwrap();
         }
         let out = store.entry_dir(StageKind::Ingest, &key).join("data/out");
         assert_eq!(std::fs::read_to_string(out).unwrap(), "second");

@@ -52,7 +52,12 @@ struct RowFault {
     message: String,
 }
 
-pub fn parse(path: &Path, bytes: &[u8], options: ParseOptions, console: &Console) -> Result<Parsed, DataError> {
+pub fn parse(
+    path: &Path,
+    bytes: &[u8],
+    options: ParseOptions,
+    console: &Console,
+) -> Result<Parsed, DataError> {
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let mut lines = memchr::memchr_iter(b'\n', bytes);
     let header_end = lines.next().unwrap_or(bytes.len());
@@ -71,7 +76,9 @@ pub fn parse(path: &Path, bytes: &[u8], options: ParseOptions, console: &Console
         start = end + 1;
     }
     if rows.is_empty() {
-        return Err(DataError::Empty { path: path.to_path_buf() });
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
     }
 
     let side = find_side(path, &layout, &rows, options.skip_bad_rows)?;
@@ -84,7 +91,10 @@ pub fn parse(path: &Path, bytes: &[u8], options: ParseOptions, console: &Console
     let mut ids = vec![0i64; rows.len()];
 
     let bar = console.progress(rows.len() as u64, bytes.len() > 32 << 20, "parsing", Unit::Items);
-    let limits = (-options.coordinate_tolerance, side as f32 + options.coordinate_tolerance);
+    let limits = (
+        -options.coordinate_tolerance,
+        side as f32 + options.coordinate_tolerance,
+    );
     // Chunks of rows rather than single rows keep rayon's overhead negligible.
     const CHUNK: usize = 64;
     let faults: Vec<Option<RowFault>> = rows
@@ -128,7 +138,9 @@ pub fn parse(path: &Path, bytes: &[u8], options: ParseOptions, console: &Console
         }
     }
     if keep.is_empty() {
-        return Err(DataError::Empty { path: path.to_path_buf() });
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     let all_kept = keep.len() == rows.len();
     let table = FaceTable {
@@ -147,7 +159,11 @@ pub fn parse(path: &Path, bytes: &[u8], options: ParseOptions, console: &Console
             (_, true) => coords,
             (_, false) => gather(&coords, n_coords, &keep),
         },
-        pixels: if all_kept { pixels } else { gather(&pixels, pixel_count, &keep) },
+        pixels: if all_kept {
+            pixels
+        } else {
+            gather(&pixels, pixel_count, &keep)
+        },
     };
     Ok(Parsed { table, skipped })
 }
@@ -176,7 +192,8 @@ fn parse_header(path: &Path, line: &[u8]) -> Result<Layout, DataError> {
         path: path.to_path_buf(),
         message,
     };
-    let text = std::str::from_utf8(line).map_err(|_| header_error("the header is not UTF-8 text".to_string()))?;
+    let text =
+        std::str::from_utf8(line).map_err(|_| header_error("the header is not UTF-8 text".to_string()))?;
     let names: Vec<String> = text
         .split(',')
         .map(|n| String::from_utf8_lossy(unquote(n.as_bytes())).into_owned())
@@ -201,7 +218,9 @@ fn parse_header(path: &Path, line: &[u8]) -> Result<Layout, DataError> {
                 };
                 let expected_y = format!("{stem}_y");
                 if names.get(i + 1) != Some(&expected_y) {
-                    return Err(header_error(format!("column `{name}` must be followed by `{expected_y}`")));
+                    return Err(header_error(format!(
+                        "column `{name}` must be followed by `{expected_y}`"
+                    )));
                 }
                 columns.push(Column::Coordinate(coordinate_names.len()));
                 coordinate_names.push(name.clone());
@@ -227,17 +246,21 @@ fn parse_header(path: &Path, line: &[u8]) -> Result<Layout, DataError> {
 }
 
 /// The image side, from the first row whose pixel count is a square.
-fn find_side(path: &Path, layout: &Layout, rows: &[(usize, &[u8])], skip_bad_rows: bool) -> Result<usize, DataError> {
+fn find_side(
+    path: &Path,
+    layout: &Layout,
+    rows: &[(usize, &[u8])],
+    skip_bad_rows: bool,
+) -> Result<usize, DataError> {
     let image_index = layout
         .columns
         .iter()
         .position(|c| *c == Column::Image)
         .expect("parse_header requires an Image column");
     for (line, row) in rows {
-        let count = row
-            .split(|b| *b == b',')
-            .nth(image_index)
-            .map_or(0, |f| unquote(f).split(|b| *b == b' ').filter(|t| !t.is_empty()).count());
+        let count = row.split(|b| *b == b',').nth(image_index).map_or(0, |f| {
+            unquote(f).split(|b| *b == b' ').filter(|t| !t.is_empty()).count()
+        });
         let side = count.isqrt();
         if count > 0 && side * side == count {
             return Ok(side);
@@ -251,7 +274,9 @@ fn find_side(path: &Path, layout: &Layout, rows: &[(usize, &[u8])], skip_bad_row
             });
         }
     }
-    Err(DataError::Empty { path: path.to_path_buf() })
+    Err(DataError::Empty {
+        path: path.to_path_buf(),
+    })
 }
 
 fn parse_row(
@@ -282,7 +307,12 @@ fn parse_row(
                 *id = std::str::from_utf8(field)
                     .ok()
                     .and_then(|t| t.parse().ok())
-                    .ok_or_else(|| fault(format!("`{}` is not an integer id", String::from_utf8_lossy(field))))?;
+                    .ok_or_else(|| {
+                        fault(format!(
+                            "`{}` is not an integer id",
+                            String::from_utf8_lossy(field)
+                        ))
+                    })?;
             }
             Column::Coordinate(index) => {
                 if field.is_empty() {
@@ -370,7 +400,11 @@ fn describe_bad_pixels(field: &[u8], side: usize) -> String {
             );
         }
     }
-    format!("{} pixels, expected {} ({side}x{side} like the first row)", tokens.len(), side * side)
+    format!(
+        "{} pixels, expected {} ({side}x{side} like the first row)",
+        tokens.len(),
+        side * side
+    )
 }
 
 #[cfg(test)]
@@ -423,16 +457,46 @@ mod tests {
 
     #[test]
     fn bad_rows_name_file_line_and_column() {
-        assert_eq!(bad_row("1,1,1,1,0 0 0"), "f.csv:3: column `Image`: 3 pixels, expected 4 (2x2 like the first row)");
-        assert_eq!(bad_row("1,1,1,1,0 0 0 0 0"), "f.csv:3: column `Image`: 5 pixels, expected 4 (2x2 like the first row)");
-        assert_eq!(bad_row("1,1,1,1,0 256 0 0"), "f.csv:3: column `Image`: pixel 2 is `256`, not an integer in 0..=255");
-        assert_eq!(bad_row("1,1,1,1,0 -1 0 0"), "f.csv:3: column `Image`: pixel 2 is `-1`, not an integer in 0..=255");
-        assert_eq!(bad_row("1,1,1,1,0 1.5 0 0"), "f.csv:3: column `Image`: pixel 2 is `1.5`, not an integer in 0..=255");
-        assert_eq!(bad_row("1,x,1,1,0 0 0 0"), "f.csv:3: column `a_y`: `x` is not a number");
-        assert_eq!(bad_row("1,1,2,1,0 0 0 0"), "f.csv:3: column `b_x`: 2 is outside the image [0, 2) (tolerance 0 px)");
-        assert_eq!(bad_row("1,1,nan,1,0 0 0 0"), "f.csv:3: column `b_x`: NaN is outside the image [0, 2) (tolerance 0 px)");
-        assert_eq!(bad_row("1,1,1,1"), "f.csv:3: column `Image`: the row ends early: it has fewer than the header's 5 fields");
-        assert_eq!(bad_row("1,1,1,1,0 0 0 0,7"), "f.csv:3: column `Image`: the row has more than the header's 5 fields");
+        assert_eq!(
+            bad_row("1,1,1,1,0 0 0"),
+            "f.csv:3: column `Image`: 3 pixels, expected 4 (2x2 like the first row)"
+        );
+        assert_eq!(
+            bad_row("1,1,1,1,0 0 0 0 0"),
+            "f.csv:3: column `Image`: 5 pixels, expected 4 (2x2 like the first row)"
+        );
+        assert_eq!(
+            bad_row("1,1,1,1,0 256 0 0"),
+            "f.csv:3: column `Image`: pixel 2 is `256`, not an integer in 0..=255"
+        );
+        assert_eq!(
+            bad_row("1,1,1,1,0 -1 0 0"),
+            "f.csv:3: column `Image`: pixel 2 is `-1`, not an integer in 0..=255"
+        );
+        assert_eq!(
+            bad_row("1,1,1,1,0 1.5 0 0"),
+            "f.csv:3: column `Image`: pixel 2 is `1.5`, not an integer in 0..=255"
+        );
+        assert_eq!(
+            bad_row("1,x,1,1,0 0 0 0"),
+            "f.csv:3: column `a_y`: `x` is not a number"
+        );
+        assert_eq!(
+            bad_row("1,1,2,1,0 0 0 0"),
+            "f.csv:3: column `b_x`: 2 is outside the image [0, 2) (tolerance 0 px)"
+        );
+        assert_eq!(
+            bad_row("1,1,nan,1,0 0 0 0"),
+            "f.csv:3: column `b_x`: NaN is outside the image [0, 2) (tolerance 0 px)"
+        );
+        assert_eq!(
+            bad_row("1,1,1,1"),
+            "f.csv:3: column `Image`: the row ends early: it has fewer than the header's 5 fields"
+        );
+        assert_eq!(
+            bad_row("1,1,1,1,0 0 0 0,7"),
+            "f.csv:3: column `Image`: the row has more than the header's 5 fields"
+        );
     }
 
     #[test]
@@ -473,6 +537,9 @@ mod tests {
     #[test]
     fn a_non_square_first_image_is_an_error() {
         let err = parse_text(&format!("{HEADER}\n1,1,1,1,0 0 0\n"), options()).unwrap_err();
-        assert_eq!(err.to_string(), "f.csv:2: column `Image`: 3 pixels do not make a square image");
+        assert_eq!(
+            err.to_string(),
+            "f.csv:2: column `Image`: 3 pixels do not make a square image"
+        );
     }
 }

@@ -40,10 +40,15 @@ pub fn parse_lookup(
     let positions: Vec<usize> = COLUMNS
         .iter()
         .map(|name| {
-            header.iter().position(|h| h == *name).ok_or_else(|| DataError::Header {
-                path: path.to_path_buf(),
-                message: format!("no `{name}` column (an IdLookupTable has RowId,ImageId,FeatureName,Location)"),
-            })
+            header
+                .iter()
+                .position(|h| h == *name)
+                .ok_or_else(|| DataError::Header {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "no `{name}` column (an IdLookupTable has RowId,ImageId,FeatureName,Location)"
+                    ),
+                })
         })
         .collect::<Result<_, _>>()?;
     let known_ids: Option<std::collections::HashSet<i64>> = test_ids.map(|ids| ids.iter().copied().collect());
@@ -74,7 +79,10 @@ pub fn parse_lookup(
         if let Some(known) = &known_ids
             && !known.contains(&image_id)
         {
-            return Err(bad("ImageId", format!("image {image_id} is not in the test file")));
+            return Err(bad(
+                "ImageId",
+                format!("image {image_id} is not in the test file"),
+            ));
         }
         let feature = field(2);
         if !coordinate_names.iter().any(|c| c == feature) {
@@ -88,7 +96,9 @@ pub fn parse_lookup(
         table.feature_names.push(feature.to_string());
     }
     if table.is_empty() {
-        return Err(DataError::Empty { path: path.to_path_buf() });
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     Ok(table)
 }
@@ -120,6 +130,9 @@ mod tests {
         );
         let text = "RowId,ImageId,FeatureName,Location\n1,9,a_x,\n";
         let err = parse_lookup(Path::new("l.csv"), text.as_bytes(), &names(), Some(&[1])).unwrap_err();
-        assert_eq!(err.to_string(), "l.csv:2: column `ImageId`: image 9 is not in the test file");
+        assert_eq!(
+            err.to_string(),
+            "l.csv:2: column `ImageId`: image 9 is not in the test file"
+        );
     }
 }

@@ -10,13 +10,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::builder::StringBuilder;
-use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, Float32Array, Int64Array, RecordBatch, UInt32Array};
+use arrow_array::{
+    Array, ArrayRef, FixedSizeBinaryArray, Float32Array, Int64Array, RecordBatch, UInt32Array,
+};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::lookup::LookupTable;
 use super::{DataError, FaceTable};
@@ -53,8 +55,8 @@ fn writer_properties(metadata: Vec<KeyValue>) -> WriterProperties {
 
 fn write_batch(path: &Path, batch: &RecordBatch, metadata: Vec<KeyValue>) -> Result<(), DataError> {
     let file = File::create(path).map_err(|e| write_error(path, e))?;
-    let mut writer =
-        ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(metadata))).map_err(|e| write_error(path, e))?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(metadata)))
+        .map_err(|e| write_error(path, e))?;
     writer.write(batch).map_err(|e| write_error(path, e))?;
     writer.close().map_err(|e| write_error(path, e))?;
     Ok(())
@@ -100,7 +102,12 @@ pub fn read_faces(path: &Path) -> Result<FaceTable, DataError> {
         .key_value_metadata()
         .and_then(|kv| kv.iter().find(|k| k.key == SIDE_KEY))
         .and_then(|k| k.value.as_deref()?.parse().ok())
-        .ok_or_else(|| read_error(path, format!("no `{SIDE_KEY}` metadata: not written by fkp's ingest")))?;
+        .ok_or_else(|| {
+            read_error(
+                path,
+                format!("no `{SIDE_KEY}` metadata: not written by fkp's ingest"),
+            )
+        })?;
     let schema = builder.schema().clone();
     let coordinate_names: Vec<String> = schema
         .fields()
@@ -146,12 +153,19 @@ fn append_batch(path: &Path, batch: &RecordBatch, faces: &mut FaceTable) -> Resu
         .collect::<Result<_, _>>()?;
     for row in 0..rows {
         for col in &coordinate_columns {
-            faces.coords.push(if col.is_null(row) { f32::NAN } else { col.value(row) });
+            faces.coords.push(if col.is_null(row) {
+                f32::NAN
+            } else {
+                col.value(row)
+            });
         }
     }
     let images = column::<FixedSizeBinaryArray>(path, batch, IMAGE)?;
     if images.value_length() as usize != faces.pixel_count() {
-        return Err(read_error(path, "image width disagrees with the `fkp.side` metadata"));
+        return Err(read_error(
+            path,
+            "image width disagrees with the `fkp.side` metadata",
+        ));
     }
     faces.pixels.extend_from_slice(images.value_data());
     Ok(())

@@ -101,14 +101,19 @@ fn read_zip(path: &Path) -> Result<Vec<u8>, DataError> {
         many => {
             return Err(DataError::Archive {
                 path: path.to_path_buf(),
-                message: format!("the zip archive holds several .csv files ({}); unpack the one you mean", many.join(", ")),
+                message: format!(
+                    "the zip archive holds several .csv files ({}); unpack the one you mean",
+                    many.join(", ")
+                ),
             });
         }
     };
     let mut entry = archive.by_name(&name).map_err(corrupt)?;
     let mut bytes = Vec::with_capacity(entry.size() as usize);
     // The zip reader checks the CRC at the end, so a damaged member fails here.
-    entry.read_to_end(&mut bytes).map_err(|e| corrupt_or_io(path, e))?;
+    entry
+        .read_to_end(&mut bytes)
+        .map_err(|e| corrupt_or_io(path, e))?;
     Ok(bytes)
 }
 
@@ -152,7 +157,9 @@ mod tests {
 
     #[test]
     fn a_truncated_gzip_is_an_error_not_a_short_file() {
-        let big: Vec<u8> = (0..200_000u32).flat_map(|i| format!("{i},{}\n", i * 7).into_bytes()).collect();
+        let big: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| format!("{i},{}\n", i * 7).into_bytes())
+            .collect();
         let gz = gzip(&big);
         let error = read(&gz[..gz.len() / 2], "t.csv.gz").unwrap_err();
         assert!(matches!(error, DataError::Corrupt { .. }), "{error}");

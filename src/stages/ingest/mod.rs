@@ -130,7 +130,8 @@ impl IngestStage {
         }
         if let Some(lookup_path) = &self.config.lookup {
             let bytes = source::read_text_file(lookup_path, ctx.console)?;
-            let table = lookup::parse_lookup(lookup_path, &bytes, &train.coordinate_names, test_ids.as_deref())?;
+            let table =
+                lookup::parse_lookup(lookup_path, &bytes, &train.coordinate_names, test_ids.as_deref())?;
             parquet::write_lookup(&ctx.data_dir.join(LOOKUP_FILE), &table)?;
             meta.lookup_rows = Some(table.len());
         }

@@ -41,7 +41,11 @@ impl IngestMeta {
         table.add_row([
             "train".to_string(),
             self.train_rows.to_string(),
-            format!("{} ({})", self.train_complete_rows, percent(self.train_complete_rows, self.train_rows)),
+            format!(
+                "{} ({})",
+                self.train_complete_rows,
+                percent(self.train_complete_rows, self.train_rows)
+            ),
             self.train_skipped.to_string(),
         ]);
         if let Some(rows) = self.test_rows {
@@ -49,7 +53,12 @@ impl IngestMeta {
             table.add_row(["test".to_string(), rows.to_string(), "-".to_string(), skipped]);
         }
         if let Some(rows) = self.lookup_rows {
-            table.add_row(["lookup".to_string(), rows.to_string(), "-".to_string(), "0".to_string()]);
+            table.add_row([
+                "lookup".to_string(),
+                rows.to_string(),
+                "-".to_string(),
+                "0".to_string(),
+            ]);
         }
         right_align_numbers(&mut table, 1..4);
         table
@@ -60,8 +69,16 @@ impl IngestMeta {
     fn presence(&self) -> Table {
         let mut table = Table::new();
         table.set_header(["keypoint", "present", "share"]);
-        for (name, present) in self.keypoint_names.iter().zip(self.train_presence.iter().step_by(2)) {
-            table.add_row([name.clone(), present.to_string(), percent(*present, self.train_rows)]);
+        for (name, present) in self
+            .keypoint_names
+            .iter()
+            .zip(self.train_presence.iter().step_by(2))
+        {
+            table.add_row([
+                name.clone(),
+                present.to_string(),
+                percent(*present, self.train_rows),
+            ]);
         }
         right_align_numbers(&mut table, 1..3);
         table

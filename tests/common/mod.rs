@@ -1,0 +1,163 @@
+//! Helpers for the end-to-end tests: a scratch workspace, the real `fkp` binary, and
+//! small Kaggle-layout CSV files written on the spot.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+
+pub const KEYPOINTS: [&str; 3] = ["left_eye_center", "right_eye_center", "nose_tip"];
+pub const SIDE: usize = 8;
+
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch {
+            dir: tempfile::tempdir().expect("a temp dir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    /// Runs `fkp` with the scratch folder as the workspace (current directory).
+    pub fn fkp(&self, args: &[&str]) -> Output {
+        Command::cargo_bin("fkp")
+            .expect("the fkp binary")
+            .current_dir(self.dir.path())
+            .env_remove("FKP_CACHE_DIR")
+            .args(args)
+            .output()
+            .expect("fkp runs")
+    }
+
+    /// Runs `fkp` and insists it succeeds; returns stderr (where stage lines go).
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.fkp(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "fkp {args:?} failed\nstdout:\n{}\nstderr:\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        stderr
+    }
+
+    /// Runs `fkp`, insists it fails, returns (exit code, stderr).
+    pub fn fails(&self, args: &[&str]) -> (i32, String) {
+        let out = self.fkp(args);
+        assert!(!out.status.success(), "fkp {args:?} should have failed");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Cache entries of a stage kind.
+    pub fn entries(&self, kind: &str) -> Vec<PathBuf> {
+        list(&self.path(".fkp/entries").join(kind))
+    }
+
+    /// Leftover temporary folders: must be empty after any run, failed or not.
+    pub fn temp_dirs(&self) -> Vec<PathBuf> {
+        list(&self.path(".fkp/tmp"))
+    }
+
+    pub fn status_json(&self, pipelines: &[&str]) -> serde_json::Value {
+        let mut args = vec!["status", "--json"];
+        args.extend(pipelines);
+        let out = self.fkp(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+    }
+}
+
+fn list(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|items| items.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+/// The header of a labelled file with [`KEYPOINTS`].
+pub fn header() -> String {
+    let mut columns: Vec<String> = KEYPOINTS
+        .iter()
+        .flat_map(|k| [format!("{k}_x"), format!("{k}_y")])
+        .collect();
+    columns.push("Image".to_string());
+    columns.join(",")
+}
+
+/// A labelled row: coordinates derived from `seed` (some missing when `sparse`),
+/// and an 8x8 image.
+pub fn row(seed: usize, sparse: bool) -> String {
+    let mut fields = Vec::new();
+    for k in 0..KEYPOINTS.len() {
+        let missing = sparse && k == 1;
+        let x = (seed + k) % SIDE;
+        let y = (seed * 3 + k) % SIDE;
+        if missing {
+            fields.extend([String::new(), String::new()]);
+        } else {
+            fields.extend([format!("{x}.25"), format!("{y}.5")]);
+        }
+    }
+    let pixels: Vec<String> = (0..SIDE * SIDE)
+        .map(|i| ((i * 7 + seed * 13) % 256).to_string())
+        .collect();
+    fields.push(pixels.join(" "));
+    fields.join(",")
+}
+
+/// A labelled CSV with `rows` rows, every third one missing a keypoint.
+pub fn labelled_csv(rows: usize) -> String {
+    let mut text = header();
+    text.push('\n');
+    for i in 0..rows {
+        text.push_str(&row(i, i % 3 == 0));
+        text.push('\n');
+    }
+    text
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+pub fn zip_one(name: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    writer
+        .start_file(name, zip::write::SimpleFileOptions::default())
+        .unwrap();
+    writer.write_all(bytes).unwrap();
+    writer.finish().unwrap().into_inner()
+}
+
+/// The folder holding the project's shared real data, if present.
+pub fn shared_data() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    dir.join("faces15-train-sparse.csv.gz").is_file().then_some(dir)
+}
+
+pub fn repo_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}

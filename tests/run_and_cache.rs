@@ -1,0 +1,202 @@
+//! `fkp run` end to end: caching, what reruns when, and the flags that steer it.
+
+mod common;
+
+use common::{Scratch, labelled_csv};
+
+fn setup() -> Scratch {
+    let s = Scratch::new();
+    s.write("data/train.csv", labelled_csv(12));
+    s.write("p.toml", "[ingest]\ntrain = \"data/train.csv\"\n");
+    s
+}
+
+#[test]
+fn a_cached_rerun_runs_nothing() {
+    let s = setup();
+    let first = s.ok(&["run", "p.toml"]);
+    assert!(first.contains("ingest     running"), "{first}");
+    assert!(first.contains("never built"), "{first}");
+    let entries = s.entries("ingest");
+    assert_eq!(entries.len(), 1);
+    let manifest = entries[0].join("manifest.json");
+    let written = std::fs::metadata(&manifest).unwrap().modified().unwrap();
+
+    let second = s.ok(&["run", "p.toml"]);
+    assert!(second.contains("ingest     cached"), "{second}");
+    assert!(!second.contains("running"), "{second}");
+    assert_eq!(std::fs::metadata(&manifest).unwrap().modified().unwrap(), written);
+    assert!(s.path("reports/p/ingest/summary.md").is_file());
+}
+
+#[test]
+fn comments_and_key_order_change_nothing_but_a_value_reruns_the_stage() {
+    let s = setup();
+    s.ok(&["run", "p.toml"]);
+    s.write(
+        "p.toml",
+        "# a comment\n[ingest]\non_bad_row = \"error\"  # the default, now explicit\ntrain = \"data/train.csv\"\n",
+    );
+    let out = s.ok(&["run", "p.toml"]);
+    assert!(out.contains("cached"), "{out}");
+
+    s.write(
+        "p.toml",
+        "[ingest]\ntrain = \"data/train.csv\"\ncoordinate_tolerance = 2\n",
+    );
+    let out = s.ok(&["run", "p.toml"]);
+    assert!(
+        out.contains("`ingest.coordinate_tolerance` changed: 1.0 -> 2.0"),
+        "{out}"
+    );
+    assert_eq!(s.entries("ingest").len(), 2);
+}
+
+#[test]
+fn editing_an_input_file_reruns_and_moving_it_does_not() {
+    let s = setup();
+    s.ok(&["run", "p.toml"]);
+    std::fs::rename(s.path("data/train.csv"), s.path("data/moved.csv")).unwrap();
+    s.write("p.toml", "[ingest]\ntrain = \"data/moved.csv\"\n");
+    assert!(s.ok(&["run", "p.toml"]).contains("cached"));
+
+    s.write("data/moved.csv", labelled_csv(13));
+    let out = s.ok(&["run", "p.toml"]);
+    assert!(out.contains("input `train` changed"), "{out}");
+}
+
+#[test]
+fn force_reruns_cached_stages() {
+    let s = setup();
+    s.ok(&["run", "p.toml"]);
+    let out = s.ok(&["run", "p.toml", "--force"]);
+    assert!(out.contains("running") && out.contains("forced"), "{out}");
+    let out = s.ok(&["run", "p.toml", "--force-stage", "ingest"]);
+    assert!(out.contains("forced"), "{out}");
+    assert_eq!(s.entries("ingest").len(), 1);
+    assert!(s.temp_dirs().is_empty());
+}
+
+#[test]
+fn until_and_dry_run() {
+    let s = setup();
+    let out = s.ok(&["run", "p.toml", "--dry-run"]);
+    assert!(out.contains("would run") && out.contains("never built"), "{out}");
+    assert!(s.entries("ingest").is_empty(), "a dry run builds nothing");
+    let out = s.ok(&["run", "p.toml", "--until", "ingest"]);
+    assert!(out.contains("done"), "{out}");
+    let (code, err) = s.fails(&["run", "p.toml", "--until", "nope"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown stage `nope`"), "{err}");
+}
+
+#[test]
+fn a_stage_shared_by_two_pipelines_runs_once() {
+    let s = setup();
+    s.write(
+        "q.toml",
+        "[pipeline]\ndescription = \"same data\"\n[ingest]\ntrain = \"data/train.csv\"\n",
+    );
+    let out = s.ok(&["run", "p.toml", "q.toml"]);
+    assert_eq!(out.matches("running").count(), 1, "{out}");
+    assert!(out.contains("shared with `p`"), "{out}");
+    assert!(s.path("reports/q/ingest/summary.md").is_file());
+}
+
+#[test]
+fn status_json_reports_missing_cached_and_stale_with_the_reason() {
+    let s = setup();
+    let status = s.status_json(&["p.toml"]);
+    assert_eq!(status["schema"], "fkp.status/1");
+    let stage = &status["pipelines"][0]["stages"][0];
+    assert_eq!(stage["stage"], "ingest");
+    assert_eq!(stage["state"], "missing");
+
+    s.ok(&["run", "p.toml"]);
+    let status = s.status_json(&["p.toml"]);
+    let stage = &status["pipelines"][0]["stages"][0];
+    assert_eq!(stage["state"], "cached");
+    let outputs: Vec<&str> = stage["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap())
+        .collect();
+    assert!(
+        outputs.iter().any(|o| o.ends_with("data/train.parquet")),
+        "{outputs:?}"
+    );
+    assert!(
+        outputs
+            .iter()
+            .all(|o| std::path::Path::new(o).is_absolute() && std::path::Path::new(o).is_file())
+    );
+
+    s.write(
+        "p.toml",
+        "[ingest]\ntrain = \"data/train.csv\"\non_bad_row = \"skip\"\n",
+    );
+    let status = s.status_json(&["p.toml"]);
+    let stage = &status["pipelines"][0]["stages"][0];
+    assert_eq!(stage["state"], "stale");
+    assert_eq!(stage["changes"][0]["change"], "config");
+    assert_eq!(stage["changes"][0]["key"], "ingest.on_bad_row");
+    assert_eq!(stage["changes"][0]["old"], "error");
+    assert_eq!(stage["changes"][0]["new"], "skip");
+    assert!(stage["reason"].as_str().unwrap().contains("on_bad_row"));
+}
+
+#[test]
+fn extends_variants_state_only_what_differs() {
+    let s = setup();
+    s.write(
+        "v.toml",
+        "[pipeline]\nextends = \"p.toml\"\n[ingest]\non_bad_row = \"skip\"\n",
+    );
+    s.ok(&["run", "v.toml"]);
+    let status = s.status_json(&["v.toml"]);
+    assert_eq!(status["pipelines"][0]["name"], "v");
+    assert_eq!(status["pipelines"][0]["stages"][0]["state"], "cached");
+}
+
+#[test]
+fn clean_removes_only_unreferenced_entries() {
+    let s = setup();
+    s.ok(&["run", "p.toml"]);
+    s.write(
+        "p.toml",
+        "[ingest]\ntrain = \"data/train.csv\"\non_bad_row = \"skip\"\n",
+    );
+    s.ok(&["run", "p.toml"]);
+    assert_eq!(s.entries("ingest").len(), 2);
+    // An abandoned temporary folder, as a killed run leaves (pid 0 never runs fkp).
+    std::fs::create_dir_all(s.path(".fkp/tmp/ingest-0123456789abcdef-0-0/data")).unwrap();
+
+    let out = s.ok(&["clean", "p.toml", "--dry-run"]);
+    assert!(out.contains("would remove 1 entries and 1 abandoned"), "{out}");
+    assert_eq!(s.entries("ingest").len(), 2);
+
+    s.ok(&["clean", "p.toml"]);
+    assert_eq!(s.entries("ingest").len(), 1);
+    assert!(s.temp_dirs().is_empty());
+    assert!(s.ok(&["run", "p.toml"]).contains("cached"));
+}
+
+#[test]
+fn the_cache_dir_can_be_moved() {
+    let s = setup();
+    s.ok(&["run", "p.toml", "--cache-dir", "elsewhere"]);
+    assert!(s.path("elsewhere/entries/ingest").is_dir());
+    assert!(!s.path(".fkp").exists());
+}
+
+#[test]
+fn dag_prints_the_graph() {
+    let s = setup();
+    let out = s.fkp(&["dag", "p.toml", "--dot"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("digraph fkp {") && text.contains("label=\"ingest\""),
+        "{text}"
+    );
+}
