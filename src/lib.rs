@@ -10,5 +10,6 @@ pub mod console;
 pub mod dag;
 pub mod data;
 pub mod fsutil;
+pub mod report;
 pub mod stages;
 pub mod workspace;

@@ -3,6 +3,8 @@
 //! Where each key is read:
 //! - `[pipeline]`: [`pipeline`] (this module's `pipeline.rs`)
 //! - `[ingest]`: `src/stages/ingest/config.rs`
+//! - `[eda]`: `src/stages/eda/config.rs`
+//! - `[prepare]`: `src/stages/prepare/config.rs`
 
 mod error;
 mod pipeline;

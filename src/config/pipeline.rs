@@ -8,7 +8,9 @@ use super::reader::TableReader;
 use super::source::{Location, SourceFile};
 use super::value::{Table, Value};
 use crate::stages::StageKind;
+use crate::stages::eda::EdaConfig;
 use crate::stages::ingest::IngestConfig;
+use crate::stages::prepare::PrepareConfig;
 
 /// A validated pipeline, with every stage's typed configuration.
 #[derive(Debug)]
@@ -21,6 +23,8 @@ pub struct Pipeline {
     /// That file and every file it extends, absolute: what `watch` would watch.
     pub sources: Vec<PathBuf>,
     pub ingest: Option<IngestConfig>,
+    pub eda: Option<EdaConfig>,
+    pub prepare: Option<PrepareConfig>,
 }
 
 impl Pipeline {
@@ -39,6 +43,8 @@ impl Pipeline {
             file,
             sources,
             ingest: None,
+            eda: None,
+            prepare: None,
         };
         let mut errors = Vec::new();
         let file_start = Location::new(&top, Some(0..0));
@@ -56,6 +62,8 @@ impl Pipeline {
             match key.as_str() {
                 "pipeline" => pipeline.read_meta(&mut reader),
                 "ingest" => pipeline.ingest = Some(IngestConfig::read(&mut reader)),
+                "eda" => pipeline.eda = Some(EdaConfig::read(&mut reader)),
+                "prepare" => pipeline.prepare = Some(PrepareConfig::read(&mut reader)),
                 other => {
                     errors.push(unknown_table(other, &entry.key_at));
                     continue;
@@ -95,6 +103,8 @@ impl Pipeline {
             .into_iter()
             .filter(|kind| match kind {
                 StageKind::Ingest => self.ingest.is_some(),
+                StageKind::Eda => self.eda.is_some(),
+                StageKind::Prepare => self.prepare.is_some(),
             })
             .collect()
     }

@@ -76,6 +76,19 @@ impl<'a> TableReader<'a> {
         self.errors.push(ConfigError::new(kind, &node.at));
     }
 
+    /// Where `key` is written, or the table's header when it is not: for errors
+    /// that only running the stage can find.
+    pub fn location(&self, key: &str) -> Location {
+        self.table
+            .get(key)
+            .map_or_else(|| self.at.clone(), |e| e.node.at.clone())
+    }
+
+    /// Whether the table states `key` (rather than leaving its default).
+    pub fn states(&self, key: &str) -> bool {
+        self.table.get(key).is_some()
+    }
+
     /// Reports a value that has the right type but is not acceptable.
     pub fn invalid(&mut self, key: &'static str, message: impl Into<String>) {
         let at = self
@@ -205,9 +218,16 @@ impl<'a> TableReader<'a> {
             self.wrong_type(key, node, "a string");
             return default;
         };
-        if let Some(index) = T::NAMES.iter().position(|n| n == text) {
-            return T::from_index(index);
+        match T::NAMES.iter().position(|n| n == text) {
+            Some(index) => T::from_index(index),
+            None => {
+                self.not_a_choice::<T>(key, text, node);
+                default
+            }
         }
+    }
+
+    fn not_a_choice<T: Choice>(&mut self, key: &str, text: &str, node: &Node) {
         let valid = T::NAMES
             .iter()
             .map(|n| format!("\"{n}\""))
@@ -224,7 +244,30 @@ impl<'a> TableReader<'a> {
             error = error.with_help(hint);
         }
         self.errors.push(error);
-        default
+    }
+
+    /// An array of choices (`plots = ["boxplot", "samples"]`), duplicates removed.
+    pub fn choice_list<T: Choice + PartialEq>(&mut self, key: &'static str, default: &[T]) -> Vec<T> {
+        let Some(node) = self.get(key) else {
+            return default.to_vec();
+        };
+        let Value::Array(items) = &node.value else {
+            self.wrong_type(key, node, "an array of strings");
+            return default.to_vec();
+        };
+        let mut chosen = Vec::new();
+        for item in items {
+            let Value::String(text) = &item.value else {
+                self.wrong_type(key, item, "an array of strings");
+                continue;
+            };
+            match T::NAMES.iter().position(|n| n == text) {
+                Some(index) if !chosen.contains(&T::from_index(index)) => chosen.push(T::from_index(index)),
+                Some(_) => {}
+                None => self.not_a_choice::<T>(key, text, item),
+            }
+        }
+        chosen
     }
 
     /// Ends reading: any key not asked for is unknown. Returns every error found.

@@ -8,7 +8,7 @@ pub enum DagError {
     Stage {
         pipeline: String,
         stage: StageKind,
-        source: StageError,
+        source: Box<StageError>,
     },
     #[error("pipeline `{pipeline}`, stage [{stage}]: cannot read input `{role}` ({path}): {source}")]
     Input {

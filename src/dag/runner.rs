@@ -127,7 +127,7 @@ pub fn run(
                     let outcome = node.stage.run(&ctx).map_err(|source| DagError::Stage {
                         pipeline: pipeline.name.clone(),
                         stage: kind,
-                        source,
+                        source: Box::new(source),
                     })?;
                     let manifest = store
                         .commit(

@@ -1,7 +1,9 @@
 //! The stages of a pipeline. Each stage kind is one module with one job; all of them
 //! implement [`Stage`], which is everything the DAG runner needs to know about them.
 
+pub mod eda;
 pub mod ingest;
+pub mod prepare;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,17 +16,21 @@ use crate::console::Console;
 #[serde(rename_all = "snake_case")]
 pub enum StageKind {
     Ingest,
+    Eda,
+    Prepare,
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 1] = [StageKind::Ingest];
+    pub const ALL: [StageKind; 3] = [StageKind::Ingest, StageKind::Eda, StageKind::Prepare];
 
     /// Tables that name stages designed but not yet part of this version.
-    pub const PLANNED: [&'static str; 6] = ["eda", "prepare", "model", "train", "evaluate", "report"];
+    pub const PLANNED: [&'static str; 4] = ["model", "train", "evaluate", "report"];
 
     pub fn name(self) -> &'static str {
         match self {
             StageKind::Ingest => "ingest",
+            StageKind::Eda => "eda",
+            StageKind::Prepare => "prepare",
         }
     }
 
@@ -36,6 +42,7 @@ impl StageKind {
     pub fn upstream(self) -> &'static [StageKind] {
         match self {
             StageKind::Ingest => &[],
+            StageKind::Eda | StageKind::Prepare => &[StageKind::Ingest],
         }
     }
 }
@@ -76,6 +83,10 @@ pub struct StageOutcome {
 pub enum StageError {
     #[error(transparent)]
     Ingest(#[from] ingest::IngestError),
+    #[error(transparent)]
+    Eda(#[from] eda::EdaError),
+    #[error(transparent)]
+    Prepare(#[from] prepare::PrepareError),
 }
 
 pub trait Stage {
@@ -94,6 +105,12 @@ pub fn stages_of(pipeline: &Pipeline) -> Vec<Box<dyn Stage>> {
     let mut stages: Vec<Box<dyn Stage>> = Vec::new();
     if let Some(config) = &pipeline.ingest {
         stages.push(Box::new(ingest::IngestStage::new(config.clone())));
+    }
+    if let Some(config) = &pipeline.eda {
+        stages.push(Box::new(eda::EdaStage::new(config.clone())));
+    }
+    if let Some(config) = &pipeline.prepare {
+        stages.push(Box::new(prepare::PrepareStage::new(config.clone())));
     }
     stages
 }

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""PyTorch CPU training-speed reference for fkp's dfdx models.
+
+One step = forward + MSE loss + backward + Adam update on a random batch of
+1x96x96 images with 30 targets (the Kaggle facial-keypoints shape).
+
+    python bench/torch_train_speed.py --model lenet --batch 64 --threads 2 --steps 5
+
+Prints per-step times and a final line:
+    RESULT model=lenet batch=64 threads=2 steps=5 img_per_s=... s_per_step=... peak_rss_mib=...
+
+Models (defined here, no torchvision needed):
+  lenet     conv3x3(32) ReLU maxpool2 drop.1 | conv2x2(64) ReLU maxpool2 drop.2 |
+            conv2x2(128) ReLU maxpool2 drop.3 | flatten | 500 ReLU drop.5 | 500 ReLU | 30
+  resnet18  torchvision's ResNet-18 layout, 1 input channel, 30 outputs (11,185,630 params)
+"""
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+import torch
+from torch import nn
+
+
+def lenet(outputs: int, h: int = 96, w: int = 96) -> nn.Module:
+    def side(x: int) -> int:
+        return (((x - 2) // 2 - 1) // 2 - 1) // 2
+
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.1),
+        nn.Conv2d(32, 64, 2), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.2),
+        nn.Conv2d(64, 128, 2), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.3),
+        nn.Flatten(),
+        nn.Linear(128 * side(h) * side(w), 500), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(500, 500), nn.ReLU(),
+        nn.Linear(500, outputs),
+    )
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, 0, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + (x if self.down is None else self.down(x)))
+
+
+def resnet18(outputs: int) -> nn.Module:
+    layers = [
+        nn.Conv2d(1, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+    ]
+    cin = 64
+    for cout, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
+        layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+        cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, outputs)]
+    return nn.Sequential(*layers)
+
+
+def peak_rss_mib() -> float:
+    # ru_maxrss is KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", choices=["lenet", "resnet18"], default="lenet")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=5, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    ap.add_argument("--outputs", type=int, default=30)
+    ap.add_argument("--size", type=int, default=96, help="input height = width")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true", help="also print the result as JSON")
+    a = ap.parse_args()
+
+    torch.set_num_threads(a.threads)
+    torch.set_num_interop_threads(1)
+    torch.manual_seed(a.seed)
+
+    model = lenet(a.outputs, a.size, a.size) if a.model == "lenet" else resnet18(a.outputs)
+    model.train()
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loss_fn = nn.MSELoss()
+    x = torch.randn(a.batch, 1, a.size, a.size)
+    y = torch.randn(a.batch, a.outputs)
+    print(
+        f"torch {torch.__version__} model={a.model} params={params} "
+        f"threads={torch.get_num_threads()} batch={a.batch}",
+        flush=True,
+    )
+
+    t0 = time.perf_counter()
+    for i in range(a.warmup + a.steps):
+        if i == a.warmup:
+            t0 = time.perf_counter()
+        ts = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        lv = loss.item()
+        print(f"  step {i}: loss {lv:.4f} {time.perf_counter() - ts:.3f}s", flush=True)
+    dt = time.perf_counter() - t0
+
+    res = {
+        "model": a.model,
+        "batch": a.batch,
+        "threads": a.threads,
+        "steps": a.steps,
+        "img_per_s": round(a.batch * a.steps / dt, 2),
+        "s_per_step": round(dt / a.steps, 4),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "torch": torch.__version__,
+    }
+    print(
+        "RESULT " + " ".join(f"{k}={res[k]}" for k in
+                             ["model", "batch", "threads", "steps", "img_per_s",
+                              "s_per_step", "peak_rss_mib"])
+    )
+    if a.json:
+        print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+//! The prepare stage's output: training and validation tensors in one
+//! safetensors file (a well-known format, readable from Python with
+//! `safetensors.numpy.load_file`).
+//!
+//! For each split `s` in `train`, `val`:
+//! - `s.images`: U8 `[n, side, side]`
+//! - `s.targets`: F32 `[n, coords]`, pixels; 0 where there is no value
+//! - `s.labelled`: U8 `[n, coords]`, 1 where the value is a real label
+//! - `s.loss_mask`: U8 `[n, coords]`, 1 where the training loss uses the value
+//!   (real labels, plus filled values under mean/median imputation)
+//! - `s.source_rows`: U32 `[n]`, the row of the ingested file
+//!
+//! Metadata: `side` and `coordinate_names` (a JSON array).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+use super::DataError;
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Split {
+    pub images: Vec<u8>,
+    pub targets: Vec<f32>,
+    pub labelled: Vec<u8>,
+    pub loss_mask: Vec<u8>,
+    pub source_rows: Vec<u32>,
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.source_rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.source_rows.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub side: usize,
+    pub coordinate_names: Vec<String>,
+    pub train: Split,
+    pub val: Split,
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn u32_bytes(values: &[u32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+impl Prepared {
+    pub fn write(&self, path: &Path) -> Result<(), DataError> {
+        let write_error = |e: &dyn std::fmt::Display| DataError::Write {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let coords = self.coordinate_names.len();
+        let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (name, split) in [("train", &self.train), ("val", &self.val)] {
+            let n = split.len();
+            owned.push((
+                format!("{name}.images"),
+                Dtype::U8,
+                vec![n, self.side, self.side],
+                split.images.clone(),
+            ));
+            owned.push((
+                format!("{name}.targets"),
+                Dtype::F32,
+                vec![n, coords],
+                f32_bytes(&split.targets),
+            ));
+            owned.push((
+                format!("{name}.labelled"),
+                Dtype::U8,
+                vec![n, coords],
+                split.labelled.clone(),
+            ));
+            owned.push((
+                format!("{name}.loss_mask"),
+                Dtype::U8,
+                vec![n, coords],
+                split.loss_mask.clone(),
+            ));
+            owned.push((
+                format!("{name}.source_rows"),
+                Dtype::U32,
+                vec![n],
+                u32_bytes(&split.source_rows),
+            ));
+        }
+        let views = owned
+            .iter()
+            .map(|(name, dtype, shape, bytes)| {
+                TensorView::new(*dtype, shape.clone(), bytes)
+                    .map(|view| (name.clone(), view))
+                    .map_err(|e| write_error(&e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let metadata = HashMap::from([
+            ("side".to_string(), self.side.to_string()),
+            (
+                "coordinate_names".to_string(),
+                serde_json::to_string(&self.coordinate_names).expect("strings serialise"),
+            ),
+        ]);
+        safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| write_error(&e))
+    }
+
+    pub fn read(path: &Path) -> Result<Prepared, DataError> {
+        let corrupt = |message: String| DataError::Corrupt {
+            path: path.to_path_buf(),
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let info = metadata.metadata().clone().unwrap_or_default();
+        let side: usize = info
+            .get("side")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| corrupt("no `side` metadata".to_string()))?;
+        let coordinate_names: Vec<String> = info
+            .get("coordinate_names")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .ok_or_else(|| corrupt("no `coordinate_names` metadata".to_string()))?;
+        let tensors = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let raw = |name: String, dtype: Dtype| -> Result<Vec<u8>, DataError> {
+            let view = tensors
+                .tensor(&name)
+                .map_err(|e| corrupt(format!("{name}: {e}")))?;
+            if view.dtype() != dtype {
+                return Err(corrupt(format!(
+                    "{name} is {:?}, expected {dtype:?}",
+                    view.dtype()
+                )));
+            }
+            Ok(view.data().to_vec())
+        };
+        let split = |name: &str| -> Result<Split, DataError> {
+            Ok(Split {
+                images: raw(format!("{name}.images"), Dtype::U8)?,
+                targets: raw(format!("{name}.targets"), Dtype::F32)?
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+                labelled: raw(format!("{name}.labelled"), Dtype::U8)?,
+                loss_mask: raw(format!("{name}.loss_mask"), Dtype::U8)?,
+                source_rows: raw(format!("{name}.source_rows"), Dtype::U32)?
+                    .chunks_exact(4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            })
+        };
+        Ok(Prepared {
+            side,
+            coordinate_names,
+            train: split("train")?,
+            val: split("val")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_safetensors() {
+        let prepared = Prepared {
+            side: 2,
+            coordinate_names: vec!["a_x".into(), "a_y".into()],
+            train: Split {
+                images: vec![1, 2, 3, 4, 5, 6, 7, 8],
+                targets: vec![0.5, 1.5, 0.0, 0.25],
+                labelled: vec![1, 1, 0, 1],
+                loss_mask: vec![1, 1, 0, 1],
+                source_rows: vec![3, 0],
+            },
+            val: Split {
+                images: vec![9, 9, 9, 9],
+                targets: vec![1.0, 1.0],
+                labelled: vec![1, 1],
+                loss_mask: vec![1, 1],
+                source_rows: vec![7],
+            },
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.safetensors");
+        prepared.write(&path).unwrap();
+        assert_eq!(Prepared::read(&path).unwrap(), prepared);
+    }
+}
