@@ -9,6 +9,9 @@ One step = forward + MSE loss + backward + Adam update on a random batch of
 Prints per-step times and a final line:
     RESULT model=lenet batch=64 threads=2 steps=5 img_per_s=... s_per_step=... peak_rss_mib=...
 
+Install: PyPI has no CPU-only torch wheel for Linux; `pip install torch==2.15.0` pulls the
+CUDA build (~0.5 GB wheel + ~3 GB nvidia-* wheels, needed even to import on CPU).
+
 Models (defined here, no torchvision needed):
   lenet     conv3x3(32) ReLU maxpool2 drop.1 | conv2x2(64) ReLU maxpool2 drop.2 |
             conv2x2(128) ReLU maxpool2 drop.3 | flatten | 500 ReLU drop.5 | 500 ReLU | 30
