@@ -10,6 +10,7 @@ pub mod console;
 pub mod dag;
 pub mod data;
 pub mod fsutil;
+pub mod models;
 pub mod report;
 pub mod stages;
 pub mod workspace;

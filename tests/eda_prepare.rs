@@ -18,12 +18,11 @@ fn stage_output(s: &Scratch, pipeline: &str, stage: &str, file: &str) -> PathBuf
         .find(|st| st["stage"] == stage)
         .expect("the stage is listed");
     let outputs = entry["outputs"].as_array().unwrap();
-    let path = outputs
+    outputs
         .iter()
         .map(|o| PathBuf::from(o.as_str().unwrap()))
         .find(|p| p.ends_with(file))
-        .unwrap_or_else(|| panic!("{stage} wrote no {file}: {outputs:?}"));
-    path
+        .unwrap_or_else(|| panic!("{stage} wrote no {file}: {outputs:?}"))
 }
 
 fn read_json(path: &Path) -> Value {
@@ -140,7 +139,7 @@ fn eda_agrees_with_pandas_on_the_shared_sparse_data() {
 #[test]
 fn eda_on_a_tiny_file_gives_hand_computed_numbers() {
     let s = Scratch::new();
-    let image = vec!["0"; 4].join(" ");
+    let image = ["0"; 4].join(" ");
     // One keypoint; x = 1, 2, 4, (missing); y = 0, 1, 1, 0.5.
     s.write(
         "t.csv",
@@ -304,7 +303,7 @@ fn bad_prepare_values_name_file_line_and_key() {
     assert!(err.contains("p.toml:6:7"), "{err}");
 
     // ...and `drop` when no row is complete.
-    let image = vec!["0"; 64].join(" ");
+    let image = ["0"; 64].join(" ");
     let rows: String = (0..10).map(|_| format!("1,1,,,2,2,{image}\n")).collect();
     s.write("t.csv", format!("{}\n{rows}", common::header()));
     prepare_pipeline(&s, "missing = \"drop\"\n");
