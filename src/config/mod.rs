@@ -5,6 +5,7 @@
 //! - `[ingest]`: `src/stages/ingest/config.rs`
 //! - `[eda]`: `src/stages/eda/config.rs`
 //! - `[prepare]`: `src/stages/prepare/config.rs`
+//! - `[model]`, `[train]`: `src/stages/train/config.rs`
 
 mod error;
 mod pipeline;

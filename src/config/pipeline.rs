@@ -11,6 +11,7 @@ use crate::stages::StageKind;
 use crate::stages::eda::EdaConfig;
 use crate::stages::ingest::IngestConfig;
 use crate::stages::prepare::PrepareConfig;
+use crate::stages::train::{ModelConfig, TrainConfig};
 
 /// A validated pipeline, with every stage's typed configuration.
 #[derive(Debug)]
@@ -25,6 +26,8 @@ pub struct Pipeline {
     pub ingest: Option<IngestConfig>,
     pub eda: Option<EdaConfig>,
     pub prepare: Option<PrepareConfig>,
+    /// `[train]` with `[model]` folded in.
+    pub train: Option<TrainConfig>,
 }
 
 impl Pipeline {
@@ -37,6 +40,7 @@ impl Pipeline {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "pipeline".to_string());
+        let mut errors = Vec::new();
         let mut pipeline = Pipeline {
             name: stem,
             description: None,
@@ -45,8 +49,31 @@ impl Pipeline {
             ingest: None,
             eda: None,
             prepare: None,
+            train: None,
         };
-        let mut errors = Vec::new();
+        // [model] is part of [train]'s configuration: read it first.
+        let model = match table.get("model") {
+            Some(entry) => match &entry.node.value {
+                Value::Table(model_table) => {
+                    let mut reader = TableReader::new(model_table, "model", entry.key_at.clone());
+                    let model = ModelConfig::read(&mut reader);
+                    errors.extend(reader.finish());
+                    if table.get("train").is_none() {
+                        let kind = ConfigErrorKind::MissingUpstream {
+                            stage: "model".to_string(),
+                            needs: "train".to_string(),
+                        };
+                        errors.push(
+                            ConfigError::new(kind, &entry.key_at)
+                                .with_help("[model] describes what [train] trains"),
+                        );
+                    }
+                    Some(model)
+                }
+                _ => None,
+            },
+            None => None,
+        };
         let file_start = Location::new(&top, Some(0..0));
         for (key, entry) in &table.entries {
             let Value::Table(stage_table) = &entry.node.value else {
@@ -64,6 +91,21 @@ impl Pipeline {
                 "ingest" => pipeline.ingest = Some(IngestConfig::read(&mut reader)),
                 "eda" => pipeline.eda = Some(EdaConfig::read(&mut reader)),
                 "prepare" => pipeline.prepare = Some(PrepareConfig::read(&mut reader)),
+                "model" => continue,
+                "train" => match &model {
+                    Some(model) => pipeline.train = Some(TrainConfig::read(&mut reader, model.clone())),
+                    None => {
+                        let kind = ConfigErrorKind::MissingUpstream {
+                            stage: "train".to_string(),
+                            needs: "model".to_string(),
+                        };
+                        errors.push(
+                            ConfigError::new(kind, &entry.key_at)
+                                .with_help("add [model] with `arch = \"lenet\"` (or another)"),
+                        );
+                        continue;
+                    }
+                },
                 other => {
                     errors.push(unknown_table(other, &entry.key_at));
                     continue;
@@ -105,6 +147,7 @@ impl Pipeline {
                 StageKind::Ingest => self.ingest.is_some(),
                 StageKind::Eda => self.eda.is_some(),
                 StageKind::Prepare => self.prepare.is_some(),
+                StageKind::Train => self.train.is_some(),
             })
             .collect()
     }

@@ -31,6 +31,8 @@ macro_rules! config_choice {
             }
         }
         impl $name {
+            /// The name as written in TOML. (Not every choice needs it shown.)
+            #[allow(dead_code)]
             pub fn name(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }
             }
@@ -268,6 +270,24 @@ impl<'a> TableReader<'a> {
             }
         }
         chosen
+    }
+
+    /// A nested table (`[train.schedule]`), read by its own reader whose errors
+    /// the caller hands back with [`TableReader::absorb`].
+    pub fn table(&mut self, key: &'static str) -> Option<TableReader<'a>> {
+        let node = self.get(key)?;
+        match &node.value {
+            Value::Table(table) => Some(TableReader::new(table, self.dotted(key), node.at.clone())),
+            _ => {
+                self.wrong_type(key, node, "a table");
+                None
+            }
+        }
+    }
+
+    /// Takes over the errors of a nested table's reader.
+    pub fn absorb(&mut self, nested: TableReader) {
+        self.errors.extend(nested.finish());
     }
 
     /// Ends reading: any key not asked for is unknown. Returns every error found.

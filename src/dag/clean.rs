@@ -14,7 +14,8 @@ use crate::workspace::Workspace;
 pub struct CleanPlan {
     /// Entries no pipeline refers to.
     pub entries: Vec<PathBuf>,
-    /// Temporary folders of runs that were killed.
+    /// Temporary folders of runs that were killed, and checkpoints of stages no
+    /// pipeline refers to any more.
     pub abandoned: Vec<PathBuf>,
     pub bytes: u64,
 }
@@ -51,6 +52,12 @@ pub fn plan(graph: &Graph, workspace: &Workspace) -> Result<CleanPlan, DagError>
     for dir in store.abandoned_temp_dirs().map_err(cache_error)? {
         plan.bytes += folder_size(&dir);
         plan.abandoned.push(dir);
+    }
+    for (key, dir) in store.checkpoints().map_err(cache_error)? {
+        if !keep.contains(&key) {
+            plan.bytes += folder_size(&dir);
+            plan.abandoned.push(dir);
+        }
     }
     Ok(plan)
 }

@@ -118,10 +118,16 @@ pub fn run(
                         source,
                     };
                     let pending = store.begin(kind, &key).map_err(cache_error)?;
+                    let checkpoint_dir = store.checkpoint_dir(kind, &key);
+                    if forced[n] && checkpoint_dir.exists() {
+                        // A forced rerun starts over rather than resuming.
+                        std::fs::remove_dir_all(&checkpoint_dir).map_err(cache_error)?;
+                    }
                     let ctx = StageContext {
                         data_dir: &pending.data_dir(),
                         report_dir: &pending.report_dir(),
                         upstream: &upstream_dirs,
+                        checkpoint_dir: &checkpoint_dir,
                         console,
                     };
                     let outcome = node.stage.run(&ctx).map_err(|source| DagError::Stage {

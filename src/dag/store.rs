@@ -5,6 +5,7 @@
 //! .fkp/entries/<stage>/<key>/data/           machine outputs, read by later stages
 //! .fkp/entries/<stage>/<key>/report/         human outputs, copied to reports/<pipeline>/
 //! .fkp/tmp/<stage>-<key>-<pid>-<n>/          an entry being built
+//! .fkp/checkpoints/<stage>-<key>/             a stage's resumable progress (train)
 //! .fkp/pipelines/<name>.json                 each pipeline's last run, for "what changed"
 //! .fkp/file-hashes.json                      input hashes by path, size and mtime
 //! ```
@@ -92,7 +93,7 @@ static PENDING_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl Store {
     pub fn open(root: &Path) -> std::io::Result<Store> {
-        for dir in ["entries", "tmp", "pipelines"] {
+        for dir in ["entries", "tmp", "pipelines", "checkpoints"] {
             std::fs::create_dir_all(root.join(dir))?;
         }
         let tag = root.join("CACHEDIR.TAG");
@@ -187,6 +188,30 @@ impl Store {
         }
         std::fs::rename(&pending.dir, &target)?;
         Ok(manifest)
+    }
+
+    /// Where a stage keeps progress that must survive a killed run of the same key.
+    pub fn checkpoint_dir(&self, kind: StageKind, key: &str) -> PathBuf {
+        self.root
+            .join("checkpoints")
+            .join(format!("{}-{key}", kind.name()))
+    }
+
+    /// Every checkpoint folder, with the key it belongs to.
+    pub fn checkpoints(&self) -> std::io::Result<Vec<(String, PathBuf)>> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(self.root.join("checkpoints"))? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if let Some((_, key)) = name.split_once('-') {
+                found.push((key.to_string(), path));
+            }
+        }
+        found.sort();
+        Ok(found)
     }
 
     fn record_path(&self, pipeline: &str) -> PathBuf {

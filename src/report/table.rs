@@ -160,6 +160,26 @@ impl ReportTable {
         Ok(())
     }
 
+    /// Writes the table as CSV (full precision, empty cells empty).
+    pub fn write_csv(&self, path: &Path) -> Result<(), ReportError> {
+        let mut writer = csv::Writer::from_path(path).map_err(|e| ReportError::write(path, e))?;
+        writer
+            .write_record(&self.columns)
+            .map_err(|e| ReportError::write(path, e))?;
+        for row in &self.rows {
+            let fields = row.iter().map(|cell| match cell {
+                Cell::Text(text) => text.clone(),
+                Cell::Int(n) => n.to_string(),
+                Cell::Float(x) => x.to_string(),
+                Cell::Empty => String::new(),
+            });
+            writer
+                .write_record(fields)
+                .map_err(|e| ReportError::write(path, e))?;
+        }
+        writer.flush().map_err(|e| ReportError::write(path, e))
+    }
+
     /// Writes `<stem>.parquet` and `<stem>.md` (with a title).
     pub fn write_both(&self, dir: &Path, stem: &str, title: &str) -> Result<(), ReportError> {
         self.write_parquet(&dir.join(format!("{stem}.parquet")))?;

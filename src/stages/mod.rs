@@ -4,6 +4,7 @@
 pub mod eda;
 pub mod ingest;
 pub mod prepare;
+pub mod train;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,19 +19,26 @@ pub enum StageKind {
     Ingest,
     Eda,
     Prepare,
+    Train,
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 3] = [StageKind::Ingest, StageKind::Eda, StageKind::Prepare];
+    pub const ALL: [StageKind; 4] = [
+        StageKind::Ingest,
+        StageKind::Eda,
+        StageKind::Prepare,
+        StageKind::Train,
+    ];
 
     /// Tables that name stages designed but not yet part of this version.
-    pub const PLANNED: [&'static str; 4] = ["model", "train", "evaluate", "report"];
+    pub const PLANNED: [&'static str; 2] = ["evaluate", "report"];
 
     pub fn name(self) -> &'static str {
         match self {
             StageKind::Ingest => "ingest",
             StageKind::Eda => "eda",
             StageKind::Prepare => "prepare",
+            StageKind::Train => "train",
         }
     }
 
@@ -43,6 +51,7 @@ impl StageKind {
         match self {
             StageKind::Ingest => &[],
             StageKind::Eda | StageKind::Prepare => &[StageKind::Ingest],
+            StageKind::Train => &[StageKind::Prepare],
         }
     }
 }
@@ -69,6 +78,9 @@ pub struct StageContext<'a> {
     pub report_dir: &'a Path,
     /// The `data/` folder of each upstream stage's cache entry.
     pub upstream: &'a BTreeMap<StageKind, PathBuf>,
+    /// Survives a failed or killed run of this stage (same key), for resuming;
+    /// removed once the stage succeeds. Created by the stage if it needs one.
+    pub checkpoint_dir: &'a Path,
     pub console: &'a Console,
 }
 
@@ -87,6 +99,8 @@ pub enum StageError {
     Eda(#[from] eda::EdaError),
     #[error(transparent)]
     Prepare(#[from] prepare::PrepareError),
+    #[error(transparent)]
+    Train(#[from] train::TrainStageError),
 }
 
 pub trait Stage {
@@ -111,6 +125,9 @@ pub fn stages_of(pipeline: &Pipeline) -> Vec<Box<dyn Stage>> {
     }
     if let Some(config) = &pipeline.prepare {
         stages.push(Box::new(prepare::PrepareStage::new(config.clone())));
+    }
+    if let Some(config) = &pipeline.train {
+        stages.push(Box::new(train::TrainStage::new(config.clone())));
     }
     stages
 }

@@ -1,0 +1,187 @@
+//! Keys of `[model]` and `[train]` (with `[train.schedule]`,
+//! `[train.early_stopping]` and `[train.augment]`).
+
+use crate::config::TableReader;
+use crate::data::augment::Augment;
+use crate::models::Arch;
+use crate::training::{EarlyStopping, OptimizerKind, OptimizerSettings, Schedule};
+
+crate::config_choice! {
+    /// Where to train.
+    pub enum DeviceChoice {
+        Cpu = "cpu",
+        Cuda = "cuda",
+        /// CUDA when this fkp has it and a GPU answers, else the CPU with a warning.
+        Auto = "auto",
+    }
+}
+
+crate::config_choice! {
+    pub enum ScheduleKind {
+        None = "none",
+        Exponential = "exponential",
+        Plateau = "plateau",
+        Cosine = "cosine",
+    }
+}
+
+crate::config_choice! {
+    /// The training loss. Masked automatically when `prepare.missing = "mask"`.
+    pub enum Loss {
+        Mse = "mse",
+    }
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelConfig {
+    /// `arch`: "lenet", "alexnet", "resnet18", "resnet34", "resnet50" or "darknet53" (required).
+    pub arch: Arch,
+    /// `channels`: 1 or 3 (3 repeats the grey channel, as the paper did) (default 1).
+    pub channels: usize,
+    /// `dropout`: the head's dropout rate (default: lenet and alexnet 0.5, others none).
+    pub dropout: Option<f64>,
+}
+
+impl ModelConfig {
+    pub fn read(r: &mut TableReader) -> ModelConfig {
+        let arch_known = r.states("arch");
+        let arch = r.choice("arch", Arch::LeNet);
+        if !arch_known {
+            r.missing("arch");
+        }
+        let channels = r.u64("channels", 1);
+        if !matches!(channels, 1 | 3) {
+            r.invalid(
+                "channels",
+                format!("{channels} channels: use 1 (grey) or 3 (grey repeated)"),
+            );
+        }
+        let dropout = r.states("dropout").then(|| r.f64_in("dropout", 0.0, 0.0..=0.95));
+        ModelConfig {
+            arch,
+            channels: channels as usize,
+            dropout,
+        }
+    }
+}
+
+/// `[train]`, with `[model]` as part of its configuration (and cache key).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    /// `device`: "cpu", "cuda" or "auto" (default "auto").
+    pub device: DeviceChoice,
+    /// `epochs` (default 30).
+    pub epochs: usize,
+    /// `batch_size` (default 64).
+    pub batch_size: usize,
+    /// `seed`: weights, shuffling, dropout and augmentation (default 42).
+    pub seed: u64,
+    /// `optimizer` ("adam" or "sgd"), `lr` (adam 1e-3, sgd 1e-2), `weight_decay` (0),
+    /// `momentum` (sgd, 0.9), `nesterov` (sgd, false).
+    pub optimizer: OptimizerSettings,
+    /// `[train.schedule]`: `kind` = "none" (default), "exponential" (`gamma`, 0.95),
+    /// "plateau" (`factor` 0.1, `patience` 10, `min_lr` 0) or "cosine" (`min_lr` 0).
+    pub schedule: Schedule,
+    /// `[train.early_stopping]`: `patience` (10), `min_delta` (0), `restore_best` (true).
+    pub early_stopping: Option<EarlyStopping>,
+    /// `loss`: "mse" (default).
+    pub loss: Loss,
+    /// `[train.augment]`: `hflip`, `shift_px`, `rotate_deg`, `scale`, `brightness`, `contrast`.
+    pub augment: Augment,
+}
+
+impl TrainConfig {
+    pub fn read(r: &mut TableReader, model: ModelConfig) -> TrainConfig {
+        let positive = |r: &mut TableReader, key: &'static str, default: u64| {
+            let value = r.u64(key, default);
+            if value == 0 {
+                r.invalid(key, "must be at least 1");
+                return default as usize;
+            }
+            value as usize
+        };
+        let epochs = positive(r, "epochs", 30);
+        let batch_size = positive(r, "batch_size", 64);
+        let kind = r.choice("optimizer", OptimizerKind::Adam);
+        let default_lr = match kind {
+            OptimizerKind::Adam => 1e-3,
+            OptimizerKind::Sgd => 1e-2,
+        };
+        let optimizer = OptimizerSettings {
+            kind,
+            lr: r.f64_in("lr", default_lr, 1e-9..=10.0),
+            weight_decay: r.f64_in("weight_decay", 0.0, 0.0..=1.0),
+            momentum: r.f64_in(
+                "momentum",
+                if kind == OptimizerKind::Sgd { 0.9 } else { 0.0 },
+                0.0..=0.999,
+            ),
+            nesterov: r.bool("nesterov", false),
+        };
+        if kind == OptimizerKind::Adam && (r.states("momentum") || r.states("nesterov")) {
+            r.invalid(
+                "momentum",
+                "`momentum` and `nesterov` are SGD settings; Adam has its own moments",
+            );
+        }
+        let schedule = match r.table("schedule") {
+            Some(mut t) => {
+                let schedule = match t.choice("kind", ScheduleKind::None) {
+                    ScheduleKind::None => Schedule::None,
+                    ScheduleKind::Exponential => Schedule::Exponential {
+                        gamma: t.f64_in("gamma", 0.95, 1e-6..=1.0),
+                    },
+                    ScheduleKind::Plateau => Schedule::Plateau {
+                        factor: t.f64_in("factor", 0.1, 1e-6..=0.999),
+                        patience: t.u64("patience", 10) as usize,
+                        min_lr: t.f64_in("min_lr", 0.0, 0.0..=10.0),
+                    },
+                    ScheduleKind::Cosine => Schedule::Cosine {
+                        min_lr: t.f64_in("min_lr", 0.0, 0.0..=10.0),
+                    },
+                };
+                r.absorb(t);
+                schedule
+            }
+            None => Schedule::None,
+        };
+        let early_stopping = r.table("early_stopping").map(|mut t| {
+            let rule = EarlyStopping {
+                patience: t.u64("patience", 10) as usize,
+                min_delta: t.f64_in("min_delta", 0.0, 0.0..=1e6),
+                restore_best: t.bool("restore_best", true),
+            };
+            r.absorb(t);
+            rule
+        });
+        let augment = match r.table("augment") {
+            Some(mut t) => {
+                let augment = Augment {
+                    hflip: t.bool("hflip", false),
+                    shift_px: t.f64_in("shift_px", 0.0, 0.0..=64.0) as f32,
+                    rotate_deg: t.f64_in("rotate_deg", 0.0, 0.0..=180.0) as f32,
+                    scale: t.f64_in("scale", 0.0, 0.0..=0.9) as f32,
+                    brightness: t.f64_in("brightness", 0.0, 0.0..=1.0) as f32,
+                    contrast: t.f64_in("contrast", 0.0, 0.0..=0.99) as f32,
+                };
+                r.absorb(t);
+                augment
+            }
+            None => Augment::default(),
+        };
+        TrainConfig {
+            model,
+            device: r.choice("device", DeviceChoice::Auto),
+            epochs,
+            batch_size,
+            seed: r.u64("seed", 42),
+            optimizer,
+            schedule,
+            early_stopping,
+            loss: r.choice("loss", Loss::Mse),
+            augment,
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The train stage: trains `[model]` on the prepared training split with dfdx,
+//! validating every epoch, and checkpointing every epoch so a killed run resumes.
+//!
+//! Writes to `data/`: `model.safetensors` (the final weights: the best epoch's
+//! with `restore_best`), `model.json` (how to rebuild the network) and
+//! `history.csv` (one row per epoch). Reports: `reports/<pipeline>/train/`
+//! (history table) and `learning_curves.png`/`.svg`.
+//!
+//! The checkpoint (`weights`, `optimizer`, `best` and `state.json`) lives in the
+//! cache's `checkpoints/train-<key>/` until the stage succeeds.
+
+mod config;
+mod curves;
+mod device;
+
+use std::path::Path;
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+pub use config::{DeviceChoice, ModelConfig, TrainConfig};
+
+use super::{FileInput, Stage, StageContext, StageError, StageKind, StageOutcome};
+use crate::console::Unit;
+use crate::data::DataError;
+use crate::data::augment::FlipMap;
+use crate::data::prepared::{Prepared, Split};
+use crate::fsutil;
+use crate::metrics::pixel_errors;
+use crate::models::ModelSpec;
+use crate::report::{Cell, ReportError, ReportTable, plot};
+use crate::stages::prepare::PREPARED_FILE;
+use crate::training::{EarlyStoppingState, Normalisation, ScheduleState, Session, TrainError, assemble};
+
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const MODEL_META: &str = "model.json";
+pub const HISTORY_FILE: &str = "history.csv";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainStageError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error("{0}")]
+    Device(String),
+}
+
+/// What evaluate and predict need to rebuild the trained network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainedModel {
+    pub spec: ModelSpec,
+    pub coordinate_names: Vec<String>,
+    pub keypoint_names: Vec<String>,
+    pub device: String,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub parameters: usize,
+}
+
+/// One epoch of the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_rmse_px: f64,
+    pub val_mae_px: f64,
+    pub lr: f64,
+    pub images_per_s: f64,
+    pub seconds: f64,
+}
+
+/// Everything a checkpoint restores besides weights and optimiser moments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Progress {
+    epochs_done: usize,
+    schedule: ScheduleState,
+    early: EarlyStoppingState,
+    history: Vec<EpochLog>,
+    stopped_early: bool,
+}
+
+pub struct TrainStage {
+    config: TrainConfig,
+}
+
+impl TrainStage {
+    pub fn new(config: TrainConfig) -> Self {
+        TrainStage { config }
+    }
+}
+
+impl Stage for TrainStage {
+    fn kind(&self) -> StageKind {
+        StageKind::Train
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::to_value(&self.config).expect("the train config serialises")
+    }
+
+    fn file_inputs(&self) -> Vec<FileInput> {
+        Vec::new()
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
+        Ok(self.train(ctx)?)
+    }
+}
+
+const WEIGHTS: &str = "weights.safetensors";
+const OPTIMIZER: &str = "optimizer.safetensors";
+const BEST: &str = "best.safetensors";
+const STATE: &str = "state.json";
+
+impl TrainStage {
+    fn train(&self, ctx: &StageContext) -> Result<StageOutcome, TrainStageError> {
+        let config = &self.config;
+        let prepared = Prepared::read(&ctx.upstream[&StageKind::Prepare].join(PREPARED_FILE))?;
+        let keypoint_names = crate::data::faces::keypoint_names(&prepared.coordinate_names);
+        let spec = ModelSpec {
+            arch: config.model.arch,
+            channels: config.model.channels,
+            dropout: config.model.dropout,
+            side: prepared.side,
+            outputs: prepared.coordinate_names.len(),
+        };
+        let (mut session, device) = device::open(config, &spec, ctx.console)?;
+        ctx.console.status(&format!(
+            "             {} on {device}: {} parameters, {} training and {} validation faces",
+            spec.arch.name(),
+            session.parameters(),
+            prepared.train.len(),
+            prepared.val.len()
+        ));
+
+        let checkpoints = ctx.checkpoint_dir;
+        let mut progress = match std::fs::read(checkpoints.join(STATE)) {
+            Ok(bytes) => {
+                let progress: Progress = serde_json::from_slice(&bytes).map_err(|e| DataError::Corrupt {
+                    path: checkpoints.join(STATE),
+                    message: e.to_string(),
+                })?;
+                session.load_weights(&checkpoints.join(WEIGHTS))?;
+                if checkpoints.join(OPTIMIZER).is_file() {
+                    session.load_optimizer(&checkpoints.join(OPTIMIZER))?;
+                } else {
+                    ctx.console
+                        .warn("no optimiser state in the checkpoint: SGD momentum restarts from zero");
+                }
+                session.set_lr(progress.schedule.lr);
+                ctx.console.status(&format!(
+                    "             resuming after epoch {} of {} from {}",
+                    progress.epochs_done,
+                    config.epochs,
+                    checkpoints.display()
+                ));
+                progress
+            }
+            Err(_) => Progress {
+                epochs_done: 0,
+                schedule: ScheduleState::new(config.optimizer.lr),
+                early: EarlyStoppingState::default(),
+                history: Vec::new(),
+                stopped_early: false,
+            },
+        };
+
+        let flips = FlipMap::from_keypoint_names(&keypoint_names);
+        let val_images: Vec<f32> = prepared
+            .val
+            .images
+            .iter()
+            .map(|&p| f32::from(p) / 255.0)
+            .collect();
+        let write = |path: &Path, e: &dyn std::fmt::Display| ReportError::write(path, e);
+        std::fs::create_dir_all(checkpoints).map_err(|e| write(checkpoints, &e))?;
+
+        while progress.epochs_done < config.epochs && !progress.stopped_early {
+            let epoch = progress.epochs_done + 1;
+            let started = std::time::Instant::now();
+            let train_loss = self.train_epoch(session.as_mut(), &prepared, &flips, epoch, ctx)?;
+            let train_seconds = started.elapsed().as_secs_f64();
+            let (val_loss, errors) = validate(session.as_ref(), &prepared, &val_images, config.batch_size)?;
+            let log = EpochLog {
+                epoch,
+                train_loss,
+                val_loss,
+                val_rmse_px: errors.rmse,
+                val_mae_px: errors.mae,
+                lr: progress.schedule.lr,
+                images_per_s: prepared.train.len() as f64 / train_seconds.max(1e-9),
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            ctx.console.status(&format!(
+                "             epoch {epoch:>3}/{}: train loss {:.5}  val loss {:.5}  val RMSE {:.3} px  lr {:.2e}  {:.1} img/s",
+                config.epochs, log.train_loss, log.val_loss, log.val_rmse_px, log.lr, log.images_per_s
+            ));
+            progress.history.push(log);
+
+            let (improved, stop) = progress
+                .early
+                .record(config.early_stopping.as_ref(), epoch, val_loss);
+            if improved && config.early_stopping.is_some_and(|r| r.restore_best) {
+                session.save_weights(&checkpoints.join(BEST))?;
+            }
+            config.schedule.advance(
+                &mut progress.schedule,
+                config.optimizer.lr,
+                epoch,
+                config.epochs,
+                val_loss,
+            );
+            session.set_lr(progress.schedule.lr);
+            progress.epochs_done = epoch;
+            progress.stopped_early = stop;
+            if stop {
+                ctx.console.status(&format!(
+                    "             early stop: no improvement since epoch {}",
+                    progress.early.best_epoch
+                ));
+            }
+            save_checkpoint(session.as_ref(), checkpoints, &progress)?;
+        }
+
+        if config.early_stopping.is_some_and(|r| r.restore_best) && checkpoints.join(BEST).is_file() {
+            session.load_weights(&checkpoints.join(BEST))?;
+        }
+        session.save_weights(&ctx.data_dir.join(MODEL_FILE))?;
+        let trained = TrainedModel {
+            spec,
+            coordinate_names: prepared.coordinate_names.clone(),
+            keypoint_names,
+            device: device.to_string(),
+            epochs_run: progress.epochs_done,
+            best_epoch: progress.early.best_epoch,
+            parameters: session.parameters(),
+        };
+        let meta = ctx.data_dir.join(MODEL_META);
+        std::fs::write(
+            &meta,
+            serde_json::to_vec_pretty(&trained).expect("plain data serialises"),
+        )
+        .map_err(|e| write(&meta, &e))?;
+
+        let table = history_table(&progress.history);
+        table.write_csv(&ctx.data_dir.join(HISTORY_FILE))?;
+        let report = ctx.report_dir.join("train");
+        std::fs::create_dir_all(&report).map_err(|e| write(&report, &e))?;
+        table.write_both(&report, "history", "Training history")?;
+        plot::save(
+            &curves::LearningCurves {
+                history: &progress.history,
+            },
+            ctx.report_dir,
+            "learning_curves",
+        )?;
+        Ok(StageOutcome {
+            summary: Some(table.to_terminal()),
+        })
+    }
+
+    /// One pass over the shuffled training split; returns the mean batch loss.
+    fn train_epoch(
+        &self,
+        session: &mut dyn Session,
+        prepared: &Prepared,
+        flips: &FlipMap,
+        epoch: usize,
+        ctx: &StageContext,
+    ) -> Result<f64, TrainStageError> {
+        let config = &self.config;
+        let train = &prepared.train;
+        let coords = prepared.coordinate_names.len();
+        // Every epoch's order and augmentation follow from the seed and the epoch
+        // alone, so a resumed run sees the same batches as an uninterrupted one.
+        let epoch_seed = config.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64);
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut rand_pcg::Pcg64Mcg::seed_from_u64(epoch_seed));
+        let mut augment_rng = rand_pcg::Pcg64Mcg::seed_from_u64(epoch_seed ^ 0x5eed);
+        let augment = (!config.augment.is_identity()).then_some(&config.augment);
+
+        let batches = order.len().div_ceil(config.batch_size);
+        let bar = ctx.console.progress(
+            batches as u64,
+            true,
+            &format!("epoch {epoch}/{}", config.epochs),
+            Unit::Items,
+        );
+        let (mut total, mut rows) = (0.0f64, 0usize);
+        for chunk in order.chunks(config.batch_size) {
+            let batch = assemble(
+                train,
+                chunk,
+                prepared.side,
+                coords,
+                augment.map(|a| (a, flips, &mut augment_rng)),
+            );
+            let loss = session.step(&batch)?;
+            total += f64::from(loss) * chunk.len() as f64;
+            rows += chunk.len();
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        Ok(total / rows.max(1) as f64)
+    }
+}
+
+/// Validation loss (masked MSE on normalised targets, labelled values only) and
+/// errors in pixels.
+fn validate(
+    session: &dyn Session,
+    prepared: &Prepared,
+    images: &[f32],
+    batch: usize,
+) -> Result<(f64, crate::metrics::PixelErrors), TrainStageError> {
+    let val: &Split = &prepared.val;
+    let norm = Normalisation::for_side(prepared.side);
+    let predictions = session.predict(images, val.len(), batch)?;
+    let pixels: Vec<f32> = predictions.iter().map(|&p| norm.to_pixels(p)).collect();
+    let errors = pixel_errors(&pixels, &val.targets, &val.labelled);
+    let (mut squared, mut count) = (0.0f64, 0usize);
+    for ((p, t), &l) in predictions.iter().zip(&val.targets).zip(&val.labelled) {
+        if l == 1 {
+            squared += f64::from(p - norm.to_unit(*t)).powi(2);
+            count += 1;
+        }
+    }
+    Ok((squared / count.max(1) as f64, errors))
+}
+
+/// Writes the checkpoint files, each by write-then-rename, state last: a run
+/// killed mid-checkpoint resumes from the previous complete one.
+fn save_checkpoint(session: &dyn Session, dir: &Path, progress: &Progress) -> Result<(), TrainStageError> {
+    let staged = |name: &str| dir.join(format!(".{name}.partial"));
+    session.save_weights(&staged(WEIGHTS))?;
+    let has_optimizer = session.save_optimizer(&staged(OPTIMIZER))?;
+    let rename = |name: &str| {
+        std::fs::rename(staged(name), dir.join(name)).map_err(|e| ReportError::write(&dir.join(name), e))
+    };
+    rename(WEIGHTS)?;
+    if has_optimizer {
+        rename(OPTIMIZER)?;
+    }
+    let state = serde_json::to_vec_pretty(progress).expect("plain data serialises");
+    fsutil::write_atomic(&dir.join(STATE), &state).map_err(|e| ReportError::write(&dir.join(STATE), e))?;
+    Ok(())
+}
+
+fn history_table(history: &[EpochLog]) -> ReportTable {
+    let mut table = ReportTable::new(
+        [
+            "epoch",
+            "train loss",
+            "val loss",
+            "val RMSE px",
+            "val MAE px",
+            "lr",
+            "images/s",
+            "seconds",
+        ],
+        4,
+    );
+    for log in history {
+        table.push(vec![
+            log.epoch.into(),
+            log.train_loss.into(),
+            log.val_loss.into(),
+            log.val_rmse_px.into(),
+            log.val_mae_px.into(),
+            Cell::Text(format!("{:.3e}", log.lr)),
+            log.images_per_s.into(),
+            log.seconds.into(),
+        ]);
+    }
+    table
+}

@@ -1,0 +1,29 @@
+//! The training engine: an object-safe [`Session`] over any network and device,
+//! learning-rate schedules, early stopping, and batch assembly with augmentation.
+//! The train stage (`src/stages/train/`) drives it epoch by epoch.
+
+mod batch;
+mod schedule;
+mod session;
+
+pub use batch::{Batch, Normalisation, assemble};
+pub use schedule::{EarlyStopping, EarlyStoppingState, Schedule, ScheduleState};
+pub use session::{OptimizerKind, OptimizerSettings, Session, open_session};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("the {device} device failed: {message}")]
+    Device { device: &'static str, message: String },
+    #[error(transparent)]
+    Model(#[from] crate::models::ModelError),
+    #[error("cannot write {path}: {message}")]
+    Write {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("cannot read {path}: {message}")]
+    Read {
+        path: std::path::PathBuf,
+        message: String,
+    },
+}

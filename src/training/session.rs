@@ -1,0 +1,372 @@
+//! A network and its optimiser behind one object-safe trait, so the training
+//! loop is written once for every architecture and device.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ::safetensors::tensor::TensorView;
+use ::safetensors::{Dtype as StDtype, SafeTensors};
+use dfdx::nn::tensor_collection::{
+    RecursiveWalker, TensorOptions, TensorVisitor, ViewTensorName, ViewTensorRef,
+};
+use dfdx::optim::{Adam, Optimizer, Sgd};
+use dfdx::prelude::*;
+
+use super::TrainError;
+use super::batch::Batch;
+use crate::models::loss::masked_mse;
+use crate::models::{Backend, Images, ModelSpec, Network, Outputs, WithNetwork};
+
+crate::config_choice! {
+    pub enum OptimizerKind {
+        Adam = "adam",
+        Sgd = "sgd",
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct OptimizerSettings {
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// SGD only.
+    pub momentum: f64,
+    /// SGD only.
+    pub nesterov: bool,
+}
+
+/// What the training loop does with a network.
+pub trait Session {
+    /// One forward, backward and optimiser step; returns the batch's loss.
+    fn step(&mut self, batch: &Batch) -> Result<f32, TrainError>;
+    /// Normalised predictions for `rows` images (inference mode: no dropout,
+    /// batch norm running statistics), computed `chunk` images at a time.
+    fn predict(&self, images: &[f32], rows: usize, chunk: usize) -> Result<Vec<f32>, TrainError>;
+    fn set_lr(&mut self, lr: f64);
+    fn parameters(&self) -> usize;
+    fn save_weights(&self, path: &Path) -> Result<(), TrainError>;
+    fn load_weights(&mut self, path: &Path) -> Result<(), TrainError>;
+    /// Saves the optimiser's state (Adam's step and moments). Returns false when
+    /// there is none to save: SGD's momentum restarts from zero on a resume.
+    fn save_optimizer(&self, path: &Path) -> Result<bool, TrainError>;
+    fn load_optimizer(&mut self, path: &Path) -> Result<(), TrainError>;
+}
+
+enum Optim<N, D: Storage<f32>> {
+    Adam(Adam<N, f32, D>),
+    Sgd(Sgd<N, f32, D>),
+}
+
+struct NetSession<N, D: Backend> {
+    dev: D,
+    device_name: &'static str,
+    net: N,
+    grads: Option<Gradients<f32, D>>,
+    optim: Optim<N, D>,
+    side: usize,
+    outputs: usize,
+}
+
+impl<N: Network<D>, D: Backend> NetSession<N, D> {
+    fn fail(&self, error: impl std::fmt::Debug) -> TrainError {
+        TrainError::Device {
+            device: self.device_name,
+            message: format!("{error:?}"),
+        }
+    }
+}
+
+fn weight_decay(settings: &OptimizerSettings) -> Option<WeightDecay> {
+    (settings.weight_decay > 0.0).then_some(WeightDecay::L2(settings.weight_decay))
+}
+
+/// Builds the network `spec` describes with its optimiser, on `dev`.
+pub fn open_session<D: Backend + 'static>(
+    dev: D,
+    device_name: &'static str,
+    spec: &ModelSpec,
+    settings: &OptimizerSettings,
+) -> Result<Box<dyn Session>, TrainError> {
+    struct Open<D: Backend> {
+        dev: D,
+        device_name: &'static str,
+        settings: OptimizerSettings,
+        side: usize,
+        outputs: usize,
+    }
+    impl<D: Backend + 'static> WithNetwork<D> for Open<D> {
+        type Output = Box<dyn Session>;
+        fn run<N: Network<D> + 'static>(self, net: N) -> Box<dyn Session> {
+            let optim = match self.settings.kind {
+                OptimizerKind::Adam => Optim::Adam(Adam::new(
+                    &net,
+                    AdamConfig {
+                        lr: self.settings.lr,
+                        weight_decay: weight_decay(&self.settings),
+                        ..Default::default()
+                    },
+                )),
+                OptimizerKind::Sgd => Optim::Sgd(Sgd::new(
+                    &net,
+                    SgdConfig {
+                        lr: self.settings.lr,
+                        momentum: (self.settings.momentum > 0.0).then_some(if self.settings.nesterov {
+                            Momentum::Nesterov(self.settings.momentum)
+                        } else {
+                            Momentum::Classic(self.settings.momentum)
+                        }),
+                        weight_decay: weight_decay(&self.settings),
+                    },
+                )),
+            };
+            Box::new(NetSession {
+                dev: self.dev,
+                device_name: self.device_name,
+                net,
+                grads: None,
+                optim,
+                side: self.side,
+                outputs: self.outputs,
+            })
+        }
+    }
+    let job = Open {
+        dev: dev.clone(),
+        device_name,
+        settings: *settings,
+        side: spec.side,
+        outputs: spec.outputs,
+    };
+    Ok(D::build_network(&dev, spec, job)?)
+}
+
+impl<N: Network<D> + 'static, D: Backend> Session for NetSession<N, D> {
+    fn step(&mut self, batch: &Batch) -> Result<f32, TrainError> {
+        let x: Images<D> = self
+            .dev
+            .try_tensor_from_vec(batch.images.clone(), (batch.rows, Const, self.side, self.side))
+            .map_err(|e| self.fail(e))?;
+        let shape = (batch.rows, self.outputs);
+        let y: Outputs<D> = self
+            .dev
+            .try_tensor_from_vec(batch.targets.clone(), shape)
+            .map_err(|e| self.fail(e))?;
+        let mask: Outputs<D> = self
+            .dev
+            .try_tensor_from_vec(batch.mask.clone(), shape)
+            .map_err(|e| self.fail(e))?;
+        let grads = match self.grads.take() {
+            Some(grads) => grads,
+            None => self.net.try_alloc_grads().map_err(|e| self.fail(e))?,
+        };
+        let prediction = self
+            .net
+            .try_forward_mut(x.traced(grads))
+            .map_err(|e| self.fail(e))?;
+        let loss = masked_mse(prediction, y, mask);
+        let value = loss.array();
+        let mut grads = loss.backward();
+        let update = match &mut self.optim {
+            Optim::Adam(opt) => opt.update(&mut self.net, &grads),
+            Optim::Sgd(opt) => opt.update(&mut self.net, &grads),
+        };
+        // Parameters that got no gradient (none in these networks) are not an error.
+        if let Err(OptimizerUpdateError::DeviceError(e)) = update {
+            return Err(self.fail(e));
+        }
+        self.net.try_zero_grads(&mut grads).map_err(|e| self.fail(e))?;
+        self.grads = Some(grads);
+        Ok(value)
+    }
+
+    fn predict(&self, images: &[f32], rows: usize, chunk: usize) -> Result<Vec<f32>, TrainError> {
+        let pixels = self.side * self.side;
+        let mut out = Vec::with_capacity(rows * self.outputs);
+        for start in (0..rows).step_by(chunk.max(1)) {
+            let n = chunk.min(rows - start);
+            let x: Images<D> = self
+                .dev
+                .try_tensor_from_vec(
+                    images[start * pixels..(start + n) * pixels].to_vec(),
+                    (n, Const, self.side, self.side),
+                )
+                .map_err(|e| self.fail(e))?;
+            let y = self.net.try_forward(x).map_err(|e| self.fail(e))?;
+            out.extend(y.as_vec());
+        }
+        Ok(out)
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        match &mut self.optim {
+            Optim::Adam(opt) => opt.cfg.lr = lr,
+            Optim::Sgd(opt) => opt.cfg.lr = lr,
+        }
+    }
+
+    fn parameters(&self) -> usize {
+        self.net.num_trainable_params()
+    }
+
+    fn save_weights(&self, path: &Path) -> Result<(), TrainError> {
+        self.net.save_safetensors(path).map_err(|e| TrainError::Write {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    fn load_weights(&mut self, path: &Path) -> Result<(), TrainError> {
+        self.net.load_safetensors(path).map_err(|e| TrainError::Read {
+            path: path.to_path_buf(),
+            message: format!("{e:?}"),
+        })
+    }
+
+    fn save_optimizer(&self, path: &Path) -> Result<bool, TrainError> {
+        let Optim::Adam(opt) = &self.optim else {
+            return Ok(false);
+        };
+        let mut visitor = ReadMoments {
+            opt,
+            moments: HashMap::new(),
+        };
+        N::iter_tensors(&mut RecursiveWalker {
+            m: (&self.net, String::new()),
+            f: &mut visitor,
+        })
+        .map_err(|e| self.fail(e))?;
+        write_moments(path, opt.step(), &visitor.moments)?;
+        Ok(true)
+    }
+
+    fn load_optimizer(&mut self, path: &Path) -> Result<(), TrainError> {
+        let Optim::Adam(opt) = &mut self.optim else {
+            return Ok(());
+        };
+        let (step, moments) = read_moments(path)?;
+        opt.set_step(step);
+        let mut visitor = WriteMoments {
+            opt,
+            moments: &moments,
+        };
+        N::iter_tensors(&mut RecursiveWalker {
+            m: (&self.net, String::new()),
+            f: &mut visitor,
+        })
+        .map(|_| ())
+        .map_err(|e| TrainError::Device {
+            device: self.device_name,
+            message: format!("{e:?}"),
+        })
+    }
+}
+
+type Moments = HashMap<String, (Vec<f32>, Vec<f32>)>;
+
+/// Collects Adam's two moments of every trained tensor, by parameter path.
+struct ReadMoments<'a, N, D: Storage<f32>> {
+    opt: &'a Adam<N, f32, D>,
+    moments: Moments,
+}
+
+impl<N, D: Device<f32>> TensorVisitor<f32, D> for ReadMoments<'_, N, D> {
+    type Viewer = (ViewTensorRef, ViewTensorName);
+    type Err = D::Err;
+    type E2 = f32;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, f32, D>,
+        (tensor, path): (&Tensor<S, f32, D>, String),
+    ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
+        if opts.do_gradient_update
+            && let Some([first, second]) = self.opt.moments(tensor)
+        {
+            self.moments.insert(path, (first.as_vec(), second.as_vec()));
+        }
+        Ok(None)
+    }
+}
+
+/// Puts saved moments back, matching parameters by path.
+struct WriteMoments<'a, N, D: Storage<f32>> {
+    opt: &'a mut Adam<N, f32, D>,
+    moments: &'a Moments,
+}
+
+impl<N, D: Device<f32>> TensorVisitor<f32, D> for WriteMoments<'_, N, D> {
+    type Viewer = (ViewTensorRef, ViewTensorName);
+    type Err = D::Err;
+    type E2 = f32;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        _: TensorOptions<S, f32, D>,
+        (tensor, path): (&Tensor<S, f32, D>, String),
+    ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
+        if let Some((first, second)) = self.moments.get(&path) {
+            let dev = tensor.device();
+            let first = dev.try_tensor_from_vec(first.clone(), *tensor.shape())?;
+            let second = dev.try_tensor_from_vec(second.clone(), *tensor.shape())?;
+            self.opt.set_moments(tensor, &first, &second)?;
+        }
+        Ok(None)
+    }
+}
+
+fn write_moments(path: &Path, step: i32, moments: &Moments) -> Result<(), TrainError> {
+    let bytes: Vec<(String, Vec<u8>, usize)> = moments
+        .iter()
+        .flat_map(|(name, (first, second))| {
+            [(format!("m1.{name}"), first), (format!("m2.{name}"), second)]
+                .map(|(n, v)| (n, v.iter().flat_map(|x| x.to_le_bytes()).collect(), v.len()))
+        })
+        .collect();
+    let error = |e: &dyn std::fmt::Display| TrainError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let views = bytes
+        .iter()
+        .map(|(name, data, len)| TensorView::new(StDtype::F32, vec![*len], data).map(|v| (name.clone(), v)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| error(&e))?;
+    let metadata = HashMap::from([("step".to_string(), step.to_string())]);
+    ::safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| error(&e))
+}
+
+fn read_moments(path: &Path) -> Result<(i32, Moments), TrainError> {
+    let error = |message: String| TrainError::Read {
+        path: path.to_path_buf(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| error(e.to_string()))?;
+    let step = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("step"))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| error("no optimiser step recorded".to_string()))?;
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| error(e.to_string()))?;
+    let floats = |name: &str| -> Option<Vec<f32>> {
+        let view = tensors.tensor(name).ok()?;
+        Some(
+            view.data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        )
+    };
+    let mut moments = Moments::new();
+    for name in tensors.names() {
+        if let Some(param) = name.strip_prefix("m1.")
+            && let (Some(first), Some(second)) = (floats(name), floats(&format!("m2.{param}")))
+        {
+            moments.insert(param.to_string(), (first, second));
+        }
+    }
+    Ok((step, moments))
+}
