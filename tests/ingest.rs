@@ -208,7 +208,7 @@ fn config_errors_name_file_line_and_key_and_exit_2() {
     s.write("t.csv", labelled_csv(3));
     s.write(
         "p.toml",
-        "[ingest]\ntrian = \"t.csv\"\non_bad_row = 3\n[evaluate]\n[prepar]\n",
+        "[ingest]\ntrian = \"t.csv\"\non_bad_row = 3\n[report]\n[prepar]\n",
     );
     let (code, err) = s.fails(&["run", "p.toml"]);
     assert_eq!(code, 2, "{err}");
@@ -220,7 +220,7 @@ fn config_errors_name_file_line_and_key_and_exit_2() {
         "did you mean `train`?",
         "`ingest.on_bad_row` must be a string, found integer",
         "p.toml:3:14",
-        "stage [evaluate] is not available",
+        "stage [report] is not available",
         "unknown table [prepar]",
     ] {
         assert!(err.contains(expected), "expected {expected:?} in:\n{err}");

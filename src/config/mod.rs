@@ -6,6 +6,7 @@
 //! - `[eda]`: `src/stages/eda/config.rs`
 //! - `[prepare]`: `src/stages/prepare/config.rs`
 //! - `[model]`, `[train]`: `src/stages/train/config.rs`
+//! - `[evaluate]`: `src/stages/evaluate/config.rs`
 
 mod error;
 mod pipeline;

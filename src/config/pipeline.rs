@@ -9,6 +9,7 @@ use super::source::{Location, SourceFile};
 use super::value::{Table, Value};
 use crate::stages::StageKind;
 use crate::stages::eda::EdaConfig;
+use crate::stages::evaluate::EvaluateConfig;
 use crate::stages::ingest::IngestConfig;
 use crate::stages::prepare::PrepareConfig;
 use crate::stages::train::{ModelConfig, TrainConfig};
@@ -28,6 +29,7 @@ pub struct Pipeline {
     pub prepare: Option<PrepareConfig>,
     /// `[train]` with `[model]` folded in.
     pub train: Option<TrainConfig>,
+    pub evaluate: Option<EvaluateConfig>,
 }
 
 impl Pipeline {
@@ -50,6 +52,7 @@ impl Pipeline {
             eda: None,
             prepare: None,
             train: None,
+            evaluate: None,
         };
         // [model] is part of [train]'s configuration: read it first.
         let model = match table.get("model") {
@@ -91,6 +94,7 @@ impl Pipeline {
                 "ingest" => pipeline.ingest = Some(IngestConfig::read(&mut reader)),
                 "eda" => pipeline.eda = Some(EdaConfig::read(&mut reader)),
                 "prepare" => pipeline.prepare = Some(PrepareConfig::read(&mut reader)),
+                "evaluate" => pipeline.evaluate = Some(EvaluateConfig::read(&mut reader)),
                 "model" => continue,
                 "train" => match &model {
                     Some(model) => pipeline.train = Some(TrainConfig::read(&mut reader, model.clone())),
@@ -148,6 +152,7 @@ impl Pipeline {
                 StageKind::Eda => self.eda.is_some(),
                 StageKind::Prepare => self.prepare.is_some(),
                 StageKind::Train => self.train.is_some(),
+                StageKind::Evaluate => self.evaluate.is_some(),
             })
             .collect()
     }

@@ -23,6 +23,9 @@ pub struct ParseOptions {
     pub skip_bad_rows: bool,
     /// How far outside `[0, side)` a coordinate may fall, in pixels.
     pub coordinate_tolerance: f32,
+    /// Leave coordinate columns unread (all missing): for files that are only
+    /// predicted on, whatever their labels say.
+    pub ignore_coordinates: bool,
 }
 
 /// A parsed file and the rows that were skipped (each as its error).
@@ -91,10 +94,12 @@ pub fn parse(
     let mut ids = vec![0i64; rows.len()];
 
     let bar = console.progress(rows.len() as u64, bytes.len() > 32 << 20, "parsing", Unit::Items);
-    let limits = (
-        -options.coordinate_tolerance,
-        side as f32 + options.coordinate_tolerance,
-    );
+    let rules = RowRules {
+        side,
+        low: -options.coordinate_tolerance,
+        high: side as f32 + options.coordinate_tolerance,
+        ignore_coordinates: options.ignore_coordinates,
+    };
     // Chunks of rows rather than single rows keep rayon's overhead negligible.
     const CHUNK: usize = 64;
     let faults: Vec<Option<RowFault>> = rows
@@ -109,7 +114,7 @@ pub fn parse(
                 .map(|(i, (_, line))| {
                     let row_coords = &mut coords[i * coord_width..i * coord_width + n_coords];
                     let row_pixels = &mut pixels[i * pixel_count..(i + 1) * pixel_count];
-                    parse_row(line, &layout, row_coords, row_pixels, &mut ids[i], side, limits).err()
+                    parse_row(line, &layout, row_coords, row_pixels, &mut ids[i], &rules).err()
                 })
                 .collect();
             bar.inc(rows.len() as u64);
@@ -279,15 +284,30 @@ fn find_side(
     })
 }
 
+/// What every row is checked against.
+#[derive(Clone, Copy)]
+struct RowRules {
+    side: usize,
+    /// Coordinates must lie in `[low, high)`.
+    low: f32,
+    high: f32,
+    ignore_coordinates: bool,
+}
+
 fn parse_row(
     line: &[u8],
     layout: &Layout,
     coords: &mut [f32],
     pixels: &mut [u8],
     id: &mut i64,
-    side: usize,
-    (low, high): (f32, f32),
+    rules: &RowRules,
 ) -> Result<(), RowFault> {
+    let RowRules {
+        side,
+        low,
+        high,
+        ignore_coordinates,
+    } = *rules;
     let mut fields = line.split(|b| *b == b',');
     for (column, name) in layout.columns.iter().zip(&layout.names) {
         let fault = |message: String| RowFault {
@@ -314,6 +334,7 @@ fn parse_row(
                         ))
                     })?;
             }
+            Column::Coordinate(_) if ignore_coordinates => {}
             Column::Coordinate(index) => {
                 if field.is_empty() {
                     continue; // a missing label: stays NaN
@@ -417,6 +438,7 @@ mod tests {
         ParseOptions {
             skip_bad_rows: false,
             coordinate_tolerance: 0.0,
+            ignore_coordinates: false,
         }
     }
 
@@ -532,6 +554,17 @@ mod tests {
         assert!(err("foo,Image").contains("column `foo` is neither"));
         assert!(err("Image,Image").contains("appears twice"));
         assert_eq!(err(HEADER), "f.csv: no data rows");
+    }
+
+    #[test]
+    fn ignored_coordinates_are_neither_read_nor_checked() {
+        let text = format!("{HEADER}\n99,x,,,0 0 0 0\n");
+        let ignore = ParseOptions {
+            ignore_coordinates: true,
+            ..options()
+        };
+        let parsed = parse_text(&text, ignore).unwrap();
+        assert!(parsed.table.coords.iter().all(|v| v.is_nan()));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Human-facing outputs: tables (terminal, Markdown, Parquet) and plots (PNG, SVG).
 
+pub mod faces;
 pub mod plot;
 mod table;
 

@@ -2,6 +2,7 @@
 //! implement [`Stage`], which is everything the DAG runner needs to know about them.
 
 pub mod eda;
+pub mod evaluate;
 pub mod ingest;
 pub mod prepare;
 pub mod train;
@@ -20,6 +21,7 @@ pub enum StageKind {
     Eda,
     Prepare,
     Train,
+    Evaluate,
 }
 
 impl StageKind {
@@ -39,6 +41,7 @@ impl StageKind {
             StageKind::Eda => "eda",
             StageKind::Prepare => "prepare",
             StageKind::Train => "train",
+            StageKind::Evaluate => "evaluate",
         }
     }
 
@@ -52,6 +55,7 @@ impl StageKind {
             StageKind::Ingest => &[],
             StageKind::Eda | StageKind::Prepare => &[StageKind::Ingest],
             StageKind::Train => &[StageKind::Prepare],
+            StageKind::Evaluate => &[StageKind::Prepare, StageKind::Train],
         }
     }
 }
@@ -101,6 +105,8 @@ pub enum StageError {
     Prepare(#[from] prepare::PrepareError),
     #[error(transparent)]
     Train(#[from] train::TrainStageError),
+    #[error(transparent)]
+    Evaluate(#[from] evaluate::EvaluateError),
 }
 
 pub trait Stage {
@@ -128,6 +134,9 @@ pub fn stages_of(pipeline: &Pipeline) -> Vec<Box<dyn Stage>> {
     }
     if let Some(config) = &pipeline.train {
         stages.push(Box::new(train::TrainStage::new(config.clone())));
+    }
+    if let Some(config) = &pipeline.evaluate {
+        stages.push(Box::new(evaluate::EvaluateStage::new(config.clone())));
     }
     stages
 }

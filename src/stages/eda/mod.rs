@@ -20,9 +20,10 @@ pub use config::{EdaConfig, PlotKind};
 use super::{FileInput, Stage, StageContext, StageError, StageKind, StageOutcome};
 use crate::data::summary::Summary;
 use crate::data::{DataError, FaceTable, parquet};
+use crate::report::faces::{Face, FaceGrid};
 use crate::report::{Cell, ReportError, ReportTable, plot};
 use crate::stages::ingest;
-use figures::{BrightnessHistogram, CoordinateBoxplot, CorrelationHeatmap, Face, FaceGrid, MeanFaceCloud};
+use figures::{BrightnessHistogram, CoordinateBoxplot, CorrelationHeatmap, MeanFaceCloud};
 use stats::{Pattern, PixelStats};
 
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +187,7 @@ impl EdaStage {
                                 Face {
                                     image: faces.image(row),
                                     coords,
+                                    predicted: None,
                                     caption: format!(
                                         "row {}: {labelled}/{} labelled",
                                         faces.source_rows[row],

@@ -46,6 +46,7 @@ impl IngestStage {
         ParseOptions {
             skip_bad_rows: self.config.on_bad_row == OnBadRow::Skip,
             coordinate_tolerance: self.config.coordinate_tolerance as f32,
+            ignore_coordinates: false,
         }
     }
 }

@@ -160,6 +160,7 @@ impl PrepareStage {
             let options = ParseOptions {
                 skip_bad_rows: false,
                 coordinate_tolerance: 1.0,
+                ignore_coordinates: false,
             };
             let val_faces = kaggle_csv::parse(path, &bytes, options, console)?.table;
             if val_faces.coordinate_names != faces.coordinate_names || val_faces.side != faces.side {

@@ -314,6 +314,28 @@ impl TrainStage {
     }
 }
 
+/// Rebuilds a trained network (on the CPU) from a train entry's `data/`.
+pub fn load_trained(data_dir: &Path) -> Result<(Box<dyn Session>, TrainedModel), TrainError> {
+    let meta_path = data_dir.join(MODEL_META);
+    let read_error = |message: String| TrainError::Read {
+        path: meta_path.clone(),
+        message,
+    };
+    let bytes = std::fs::read(&meta_path).map_err(|e| read_error(e.to_string()))?;
+    let trained: TrainedModel = serde_json::from_slice(&bytes).map_err(|e| read_error(e.to_string()))?;
+    let dev = dfdx::tensor::Cpu::default();
+    let settings = crate::training::OptimizerSettings {
+        kind: crate::training::OptimizerKind::Adam,
+        lr: 0.0,
+        weight_decay: 0.0,
+        momentum: 0.0,
+        nesterov: false,
+    };
+    let mut session = crate::training::open_session(dev, "cpu", &trained.spec, &settings)?;
+    session.load_weights(&data_dir.join(MODEL_FILE))?;
+    Ok((session, trained))
+}
+
 /// Validation loss (masked MSE on normalised targets, labelled values only) and
 /// errors in pixels.
 fn validate(

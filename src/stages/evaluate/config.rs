@@ -1,0 +1,36 @@
+//! Keys of `[evaluate]`.
+
+use std::path::PathBuf;
+
+use crate::config::TableReader;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EvaluateConfig {
+    /// `data`: a labelled Kaggle-layout file, scored on all its rows (optional).
+    #[serde(skip)]
+    pub data: Option<PathBuf>,
+    /// `truth`: the fully labelled version of the ingested training file (its row
+    /// i is ingested row i, e.g. faces15-train.csv.gz for the sparse file): the
+    /// validation split is also scored against its labels (optional).
+    #[serde(skip)]
+    pub truth: Option<PathBuf>,
+    /// `samples`: validation faces in the prediction grid (default 16, 1 to 64).
+    pub samples: usize,
+}
+
+impl EvaluateConfig {
+    pub fn read(r: &mut TableReader) -> EvaluateConfig {
+        let samples = r.u64("samples", 16);
+        let samples = if (1..=64).contains(&samples) {
+            samples as usize
+        } else {
+            r.invalid("samples", format!("{samples} is outside 1..=64"));
+            16
+        };
+        EvaluateConfig {
+            data: r.path("data"),
+            truth: r.path("truth"),
+            samples,
+        }
+    }
+}

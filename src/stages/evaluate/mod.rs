@@ -1,0 +1,417 @@
+//! The evaluate stage: scores the trained model in pixels over labelled points
+//! only (filled values never count), overall, per keypoint and as PCK at 5% and
+//! 10% of the inter-ocular distance, next to the mean-shape baseline.
+//!
+//! Scores the validation split; with `truth`, the same rows against a fully
+//! labelled copy of the data; with `data`, every row of another labelled file.
+//! Writes `reports/<pipeline>/metrics.json`, `metrics.md` and a grid of
+//! validation faces with predicted (crosses) and true (dots) keypoints.
+
+mod config;
+
+use std::path::Path;
+
+use serde::Serialize;
+
+pub use config::EvaluateConfig;
+
+use super::{FileInput, Stage, StageContext, StageError, StageKind, StageOutcome};
+use crate::console::Console;
+use crate::data::kaggle_csv::{self, ParseOptions};
+use crate::data::prepared::{Prepared, Split};
+use crate::data::{DataError, FaceTable, source};
+use crate::metrics::{PixelErrors, pck, per_keypoint, pixel_errors};
+use crate::report::faces::{Face, FaceGrid};
+use crate::report::{Cell, ReportError, ReportTable, plot};
+use crate::stages::prepare::PREPARED_FILE;
+use crate::stages::train::{self, TrainedModel};
+use crate::training::{Normalisation, Session, TrainError};
+
+pub const METRICS_FILE: &str = "metrics.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluateError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}
+
+pub struct EvaluateStage {
+    config: EvaluateConfig,
+}
+
+impl EvaluateStage {
+    pub fn new(config: EvaluateConfig) -> Self {
+        EvaluateStage { config }
+    }
+}
+
+impl Stage for EvaluateStage {
+    fn kind(&self) -> StageKind {
+        StageKind::Evaluate
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::to_value(&self.config).expect("the evaluate config serialises")
+    }
+
+    fn file_inputs(&self) -> Vec<FileInput> {
+        let mut inputs = Vec::new();
+        for (role, path) in [("data", &self.config.data), ("truth", &self.config.truth)] {
+            if let Some(path) = path {
+                inputs.push(FileInput {
+                    role,
+                    path: path.clone(),
+                });
+            }
+        }
+        inputs
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
+        Ok(self.evaluate(ctx)?)
+    }
+}
+
+/// Scores of one set of faces.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scores {
+    pub rows: usize,
+    pub labelled_points: usize,
+    pub rmse_px: f64,
+    pub mae_px: f64,
+    /// % of labelled keypoints within 5% / 10% of the inter-ocular distance.
+    pub pck_5: Option<f64>,
+    pub pck_10: Option<f64>,
+    /// RMSE of predicting the training split's mean shape for every face.
+    pub mean_shape_rmse_px: f64,
+    pub per_keypoint: Vec<KeypointScore>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeypointScore {
+    pub keypoint: String,
+    pub labelled_points: usize,
+    pub rmse_px: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Metrics {
+    model: TrainedModel,
+    validation: Scores,
+    /// The validation rows against the `truth` file's labels.
+    validation_full_labels: Option<Scores>,
+    /// Every row of the `data` file.
+    data: Option<Scores>,
+}
+
+impl EvaluateStage {
+    fn evaluate(&self, ctx: &StageContext) -> Result<StageOutcome, EvaluateError> {
+        let train_dir = &ctx.upstream[&StageKind::Train];
+        let prepared = Prepared::read(&ctx.upstream[&StageKind::Prepare].join(PREPARED_FILE))?;
+        let (session, trained) = train::load_trained(train_dir)?;
+        let keypoints = &trained.keypoint_names;
+        let norm = Normalisation::for_side(prepared.side);
+        let mean_shape = mean_shape(&prepared.train, prepared.coordinate_names.len());
+
+        let val_pixels = predict_pixels(session.as_ref(), &prepared.val.images, prepared.val.len(), norm)?;
+        let validation = score(
+            &val_pixels,
+            &prepared.val.targets,
+            &prepared.val.labelled,
+            keypoints,
+            &mean_shape,
+        );
+        let validation_full_labels = match &self.config.truth {
+            Some(path) => {
+                let truth = read_labelled(path, ctx.console)?;
+                let (targets, labelled) = truth_for(&truth, &prepared, path)?;
+                Some(score(&val_pixels, &targets, &labelled, keypoints, &mean_shape))
+            }
+            None => None,
+        };
+        let data = match &self.config.data {
+            Some(path) => {
+                let faces = read_labelled(path, ctx.console)?;
+                if faces.side != prepared.side || faces.coordinate_names != prepared.coordinate_names {
+                    return Err(DataError::Mismatch {
+                        path: path.clone(),
+                        message: "its coordinate columns or image side differ from the training data"
+                            .to_string(),
+                    }
+                    .into());
+                }
+                let pixels = predict_pixels(session.as_ref(), &faces.pixels, faces.len(), norm)?;
+                let labelled: Vec<u8> = faces.coords.iter().map(|v| u8::from(!v.is_nan())).collect();
+                let targets: Vec<f32> = faces
+                    .coords
+                    .iter()
+                    .map(|v| if v.is_nan() { 0.0 } else { *v })
+                    .collect();
+                Some(score(&pixels, &targets, &labelled, keypoints, &mean_shape))
+            }
+            None => None,
+        };
+
+        let metrics = Metrics {
+            model: trained.clone(),
+            validation,
+            validation_full_labels,
+            data,
+        };
+        let json = serde_json::to_vec_pretty(&metrics).expect("plain data serialises");
+        let write =
+            |path: &Path, bytes: &[u8]| std::fs::write(path, bytes).map_err(|e| ReportError::write(path, e));
+        write(&ctx.data_dir.join(METRICS_FILE), &json)?;
+        write(&ctx.report_dir.join(METRICS_FILE), &json)?;
+
+        let overall = overall_table(&metrics);
+        let per_keypoint = keypoint_table(&metrics);
+        let markdown = format!(
+            "# Evaluation\n\n{} ({} parameters), {} epochs on {}; best epoch {}.\n\n{}\n\n## Per keypoint (RMSE, pixels)\n\n{}\n\n\
+             ![learning curves](learning_curves.png)\n\n![validation faces: dots true, crosses predicted](predictions.png)\n",
+            trained.spec.arch.name(),
+            trained.parameters,
+            trained.epochs_run,
+            trained.device,
+            trained.best_epoch,
+            overall.to_markdown(),
+            per_keypoint.to_markdown()
+        );
+        write(&ctx.report_dir.join("metrics.md"), markdown.as_bytes())?;
+        overall.write_parquet(&ctx.report_dir.join("metrics.parquet"))?;
+        per_keypoint.write_parquet(&ctx.report_dir.join("metrics_per_keypoint.parquet"))?;
+
+        let rows: Vec<usize> = (0..prepared.val.len()).take(self.config.samples).collect();
+        let coords = prepared.coordinate_names.len();
+        let true_coords: Vec<Vec<f32>> = rows
+            .iter()
+            .map(|&row| {
+                (0..coords)
+                    .map(|c| {
+                        let i = row * coords + c;
+                        if prepared.val.labelled[i] == 1 {
+                            prepared.val.targets[i]
+                        } else {
+                            f32::NAN
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let pixels = prepared.side * prepared.side;
+        let grid = FaceGrid {
+            title: format!(
+                "Validation faces: dots true labels, crosses {} predictions",
+                trained.spec.arch.name()
+            ),
+            faces: rows
+                .iter()
+                .zip(&true_coords)
+                .map(|(&row, truth)| {
+                    let predicted = &val_pixels[row * coords..(row + 1) * coords];
+                    let errors = pixel_errors(
+                        predicted,
+                        &prepared.val.targets[row * coords..(row + 1) * coords],
+                        &prepared.val.labelled[row * coords..(row + 1) * coords],
+                    );
+                    Face {
+                        image: &prepared.val.images[row * pixels..(row + 1) * pixels],
+                        coords: truth,
+                        predicted: Some(predicted),
+                        caption: format!(
+                            "row {}: RMSE {:.2} px",
+                            prepared.val.source_rows[row], errors.rmse
+                        ),
+                    }
+                })
+                .collect(),
+            side: prepared.side,
+            keypoint_names: keypoints,
+        };
+        plot::save(&grid, ctx.report_dir, "predictions")?;
+        Ok(StageOutcome {
+            summary: Some(format!(
+                "{}\n{}",
+                overall.to_terminal(),
+                per_keypoint.to_terminal()
+            )),
+        })
+    }
+}
+
+/// The training split's mean of each coordinate over real labels.
+fn mean_shape(train: &Split, coords: usize) -> Vec<f32> {
+    (0..coords)
+        .map(|c| {
+            let (sum, n) = (0..train.len())
+                .filter(|row| train.labelled[row * coords + c] == 1)
+                .fold((0.0f64, 0usize), |(s, n), row| {
+                    (s + f64::from(train.targets[row * coords + c]), n + 1)
+                });
+            (sum / n.max(1) as f64) as f32
+        })
+        .collect()
+}
+
+fn predict_pixels(
+    session: &dyn Session,
+    images: &[u8],
+    rows: usize,
+    norm: Normalisation,
+) -> Result<Vec<f32>, TrainError> {
+    let scaled: Vec<f32> = images.iter().map(|&p| f32::from(p) / 255.0).collect();
+    Ok(session
+        .predict(&scaled, rows, 64)?
+        .into_iter()
+        .map(|v| norm.to_pixels(v))
+        .collect())
+}
+
+fn score(pred: &[f32], targets: &[f32], labelled: &[u8], keypoints: &[String], mean_shape: &[f32]) -> Scores {
+    let coords = keypoints.len() * 2;
+    let errors: PixelErrors = pixel_errors(pred, targets, labelled);
+    let baseline: Vec<f32> = (0..pred.len()).map(|i| mean_shape[i % coords]).collect();
+    Scores {
+        rows: pred.len() / coords.max(1),
+        labelled_points: errors.count,
+        rmse_px: errors.rmse,
+        mae_px: errors.mae,
+        pck_5: pck(pred, targets, labelled, keypoints, 0.05),
+        pck_10: pck(pred, targets, labelled, keypoints, 0.10),
+        mean_shape_rmse_px: pixel_errors(&baseline, targets, labelled).rmse,
+        per_keypoint: keypoints
+            .iter()
+            .zip(per_keypoint(pred, targets, labelled, coords))
+            .map(|(name, (rmse, count))| KeypointScore {
+                keypoint: name.clone(),
+                labelled_points: count,
+                rmse_px: rmse,
+            })
+            .collect(),
+    }
+}
+
+fn read_labelled(path: &Path, console: &Console) -> Result<FaceTable, DataError> {
+    let bytes = source::read_text_file(path, console)?;
+    let options = ParseOptions {
+        skip_bad_rows: false,
+        coordinate_tolerance: 1.0,
+        ignore_coordinates: false,
+    };
+    Ok(kaggle_csv::parse(path, &bytes, options, console)?.table)
+}
+
+/// The `truth` file's labels for the validation rows, matched by source row and
+/// checked to be the same faces.
+fn truth_for(truth: &FaceTable, prepared: &Prepared, path: &Path) -> Result<(Vec<f32>, Vec<u8>), DataError> {
+    let mismatch = |message: String| DataError::Mismatch {
+        path: path.to_path_buf(),
+        message,
+    };
+    if truth.coordinate_names != prepared.coordinate_names || truth.side != prepared.side {
+        return Err(mismatch(
+            "its coordinate columns or image side differ from the training data".to_string(),
+        ));
+    }
+    let pixels = prepared.side * prepared.side;
+    let (mut targets, mut labelled) = (Vec::new(), Vec::new());
+    for (i, &source_row) in prepared.val.source_rows.iter().enumerate() {
+        let row = source_row as usize;
+        if row >= truth.len() || truth.image(row) != &prepared.val.images[i * pixels..(i + 1) * pixels] {
+            return Err(mismatch(format!(
+                "data row {row} is not the same face as the ingested row {row}: `truth` must be the same file with more labels"
+            )));
+        }
+        for &v in truth.row_coords(row) {
+            targets.push(if v.is_nan() { 0.0 } else { v });
+            labelled.push(u8::from(!v.is_nan()));
+        }
+    }
+    Ok((targets, labelled))
+}
+
+fn overall_table(metrics: &Metrics) -> ReportTable {
+    let mut table = ReportTable::new(
+        [
+            "scored on",
+            "faces",
+            "points",
+            "RMSE px",
+            "MAE px",
+            "PCK@5%",
+            "PCK@10%",
+            "mean-shape RMSE px",
+        ],
+        3,
+    );
+    let sets = [
+        ("validation (sparse labels)", Some(&metrics.validation)),
+        (
+            "validation (full labels)",
+            metrics.validation_full_labels.as_ref(),
+        ),
+        ("data file", metrics.data.as_ref()),
+    ];
+    for (name, scores) in sets {
+        if let Some(s) = scores {
+            table.push(vec![
+                name.into(),
+                s.rows.into(),
+                s.labelled_points.into(),
+                s.rmse_px.into(),
+                s.mae_px.into(),
+                s.pck_5.into(),
+                s.pck_10.into(),
+                s.mean_shape_rmse_px.into(),
+            ]);
+        }
+    }
+    table
+}
+
+fn keypoint_table(metrics: &Metrics) -> ReportTable {
+    let full = metrics.validation_full_labels.as_ref();
+    let mut columns = vec!["keypoint", "points", "validation RMSE px"];
+    if full.is_some() {
+        columns.extend(["points (full labels)", "RMSE px (full labels)"]);
+    }
+    let mut table = ReportTable::new(columns, 3);
+    for (k, score) in metrics.validation.per_keypoint.iter().enumerate() {
+        let mut row = vec![
+            Cell::from(score.keypoint.clone()),
+            score.labelled_points.into(),
+            score.rmse_px.into(),
+        ];
+        if let Some(full) = full {
+            row.push(full.per_keypoint[k].labelled_points.into());
+            row.push(full.per_keypoint[k].rmse_px.into());
+        }
+        table.push(row);
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mean_shape_uses_real_training_labels_only() {
+        let train = Split {
+            images: vec![0; 3],
+            targets: vec![2.0, 10.0, 4.0, 0.0, 99.0, 0.0],
+            labelled: vec![1, 1, 1, 0, 0, 0],
+            loss_mask: vec![1, 1, 1, 0, 1, 0],
+            source_rows: vec![0, 1, 2],
+        };
+        assert_eq!(mean_shape(&train, 2), [3.0, 10.0]);
+    }
+}
