@@ -12,6 +12,7 @@ pub mod data;
 pub mod fsutil;
 pub mod metrics;
 pub mod models;
+pub mod predict;
 pub mod report;
 pub mod stages;
 pub mod training;

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use fkp::config::{ConfigErrors, Pipeline, discover_pipelines};
 use fkp::console::{Console, Verbosity};
 use fkp::dag::{self, Graph, RunOptions};
+use fkp::predict::{PredictRequest, predict};
 use fkp::stages::StageKind;
 use fkp::workspace::{PIPELINES_DIR, Workspace};
 
@@ -73,6 +74,21 @@ enum Command {
         /// Print Graphviz DOT instead of text.
         #[arg(long)]
         dot: bool,
+    },
+    /// Predict keypoints with a pipeline's trained model (training it first if needed).
+    Predict {
+        #[arg(value_name = "PIPELINE.toml")]
+        pipeline: PathBuf,
+        /// A Kaggle-layout file (.csv, .csv.gz or .zip) with an `Image` column;
+        /// coordinate columns in it are ignored.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// Where to write the predictions (CSV).
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
+        /// Write Kaggle's `RowId,Location` submission, using [ingest] lookup.
+        #[arg(long)]
+        submission: bool,
     },
     /// Remove cache entries that no pipeline refers to, and leftovers of killed runs.
     ///
@@ -164,6 +180,21 @@ fn execute(cli: Cli, console: &Console) -> Result<()> {
         Command::Dag { pipeline, dot } => {
             let graph = load_graph(&[pipeline])?;
             print!("{}", if dot { graph.to_dot() } else { graph.to_text() });
+        }
+        Command::Predict {
+            pipeline,
+            input,
+            output,
+            submission,
+        } => {
+            let graph = load_graph(&[pipeline])?;
+            let request = PredictRequest {
+                input: &input,
+                output: &output,
+                submission,
+            };
+            let rows = predict(&graph, &workspace, &request, console)?;
+            console.status(&format!("wrote {rows} rows to {}", output.display()));
         }
         Command::Clean { pipelines, dry_run } => clean(&workspace, pipelines, dry_run, console)?,
     }

@@ -38,6 +38,17 @@ pub enum Outcome {
 pub struct RunReport {
     /// (pipeline name, stage, outcome), in the order they were visited.
     pub stages: Vec<(String, StageKind, Outcome)>,
+    /// The `data/` folder of every stage that has an entry after the run.
+    pub data_dirs: Vec<(String, StageKind, PathBuf)>,
+}
+
+impl RunReport {
+    pub fn data_dir(&self, pipeline: &str, stage: StageKind) -> Option<&std::path::Path> {
+        self.data_dirs
+            .iter()
+            .find(|(p, s, _)| p == pipeline && *s == stage)
+            .map(|(_, _, dir)| dir.as_path())
+    }
 }
 
 pub fn run(
@@ -144,6 +155,9 @@ pub fn run(
                             &pipeline.name,
                         )
                         .map_err(cache_error)?;
+                    if checkpoint_dir.exists() {
+                        std::fs::remove_dir_all(&checkpoint_dir).map_err(cache_error)?;
+                    }
                     console.status(&format!(
                         "  {:<10} done     in {:.2} s",
                         kind.name(),
@@ -166,6 +180,9 @@ pub fn run(
                 .insert(kind, manifest.inputs.clone());
             resolver.record(&pipeline.name).file = pipeline.file.clone();
             data_dirs[n] = Some(entry.join(DATA_DIR));
+            report
+                .data_dirs
+                .push((pipeline.name.clone(), kind, entry.join(DATA_DIR)));
             output_hashes[n] = Some(manifest.output_hash);
         }
         if !options.dry_run {

@@ -161,3 +161,47 @@ pub fn shared_data() -> Option<PathBuf> {
 pub fn repo_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
+
+/// Faces whose keypoints are known by construction: a dark `side` x `side`
+/// image with a bright 3x3 square centred on each of two "eyes", placed by a
+/// simple deterministic generator: the left eye (the subject's) in the right
+/// half of the picture, the right eye in the left half, so a mirror maps one
+/// onto the other. Every third row misses the right eye's label (the square is
+/// still drawn), so masking has something to do.
+pub fn blob_csv(rows: usize, side: usize, seed: u64) -> String {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = move |range: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) % range as u64) as usize
+    };
+    let mut text =
+        String::from("left_eye_center_x,left_eye_center_y,right_eye_center_x,right_eye_center_y,Image\n");
+    for row in 0..rows {
+        let mut image = vec![20u8; side * side];
+        let mut fields = Vec::new();
+        for k in 0..2 {
+            let half = side / 2;
+            let x = if k == 0 { half + 1 } else { 3 } + next(half - 4);
+            let y = 3 + next(side - 6);
+            for dy in 0..3 {
+                for dx in 0..3 {
+                    image[(y + dy - 1) * side + (x + dx - 1)] = 230;
+                }
+            }
+            if k == 1 && row % 3 == 0 {
+                fields.extend([String::new(), String::new()]);
+            } else {
+                fields.extend([x.to_string(), y.to_string()]);
+            }
+        }
+        let pixels: Vec<String> = image.iter().map(u8::to_string).collect();
+        fields.push(pixels.join(" "));
+        text.push_str(&fields.join(","));
+        text.push('\n');
+    }
+    text
+}

@@ -1,0 +1,134 @@
+//! `fkp predict`: runs a pipeline's trained model on any Kaggle-layout file and
+//! writes one row of coordinates per input row, or Kaggle's `RowId,Location`
+//! submission file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::console::Console;
+use crate::dag::{self, DagError, Graph, RunOptions};
+use crate::data::kaggle_csv::{self, ParseOptions};
+use crate::data::{DataError, lookup, source};
+use crate::stages::StageKind;
+use crate::stages::train::load_trained;
+use crate::training::{Normalisation, TrainError};
+use crate::workspace::Workspace;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PredictError {
+    #[error(transparent)]
+    Dag(#[from] DagError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error("pipeline `{0}` has no [train] stage: there is no model to predict with")]
+    NoModel(String),
+    #[error("--submission needs `lookup` (Kaggle's IdLookupTable.csv) in [ingest] of pipeline `{0}`")]
+    NoLookup(String),
+    #[error("{path} has no `ImageId` column, which a submission needs to match the lookup table")]
+    NoImageIds { path: PathBuf },
+    #[error("{path}: images are {found}x{found}, the model was trained on {expected}x{expected}")]
+    WrongSide {
+        path: PathBuf,
+        found: usize,
+        expected: usize,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+pub struct PredictRequest<'a> {
+    pub input: &'a Path,
+    pub output: &'a Path,
+    pub submission: bool,
+}
+
+/// Trains first if the model is not cached, then predicts. Returns the number of
+/// rows written.
+pub fn predict(
+    graph: &Graph,
+    workspace: &Workspace,
+    request: &PredictRequest,
+    console: &Console,
+) -> Result<usize, PredictError> {
+    let pipeline = &graph.pipelines[0];
+    if pipeline.train.is_none() {
+        return Err(PredictError::NoModel(pipeline.name.clone()));
+    }
+    let options = RunOptions {
+        until: Some(StageKind::Train),
+        ..RunOptions::default()
+    };
+    let report = dag::run(graph, workspace, &options, console)?;
+    let train_dir = report
+        .data_dir(&pipeline.name, StageKind::Train)
+        .ok_or_else(|| PredictError::NoModel(pipeline.name.clone()))?;
+    let (session, trained) = load_trained(train_dir)?;
+
+    let bytes = source::read_text_file(request.input, console)?;
+    let parse = ParseOptions {
+        skip_bad_rows: false,
+        coordinate_tolerance: 0.0,
+        ignore_coordinates: true,
+    };
+    let faces = kaggle_csv::parse(request.input, &bytes, parse, console)?.table;
+    drop(bytes);
+    if faces.side != trained.spec.side {
+        return Err(PredictError::WrongSide {
+            path: request.input.to_path_buf(),
+            found: faces.side,
+            expected: trained.spec.side,
+        });
+    }
+    let scaled: Vec<f32> = faces.pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
+    let norm = Normalisation::for_side(faces.side);
+    let predictions: Vec<f32> = session
+        .predict(&scaled, faces.len(), 64)?
+        .into_iter()
+        .map(|v| norm.to_pixels(v))
+        .collect();
+    let coords = trained.coordinate_names.len();
+
+    let mut text = String::new();
+    let rows = if request.submission {
+        let lookup_path = pipeline
+            .ingest
+            .as_ref()
+            .and_then(|i| i.lookup.clone())
+            .ok_or_else(|| PredictError::NoLookup(pipeline.name.clone()))?;
+        let ids = faces.image_ids.as_ref().ok_or_else(|| PredictError::NoImageIds {
+            path: request.input.to_path_buf(),
+        })?;
+        let lookup_bytes = source::read_text_file(&lookup_path, console)?;
+        let table = lookup::parse_lookup(&lookup_path, &lookup_bytes, &trained.coordinate_names, Some(ids))?;
+        let row_of: HashMap<i64, usize> = ids.iter().enumerate().map(|(row, &id)| (id, row)).collect();
+        text.push_str("RowId,Location\n");
+        for i in 0..table.len() {
+            let row = row_of[&table.image_ids[i]];
+            let column = trained
+                .coordinate_names
+                .iter()
+                .position(|n| *n == table.feature_names[i])
+                .expect("parse_lookup checked every feature name");
+            // Kaggle scores locations inside the image only.
+            let location = predictions[row * coords + column].clamp(0.0, faces.side as f32);
+            text.push_str(&format!("{},{location}\n", table.row_ids[i]));
+        }
+        table.len()
+    } else {
+        text.push_str(&trained.coordinate_names.join(","));
+        text.push('\n');
+        for row in predictions.chunks(coords) {
+            let fields: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+            text.push_str(&fields.join(","));
+            text.push('\n');
+        }
+        faces.len()
+    };
+    crate::fsutil::write_atomic(request.output, text.as_bytes()).map_err(|source| PredictError::Write {
+        path: request.output.to_path_buf(),
+        source,
+    })?;
+    Ok(rows)
+}

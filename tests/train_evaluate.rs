@@ -1,0 +1,263 @@
+//! `[model]`, `[train]`, `[evaluate]` and `fkp predict` end to end on small
+//! synthetic faces whose keypoints are known by construction.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Scratch, blob_csv};
+use serde_json::Value;
+
+const SIDE: usize = 24;
+
+fn pipeline(s: &Scratch, train: &str, extra: &str) {
+    s.write("faces.csv", blob_csv(300, SIDE, 7));
+    s.write(
+        "p.toml",
+        format!(
+            "[ingest]\ntrain = \"faces.csv\"\n[prepare]\nmissing = \"mask\"\nval = 0.2\n\
+             [model]\narch = \"lenet\"\ndropout = 0.0\n[train]\ndevice = \"cpu\"\nbatch_size = 16\n{train}\n[evaluate]\n{extra}"
+        ),
+    );
+}
+
+fn metrics(s: &Scratch) -> Value {
+    serde_json::from_slice(&std::fs::read(s.path("reports/p/metrics.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn training_learns_keypoints_far_better_than_the_mean_shape() {
+    let s = Scratch::new();
+    pipeline(&s, "epochs = 20\n[train.augment]\nhflip = true\n", "");
+    let out = s.ok(&["run", "p.toml"]);
+    assert!(out.contains("epoch  20/20"), "{out}");
+    let m = metrics(&s);
+    let rmse = m["validation"]["rmse_px"].as_f64().unwrap();
+    let baseline = m["validation"]["mean_shape_rmse_px"].as_f64().unwrap();
+    assert!(
+        rmse < 0.5 * baseline,
+        "val RMSE {rmse:.2} px vs mean shape {baseline:.2} px"
+    );
+    assert_eq!(m["model"]["spec"]["outputs"], 4);
+    assert_eq!(m["validation"]["per_keypoint"].as_array().unwrap().len(), 2);
+    for file in [
+        "metrics.md",
+        "learning_curves.png",
+        "learning_curves.svg",
+        "predictions.png",
+        "train/history.md",
+    ] {
+        assert!(s.path(&format!("reports/p/{file}")).is_file(), "{file}");
+    }
+}
+
+#[test]
+fn a_killed_training_run_resumes_from_its_checkpoint() {
+    let s = Scratch::new();
+    pipeline(&s, "epochs = 12\n", "");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fkp"))
+        .current_dir(s.dir.path())
+        .args(["run", "p.toml", "-q"])
+        .spawn()
+        .unwrap();
+    // Wait for the second epoch's checkpoint, then kill the run.
+    let started = Instant::now();
+    let state = loop {
+        let found = std::fs::read_dir(s.path(".fkp/checkpoints"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("state.json"))
+            .find(|p| {
+                std::fs::read(p)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                    .is_some_and(|v| v["epochs_done"].as_u64() >= Some(2))
+            });
+        if let Some(path) = found {
+            break path;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let done = before["epochs_done"].as_u64().unwrap();
+    assert!(
+        s.entries("train").is_empty(),
+        "a killed run leaves no train entry"
+    );
+
+    let out = s.ok(&["run", "p.toml"]);
+    assert!(
+        out.contains(&format!("resuming after epoch {done} of 12")),
+        "{out}"
+    );
+    assert!(
+        !out.contains("epoch   1/12"),
+        "resumed runs do not redo epochs: {out}"
+    );
+    let history = std::fs::read_to_string(s.entries("train")[0].join("data/history.csv")).unwrap();
+    assert_eq!(history.lines().count(), 1 + 12, "{history}");
+    // The epochs before the kill are kept exactly as they were logged.
+    let first = history.lines().nth(1).unwrap();
+    let logged = before["history"][0]["val_rmse_px"].as_f64().unwrap();
+    assert!(first.contains(&logged.to_string()), "{first} vs {logged}");
+    assert!(
+        !state.parent().unwrap().exists(),
+        "the checkpoint goes once the stage succeeds"
+    );
+}
+
+#[test]
+fn changing_a_train_key_retrains_and_an_evaluate_key_only_rescores() {
+    let s = Scratch::new();
+    pipeline(&s, "epochs = 2\n", "");
+    s.ok(&["run", "p.toml"]);
+    pipeline(&s, "epochs = 2\n", "samples = 2\n");
+    let out = s.ok(&["run", "p.toml"]);
+    assert!(
+        out.contains("train      cached") && out.contains("evaluate   running"),
+        "{out}"
+    );
+    pipeline(&s, "epochs = 3\n", "samples = 2\n");
+    let out = s.ok(&["run", "p.toml"]);
+    assert!(
+        out.contains("prepare    cached") && out.contains("`train.epochs` changed: 2 -> 3"),
+        "{out}"
+    );
+}
+
+#[test]
+fn predict_writes_one_row_per_input_row_and_a_kaggle_submission() {
+    let s = Scratch::new();
+    pipeline(&s, "epochs = 1\n", "");
+    let rows: Vec<String> = blob_csv(5, SIDE, 99)
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().to_string())
+        .collect();
+    let test: String = rows
+        .iter()
+        .enumerate()
+        .map(|(i, image)| format!("{},{image}\n", i + 1))
+        .collect();
+    s.write("test.csv", format!("ImageId,Image\n{test}"));
+    s.write(
+        "lookup.csv",
+        "RowId,ImageId,FeatureName,Location\n1,1,left_eye_center_x,\n2,3,right_eye_center_y,\n",
+    );
+    let out = s.ok(&[
+        "predict",
+        "p.toml",
+        "--input",
+        "test.csv",
+        "--output",
+        "preds.csv",
+    ]);
+    assert!(out.contains("train      running"), "predict trains first: {out}");
+    let preds = std::fs::read_to_string(s.path("preds.csv")).unwrap();
+    let lines: Vec<&str> = preds.lines().collect();
+    assert_eq!(
+        lines[0],
+        "left_eye_center_x,left_eye_center_y,right_eye_center_x,right_eye_center_y"
+    );
+    assert_eq!(lines.len(), 6);
+    assert!(
+        lines[1]
+            .split(',')
+            .all(|v| v.parse::<f32>().is_ok_and(f32::is_finite))
+    );
+
+    let (_, err) = s.fails(&[
+        "predict",
+        "p.toml",
+        "--input",
+        "test.csv",
+        "--output",
+        "sub.csv",
+        "--submission",
+    ]);
+    assert!(err.contains("--submission needs `lookup`"), "{err}");
+
+    let text = std::fs::read_to_string(s.path("p.toml")).unwrap();
+    s.write(
+        "p.toml",
+        text.replace("[ingest]\n", "[ingest]\nlookup = \"lookup.csv\"\n"),
+    );
+    s.ok(&[
+        "predict",
+        "p.toml",
+        "--input",
+        "test.csv",
+        "--output",
+        "sub.csv",
+        "--submission",
+    ]);
+    let submission = std::fs::read_to_string(s.path("sub.csv")).unwrap();
+    let lines: Vec<&str> = submission.lines().collect();
+    assert_eq!(lines[0], "RowId,Location");
+    assert_eq!(lines.len(), 3);
+    let location: f32 = lines[1].split(',').nth(1).unwrap().parse().unwrap();
+    assert!((0.0..=SIDE as f32).contains(&location));
+}
+
+#[test]
+fn bad_model_and_train_values_are_clear_errors() {
+    let s = Scratch::new();
+    s.write("faces.csv", blob_csv(20, SIDE, 1));
+    s.write(
+        "p.toml",
+        "[ingest]\ntrain = \"faces.csv\"\n[prepare]\n[model]\narch = \"resnet19\"\nchannels = 2\n\
+         [train]\nepochs = 0\noptimizer = \"adamw\"\n[train.schedule]\nkind = \"step\"\n",
+    );
+    let (code, err) = s.fails(&["run", "p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    for expected in [
+        "`model.arch`: \"resnet19\" is not one of \"lenet\", \"alexnet\", \"resnet18\", \"resnet34\", \"resnet50\", \"darknet53\"",
+        "did you mean `resnet18`?",
+        "`model.channels`: 2 channels",
+        "`train.epochs`: must be at least 1",
+        "`train.optimizer`: \"adamw\" is not one of \"adam\", \"sgd\"",
+        "`train.schedule.kind`: \"step\" is not one of",
+    ] {
+        assert!(err.contains(expected), "expected {expected:?} in:\n{err}");
+    }
+    s.write(
+        "p.toml",
+        "[ingest]\ntrain = \"faces.csv\"\n[prepare]\n[train]\nepochs = 1\n",
+    );
+    let (_, err) = s.fails(&["run", "p.toml"]);
+    assert!(err.contains("stage [train] needs [model]"), "{err}");
+}
+
+#[test]
+fn asking_for_cuda_without_it_is_an_error_and_auto_falls_back() {
+    if cfg!(feature = "cuda") {
+        eprintln!("skipped: this build has CUDA");
+        return;
+    }
+    let s = Scratch::new();
+    pipeline(&s, "epochs = 1\n", "");
+    let text = std::fs::read_to_string(s.path("p.toml")).unwrap();
+    s.write("p.toml", text.replace("device = \"cpu\"", "device = \"cuda\""));
+    let (code, err) = s.fails(&["run", "p.toml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("built without CUDA"), "{err}");
+    assert!(s.entries("train").is_empty() && s.temp_dirs().is_empty());
+
+    s.write("p.toml", text.replace("device = \"cpu\"", "device = \"auto\""));
+    let out = s.ok(&["run", "p.toml"]);
+    assert!(
+        out.contains("warning: device = \"auto\"") && out.contains("training on the CPU"),
+        "{out}"
+    );
+}
