@@ -33,7 +33,17 @@ pub fn plan(graph: &Graph, workspace: &Workspace) -> Result<CleanPlan, DagError>
     let mut output_hashes: Vec<Option<String>> = vec![None; graph.nodes.len()];
     for n in 0..graph.nodes.len() {
         let upstream = Upstream::of(graph, n, &output_hashes);
-        let resolution = resolver.resolve(graph, n, upstream)?;
+        let resolution = match resolver.resolve(graph, n, upstream) {
+            Ok(resolution) => resolution,
+            // Its input is unreadable (moved, or not downloaded yet): keep whatever
+            // the pipeline last ran with rather than guess.
+            Err(DagError::Input { .. }) => {
+                let name = &graph.pipelines[graph.nodes[n].pipeline].name;
+                keep.extend(resolver.record(name).stages.values().map(|inputs| inputs.key()));
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         if let State::Cached(manifest) = &resolution.state {
             output_hashes[n] = Some(manifest.output_hash.clone());
         }

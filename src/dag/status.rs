@@ -59,7 +59,23 @@ pub fn status(graph: &Graph, workspace: &Workspace) -> Result<StatusReport, DagE
         for n in graph.nodes_of(index) {
             let node = &graph.nodes[n];
             let upstream = Upstream::of(graph, n, &output_hashes);
-            let resolution = resolver.resolve(graph, n, upstream)?;
+            let resolution = match resolver.resolve(graph, n, upstream) {
+                Ok(resolution) => resolution,
+                // An unreadable input file is a state to show, not a reason to stop.
+                Err(error @ DagError::Input { .. }) => {
+                    stages.push(StageStatus {
+                        stage: node.kind().name().to_string(),
+                        state: StateName::Missing,
+                        reason: Some(error.to_string()),
+                        changes: Vec::new(),
+                        key: None,
+                        entry: None,
+                        outputs: Vec::new(),
+                    });
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             let entry = resolution.key.as_ref().map(|k| store.entry_dir(node.kind(), k));
             let (changes, outputs) = match &resolution.state {
                 State::Cached(manifest) => {
