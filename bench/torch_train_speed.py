@@ -91,6 +91,7 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=96, help="input height = width")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="also print the result as JSON")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (for bench/cuda/run-on-device.sh)")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -98,12 +99,13 @@ def main() -> int:
     torch.manual_seed(a.seed)
 
     model = lenet(a.outputs, a.size, a.size) if a.model == "lenet" else resnet18(a.outputs)
+    model = model.to(a.device)
     model.train()
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = nn.MSELoss()
-    x = torch.randn(a.batch, 1, a.size, a.size)
-    y = torch.randn(a.batch, a.outputs)
+    x = torch.randn(a.batch, 1, a.size, a.size, device=a.device)
+    y = torch.randn(a.batch, a.outputs, device=a.device)
     print(
         f"torch {torch.__version__} model={a.model} params={params} "
         f"threads={torch.get_num_threads()} batch={a.batch}",
@@ -119,7 +121,7 @@ def main() -> int:
         loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
-        lv = loss.item()
+        lv = loss.item()  # also waits for the GPU, so step times are real
         print(f"  step {i}: loss {lv:.4f} {time.perf_counter() - ts:.3f}s", flush=True)
     dt = time.perf_counter() - t0
 

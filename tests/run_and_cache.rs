@@ -200,3 +200,21 @@ fn dag_prints_the_graph() {
         "{text}"
     );
 }
+
+#[test]
+fn a_stage_reruns_only_when_the_upstream_files_it_reads_change() {
+    let s = setup();
+    s.write("p.toml", "[ingest]\ntrain = \"data/train.csv\"\n[prepare]\n");
+    s.ok(&["run", "p.toml"]);
+    // Adding a test file changes ingest's outputs, but not train.parquet, which is
+    // all prepare reads.
+    let pixels = vec!["1"; 64].join(" ");
+    s.write("data/test.csv", format!("ImageId,Image\n1,{pixels}\n"));
+    s.write(
+        "p.toml",
+        "[ingest]\ntrain = \"data/train.csv\"\ntest = \"data/test.csv\"\n[prepare]\n",
+    );
+    let out = s.ok(&["run", "p.toml"]);
+    assert!(out.contains("ingest     running"), "{out}");
+    assert!(out.contains("prepare    cached"), "{out}");
+}

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use super::DagError;
 use super::graph::Graph;
 use super::resolve::{Resolver, State, Upstream};
-use super::store::Store;
+use super::store::{OutputFile, Store};
 use crate::workspace::Workspace;
 
 #[derive(Debug, Default)]
@@ -30,9 +30,9 @@ pub fn plan(graph: &Graph, workspace: &Workspace) -> Result<CleanPlan, DagError>
     let store = Store::open(&workspace.cache_dir).map_err(cache_error)?;
     let mut resolver = Resolver::new(&store);
     let mut keep: HashSet<String> = HashSet::new();
-    let mut output_hashes: Vec<Option<String>> = vec![None; graph.nodes.len()];
+    let mut outputs: Vec<Option<Vec<OutputFile>>> = vec![None; graph.nodes.len()];
     for n in 0..graph.nodes.len() {
-        let upstream = Upstream::of(graph, n, &output_hashes);
+        let upstream = Upstream::of(graph, n, &outputs);
         let resolution = match resolver.resolve(graph, n, upstream) {
             Ok(resolution) => resolution,
             // Its input is unreadable (moved, or not downloaded yet): keep whatever
@@ -45,7 +45,7 @@ pub fn plan(graph: &Graph, workspace: &Workspace) -> Result<CleanPlan, DagError>
             Err(error) => return Err(error),
         };
         if let State::Cached(manifest) = &resolution.state {
-            output_hashes[n] = Some(manifest.output_hash.clone());
+            outputs[n] = Some(manifest.outputs.clone());
         }
         if let Some(key) = resolution.key {
             keep.insert(key);

@@ -8,7 +8,7 @@ use super::DagError;
 use super::graph::Graph;
 use super::hashing::FileHasher;
 use super::key::{Change, FileDigest, KeyInputs};
-use super::store::{Manifest, PipelineRecord, Store};
+use super::store::{Manifest, OutputFile, PipelineRecord, Store, hash_outputs};
 use crate::stages::StageKind;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -62,13 +62,16 @@ pub enum Upstream {
 }
 
 impl Upstream {
-    /// The upstream state of `node`, given the output hash of every node built so far.
-    pub fn of(graph: &Graph, node: usize, output_hashes: &[Option<String>]) -> Upstream {
+    /// The upstream state of `node`, given the outputs of every node built so far.
+    /// Only the upstream files the stage reads count, so a change to an output
+    /// it ignores (say, adding `ingest.test`) does not rerun it.
+    pub fn of(graph: &Graph, node: usize, outputs: &[Option<Vec<OutputFile>>]) -> Upstream {
         let mut hashes = BTreeMap::new();
+        let reads = graph.nodes[node].stage.reads();
         for &dep in &graph.nodes[node].deps {
-            match &output_hashes[dep] {
-                Some(hash) => {
-                    hashes.insert(graph.nodes[dep].kind(), hash.clone());
+            match &outputs[dep] {
+                Some(files) => {
+                    hashes.insert(graph.nodes[dep].kind(), hash_outputs(files, reads));
                 }
                 None => return Upstream::NotBuilt(graph.nodes[dep].kind()),
             }

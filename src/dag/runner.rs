@@ -8,7 +8,7 @@ use super::DagError;
 use super::graph::Graph;
 use super::key::Change;
 use super::resolve::{Resolver, State, Upstream};
-use super::store::{DATA_DIR, Manifest, REPORT_DIR, Store};
+use super::store::{DATA_DIR, Manifest, OutputFile, REPORT_DIR, Store};
 use crate::console::Console;
 use crate::fsutil;
 use crate::stages::{StageContext, StageKind};
@@ -66,7 +66,7 @@ pub fn run(
     let mut resolver = Resolver::new(&store);
     // Data folder and output hash of every node that has an entry by now.
     let mut data_dirs: Vec<Option<PathBuf>> = vec![None; graph.nodes.len()];
-    let mut output_hashes: Vec<Option<String>> = vec![None; graph.nodes.len()];
+    let mut outputs: Vec<Option<Vec<OutputFile>>> = vec![None; graph.nodes.len()];
     // Keys built earlier in this invocation, with the pipeline that built them.
     let mut built_now: HashMap<String, String> = HashMap::new();
     let mut report = RunReport::default();
@@ -76,7 +76,7 @@ pub fn run(
         for n in graph.nodes_of(index).filter(|&n| selected[n]) {
             let node = &graph.nodes[n];
             let kind = node.kind();
-            let upstream = Upstream::of(graph, n, &output_hashes);
+            let upstream = Upstream::of(graph, n, &outputs);
             let resolution = resolver.resolve(graph, n, upstream)?;
             let shared_with = resolution.key.as_ref().and_then(|k| built_now.get(k)).cloned();
             let reason = match (&resolution.state, forced[n] && shared_with.is_none()) {
@@ -183,7 +183,7 @@ pub fn run(
             report
                 .data_dirs
                 .push((pipeline.name.clone(), kind, entry.join(DATA_DIR)));
-            output_hashes[n] = Some(manifest.output_hash);
+            outputs[n] = Some(manifest.outputs.clone());
         }
         if !options.dry_run {
             resolver.save_record(&pipeline.name)?;

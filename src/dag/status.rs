@@ -9,7 +9,7 @@ use super::DagError;
 use super::graph::Graph;
 use super::key::Change;
 use super::resolve::{Resolver, State, StateName, Upstream};
-use super::store::Store;
+use super::store::{OutputFile, Store};
 use crate::workspace::Workspace;
 
 pub const SCHEMA: &str = "fkp.status/1";
@@ -52,13 +52,13 @@ pub fn status(graph: &Graph, workspace: &Workspace) -> Result<StatusReport, DagE
         source,
     })?;
     let mut resolver = Resolver::new(&store);
-    let mut output_hashes: Vec<Option<String>> = vec![None; graph.nodes.len()];
+    let mut built: Vec<Option<Vec<OutputFile>>> = vec![None; graph.nodes.len()];
     let mut pipelines = Vec::new();
     for (index, pipeline) in graph.pipelines.iter().enumerate() {
         let mut stages = Vec::new();
         for n in graph.nodes_of(index) {
             let node = &graph.nodes[n];
-            let upstream = Upstream::of(graph, n, &output_hashes);
+            let upstream = Upstream::of(graph, n, &built);
             let resolution = match resolver.resolve(graph, n, upstream) {
                 Ok(resolution) => resolution,
                 // An unreadable input file is a state to show, not a reason to stop.
@@ -79,7 +79,7 @@ pub fn status(graph: &Graph, workspace: &Workspace) -> Result<StatusReport, DagE
             let entry = resolution.key.as_ref().map(|k| store.entry_dir(node.kind(), k));
             let (changes, outputs) = match &resolution.state {
                 State::Cached(manifest) => {
-                    output_hashes[n] = Some(manifest.output_hash.clone());
+                    built[n] = Some(manifest.outputs.clone());
                     let dir = entry.clone().unwrap_or_default();
                     (
                         Vec::new(),

@@ -45,7 +45,7 @@ pub struct Manifest {
     pub inputs: KeyInputs,
     /// Every file under `data/`, sorted by path.
     pub outputs: Vec<OutputFile>,
-    /// Hash over `outputs`: what downstream keys are made of.
+    /// Hash over all `outputs` (downstream keys hash only the files they read).
     pub output_hash: String,
     pub summary: Option<String>,
     pub seconds: f64,
@@ -154,19 +154,12 @@ impl Store {
         built_by: &str,
     ) -> std::io::Result<Manifest> {
         let outputs = list_outputs(&pending.dir)?;
-        let mut overall = blake3::Hasher::new();
-        for output in &outputs {
-            overall.update(output.path.to_string_lossy().as_bytes());
-            overall.update(b"\0");
-            overall.update(output.hash.as_bytes());
-            overall.update(b"\n");
-        }
         let manifest = Manifest {
             schema: MANIFEST_SCHEMA,
             key: pending.key.clone(),
             inputs,
+            output_hash: hash_outputs(&outputs, &[]),
             outputs,
-            output_hash: overall.finalize().to_hex().to_string(),
             summary,
             seconds: elapsed.as_secs_f64(),
             created_unix: SystemTime::now()
@@ -275,6 +268,26 @@ fn process_alive(pid: u32) -> bool {
     // Where /proc is absent, treat the owner as alive: never delete another run's work.
     let proc_root = Path::new("/proc");
     !proc_root.is_dir() || proc_root.join(pid.to_string()).exists()
+}
+
+/// A hash over the outputs named in `only` (file names under `data/`), or over
+/// all of them when `only` is empty: what a downstream stage's key is made of.
+pub fn hash_outputs(outputs: &[OutputFile], only: &[&str]) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for output in outputs {
+        let name = output
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        if only.is_empty() || only.contains(&name.as_ref()) {
+            hasher.update(output.path.to_string_lossy().as_bytes());
+            hasher.update(b"\0");
+            hasher.update(output.hash.as_bytes());
+            hasher.update(b"\n");
+        }
+    }
+    hasher.finalize().to_hex().to_string()
 }
 
 fn list_outputs(entry: &Path) -> std::io::Result<Vec<OutputFile>> {

@@ -117,6 +117,9 @@ pub trait Stage {
     /// out: the content of the files they name goes in instead.
     fn config(&self) -> serde_json::Value;
     fn file_inputs(&self) -> Vec<FileInput>;
+    /// The upstream output files (names under `data/`) this stage reads; their
+    /// hashes, not all of the upstream's outputs, go into its key.
+    fn reads(&self) -> &'static [&'static str];
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError>;
 }
 

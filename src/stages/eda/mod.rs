@@ -57,6 +57,10 @@ impl Stage for EdaStage {
         serde_json::to_value(&self.config).expect("the eda config serialises")
     }
 
+    fn reads(&self) -> &'static [&'static str] {
+        &[ingest::TRAIN_FILE]
+    }
+
     fn file_inputs(&self) -> Vec<FileInput> {
         Vec::new()
     }

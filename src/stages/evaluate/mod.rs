@@ -62,6 +62,10 @@ impl Stage for EvaluateStage {
         serde_json::to_value(&self.config).expect("the evaluate config serialises")
     }
 
+    fn reads(&self) -> &'static [&'static str] {
+        &[PREPARED_FILE, train::MODEL_FILE, train::MODEL_META]
+    }
+
     fn file_inputs(&self) -> Vec<FileInput> {
         let mut inputs = Vec::new();
         for (role, path) in [("data", &self.config.data), ("truth", &self.config.truth)] {

@@ -64,6 +64,10 @@ impl Stage for IngestStage {
         serde_json::to_value(&self.config).expect("the ingest config serialises")
     }
 
+    fn reads(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     fn file_inputs(&self) -> Vec<FileInput> {
         let mut inputs = vec![FileInput {
             role: "train",

@@ -62,6 +62,10 @@ impl Stage for PrepareStage {
         serde_json::to_value(&self.config).expect("the prepare config serialises")
     }
 
+    fn reads(&self) -> &'static [&'static str] {
+        &[ingest::TRAIN_FILE]
+    }
+
     fn file_inputs(&self) -> Vec<FileInput> {
         self.config
             .val_file

@@ -107,6 +107,10 @@ impl Stage for TrainStage {
         serde_json::to_value(&self.config).expect("the train config serialises")
     }
 
+    fn reads(&self) -> &'static [&'static str] {
+        &[PREPARED_FILE]
+    }
+
     fn file_inputs(&self) -> Vec<FileInput> {
         Vec::new()
     }
