@@ -297,25 +297,19 @@ fn sample_rows(faces: &FaceTable, count: usize, seed: u64) -> Vec<usize> {
 }
 
 fn coordinates_table(names: &[String], summaries: &[Summary]) -> ReportTable {
-    let mut table = ReportTable::new(
-        [
-            "coordinate",
-            "count",
-            "missing",
-            "mean",
-            "std",
-            "min",
-            "25%",
-            "50%",
-            "75%",
-            "max",
-        ],
-        3,
-    );
+    let mut table = summary_table("coordinate", 3);
     for (name, s) in names.iter().zip(summaries) {
         table.push(summary_cells(name.clone(), s));
     }
     table
+}
+
+/// A table of [`Summary`] rows, the first column naming what each row describes.
+fn summary_table(first_column: &str, decimals: usize) -> ReportTable {
+    let columns = [
+        "count", "missing", "mean", "std", "min", "25%", "50%", "75%", "max",
+    ];
+    ReportTable::new(std::iter::once(first_column).chain(columns), decimals)
 }
 
 fn summary_cells(label: String, s: &Summary) -> Vec<Cell> {
@@ -378,21 +372,7 @@ fn patterns_table(keypoints: &[String], patterns: &[Pattern], rows: usize) -> Re
 }
 
 fn pixels_table(pixels: &PixelStats) -> ReportTable {
-    let mut table = ReportTable::new(
-        [
-            "per image",
-            "count",
-            "missing",
-            "mean",
-            "std",
-            "min",
-            "25%",
-            "50%",
-            "75%",
-            "max",
-        ],
-        2,
-    );
+    let mut table = summary_table("per image", 2);
     table.push(summary_cells("mean brightness".to_string(), &pixels.image_means));
     table.push(summary_cells("contrast (std)".to_string(), &pixels.image_stds));
     table
