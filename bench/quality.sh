@@ -27,7 +27,8 @@
 #
 # Environment:
 #   FKP_BIN                  fkp binary (default ${CARGO_TARGET_DIR:-~/.cache/fkp-target}/release/fkp;
-#                            never built here)
+#                            never built here; copied to a temporary folder at the start and that
+#                            copy runs everything, so a rebuild meanwhile does not mix two builds)
 #   FKP_SHARED_DATA          folder with faces15-train{,-sparse}.csv.gz (default <repo>/../shared/data)
 #   QUALITY_WORK             work folder (default <repo>/bench/.quality-work)
 #   QUALITY_LENET_EPOCHS=15  E1
@@ -61,6 +62,13 @@ FULL=$SHARED/faces15-train.csv.gz
 for f in "$SPARSE" "$FULL"; do [[ -f $f ]] || die "not found: $f (set FKP_SHARED_DATA)"; done
 [[ -x "$FKP" ]] || die "no fkp binary at $FKP (build it with cargo build --release, or set FKP_BIN)"
 FKP=$(cd "$(dirname "$FKP")" && pwd)/$(basename "$FKP")
+note "fkp: $FKP ($("$FKP" --version 2>/dev/null || echo 'version unknown'); built $(date -r "$FKP" '+%F %T'))"
+# Run a private copy: a `cargo build` during the benchmark (~25 min) would replace the binary, and
+# a build whose cache keys differ would retrain the next runs and find this run's results stale.
+BIN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fkp-quality-bin.XXXXXX")
+trap 'rm -rf "$BIN_DIR"' EXIT
+cp "$FKP" "$BIN_DIR/fkp"
+FKP=$BIN_DIR/fkp
 command -v python3 >/dev/null || die "python3 is required"
 for n in "$E1" "$E2" "$BATCH"; do
   [[ $n =~ ^[1-9][0-9]*$ ]] || die "epochs and batch must be positive integers (got '$n')"
@@ -72,7 +80,6 @@ done
 
 mkdir -p "$WORK/logs"
 WORK=$(cd "$WORK" && pwd)
-note "fkp: $FKP ($("$FKP" --version 2>/dev/null || echo 'version unknown'); built $(date -r "$FKP" '+%F %T'))"
 note "work folder: $WORK; data: $SHARED"
 note "lenet $E1 epochs, resnet18 $E2 epochs, batch $BATCH, lr $LR, seed $SEED; load now: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -129,7 +136,7 @@ for RUN in "${RUNS[@]}"; do
   if ! (cd "$WORK" && "$FKP" run ${FORCE[@]+"${FORCE[@]}"} "$RUN.toml") > "$LOG" 2>&1; then
     tail -n 30 "$LOG" >&2
     PROBLEMS+=("$RUN: fkp run failed (exit status non-zero); see $LOG")
-    ROWS_OUT+=("| $RUN | $ARCH | $MISSING | $AUGMENT | $EPOCHS | failed | | | | | | | |")
+    ROWS_OUT+=("| $RUN | $ARCH | $MISSING | $AUGMENT | $EPOCHS | failed | | | | | | |")
     continue
   fi
   RUN_WALL=$(awk -v s="$START" -v e="$(date +%s.%N)" 'BEGIN { printf "%.0f", e - s }')
@@ -168,7 +175,11 @@ print("CURVE\t" + " ".join(f"{v:.2f}" for v in rmses))
 for p in problems:
     print("PROBLEM\t" + p)
 PY
-  ) || die "cannot read the results of $RUN (fkp status --json, history.csv, metrics.json)"
+  ) || {
+    PROBLEMS+=("$RUN: cannot read its results (fkp status --json in $WORK/logs/$RUN.status.json, history.csv, metrics.json)")
+    ROWS_OUT+=("| $RUN | $ARCH | $MISSING | $AUGMENT | $EPOCHS | no results | | | | | | |")
+    continue
+  }
   ROWS_OUT+=("| $RUN | $ARCH | $MISSING | $AUGMENT | $EPOCHS | $(grep '^ROW' <<<"$RESULT" | cut -f2) |")
   CURVES+=("- $RUN: $(grep '^CURVE' <<<"$RESULT" | cut -f2)")
   while IFS= read -r p; do [[ -n $p ]] && PROBLEMS+=("$p"); done < <(grep '^PROBLEM' <<<"$RESULT" | cut -f2 || true)
