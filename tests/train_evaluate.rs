@@ -225,7 +225,7 @@ fn bad_model_and_train_values_are_clear_errors() {
         "`model.arch`: \"resnet19\" is not one of \"lenet\", \"alexnet\", \"resnet18\", \"resnet34\", \"resnet50\", \"darknet53\"",
         "did you mean `resnet18`?",
         "`model.channels`: 2 channels",
-        "`train.epochs`: must be at least 1",
+        "`train.epochs`: 0 is outside 1..=100000",
         "`train.optimizer`: \"adamw\" is not one of \"adam\", \"sgd\"",
         "`train.schedule.kind`: \"step\" is not one of",
     ] {

@@ -212,6 +212,26 @@ impl<'a> TableReader<'a> {
         }
     }
 
+    /// A non-negative integer that must lie in `range` (inclusive bounds).
+    pub fn usize_in(
+        &mut self,
+        key: &'static str,
+        default: usize,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> usize {
+        let value = self.u64(key, default as u64);
+        match usize::try_from(value) {
+            Ok(value) if range.contains(&value) => value,
+            _ => {
+                self.invalid(
+                    key,
+                    format!("{value} is outside {}..={}", range.start(), range.end()),
+                );
+                default
+            }
+        }
+    }
+
     pub fn choice<T: Choice>(&mut self, key: &'static str, default: T) -> T {
         let Some(node) = self.get(key) else {
             return default;

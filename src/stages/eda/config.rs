@@ -33,16 +33,9 @@ pub struct EdaConfig {
 
 impl EdaConfig {
     pub fn read(r: &mut TableReader) -> EdaConfig {
-        let samples = r.u64("samples", 16);
-        let samples = if (1..=64).contains(&samples) {
-            samples as usize
-        } else {
-            r.invalid("samples", format!("{samples} is outside 1..=64"));
-            16
-        };
         EdaConfig {
             plots: r.choice_list("plots", &ALL_PLOTS),
-            samples,
+            samples: r.usize_in("samples", 16, 1..=64),
             seed: r.u64("seed", 42),
         }
     }

@@ -20,17 +20,10 @@ pub struct EvaluateConfig {
 
 impl EvaluateConfig {
     pub fn read(r: &mut TableReader) -> EvaluateConfig {
-        let samples = r.u64("samples", 16);
-        let samples = if (1..=64).contains(&samples) {
-            samples as usize
-        } else {
-            r.invalid("samples", format!("{samples} is outside 1..=64"));
-            16
-        };
         EvaluateConfig {
             data: r.path("data"),
             truth: r.path("truth"),
-            samples,
+            samples: r.usize_in("samples", 16, 1..=64),
         }
     }
 }

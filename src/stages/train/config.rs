@@ -94,16 +94,8 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     pub fn read(r: &mut TableReader, model: ModelConfig) -> TrainConfig {
-        let positive = |r: &mut TableReader, key: &'static str, default: u64| {
-            let value = r.u64(key, default);
-            if value == 0 {
-                r.invalid(key, "must be at least 1");
-                return default as usize;
-            }
-            value as usize
-        };
-        let epochs = positive(r, "epochs", 30);
-        let batch_size = positive(r, "batch_size", 64);
+        let epochs = r.usize_in("epochs", 30, 1..=100_000);
+        let batch_size = r.usize_in("batch_size", 64, 1..=65_536);
         let kind = r.choice("optimizer", OptimizerKind::Adam);
         let default_lr = match kind {
             OptimizerKind::Adam => 1e-3,
