@@ -223,7 +223,7 @@ fn clean(workspace: &Workspace, named: Vec<PathBuf>, dry_run: bool, console: &Co
         dag::clean::execute(&plan)?;
     }
     console.status(&format!(
-        "{verb} {} entries and {} abandoned temporary folders ({:.1} MB); kept what {} pipelines refer to",
+        "{verb} {} entries and {} abandoned temporary folders or checkpoints ({:.1} MB); kept what {} pipelines refer to",
         plan.entries.len(),
         plan.abandoned.len(),
         plan.bytes as f64 / 1e6,

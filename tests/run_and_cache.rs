@@ -171,14 +171,17 @@ fn clean_removes_only_unreferenced_entries() {
     assert_eq!(s.entries("ingest").len(), 2);
     // An abandoned temporary folder, as a killed run leaves (pid 0 never runs fkp).
     std::fs::create_dir_all(s.path(".fkp/tmp/ingest-0123456789abcdef-0-0/data")).unwrap();
+    // A training checkpoint of a configuration no pipeline has any more.
+    std::fs::create_dir_all(s.path(".fkp/checkpoints/train-0123456789abcdef")).unwrap();
 
     let out = s.ok(&["clean", "p.toml", "--dry-run"]);
-    assert!(out.contains("would remove 1 entries and 1 abandoned"), "{out}");
+    assert!(out.contains("would remove 1 entries and 2 abandoned"), "{out}");
     assert_eq!(s.entries("ingest").len(), 2);
 
     s.ok(&["clean", "p.toml"]);
     assert_eq!(s.entries("ingest").len(), 1);
     assert!(s.temp_dirs().is_empty());
+    assert!(!s.path(".fkp/checkpoints/train-0123456789abcdef").exists());
     assert!(s.ok(&["run", "p.toml"]).contains("cached"));
 }
 
