@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use crate::console::Console;
 use crate::dag::{self, DagError, Graph, RunOptions};
 use crate::data::kaggle_csv::{self, ParseOptions};
-use crate::data::{DataError, lookup, source};
+use crate::data::{DataError, lookup};
 use crate::stages::StageKind;
 use crate::stages::train::load_trained;
-use crate::training::{Normalisation, TrainError};
+use crate::training::{TrainError, predict_pixels};
 use crate::workspace::Workspace;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,14 +66,12 @@ pub fn predict(
         .ok_or_else(|| PredictError::NoModel(pipeline.name.clone()))?;
     let (session, trained) = load_trained(train_dir)?;
 
-    let bytes = source::read_text_file(request.input, console)?;
     let parse = ParseOptions {
         skip_bad_rows: false,
         coordinate_tolerance: 0.0,
         ignore_coordinates: true,
     };
-    let faces = kaggle_csv::parse(request.input, &bytes, parse, console)?.table;
-    drop(bytes);
+    let faces = kaggle_csv::read(request.input, parse, console)?.table;
     if faces.side != trained.spec.side {
         return Err(PredictError::WrongSide {
             path: request.input.to_path_buf(),
@@ -81,13 +79,7 @@ pub fn predict(
             expected: trained.spec.side,
         });
     }
-    let scaled: Vec<f32> = faces.pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
-    let norm = Normalisation::for_side(faces.side);
-    let predictions: Vec<f32> = session
-        .predict(&scaled, faces.len(), 64)?
-        .into_iter()
-        .map(|v| norm.to_pixels(v))
-        .collect();
+    let predictions = predict_pixels(session.as_ref(), &faces.pixels, faces.len(), faces.side)?;
     let coords = trained.coordinate_names.len();
 
     let mut text = String::new();
@@ -100,8 +92,7 @@ pub fn predict(
         let ids = faces.image_ids.as_ref().ok_or_else(|| PredictError::NoImageIds {
             path: request.input.to_path_buf(),
         })?;
-        let lookup_bytes = source::read_text_file(&lookup_path, console)?;
-        let table = lookup::parse_lookup(&lookup_path, &lookup_bytes, &trained.coordinate_names, Some(ids))?;
+        let table = lookup::read_lookup(&lookup_path, &trained.coordinate_names, Some(ids), console)?;
         let row_of: HashMap<i64, usize> = ids.iter().enumerate().map(|(row, &id)| (id, row)).collect();
         text.push_str("RowId,Location\n");
         for i in 0..table.len() {

@@ -55,6 +55,12 @@ struct RowFault {
     message: String,
 }
 
+/// Reads a Kaggle-layout file (plain, gzip or zip) and parses it.
+pub fn read(path: &Path, options: ParseOptions, console: &Console) -> Result<Parsed, DataError> {
+    let bytes = super::source::read_text_file(path, console)?;
+    parse(path, &bytes, options, console)
+}
+
 pub fn parse(
     path: &Path,
     bytes: &[u8],

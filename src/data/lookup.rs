@@ -24,6 +24,17 @@ impl LookupTable {
 
 const COLUMNS: [&str; 3] = ["RowId", "ImageId", "FeatureName"];
 
+/// Reads the table (plain, gzip or zip) and checks it as [`parse_lookup`] does.
+pub fn read_lookup(
+    path: &Path,
+    coordinate_names: &[String],
+    test_ids: Option<&[i64]>,
+    console: &crate::console::Console,
+) -> Result<LookupTable, DataError> {
+    let bytes = super::source::read_text_file(path, console)?;
+    parse_lookup(path, &bytes, coordinate_names, test_ids)
+}
+
 /// Parses the table and checks every `FeatureName` against the training file's
 /// coordinate columns and every `ImageId` against the test file's ids (when given).
 pub fn parse_lookup(

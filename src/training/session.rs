@@ -13,7 +13,7 @@ use dfdx::optim::{Adam, Optimizer, Sgd};
 use dfdx::prelude::*;
 
 use super::TrainError;
-use super::batch::Batch;
+use super::batch::{Batch, Normalisation};
 use crate::models::loss::masked_mse;
 use crate::models::{Backend, Images, ModelSpec, Network, Outputs, WithNetwork};
 
@@ -50,6 +50,22 @@ pub trait Session {
     /// there is none to save: SGD's momentum restarts from zero on a resume.
     fn save_optimizer(&self, path: &Path) -> Result<bool, TrainError>;
     fn load_optimizer(&mut self, path: &Path) -> Result<(), TrainError>;
+}
+
+/// Predictions in pixels for `rows` grey images of `side` x `side` u8 pixels.
+pub fn predict_pixels(
+    session: &dyn Session,
+    images: &[u8],
+    rows: usize,
+    side: usize,
+) -> Result<Vec<f32>, TrainError> {
+    let scaled: Vec<f32> = images.iter().map(|&p| f32::from(p) / 255.0).collect();
+    let norm = Normalisation::for_side(side);
+    Ok(session
+        .predict(&scaled, rows, 64)?
+        .into_iter()
+        .map(|v| norm.to_pixels(v))
+        .collect())
 }
 
 enum Optim<N, D: Storage<f32>> {

@@ -19,13 +19,13 @@ use super::{FileInput, Stage, StageContext, StageError, StageKind, StageOutcome}
 use crate::console::Console;
 use crate::data::kaggle_csv::{self, ParseOptions};
 use crate::data::prepared::{Prepared, Split};
-use crate::data::{DataError, FaceTable, source};
+use crate::data::{DataError, FaceTable};
 use crate::metrics::{PixelErrors, pck, per_keypoint, pixel_errors};
 use crate::report::faces::{Face, FaceGrid};
 use crate::report::{Cell, ReportError, ReportTable, plot};
 use crate::stages::prepare::PREPARED_FILE;
 use crate::stages::train::{self, TrainedModel};
-use crate::training::{Normalisation, Session, TrainError};
+use crate::training::{TrainError, predict_pixels};
 
 pub const METRICS_FILE: &str = "metrics.json";
 
@@ -122,10 +122,14 @@ impl EvaluateStage {
         let prepared = Prepared::read(&ctx.upstream[&StageKind::Prepare].join(PREPARED_FILE))?;
         let (session, trained) = train::load_trained(train_dir)?;
         let keypoints = &trained.keypoint_names;
-        let norm = Normalisation::for_side(prepared.side);
         let mean_shape = mean_shape(&prepared.train, prepared.coordinate_names.len());
 
-        let val_pixels = predict_pixels(session.as_ref(), &prepared.val.images, prepared.val.len(), norm)?;
+        let val_pixels = predict_pixels(
+            session.as_ref(),
+            &prepared.val.images,
+            prepared.val.len(),
+            prepared.side,
+        )?;
         let validation = score(
             &val_pixels,
             &prepared.val.targets,
@@ -152,7 +156,7 @@ impl EvaluateStage {
                     }
                     .into());
                 }
-                let pixels = predict_pixels(session.as_ref(), &faces.pixels, faces.len(), norm)?;
+                let pixels = predict_pixels(session.as_ref(), &faces.pixels, faces.len(), faces.side)?;
                 let labelled: Vec<u8> = faces.coords.iter().map(|v| u8::from(!v.is_nan())).collect();
                 let targets: Vec<f32> = faces
                     .coords
@@ -265,20 +269,6 @@ fn mean_shape(train: &Split, coords: usize) -> Vec<f32> {
         .collect()
 }
 
-fn predict_pixels(
-    session: &dyn Session,
-    images: &[u8],
-    rows: usize,
-    norm: Normalisation,
-) -> Result<Vec<f32>, TrainError> {
-    let scaled: Vec<f32> = images.iter().map(|&p| f32::from(p) / 255.0).collect();
-    Ok(session
-        .predict(&scaled, rows, 64)?
-        .into_iter()
-        .map(|v| norm.to_pixels(v))
-        .collect())
-}
-
 fn score(pred: &[f32], targets: &[f32], labelled: &[u8], keypoints: &[String], mean_shape: &[f32]) -> Scores {
     let coords = keypoints.len() * 2;
     let errors: PixelErrors = pixel_errors(pred, targets, labelled);
@@ -304,13 +294,12 @@ fn score(pred: &[f32], targets: &[f32], labelled: &[u8], keypoints: &[String], m
 }
 
 fn read_labelled(path: &Path, console: &Console) -> Result<FaceTable, DataError> {
-    let bytes = source::read_text_file(path, console)?;
     let options = ParseOptions {
         skip_bad_rows: false,
         coordinate_tolerance: 1.0,
         ignore_coordinates: false,
     };
-    Ok(kaggle_csv::parse(path, &bytes, options, console)?.table)
+    Ok(kaggle_csv::read(path, options, console)?.table)
 }
 
 /// The `truth` file's labels for the validation rows, matched by source row and

@@ -14,7 +14,7 @@ pub use summary::IngestMeta;
 
 use super::{FileInput, Stage, StageContext, StageError, StageKind, StageOutcome};
 use crate::data::kaggle_csv::{self, ParseOptions};
-use crate::data::{DataError, lookup, parquet, source};
+use crate::data::{DataError, lookup, parquet};
 use crate::fsutil;
 
 pub const TRAIN_FILE: &str = "train.parquet";
@@ -97,9 +97,7 @@ impl IngestStage {
     fn ingest(&self, ctx: &StageContext) -> Result<StageOutcome, IngestError> {
         let options = self.options();
         let train_path = &self.config.train;
-        let bytes = source::read_text_file(train_path, ctx.console)?;
-        let parsed = kaggle_csv::parse(train_path, &bytes, options, ctx.console)?;
-        drop(bytes);
+        let parsed = kaggle_csv::read(train_path, options, ctx.console)?;
         let train = parsed.table;
         if train.coordinate_names.is_empty() {
             return Err(DataError::Header {
@@ -116,8 +114,7 @@ impl IngestStage {
 
         let mut test_ids = None;
         if let Some(test_path) = &self.config.test {
-            let bytes = source::read_text_file(test_path, ctx.console)?;
-            let test = kaggle_csv::parse(test_path, &bytes, options, ctx.console)?;
+            let test = kaggle_csv::read(test_path, options, ctx.console)?;
             if test.table.side != train.side {
                 return Err(DataError::Mismatch {
                     path: test_path.clone(),
@@ -134,9 +131,12 @@ impl IngestStage {
             test_ids = test.table.image_ids;
         }
         if let Some(lookup_path) = &self.config.lookup {
-            let bytes = source::read_text_file(lookup_path, ctx.console)?;
-            let table =
-                lookup::parse_lookup(lookup_path, &bytes, &train.coordinate_names, test_ids.as_deref())?;
+            let table = lookup::read_lookup(
+                lookup_path,
+                &train.coordinate_names,
+                test_ids.as_deref(),
+                ctx.console,
+            )?;
             parquet::write_lookup(&ctx.data_dir.join(LOOKUP_FILE), &table)?;
             meta.lookup_rows = Some(table.len());
         }

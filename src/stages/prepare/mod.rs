@@ -21,7 +21,7 @@ use crate::console::Console;
 use crate::data::kaggle_csv::{self, ParseOptions};
 use crate::data::prepared::{Prepared, Split};
 use crate::data::summary::describe;
-use crate::data::{DataError, FaceTable, parquet, source};
+use crate::data::{DataError, FaceTable, parquet};
 use crate::report::{Cell, ReportError, ReportTable};
 use crate::stages::ingest;
 
@@ -160,13 +160,12 @@ impl PrepareStage {
     /// ingested rows, or every row when a separate `val_file` validates.
     fn split(&self, faces: &FaceTable, console: &Console) -> Result<(Vec<usize>, Split), PrepareError> {
         if let Some(path) = &self.config.val_file {
-            let bytes = source::read_text_file(path, console)?;
             let options = ParseOptions {
                 skip_bad_rows: false,
                 coordinate_tolerance: 1.0,
                 ignore_coordinates: false,
             };
-            let val_faces = kaggle_csv::parse(path, &bytes, options, console)?.table;
+            let val_faces = kaggle_csv::read(path, options, console)?.table;
             if val_faces.coordinate_names != faces.coordinate_names || val_faces.side != faces.side {
                 return Err(config_error(
                     &self.config.split_at,

@@ -31,7 +31,9 @@ use crate::metrics::pixel_errors;
 use crate::models::ModelSpec;
 use crate::report::{Cell, ReportError, ReportTable, plot};
 use crate::stages::prepare::PREPARED_FILE;
-use crate::training::{EarlyStoppingState, Normalisation, ScheduleState, Session, TrainError, assemble};
+use crate::training::{
+    EarlyStoppingState, Normalisation, ScheduleState, Session, TrainError, assemble, predict_pixels,
+};
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const MODEL_META: &str = "model.json";
@@ -179,12 +181,6 @@ impl TrainStage {
         };
 
         let flips = FlipMap::from_keypoint_names(&keypoint_names);
-        let val_images: Vec<f32> = prepared
-            .val
-            .images
-            .iter()
-            .map(|&p| f32::from(p) / 255.0)
-            .collect();
         let write = |path: &Path, e: &dyn std::fmt::Display| ReportError::write(path, e);
         std::fs::create_dir_all(checkpoints).map_err(|e| write(checkpoints, &e))?;
 
@@ -193,7 +189,7 @@ impl TrainStage {
             let started = std::time::Instant::now();
             let train_loss = self.train_epoch(session.as_mut(), &prepared, &flips, epoch, ctx)?;
             let train_seconds = started.elapsed().as_secs_f64();
-            let (val_loss, errors) = validate(session.as_ref(), &prepared, &val_images, config.batch_size)?;
+            let (val_loss, errors) = validate(session.as_ref(), &prepared)?;
             let log = EpochLog {
                 epoch,
                 train_loss,
@@ -345,22 +341,14 @@ pub fn load_trained(data_dir: &Path) -> Result<(Box<dyn Session>, TrainedModel),
 fn validate(
     session: &dyn Session,
     prepared: &Prepared,
-    images: &[f32],
-    batch: usize,
 ) -> Result<(f64, crate::metrics::PixelErrors), TrainStageError> {
     let val: &Split = &prepared.val;
-    let norm = Normalisation::for_side(prepared.side);
-    let predictions = session.predict(images, val.len(), batch)?;
-    let pixels: Vec<f32> = predictions.iter().map(|&p| norm.to_pixels(p)).collect();
+    let pixels = predict_pixels(session, &val.images, val.len(), prepared.side)?;
     let errors = pixel_errors(&pixels, &val.targets, &val.labelled);
-    let (mut squared, mut count) = (0.0f64, 0usize);
-    for ((p, t), &l) in predictions.iter().zip(&val.targets).zip(&val.labelled) {
-        if l == 1 {
-            squared += f64::from(p - norm.to_unit(*t)).powi(2);
-            count += 1;
-        }
-    }
-    Ok((squared / count.max(1) as f64, errors))
+    // The loss is on normalised targets: pixel errors divided by half the side.
+    let half = f64::from(Normalisation::for_side(prepared.side).half);
+    let mean_square_px = errors.rmse * errors.rmse;
+    Ok((mean_square_px / (half * half), errors))
 }
 
 /// Writes the checkpoint files, each by write-then-rename, state last: a run
