@@ -55,7 +55,7 @@ fn training_learns_keypoints_far_better_than_the_mean_shape() {
 fn a_killed_training_run_resumes_from_its_checkpoint() {
     let s = Scratch::new();
     pipeline(&s, "epochs = 12\n", "");
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fkp"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fkp"))
         .current_dir(s.dir.path())
         .args(["run", "p.toml", "-q"])
         .spawn()

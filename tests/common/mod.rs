@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use assert_cmd::Command;
+use std::process::Command;
 
 pub const KEYPOINTS: [&str; 3] = ["left_eye_center", "right_eye_center", "nose_tip"];
 pub const SIDE: usize = 8;
@@ -37,8 +37,7 @@ impl Scratch {
 
     /// Runs `fkp` with the scratch folder as the workspace (current directory).
     pub fn fkp(&self, args: &[&str]) -> Output {
-        Command::cargo_bin("fkp")
-            .expect("the fkp binary")
+        Command::new(env!("CARGO_BIN_EXE_fkp"))
             .current_dir(self.dir.path())
             .env_remove("FKP_CACHE_DIR")
             .args(args)
