@@ -1,16 +1,25 @@
-//! File writes that never leave a half-written file behind: write beside the
-//! target, then rename over it.
+//! File writes that never leave a half-written file behind (write beside the
+//! target, then rename over it), JSON written the same way, and paths in JSON
+//! that survive not being UTF-8.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// A sibling path for writing `path`'s new content before the rename.
+/// A sibling path for writing `path`'s new content before the rename:
+/// `.<name>.tmp-<pid>`.
 fn temp_sibling(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// The process that wrote a temporary sibling named `name`, if it is one.
+fn temp_sibling_owner(name: &str) -> Option<u32> {
+    let (stem, pid) = name.rsplit_once(".tmp-")?;
+    stem.starts_with('.').then_some(())?;
+    pid.parse().ok()
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -27,31 +36,132 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// Copies every file under `from` to the same place under `to`, each by
-/// write-then-rename, and returns how many files were copied. Files already
-/// identical are left alone, so refreshing unchanged reports is cheap.
-pub fn sync_tree(from: &Path, to: &Path) -> std::io::Result<usize> {
-    let mut copied = 0;
-    if !from.is_dir() {
-        return Ok(0);
+/// Pretty JSON, written atomically.
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    write_atomic(path, &bytes)
+}
+
+/// Whether process `pid` is running (where /proc tells; elsewhere assume it is,
+/// so that nothing of a live run is ever removed).
+pub fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
     }
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let source = entry.path();
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copied += sync_tree(&source, &target)?;
+    let proc_root = Path::new("/proc");
+    !proc_root.is_dir() || proc_root.join(pid.to_string()).exists()
+}
+
+/// Every file under `dir`, as paths relative to it, sorted. Temporary siblings
+/// are left out.
+pub fn list_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(relative) = stack.pop() {
+        let Ok(items) = std::fs::read_dir(dir.join(&relative)) else {
             continue;
+        };
+        for item in items {
+            let item = item?;
+            let path = relative.join(item.file_name());
+            if item.file_type()?.is_dir() {
+                stack.push(path);
+            } else if temp_sibling_owner(&item.file_name().to_string_lossy()).is_none() {
+                found.push(path);
+            }
         }
-        let bytes = std::fs::read(&source)?;
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Makes `to` hold the files of `from` (each copied by write-then-rename, and
+/// only when its content changed), removes the files of `previous` that `from`
+/// no longer has, and removes temporary siblings that killed writers left in
+/// the folders it touches. Returns the files now published, relative to `to`.
+pub fn publish_tree(from: &Path, to: &Path, previous: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let files = if from.is_dir() {
+        list_files(from)?
+    } else {
+        Vec::new()
+    };
+    for file in &files {
+        let target = to.join(file);
+        let bytes = std::fs::read(from.join(file))?;
         if std::fs::read(&target).is_ok_and(|old| old == bytes) {
             continue;
         }
-        std::fs::create_dir_all(to)?;
+        std::fs::create_dir_all(target.parent().unwrap_or(to))?;
         write_atomic(&target, &bytes)?;
-        copied += 1;
     }
-    Ok(copied)
+    for gone in previous.iter().filter(|p| !files.contains(p)) {
+        match std::fs::remove_file(to.join(gone)) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+    }
+    let mut folders: Vec<PathBuf> = files
+        .iter()
+        .chain(previous)
+        .map(|f| to.join(f).parent().unwrap_or(to).to_path_buf())
+        .collect();
+    folders.sort();
+    folders.dedup();
+    for folder in folders {
+        remove_stale_temp_files(&folder)?;
+    }
+    Ok(files)
+}
+
+/// Removes `.<name>.tmp-<pid>` files in `dir` whose writer is gone.
+fn remove_stale_temp_files(dir: &Path) -> std::io::Result<()> {
+    let Ok(items) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for item in items.flatten() {
+        let name = item.file_name();
+        if let Some(pid) = temp_sibling_owner(&name.to_string_lossy())
+            && !process_alive(pid)
+        {
+            match std::fs::remove_file(item.path()) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Serde for paths in fkp's JSON (records, manifests, status): written as text,
+/// with any bytes that are not UTF-8 replaced by `�` rather than failing.
+pub mod lossy_path {
+    use std::path::{Path, PathBuf};
+
+    pub fn serialize<S: serde::Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&path.to_string_lossy())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<PathBuf, D::Error> {
+        <String as serde::Deserialize>::deserialize(deserializer).map(PathBuf::from)
+    }
+}
+
+/// [`lossy_path`] for an optional path.
+pub mod lossy_path_option {
+    use std::path::PathBuf;
+
+    pub fn serialize<S: serde::Serializer>(path: &Option<PathBuf>, serializer: S) -> Result<S::Ok, S::Error> {
+        match path {
+            Some(path) => serializer.serialize_some(&path.to_string_lossy()),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<PathBuf>, D::Error> {
+        <Option<String> as serde::Deserialize>::deserialize(deserializer).map(|p| p.map(PathBuf::from))
+    }
 }
 
 #[cfg(test)]
@@ -69,15 +179,42 @@ mod tests {
     }
 
     #[test]
-    fn sync_tree_copies_nested_files_and_skips_identical_ones() {
+    fn publishing_copies_changes_removes_what_went_and_stale_temp_files() {
         let dir = tempfile::tempdir().unwrap();
         let from = dir.path().join("from");
         std::fs::create_dir_all(from.join("eda")).unwrap();
         std::fs::write(from.join("eda/s.md"), "x").unwrap();
         std::fs::write(from.join("m.json"), "{}").unwrap();
         let to = dir.path().join("to");
-        assert_eq!(sync_tree(&from, &to).unwrap(), 2);
+        let first = publish_tree(&from, &to, &[]).unwrap();
+        assert_eq!(first, [PathBuf::from("eda/s.md"), PathBuf::from("m.json")]);
         assert_eq!(std::fs::read_to_string(to.join("eda/s.md")).unwrap(), "x");
-        assert_eq!(sync_tree(&from, &to).unwrap(), 0);
+
+        // A killed writer's leftover, a file the stage no longer writes, and a
+        // file of the user's that fkp never published.
+        std::fs::write(to.join("eda/.s.md.tmp-999999999"), "half").unwrap();
+        std::fs::write(to.join("mine.txt"), "keep").unwrap();
+        std::fs::remove_file(from.join("m.json")).unwrap();
+        let second = publish_tree(&from, &to, &first).unwrap();
+        assert_eq!(second, [PathBuf::from("eda/s.md")]);
+        assert!(!to.join("m.json").exists());
+        assert!(!to.join("eda/.s.md.tmp-999999999").exists());
+        assert!(to.join("mine.txt").exists());
+    }
+
+    #[test]
+    fn paths_that_are_not_utf8_still_serialise() {
+        #[derive(serde::Serialize)]
+        struct Record {
+            #[serde(with = "lossy_path")]
+            path: PathBuf,
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let path = PathBuf::from(std::ffi::OsStr::from_bytes(b"/data/f\xff.csv"));
+            let json = serde_json::to_string(&Record { path }).unwrap();
+            assert_eq!(json, "{\"path\":\"/data/f\u{fffd}.csv\"}");
+        }
     }
 }

@@ -1,9 +1,10 @@
 //! fkp: declarative, cached pipelines for facial-keypoint experiments.
 //!
-//! The flow, as the modules are laid out: [`config`] reads pipeline files into
-//! typed stage configurations; [`dag`] turns them into a graph of stages with
-//! content-addressed cache keys and runs what is not cached; [`stages`] holds one
-//! module per stage kind; [`data`] reads and writes the face data.
+//! The flow, as the modules are laid out: [`config`] reads pipeline files (TOML
+//! with spans, `extends`); [`pipeline`] turns one into its stages, each read by
+//! its module in [`stages`], whose [`stages::StageKind`] is the one registry of
+//! stage kinds; [`dag`] makes a graph of them with content-addressed cache keys
+//! and runs what is not cached; [`data`] reads and writes the face data.
 
 pub mod config;
 pub mod console;
@@ -12,8 +13,10 @@ pub mod data;
 pub mod fsutil;
 pub mod metrics;
 pub mod models;
+pub mod pipeline;
 pub mod predict;
 pub mod report;
 pub mod stages;
+pub mod text;
 pub mod training;
 pub mod workspace;

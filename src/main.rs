@@ -6,12 +6,13 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use fkp::config::{ConfigErrors, Pipeline, discover_pipelines};
+use fkp::config::{ConfigErrors, discover_pipelines};
 use fkp::console::{Console, Verbosity};
 use fkp::dag::{self, Graph, RunOptions};
+use fkp::pipeline::Pipeline;
 use fkp::predict::{PredictRequest, predict};
 use fkp::stages::StageKind;
-use fkp::workspace::{PIPELINES_DIR, Workspace};
+use fkp::workspace::{PIPELINES_DIR, Wait, Workspace, WorkspaceLock};
 
 /// Declarative, cached pipelines for facial-keypoint experiments.
 ///
@@ -37,6 +38,10 @@ struct GlobalArgs {
     /// Print more detail (skipped rows, cache decisions).
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// When another fkp command is writing the workspace, fail at once instead
+    /// of waiting for it.
+    #[arg(long, global = true)]
+    no_wait: bool,
 }
 
 #[derive(Subcommand)]
@@ -104,8 +109,11 @@ enum Command {
 
 fn parse_stage(name: &str) -> Result<StageKind, String> {
     StageKind::from_name(name).ok_or_else(|| {
-        let names: Vec<&str> = StageKind::ALL.iter().map(|k| k.name()).collect();
-        format!("unknown stage `{name}`; stages: {}", names.join(", "))
+        format!(
+            "unknown stage `{}`; stages: {}",
+            fkp::text::excerpt(name),
+            StageKind::names()
+        )
     })
 }
 
@@ -124,15 +132,38 @@ fn main() -> ExitCode {
                 eprintln!("error: {config}");
                 return ExitCode::from(2);
             }
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", message(&error));
             ExitCode::FAILURE
         }
     }
 }
 
+/// The error and its causes in one line, each cause shown once: many errors
+/// already quote their cause's text, which `{:#}` would print a second time.
+fn message(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+/// Loads the named pipelines (each file once, however it is spelt) into a graph.
 fn load_graph(files: &[PathBuf]) -> Result<Graph> {
     let mut pipelines: Vec<Pipeline> = Vec::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
     for file in files {
+        let canonical = file.canonicalize().unwrap_or_else(|_| file.clone());
+        if seen.contains(&canonical) {
+            continue;
+        }
+        seen.push(canonical);
         let pipeline = Pipeline::load(file)?;
         if let Some(other) = pipelines.iter().find(|p| p.name == pipeline.name) {
             bail!(
@@ -145,7 +176,16 @@ fn load_graph(files: &[PathBuf]) -> Result<Graph> {
         }
         pipelines.push(pipeline);
     }
-    Ok(Graph::new(pipelines))
+    Ok(Graph::new(pipelines)?)
+}
+
+/// Takes the workspace's write lock for this command.
+fn lock(workspace: &Workspace, no_wait: bool, console: &Console) -> Result<WorkspaceLock> {
+    let wait = if no_wait { Wait::No } else { Wait::Yes };
+    let command: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    Ok(workspace.lock(wait, &command.join(" "), console)?)
 }
 
 fn execute(cli: Cli, console: &Console) -> Result<()> {
@@ -164,9 +204,13 @@ fn execute(cli: Cli, console: &Console) -> Result<()> {
                 force_all: force,
                 force_stages: force_stage,
                 until,
-                dry_run,
             };
-            dag::run(&graph, &workspace, &options, console)?;
+            if dry_run {
+                dag::dry_run(&graph, &workspace, &options, console)?;
+            } else {
+                let lock = lock(&workspace, cli.global.no_wait, console)?;
+                dag::run(&graph, &lock, &options, console)?;
+            }
         }
         Command::Status { pipelines, json } => {
             let graph = load_graph(&pipelines)?;
@@ -193,15 +237,29 @@ fn execute(cli: Cli, console: &Console) -> Result<()> {
                 output: &output,
                 submission,
             };
-            let rows = predict(&graph, &workspace, &request, console)?;
+            let lock = lock(&workspace, cli.global.no_wait, console)?;
+            let rows = predict(&graph, &lock, &request, console)?;
             console.status(&format!("wrote {rows} rows to {}", output.display()));
         }
-        Command::Clean { pipelines, dry_run } => clean(&workspace, pipelines, dry_run, console)?,
+        Command::Clean { pipelines, dry_run } => {
+            let lock = if dry_run {
+                None
+            } else {
+                Some(lock(&workspace, cli.global.no_wait, console)?)
+            };
+            clean(&workspace, pipelines, lock.as_ref(), console)?
+        }
     }
     Ok(())
 }
 
-fn clean(workspace: &Workspace, named: Vec<PathBuf>, dry_run: bool, console: &Console) -> Result<()> {
+/// Plans the clean and, holding the lock, carries it out; without it, only says.
+fn clean(
+    workspace: &Workspace,
+    named: Vec<PathBuf>,
+    lock: Option<&WorkspaceLock>,
+    console: &Console,
+) -> Result<()> {
     let mut files = named;
     let pipelines_dir = workspace.root.join(PIPELINES_DIR);
     if pipelines_dir.is_dir() {
@@ -210,17 +268,15 @@ fn clean(workspace: &Workspace, named: Vec<PathBuf>, dry_run: bool, console: &Co
                 .with_context(|| format!("cannot list {}", pipelines_dir.display()))?,
         );
     }
-    files.sort();
-    files.dedup();
     // A pipeline that fails to load must stop the clean: its entries would look unreferenced.
     let graph = load_graph(&files)?;
     let plan = dag::clean::plan(&graph, workspace)?;
-    let verb = if dry_run { "would remove" } else { "removed" };
+    let verb = if lock.is_some() { "removed" } else { "would remove" };
     for dir in plan.entries.iter().chain(&plan.abandoned) {
         console.status(&format!("{verb} {}", relative(dir, &workspace.root)));
     }
-    if !dry_run {
-        dag::clean::execute(&plan)?;
+    if let Some(lock) = lock {
+        dag::clean::execute(&plan, lock)?;
     }
     console.status(&format!(
         "{verb} {} entries and {} abandoned temporary folders or checkpoints ({:.1} MB); kept what {} pipelines refer to",

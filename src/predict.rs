@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 
 use crate::console::Console;
 use crate::dag::{self, DagError, Graph, RunOptions};
-use crate::data::kaggle_csv::{self, ParseOptions};
 use crate::data::{DataError, lookup};
 use crate::stages::StageKind;
-use crate::stages::train::load_trained;
+use crate::stages::ingest::{self, Labels};
+use crate::stages::train::{MODEL_FILE, MODEL_META, load_trained};
 use crate::training::{TrainError, predict_pixels};
-use crate::workspace::Workspace;
+use crate::workspace::WorkspaceLock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PredictError {
@@ -28,12 +28,6 @@ pub enum PredictError {
     NoLookup(String),
     #[error("{path} has no `ImageId` column, which a submission needs to match the lookup table")]
     NoImageIds { path: PathBuf },
-    #[error("{path}: images are {found}x{found}, the model was trained on {expected}x{expected}")]
-    WrongSide {
-        path: PathBuf,
-        found: usize,
-        expected: usize,
-    },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
 }
@@ -48,46 +42,42 @@ pub struct PredictRequest<'a> {
 /// rows written.
 pub fn predict(
     graph: &Graph,
-    workspace: &Workspace,
+    lock: &WorkspaceLock,
     request: &PredictRequest,
     console: &Console,
 ) -> Result<usize, PredictError> {
     let pipeline = &graph.pipelines[0];
-    if pipeline.train.is_none() {
+    if pipeline.stage(StageKind::Train).is_none() {
         return Err(PredictError::NoModel(pipeline.name.clone()));
     }
     let options = RunOptions {
         until: Some(StageKind::Train),
         ..RunOptions::default()
     };
-    let report = dag::run(graph, workspace, &options, console)?;
-    let train_dir = report
-        .data_dir(&pipeline.name, StageKind::Train)
-        .ok_or_else(|| PredictError::NoModel(pipeline.name.clone()))?;
-    let (session, trained) = load_trained(train_dir)?;
-
-    let parse = ParseOptions {
-        skip_bad_rows: false,
-        coordinate_tolerance: 0.0,
-        ignore_coordinates: true,
+    let report = dag::run(graph, lock, &options, console)?;
+    let data_dir = |kind| {
+        report
+            .data_dir(&pipeline.name, kind)
+            .ok_or_else(|| PredictError::NoModel(pipeline.name.clone()))
     };
-    let faces = kaggle_csv::read(request.input, parse, console)?.table;
-    if faces.side != trained.spec.side {
-        return Err(PredictError::WrongSide {
-            path: request.input.to_path_buf(),
-            found: faces.side,
-            expected: trained.spec.side,
-        });
-    }
+    let train_dir = data_dir(StageKind::Train)?;
+    let (session, trained) = load_trained(&train_dir.join(MODEL_META), &train_dir.join(MODEL_FILE))?;
+    let rules = ingest::ReadingRules::read(&data_dir(StageKind::Ingest)?.join(ingest::RULES_FILE))?;
+    let faces = ingest::read_like_training(request.input, &rules, Labels::Ignored, console)?;
     let predictions = predict_pixels(session.as_ref(), &faces.pixels, faces.len(), faces.side)?;
     let coords = trained.coordinate_names.len();
 
     let mut text = String::new();
     let rows = if request.submission {
         let lookup_path = pipeline
-            .ingest
-            .as_ref()
-            .and_then(|i| i.lookup.clone())
+            .stage(StageKind::Ingest)
+            .and_then(|ingest| {
+                ingest
+                    .file_inputs()
+                    .into_iter()
+                    .find(|input| input.role == "lookup")
+            })
+            .map(|input| input.path)
             .ok_or_else(|| PredictError::NoLookup(pipeline.name.clone()))?;
         let ids = faces.image_ids.as_ref().ok_or_else(|| PredictError::NoImageIds {
             path: request.input.to_path_buf(),

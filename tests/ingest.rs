@@ -126,7 +126,7 @@ fn bad_rows_are_errors_naming_file_line_and_column() {
     let cases = [
         (
             good_prefix(&zeros(63)),
-            "t.csv:3: column `Image`: 63 pixels, expected 64 (8x8 like the first row)",
+            "t.csv:3: column `Image`: 63 pixels, expected 64 (8x8 like most rows)",
         ),
         (
             good_prefix(&format!("{} 256", zeros(63))),
@@ -199,7 +199,7 @@ fn truncated_archives_are_errors_not_short_datasets() {
 fn a_missing_input_file_names_the_key_and_path() {
     let s = Scratch::new();
     pipeline(&s, "nowhere.csv", "");
-    assert_run_fails(&s, "cannot read input `train`");
+    assert_run_fails(&s, "cannot read `ingest.train`");
 }
 
 #[test]

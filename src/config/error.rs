@@ -7,8 +7,10 @@ use super::source::Location;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigErrorKind {
-    #[error("cannot read pipeline file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read pipeline file {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("the pipeline file is not UTF-8 text")]
+    NotUtf8,
     #[error("invalid TOML: {message}")]
     Syntax { message: String },
     #[error("unknown key `{key}` in [{table}]")]
@@ -17,6 +19,12 @@ pub enum ConfigErrorKind {
     UnknownTable { name: String },
     #[error("stage [{name}] is not available in this version of fkp")]
     StageNotBuilt { name: String },
+    #[error("invalid pipeline name \"{name}\" (from {origin}): {why}")]
+    BadName {
+        name: String,
+        origin: &'static str,
+        why: &'static str,
+    },
     #[error("`{key}` must be {expected}, found {found}")]
     WrongType {
         key: String,
@@ -85,13 +93,23 @@ impl fmt::Display for ConfigError {
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
+/// How many errors are shown in full; the rest are counted.
+pub const SHOWN_ERRORS: usize = 50;
+
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, error) in self.0.iter().enumerate() {
+        for (i, error) in self.0.iter().take(SHOWN_ERRORS).enumerate() {
             if i > 0 {
                 write!(f, "\n\nerror: ")?;
             }
             write!(f, "{error}")?;
+        }
+        if self.0.len() > SHOWN_ERRORS {
+            write!(
+                f,
+                "\n\n… and {} more errors (the first {SHOWN_ERRORS} are shown)",
+                self.0.len() - SHOWN_ERRORS
+            )?;
         }
         Ok(())
     }

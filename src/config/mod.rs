@@ -1,21 +1,16 @@
-//! Pipeline files: reading, `extends` merging, and typed validation with spans.
-//!
-//! Where each key is read:
-//! - `[pipeline]`: [`pipeline`] (this module's `pipeline.rs`)
-//! - `[ingest]`: `src/stages/ingest/config.rs`
-//! - `[eda]`: `src/stages/eda/config.rs`
-//! - `[prepare]`: `src/stages/prepare/config.rs`
-//! - `[model]`, `[train]`: `src/stages/train/config.rs`
-//! - `[evaluate]`: `src/stages/evaluate/config.rs`
+//! The generic TOML machinery of pipeline files: documents with spans, `extends`,
+//! typed reading and errors. What the tables mean lives elsewhere: `[pipeline]` in
+//! `src/pipeline.rs`, each stage's tables in `src/stages/<stage>/config.rs`
+//! (`[model]` with `[train]`, in `src/stages/train/config.rs`).
 
+mod document;
 mod error;
-mod pipeline;
 mod reader;
 mod source;
 mod value;
 
+pub use document::{Document, discover_pipelines};
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, did_you_mean};
-pub use pipeline::{Pipeline, discover_pipelines};
 pub use reader::{Choice, TableReader};
 pub use source::{Location, SourceFile};
 pub use value::{Entry, Node, Table, Value};

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use super::error::{ConfigError, ConfigErrorKind, did_you_mean};
 use super::source::Location;
 use super::value::{Node, Table, Value};
+use crate::text::excerpt;
 
 /// A closed set of string values for one key (`on_bad_row = "error" | "skip"`).
 pub trait Choice: Sized + Copy {
@@ -102,6 +103,15 @@ impl<'a> TableReader<'a> {
             message: message.into(),
         };
         self.errors.push(ConfigError::new(kind, &at));
+    }
+
+    /// Reports that this table needs another top-level table the pipeline lacks.
+    pub fn needs_table(&mut self, table: &str, help: impl Into<String>) {
+        let kind = ConfigErrorKind::MissingUpstream {
+            stage: self.path.clone(),
+            needs: table.to_string(),
+        };
+        self.errors.push(ConfigError::new(kind, &self.at).with_help(help));
     }
 
     pub fn missing(&mut self, key: &'static str) {
@@ -258,7 +268,7 @@ impl<'a> TableReader<'a> {
         let mut error = ConfigError::new(
             ConfigErrorKind::InvalidValue {
                 key: self.dotted(key),
-                message: format!("\"{text}\" is not one of {valid}"),
+                message: format!("\"{}\" is not one of {valid}", excerpt(text)),
             },
             &node.at,
         );
@@ -317,7 +327,7 @@ impl<'a> TableReader<'a> {
                 continue;
             }
             let kind = ConfigErrorKind::UnknownKey {
-                key: key.clone(),
+                key: excerpt(key),
                 table: self.path.clone(),
             };
             let mut error = ConfigError::new(kind, &entry.key_at);
@@ -341,10 +351,7 @@ mod tests {
     }
 
     fn with_table<R>(text: &str, f: impl FnOnce(TableReader) -> R) -> R {
-        let file = Arc::new(SourceFile {
-            path: PathBuf::from("/p/x.toml"),
-            text: text.to_string(),
-        });
+        let file = Arc::new(SourceFile::new(PathBuf::from("/p/x.toml"), text.to_string()));
         let doc = toml_edit::Document::parse(text.to_string()).unwrap();
         let table = Table::from_document(&file, doc.as_table());
         let at = Location::new(&file, None);

@@ -174,10 +174,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn parse(text: &str) -> Table {
-        let file = Arc::new(SourceFile {
-            path: PathBuf::from("t.toml"),
-            text: text.to_string(),
-        });
+        let file = Arc::new(SourceFile::new(PathBuf::from("t.toml"), text.to_string()));
         let doc = toml_edit::Document::parse(text.to_string()).unwrap();
         Table::from_document(&file, doc.as_table())
     }

@@ -8,7 +8,7 @@ use super::DagError;
 use super::graph::Graph;
 use super::resolve::{Resolver, State, Upstream};
 use super::store::{OutputFile, Store};
-use crate::workspace::Workspace;
+use crate::workspace::{Workspace, WorkspaceLock};
 
 #[derive(Debug, Default)]
 pub struct CleanPlan {
@@ -21,13 +21,13 @@ pub struct CleanPlan {
 }
 
 /// What `clean` would remove. Entries that any pipeline of `graph` refers to in its
-/// current configuration are kept.
+/// current configuration are kept. Reads only.
 pub fn plan(graph: &Graph, workspace: &Workspace) -> Result<CleanPlan, DagError> {
     let cache_error = |source| DagError::Cache {
         path: workspace.cache_dir.clone(),
         source,
     };
-    let store = Store::open(&workspace.cache_dir).map_err(cache_error)?;
+    let store = Store::open_read_only(&workspace.cache_dir);
     let mut resolver = Resolver::new(&store);
     let mut keep: HashSet<String> = HashSet::new();
     let mut outputs: Vec<Option<Vec<OutputFile>>> = vec![None; graph.nodes.len()];
@@ -51,7 +51,6 @@ pub fn plan(graph: &Graph, workspace: &Workspace) -> Result<CleanPlan, DagError>
             keep.insert(key);
         }
     }
-    resolver.save_hashes()?;
     let mut plan = CleanPlan::default();
     for (_, key, dir) in store.entries().map_err(cache_error)? {
         if !keep.contains(&key) {
@@ -72,7 +71,8 @@ pub fn plan(graph: &Graph, workspace: &Workspace) -> Result<CleanPlan, DagError>
     Ok(plan)
 }
 
-pub fn execute(plan: &CleanPlan) -> Result<(), DagError> {
+/// Removes what `plan` found; the caller holds the workspace lock.
+pub fn execute(plan: &CleanPlan, _lock: &WorkspaceLock) -> Result<(), DagError> {
     for dir in plan.entries.iter().chain(&plan.abandoned) {
         std::fs::remove_dir_all(dir).map_err(|source| DagError::Cache {
             path: dir.clone(),

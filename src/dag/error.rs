@@ -10,7 +10,7 @@ pub enum DagError {
         stage: StageKind,
         source: Box<StageError>,
     },
-    #[error("pipeline `{pipeline}`, stage [{stage}]: cannot read input `{role}` ({path}): {source}")]
+    #[error("pipeline `{pipeline}`: cannot read `{stage}.{role}` ({path}): {source}")]
     Input {
         pipeline: String,
         stage: StageKind,
@@ -24,4 +24,10 @@ pub enum DagError {
     Reports { path: PathBuf, source: std::io::Error },
     #[error("pipeline `{pipeline}` has no [{stage}] stage (named by --until)")]
     UntilMissing { pipeline: String, stage: StageKind },
+    #[error("pipeline `{pipeline}`: stage [{stage}] reads [{needs}], which the pipeline does not have")]
+    MissingUpstream {
+        pipeline: String,
+        stage: StageKind,
+        needs: StageKind,
+    },
 }

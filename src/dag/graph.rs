@@ -1,20 +1,20 @@
 //! The stage graph of one or more pipelines. Nodes are in a topological order:
 //! each pipeline's stages in data-flow order, pipelines one after another.
 
-use crate::config::Pipeline;
-use crate::stages::{Stage, StageKind, stages_of};
+use super::DagError;
+use crate::pipeline::Pipeline;
+use crate::stages::{Stage, StageKind};
 
 pub struct Node {
     pub pipeline: usize,
-    pub stage: Box<dyn Stage>,
+    /// Index into the pipeline's `stages`.
+    stage: usize,
+    pub kind: StageKind,
+    /// Names the node in its pipeline: the stage kind, plus `#<n>` when the
+    /// pipeline has several instances of it. Run records are kept by label.
+    pub label: String,
     /// Indices of the nodes whose outputs this one reads.
     pub deps: Vec<usize>,
-}
-
-impl Node {
-    pub fn kind(&self) -> StageKind {
-        self.stage.kind()
-    }
 }
 
 pub struct Graph {
@@ -23,27 +23,54 @@ pub struct Graph {
 }
 
 impl Graph {
-    /// Builds the graph. Pipelines are validated when loaded, so every upstream
-    /// a stage needs is present.
-    pub fn new(pipelines: Vec<Pipeline>) -> Graph {
+    /// Builds the graph: each stage depends on every node of its pipeline whose
+    /// kind it reads. A stage whose upstream is missing is an error, never a
+    /// silently dropped edge.
+    pub fn new(pipelines: Vec<Pipeline>) -> Result<Graph, DagError> {
         let mut nodes: Vec<Node> = Vec::new();
         for (index, pipeline) in pipelines.iter().enumerate() {
             let first = nodes.len();
-            for stage in stages_of(pipeline) {
-                let deps = stage
-                    .kind()
-                    .upstream()
+            for (position, stage) in pipeline.stages.iter().enumerate() {
+                let kind = stage.kind();
+                let mut deps = Vec::new();
+                for needed in kind.upstream() {
+                    let found: Vec<usize> = (first..nodes.len())
+                        .filter(|&n| nodes[n].kind == needed)
+                        .collect();
+                    if found.is_empty() {
+                        return Err(DagError::MissingUpstream {
+                            pipeline: pipeline.name.clone(),
+                            stage: kind,
+                            needs: needed,
+                        });
+                    }
+                    deps.extend(found);
+                }
+                let instances = pipeline.stages.iter().filter(|s| s.kind() == kind).count();
+                let earlier = pipeline.stages[..position]
                     .iter()
-                    .filter_map(|needed| (first..nodes.len()).find(|&n| nodes[n].kind() == *needed))
-                    .collect();
+                    .filter(|s| s.kind() == kind)
+                    .count();
+                let label = if instances > 1 {
+                    format!("{kind}#{}", earlier + 1)
+                } else {
+                    kind.name().to_string()
+                };
                 nodes.push(Node {
                     pipeline: index,
-                    stage,
+                    stage: position,
+                    kind,
+                    label,
                     deps,
                 });
             }
         }
-        Graph { pipelines, nodes }
+        Ok(Graph { pipelines, nodes })
+    }
+
+    pub fn stage(&self, node: usize) -> &dyn Stage {
+        let node = &self.nodes[node];
+        self.pipelines[node.pipeline].stages[node.stage].as_ref()
     }
 
     pub fn nodes_of(&self, pipeline: usize) -> impl Iterator<Item = usize> + '_ {
@@ -72,11 +99,11 @@ impl Graph {
             out.push_str(&format!("{} ({})\n", pipeline.name, pipeline.file.display()));
             for n in self.nodes_of(index) {
                 let node = &self.nodes[n];
-                let deps: Vec<&str> = node.deps.iter().map(|&d| self.nodes[d].kind().name()).collect();
+                let deps: Vec<&str> = node.deps.iter().map(|&d| self.nodes[d].label.as_str()).collect();
                 if deps.is_empty() {
-                    out.push_str(&format!("  {}\n", node.kind()));
+                    out.push_str(&format!("  {}\n", node.label));
                 } else {
-                    out.push_str(&format!("  {:<10} <- {}\n", node.kind().name(), deps.join(", ")));
+                    out.push_str(&format!("  {:<10} <- {}\n", node.label, deps.join(", ")));
                 }
             }
         }
@@ -92,7 +119,7 @@ impl Graph {
                 pipeline.name
             ));
             for n in self.nodes_of(index) {
-                out.push_str(&format!("    n{n} [label=\"{}\"];\n", self.nodes[n].kind()));
+                out.push_str(&format!("    n{n} [label=\"{}\"];\n", self.nodes[n].label));
             }
             out.push_str("  }\n");
         }

@@ -29,7 +29,7 @@ impl FileHasher {
         let store = cache_dir.join(FILE_NAME);
         let known = std::fs::read(&store)
             .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .and_then(|bytes| serde_json::from_slice::<BTreeMap<PathBuf, Known>>(&bytes).ok())
             .unwrap_or_default();
         FileHasher {
             store,
@@ -39,8 +39,15 @@ impl FileHasher {
     }
 
     pub fn hash(&mut self, path: &Path) -> std::io::Result<String> {
+        let meta = std::fs::metadata(path)?;
+        // A FIFO or a device would never finish hashing.
+        if !meta.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "it is not a regular file",
+            ));
+        }
         let path = path.canonicalize()?;
-        let meta = std::fs::metadata(&path)?;
         let mtime_ns = meta
             .modified()?
             .duration_since(UNIX_EPOCH)
@@ -68,8 +75,13 @@ impl FileHasher {
         if !self.dirty {
             return Ok(());
         }
-        let bytes = serde_json::to_vec_pretty(&self.known).expect("plain data serialises");
-        fsutil::write_atomic(&self.store, &bytes)?;
+        // Paths that are not UTF-8 cannot be JSON keys: they are hashed anew each time.
+        let known: BTreeMap<String, &Known> = self
+            .known
+            .iter()
+            .filter_map(|(path, known)| Some((path.to_str()?.to_string(), known)))
+            .collect();
+        fsutil::write_json(&self.store, &known)?;
         self.dirty = false;
         Ok(())
     }

@@ -13,6 +13,7 @@ use crate::stages::StageKind;
 /// A file input: where it was and what its content hashed to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileDigest {
+    #[serde(with = "crate::fsutil::lossy_path")]
     pub path: PathBuf,
     pub hash: String,
 }
@@ -25,8 +26,8 @@ pub struct KeyInputs {
     pub config: Value,
     /// Input files by the config key that names them.
     pub files: BTreeMap<String, FileDigest>,
-    /// The output hash of each upstream stage.
-    pub upstream: BTreeMap<StageKind, String>,
+    /// The hash of the outputs it reads of each upstream node, by node label.
+    pub upstream: BTreeMap<String, String>,
 }
 
 impl KeyInputs {
@@ -86,7 +87,7 @@ impl KeyInputs {
         }
         for (stage, hash) in &self.upstream {
             if old.upstream.get(stage) != Some(hash) {
-                changes.push(Change::Upstream { stage: *stage });
+                changes.push(Change::Upstream { stage: stage.clone() });
             }
         }
         changes
@@ -117,9 +118,13 @@ pub enum Change {
         new: Option<Value>,
     },
     /// An input file's content changed (or it was added or removed).
-    Input { name: String, path: PathBuf },
+    Input {
+        name: String,
+        #[serde(with = "crate::fsutil::lossy_path")]
+        path: PathBuf,
+    },
     /// An upstream stage's output changed.
-    Upstream { stage: StageKind },
+    Upstream { stage: String },
     /// fkp's code for the stage changed.
     Code { old: u32, new: u32 },
     /// Nothing changed, but the cached output is gone (e.g. `fkp clean`).

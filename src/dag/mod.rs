@@ -14,5 +14,5 @@ mod store;
 pub use error::DagError;
 pub use graph::Graph;
 pub use key::Change;
-pub use runner::{Outcome, RunOptions, RunReport, run};
+pub use runner::{Outcome, RunOptions, RunReport, dry_run, run};
 pub use status::{StatusReport, status};

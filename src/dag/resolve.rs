@@ -9,7 +9,6 @@ use super::graph::Graph;
 use super::hashing::FileHasher;
 use super::key::{Change, FileDigest, KeyInputs};
 use super::store::{Manifest, OutputFile, PipelineRecord, Store, hash_outputs};
-use crate::stages::StageKind;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -55,10 +54,10 @@ impl State {
 
 /// Where the upstream stages stand.
 pub enum Upstream {
-    /// Every upstream output exists: their output hashes.
-    Ready(BTreeMap<StageKind, String>),
-    /// This upstream stage has not been built (yet), so the key cannot be known.
-    NotBuilt(StageKind),
+    /// Every upstream output exists: the hash of what is read of each, by node label.
+    Ready(BTreeMap<String, String>),
+    /// This upstream node has not been built (yet), so the key cannot be known.
+    NotBuilt(String),
 }
 
 impl Upstream {
@@ -67,13 +66,19 @@ impl Upstream {
     /// it ignores (say, adding `ingest.test`) does not rerun it.
     pub fn of(graph: &Graph, node: usize, outputs: &[Option<Vec<OutputFile>>]) -> Upstream {
         let mut hashes = BTreeMap::new();
-        let reads = graph.nodes[node].stage.reads();
+        let reads = graph.nodes[node].kind.def().reads;
         for &dep in &graph.nodes[node].deps {
+            let dep_node = &graph.nodes[dep];
+            let names: Vec<&str> = reads
+                .iter()
+                .filter(|(kind, _)| *kind == dep_node.kind)
+                .map(|(_, name)| *name)
+                .collect();
             match &outputs[dep] {
                 Some(files) => {
-                    hashes.insert(graph.nodes[dep].kind(), hash_outputs(files, reads));
+                    hashes.insert(dep_node.label.clone(), hash_outputs(files, Some(&names)));
                 }
-                None => return Upstream::NotBuilt(graph.nodes[dep].kind()),
+                None => return Upstream::NotBuilt(dep_node.label.clone()),
             }
         }
         Upstream::Ready(hashes)
@@ -90,7 +95,7 @@ pub struct Resolution {
 /// Loads each pipeline's record once and hashes input files through the fast path.
 pub struct Resolver<'a> {
     pub store: &'a Store,
-    pub hasher: FileHasher,
+    hasher: FileHasher,
     records: BTreeMap<String, PipelineRecord>,
 }
 
@@ -117,9 +122,10 @@ impl<'a> Resolver<'a> {
         upstream: Upstream,
     ) -> Result<Resolution, DagError> {
         let node_ref = &graph.nodes[node];
+        let stage = graph.stage(node);
         let pipeline = &graph.pipelines[node_ref.pipeline];
-        let kind = node_ref.kind();
-        let previous = self.record(&pipeline.name).stages.get(&kind).cloned();
+        let kind = node_ref.kind;
+        let previous = self.record(&pipeline.name).stages.get(&node_ref.label).cloned();
         let upstream = match upstream {
             Upstream::Ready(hashes) => hashes,
             Upstream::NotBuilt(stage) => {
@@ -135,7 +141,7 @@ impl<'a> Resolver<'a> {
             }
         };
         let mut files = BTreeMap::new();
-        for input in node_ref.stage.file_inputs() {
+        for input in stage.file_inputs() {
             let hash = self.hasher.hash(&input.path).map_err(|source| DagError::Input {
                 pipeline: pipeline.name.clone(),
                 stage: kind,
@@ -153,8 +159,8 @@ impl<'a> Resolver<'a> {
         }
         let inputs = KeyInputs {
             stage: kind,
-            version: node_ref.stage.version(),
-            config: node_ref.stage.config(),
+            version: stage.version(),
+            config: stage.config(),
             files,
             upstream,
         };
@@ -177,7 +183,8 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    /// Saves the file-hash fast path, so the next run need not rehash.
+    /// Saves the file-hash fast path, so the next run need not rehash. Only
+    /// commands that hold the workspace lock call this.
     pub fn save_hashes(&mut self) -> Result<(), DagError> {
         self.hasher.save().map_err(|source| DagError::Cache {
             path: self.store.root().to_path_buf(),

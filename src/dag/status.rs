@@ -9,7 +9,7 @@ use super::DagError;
 use super::graph::Graph;
 use super::key::Change;
 use super::resolve::{Resolver, State, StateName, Upstream};
-use super::store::{OutputFile, Store};
+use super::store::{OutputFile, Store, TIMING};
 use crate::workspace::Workspace;
 
 pub const SCHEMA: &str = "fkp.status/1";
@@ -17,7 +17,9 @@ pub const SCHEMA: &str = "fkp.status/1";
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
     pub schema: &'static str,
+    #[serde(with = "crate::fsutil::lossy_path")]
     pub workspace: PathBuf,
+    #[serde(with = "crate::fsutil::lossy_path")]
     pub cache_dir: PathBuf,
     pub pipelines: Vec<PipelineStatus>,
 }
@@ -25,13 +27,16 @@ pub struct StatusReport {
 #[derive(Debug, Serialize)]
 pub struct PipelineStatus {
     pub name: String,
+    #[serde(with = "crate::fsutil::lossy_path")]
     pub file: PathBuf,
+    #[serde(with = "crate::fsutil::lossy_path")]
     pub reports_dir: PathBuf,
     pub stages: Vec<StageStatus>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct StageStatus {
+    /// The node's label: the stage kind, plus `#<n>` for one of several instances.
     pub stage: String,
     pub state: StateName,
     /// Why it is not cached, in words; null when cached.
@@ -41,16 +46,25 @@ pub struct StageStatus {
     /// Null while an upstream stage is not built (the key depends on its output).
     pub key: Option<String>,
     /// The cache entry's folder; null when the key is unknown.
+    #[serde(with = "crate::fsutil::lossy_path_option")]
     pub entry: Option<PathBuf>,
+    /// The entry's `timing.json` (wall time; train's per-epoch speed); null
+    /// unless cached.
+    #[serde(with = "crate::fsutil::lossy_path_option")]
+    pub timing: Option<PathBuf>,
     /// The files under the entry's `data/` (only when cached).
+    #[serde(serialize_with = "lossy_paths")]
     pub outputs: Vec<PathBuf>,
 }
 
+fn lossy_paths<S: serde::Serializer>(paths: &[PathBuf], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(paths.iter().map(|p| p.to_string_lossy()))
+}
+
+/// Each stage's state. Reads only: creates nothing and writes nothing, so it
+/// works on a read-only workspace and beside a running `fkp run`.
 pub fn status(graph: &Graph, workspace: &Workspace) -> Result<StatusReport, DagError> {
-    let store = Store::open(&workspace.cache_dir).map_err(|source| DagError::Cache {
-        path: workspace.cache_dir.clone(),
-        source,
-    })?;
+    let store = Store::open_read_only(&workspace.cache_dir);
     let mut resolver = Resolver::new(&store);
     let mut built: Vec<Option<Vec<OutputFile>>> = vec![None; graph.nodes.len()];
     let mut pipelines = Vec::new();
@@ -64,38 +78,41 @@ pub fn status(graph: &Graph, workspace: &Workspace) -> Result<StatusReport, DagE
                 // An unreadable input file is a state to show, not a reason to stop.
                 Err(error @ DagError::Input { .. }) => {
                     stages.push(StageStatus {
-                        stage: node.kind().name().to_string(),
+                        stage: node.label.clone(),
                         state: StateName::Missing,
                         reason: Some(error.to_string()),
                         changes: Vec::new(),
                         key: None,
                         entry: None,
+                        timing: None,
                         outputs: Vec::new(),
                     });
                     continue;
                 }
                 Err(error) => return Err(error),
             };
-            let entry = resolution.key.as_ref().map(|k| store.entry_dir(node.kind(), k));
-            let (changes, outputs) = match &resolution.state {
+            let entry = resolution.key.as_ref().map(|k| store.entry_dir(node.kind, k));
+            let (changes, outputs, timing) = match &resolution.state {
                 State::Cached(manifest) => {
                     built[n] = Some(manifest.outputs.clone());
                     let dir = entry.clone().unwrap_or_default();
                     (
                         Vec::new(),
                         manifest.outputs.iter().map(|o| dir.join(&o.path)).collect(),
+                        Some(dir.join(TIMING)),
                     )
                 }
-                State::Stale(changes) => (changes.clone(), Vec::new()),
-                State::Missing => (Vec::new(), Vec::new()),
+                State::Stale(changes) => (changes.clone(), Vec::new(), None),
+                State::Missing => (Vec::new(), Vec::new(), None),
             };
             stages.push(StageStatus {
-                stage: node.kind().name().to_string(),
+                stage: node.label.clone(),
                 state: resolution.state.name(),
                 reason: resolution.state.reason(),
                 changes,
                 key: resolution.key,
                 entry,
+                timing,
                 outputs,
             });
         }
@@ -106,7 +123,6 @@ pub fn status(graph: &Graph, workspace: &Workspace) -> Result<StatusReport, DagE
             stages,
         });
     }
-    resolver.save_hashes()?;
     Ok(StatusReport {
         schema: SCHEMA,
         workspace: workspace.root.clone(),

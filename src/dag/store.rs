@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! .fkp/entries/<stage>/<key>/manifest.json   what the entry is and what made it
+//! .fkp/entries/<stage>/<key>/timing.json     how long it took (volatile, never hashed)
 //! .fkp/entries/<stage>/<key>/data/           machine outputs, read by later stages
 //! .fkp/entries/<stage>/<key>/report/         human outputs, copied to reports/<pipeline>/
 //! .fkp/tmp/<stage>-<key>-<pid>-<n>/          an entry being built
 //! .fkp/checkpoints/<stage>-<key>/             a stage's resumable progress (train)
 //! .fkp/pipelines/<name>.json                 each pipeline's last run, for "what changed"
 //! .fkp/file-hashes.json                      input hashes by path, size and mtime
+//! .fkp/lock                                   held by the command writing the workspace
 //! ```
 //!
 //! An entry is built in `tmp/` and renamed into `entries/` only when its stage
@@ -26,13 +28,15 @@ use crate::fsutil;
 use crate::stages::StageKind;
 
 const MANIFEST: &str = "manifest.json";
+pub const TIMING: &str = "timing.json";
 pub const DATA_DIR: &str = "data";
 pub const REPORT_DIR: &str = "report";
-const MANIFEST_SCHEMA: u32 = 1;
+const MANIFEST_SCHEMA: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutputFile {
     /// Relative to the entry's folder.
+    #[serde(with = "crate::fsutil::lossy_path")]
     pub path: PathBuf,
     pub bytes: u64,
     pub hash: String,
@@ -48,18 +52,31 @@ pub struct Manifest {
     /// Hash over all `outputs` (downstream keys hash only the files they read).
     pub output_hash: String,
     pub summary: Option<String>,
-    pub seconds: f64,
-    pub created_unix: u64,
     /// The pipeline that built it (others may share it).
     pub built_by: String,
     pub fkp_version: String,
 }
 
-/// What a pipeline's last run used, stage by stage.
+/// An entry's volatile measurements, kept apart from its manifest so that a
+/// manifest, like every output, is the same for the same inputs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Timing {
+    pub seconds: f64,
+    pub created_unix: u64,
+    /// What the stage measured itself (train: per-epoch seconds and images/s).
+    pub stage: Option<serde_json::Value>,
+}
+
+/// What a pipeline's last run used, stage by stage (by node label).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PipelineRecord {
+    #[serde(with = "crate::fsutil::lossy_path")]
     pub file: PathBuf,
-    pub stages: BTreeMap<StageKind, KeyInputs>,
+    pub stages: BTreeMap<String, KeyInputs>,
+    /// The files each stage last published to `reports/<pipeline>/`, relative to
+    /// it, so that files a stage stops writing are removed.
+    #[serde(default)]
+    pub published: BTreeMap<String, Vec<PathBuf>>,
 }
 
 pub struct Store {
@@ -92,6 +109,7 @@ impl Drop for Pending {
 static PENDING_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl Store {
+    /// The store for a command that writes: its folders are created.
     pub fn open(root: &Path) -> std::io::Result<Store> {
         for dir in ["entries", "tmp", "pipelines", "checkpoints"] {
             std::fs::create_dir_all(root.join(dir))?;
@@ -107,6 +125,14 @@ impl Store {
         Ok(Store {
             root: root.to_path_buf(),
         })
+    }
+
+    /// The store for a command that only reads: nothing is created, and a store
+    /// that does not exist yet simply has no entries.
+    pub fn open_read_only(root: &Path) -> Store {
+        Store {
+            root: root.to_path_buf(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -143,13 +169,15 @@ impl Store {
         Ok(pending)
     }
 
-    /// Seals a pending entry: hashes its outputs, writes its manifest and renames it
-    /// into place, replacing an older entry of the same key (a forced rerun).
+    /// Seals a pending entry: hashes its outputs, writes its manifest and timing
+    /// and renames it into place, replacing an older entry of the same key (a
+    /// forced rerun).
     pub fn commit(
         &self,
         pending: Pending,
         inputs: KeyInputs,
         summary: Option<String>,
+        stage_timing: Option<serde_json::Value>,
         elapsed: Duration,
         built_by: &str,
     ) -> std::io::Result<Manifest> {
@@ -158,18 +186,21 @@ impl Store {
             schema: MANIFEST_SCHEMA,
             key: pending.key.clone(),
             inputs,
-            output_hash: hash_outputs(&outputs, &[]),
+            output_hash: hash_outputs(&outputs, None),
             outputs,
             summary,
+            built_by: built_by.to_string(),
+            fkp_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        fsutil::write_json(&pending.dir.join(MANIFEST), &manifest)?;
+        let timing = Timing {
             seconds: elapsed.as_secs_f64(),
             created_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            built_by: built_by.to_string(),
-            fkp_version: env!("CARGO_PKG_VERSION").to_string(),
+            stage: stage_timing,
         };
-        let bytes = serde_json::to_vec_pretty(&manifest).expect("plain data serialises");
-        std::fs::write(pending.dir.join(MANIFEST), bytes)?;
+        fsutil::write_json(&pending.dir.join(TIMING), &timing)?;
 
         let target = self.entry_dir(pending.kind, &pending.key);
         std::fs::create_dir_all(target.parent().expect("entries have a parent"))?;
@@ -193,8 +224,8 @@ impl Store {
     /// Every checkpoint folder, with the key it belongs to.
     pub fn checkpoints(&self) -> std::io::Result<Vec<(String, PathBuf)>> {
         let mut found = Vec::new();
-        for entry in std::fs::read_dir(self.root.join("checkpoints"))? {
-            let path = entry?.path();
+        for entry in read_dir_if_any(&self.root.join("checkpoints"))? {
+            let path = entry.path();
             let name = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -216,16 +247,20 @@ impl Store {
         serde_json::from_slice(&bytes).ok()
     }
 
+    /// Saves a pipeline's record, unless it is unchanged (a cached rerun writes nothing).
     pub fn save_record(&self, pipeline: &str, record: &PipelineRecord) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(record).expect("plain data serialises");
-        fsutil::write_atomic(&self.record_path(pipeline), &bytes)
+        let path = self.record_path(pipeline);
+        let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+        if std::fs::read(&path).is_ok_and(|old| old == bytes) {
+            return Ok(());
+        }
+        fsutil::write_atomic(&path, &bytes)
     }
 
     /// Every entry: its stage kind, key and folder.
     pub fn entries(&self) -> std::io::Result<Vec<(StageKind, String, PathBuf)>> {
         let mut found = Vec::new();
-        for kind_dir in std::fs::read_dir(self.root.join("entries"))? {
-            let kind_dir = kind_dir?;
+        for kind_dir in read_dir_if_any(&self.root.join("entries"))? {
             let Some(kind) = StageKind::from_name(&kind_dir.file_name().to_string_lossy()) else {
                 continue;
             };
@@ -245,14 +280,14 @@ impl Store {
     /// Folders under `tmp/` whose builder process is gone: left by a killed run.
     pub fn abandoned_temp_dirs(&self) -> std::io::Result<Vec<PathBuf>> {
         let mut found = Vec::new();
-        for entry in std::fs::read_dir(self.root.join("tmp"))? {
-            let path = entry?.path();
+        for entry in read_dir_if_any(&self.root.join("tmp"))? {
+            let path = entry.path();
             let name = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let pid = name.split('-').nth(2).and_then(|p| p.parse::<u32>().ok());
-            if pid.is_none_or(|pid| !process_alive(pid)) {
+            if pid.is_none_or(|pid| !fsutil::process_alive(pid)) {
                 found.push(path);
             }
         }
@@ -261,18 +296,19 @@ impl Store {
     }
 }
 
-fn process_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
+/// A folder's entries; none when the folder does not exist (a read-only look at
+/// a workspace that has not run yet).
+fn read_dir_if_any(dir: &Path) -> std::io::Result<Vec<std::fs::DirEntry>> {
+    match std::fs::read_dir(dir) {
+        Ok(items) => items.collect(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(error) => Err(error),
     }
-    // Where /proc is absent, treat the owner as alive: never delete another run's work.
-    let proc_root = Path::new("/proc");
-    !proc_root.is_dir() || proc_root.join(pid.to_string()).exists()
 }
 
 /// A hash over the outputs named in `only` (file names under `data/`), or over
-/// all of them when `only` is empty: what a downstream stage's key is made of.
-pub fn hash_outputs(outputs: &[OutputFile], only: &[&str]) -> String {
+/// all of them: what a downstream stage's key is made of.
+pub fn hash_outputs(outputs: &[OutputFile], only: Option<&[&str]>) -> String {
     let mut hasher = blake3::Hasher::new();
     for output in outputs {
         let name = output
@@ -280,7 +316,7 @@ pub fn hash_outputs(outputs: &[OutputFile], only: &[&str]) -> String {
             .file_name()
             .map(|n| n.to_string_lossy())
             .unwrap_or_default();
-        if only.is_empty() || only.contains(&name.as_ref()) {
+        if only.is_none_or(|only| only.contains(&name.as_ref())) {
             hasher.update(output.path.to_string_lossy().as_bytes());
             hasher.update(b"\0");
             hasher.update(output.hash.as_bytes());
@@ -342,7 +378,7 @@ mod tests {
         let pending = store.begin(StageKind::Ingest, &key).unwrap();
         std::fs::write(pending.data_dir().join("out.parquet"), "whole").unwrap();
         let manifest = store
-            .commit(pending, inputs(), None, Duration::from_millis(5), "p")
+            .commit(pending, inputs(), None, None, Duration::from_millis(5), "p")
             .unwrap();
         assert_eq!(manifest.outputs.len(), 1);
         assert_eq!(manifest.outputs[0].path, PathBuf::from("data/out.parquet"));
@@ -360,7 +396,7 @@ mod tests {
             let pending = store.begin(StageKind::Ingest, &key).unwrap();
             std::fs::write(pending.data_dir().join("out"), content).unwrap();
             store
-                .commit(pending, inputs(), None, Duration::ZERO, "p")
+                .commit(pending, inputs(), None, None, Duration::ZERO, "p")
                 .unwrap();
         }
         let out = store.entry_dir(StageKind::Ingest, &key).join("data/out");

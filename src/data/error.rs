@@ -6,6 +6,8 @@ use std::path::PathBuf;
 pub enum DataError {
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: it is not a regular file")]
+    NotAFile { path: PathBuf },
     #[error("{path} is damaged or truncated: {message}")]
     Corrupt { path: PathBuf, message: String },
     #[error("{path}: {message}")]

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::{DataError, FaceTable};
 use crate::console::{Console, Unit};
+use crate::text::{excerpt, excerpt_bytes};
 
 pub const IMAGE_COLUMN: &str = "Image";
 pub const IMAGE_ID_COLUMN: &str = "ImageId";
@@ -26,6 +27,9 @@ pub struct ParseOptions {
     /// Leave coordinate columns unread (all missing): for files that are only
     /// predicted on, whatever their labels say.
     pub ignore_coordinates: bool,
+    /// The image side when it is known, with where it comes from for messages
+    /// (`"as [ingest] image_side says"`); otherwise the side of most rows' images.
+    pub side: Option<(usize, &'static str)>,
 }
 
 /// A parsed file and the rows that were skipped (each as its error).
@@ -90,7 +94,7 @@ pub fn parse(
         });
     }
 
-    let side = find_side(path, &layout, &rows, options.skip_bad_rows)?;
+    let side = find_side(path, &layout, &rows, options)?;
     let pixel_count = side * side;
     let n_coords = layout.coordinate_names.len();
     // Unlabelled files still get one (unused) slot per row, so the chunks below line up.
@@ -102,6 +106,7 @@ pub fn parse(
     let bar = console.progress(rows.len() as u64, bytes.len() > 32 << 20, "parsing", Unit::Items);
     let rules = RowRules {
         side,
+        side_from: options.side.map_or("like most rows", |(_, from)| from),
         low: -options.coordinate_tolerance,
         high: side as f32 + options.coordinate_tolerance,
         ignore_coordinates: options.ignore_coordinates,
@@ -138,7 +143,7 @@ pub fn parse(
                 let error = DataError::BadRow {
                     path: path.to_path_buf(),
                     line: rows[index].0,
-                    column: fault.column,
+                    column: excerpt(&fault.column),
                     message: fault.message,
                 };
                 if !options.skip_bad_rows {
@@ -215,7 +220,7 @@ fn parse_header(path: &Path, line: &[u8]) -> Result<Layout, DataError> {
     while i < names.len() {
         let name = &names[i];
         if names[..i].contains(name) {
-            return Err(header_error(format!("column `{name}` appears twice")));
+            return Err(header_error(format!("column `{}` appears twice", excerpt(name))));
         }
         match name.as_str() {
             IMAGE_COLUMN => columns.push(Column::Image),
@@ -223,14 +228,17 @@ fn parse_header(path: &Path, line: &[u8]) -> Result<Layout, DataError> {
             _ => {
                 let Some(stem) = name.strip_suffix("_x") else {
                     return Err(header_error(format!(
-                        "column `{name}` is neither `{IMAGE_COLUMN}`, `{IMAGE_ID_COLUMN}` nor a keypoint coordinate \
-                         (`<keypoint>_x` followed by `<keypoint>_y`)"
+                        "column `{}` is neither `{IMAGE_COLUMN}`, `{IMAGE_ID_COLUMN}` nor a keypoint coordinate \
+                         (`<keypoint>_x` followed by `<keypoint>_y`)",
+                        excerpt(name)
                     )));
                 };
                 let expected_y = format!("{stem}_y");
                 if names.get(i + 1) != Some(&expected_y) {
                     return Err(header_error(format!(
-                        "column `{name}` must be followed by `{expected_y}`"
+                        "column `{}` must be followed by `{}`",
+                        excerpt(name),
+                        excerpt(&expected_y)
                     )));
                 }
                 columns.push(Column::Coordinate(coordinate_names.len()));
@@ -245,7 +253,7 @@ fn parse_header(path: &Path, line: &[u8]) -> Result<Layout, DataError> {
     if !columns.contains(&Column::Image) {
         return Err(header_error(format!(
             "no `{IMAGE_COLUMN}` column (found: {})",
-            names.join(", ")
+            excerpt(&names.join(", "))
         )));
     }
     Ok(Layout {
@@ -256,44 +264,81 @@ fn parse_header(path: &Path, line: &[u8]) -> Result<Layout, DataError> {
     })
 }
 
-/// The image side, from the first row whose pixel count is a square.
+/// The image side: the one given, or the side of the images most rows hold, so one
+/// bad row (first or not) never decides for the others.
 fn find_side(
     path: &Path,
     layout: &Layout,
     rows: &[(usize, &[u8])],
-    skip_bad_rows: bool,
+    options: ParseOptions,
 ) -> Result<usize, DataError> {
+    if let Some((side, _)) = options.side {
+        return Ok(side);
+    }
     let image_index = layout
         .columns
         .iter()
         .position(|c| *c == Column::Image)
         .expect("parse_header requires an Image column");
-    for (line, row) in rows {
-        let count = row.split(|b| *b == b',').nth(image_index).map_or(0, |f| {
-            unquote(f).split(|b| *b == b' ').filter(|t| !t.is_empty()).count()
-        });
-        let side = count.isqrt();
-        if count > 0 && side * side == count {
-            return Ok(side);
+    let counts: Vec<usize> = rows
+        .par_iter()
+        .map(|(_, row)| {
+            row.split(|b| *b == b',')
+                .nth(image_index)
+                .map_or(0, |field| count_tokens(unquote(field)))
+        })
+        .collect();
+    // (pixel count, rows with it, first row with it); most rows win, then the earliest.
+    let mut tally: Vec<(usize, usize, usize)> = Vec::new();
+    for (index, &count) in counts.iter().enumerate() {
+        match tally.iter_mut().find(|(c, _, _)| *c == count) {
+            Some(entry) => entry.1 += 1,
+            None => tally.push((count, 1, index)),
         }
-        if !skip_bad_rows {
-            return Err(DataError::BadRow {
-                path: path.to_path_buf(),
-                line: *line,
-                column: IMAGE_COLUMN.to_string(),
-                message: format!("{count} pixels do not make a square image"),
-            });
+        if tally.len() > 64 {
+            // Rows this varied are not an image table; the commonest of the first
+            // 64 shapes is as good a guess as any for naming the bad rows.
+            break;
         }
     }
-    Err(DataError::Empty {
-        path: path.to_path_buf(),
-    })
+    tally.sort_by_key(|&(_, rows, first)| (std::cmp::Reverse(rows), first));
+    let is_square = |count: usize| count > 0 && count.isqrt() * count.isqrt() == count;
+    let chosen = if options.skip_bad_rows {
+        tally.iter().find(|(count, _, _)| is_square(*count))
+    } else {
+        tally.first()
+    };
+    match chosen {
+        Some(&(count, _, _)) if is_square(count) => Ok(count.isqrt()),
+        Some(&(count, _, first)) => Err(DataError::BadRow {
+            path: path.to_path_buf(),
+            line: rows[first].0,
+            column: IMAGE_COLUMN.to_string(),
+            message: format!("{count} pixels do not make a square image (and most rows have {count})"),
+        }),
+        None => Err(DataError::Empty {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
+/// Space-separated tokens in a field.
+fn count_tokens(field: &[u8]) -> usize {
+    let mut count = 0;
+    let mut previous = b' ';
+    for &byte in field {
+        count += usize::from(byte != b' ' && previous == b' ');
+        previous = byte;
+    }
+    count
 }
 
 /// What every row is checked against.
 #[derive(Clone, Copy)]
 struct RowRules {
     side: usize,
+    /// Where the side came from, for messages.
+    side_from: &'static str,
     /// Coordinates must lie in `[low, high)`.
     low: f32,
     high: f32,
@@ -310,6 +355,7 @@ fn parse_row(
 ) -> Result<(), RowFault> {
     let RowRules {
         side,
+        side_from,
         low,
         high,
         ignore_coordinates,
@@ -328,17 +374,12 @@ fn parse_row(
         };
         let field = unquote(field);
         match column {
-            Column::Image => parse_pixels(field, pixels, side).map_err(fault)?,
+            Column::Image => parse_pixels(field, pixels, side, side_from).map_err(fault)?,
             Column::ImageId => {
                 *id = std::str::from_utf8(field)
                     .ok()
                     .and_then(|t| t.parse().ok())
-                    .ok_or_else(|| {
-                        fault(format!(
-                            "`{}` is not an integer id",
-                            String::from_utf8_lossy(field)
-                        ))
-                    })?;
+                    .ok_or_else(|| fault(format!("`{}` is not an integer id", excerpt_bytes(field))))?;
             }
             Column::Coordinate(_) if ignore_coordinates => {}
             Column::Coordinate(index) => {
@@ -348,7 +389,7 @@ fn parse_row(
                 let value: f32 = std::str::from_utf8(field)
                     .ok()
                     .and_then(|t| t.parse().ok())
-                    .ok_or_else(|| fault(format!("`{}` is not a number", String::from_utf8_lossy(field))))?;
+                    .ok_or_else(|| fault(format!("`{}` is not a number", excerpt_bytes(field))))?;
                 if !value.is_finite() || value < low || value >= high {
                     return Err(fault(format!(
                         "{value} is outside the image [0, {side}) (tolerance {} px)",
@@ -370,7 +411,7 @@ fn parse_row(
 
 /// Hot loop of the ingest stage: decimal grey levels separated by single or
 /// repeated spaces. Anything unexpected is described by [`describe_bad_pixels`].
-fn parse_pixels(field: &[u8], out: &mut [u8], side: usize) -> Result<(), String> {
+fn parse_pixels(field: &[u8], out: &mut [u8], side: usize, side_from: &str) -> Result<(), String> {
     let mut count = 0;
     let mut value: u32 = 0;
     let mut in_number = false;
@@ -379,13 +420,13 @@ fn parse_pixels(field: &[u8], out: &mut [u8], side: usize) -> Result<(), String>
             b'0'..=b'9' => {
                 value = value * 10 + u32::from(byte - b'0');
                 if value > 255 {
-                    return Err(describe_bad_pixels(field, side));
+                    return Err(describe_bad_pixels(field, side, side_from));
                 }
                 in_number = true;
             }
             b' ' if in_number => {
                 if count == out.len() {
-                    return Err(describe_bad_pixels(field, side));
+                    return Err(describe_bad_pixels(field, side, side_from));
                 }
                 out[count] = value as u8;
                 count += 1;
@@ -393,24 +434,24 @@ fn parse_pixels(field: &[u8], out: &mut [u8], side: usize) -> Result<(), String>
                 in_number = false;
             }
             b' ' => {}
-            _ => return Err(describe_bad_pixels(field, side)),
+            _ => return Err(describe_bad_pixels(field, side, side_from)),
         }
     }
     if in_number {
         if count == out.len() {
-            return Err(describe_bad_pixels(field, side));
+            return Err(describe_bad_pixels(field, side, side_from));
         }
         out[count] = value as u8;
         count += 1;
     }
     if count != out.len() {
-        return Err(describe_bad_pixels(field, side));
+        return Err(describe_bad_pixels(field, side, side_from));
     }
     Ok(())
 }
 
 /// The slow path: say exactly what is wrong with an `Image` field.
-fn describe_bad_pixels(field: &[u8], side: usize) -> String {
+fn describe_bad_pixels(field: &[u8], side: usize, side_from: &str) -> String {
     let tokens: Vec<&[u8]> = field.split(|b| *b == b' ').filter(|t| !t.is_empty()).collect();
     for (index, token) in tokens.iter().enumerate() {
         let ok = token.len() <= 3
@@ -423,12 +464,12 @@ fn describe_bad_pixels(field: &[u8], side: usize) -> String {
             return format!(
                 "pixel {} is `{}`, not an integer in 0..=255",
                 index + 1,
-                String::from_utf8_lossy(token)
+                excerpt_bytes(token)
             );
         }
     }
     format!(
-        "{} pixels, expected {} ({side}x{side} like the first row)",
+        "{} pixels, expected {} ({side}x{side} {side_from})",
         tokens.len(),
         side * side
     )
@@ -445,6 +486,7 @@ mod tests {
             skip_bad_rows: false,
             coordinate_tolerance: 0.0,
             ignore_coordinates: false,
+            side: None,
         }
     }
 
@@ -479,7 +521,7 @@ mod tests {
     }
 
     fn bad_row(row: &str) -> String {
-        let text = format!("{HEADER}\n1,1,1,1,0 0 0 0\n{row}\n");
+        let text = format!("{HEADER}\n1,1,1,1,0 0 0 0\n{row}\n1,1,1,1,0 0 0 0\n");
         parse_text(&text, options()).unwrap_err().to_string()
     }
 
@@ -487,11 +529,11 @@ mod tests {
     fn bad_rows_name_file_line_and_column() {
         assert_eq!(
             bad_row("1,1,1,1,0 0 0"),
-            "f.csv:3: column `Image`: 3 pixels, expected 4 (2x2 like the first row)"
+            "f.csv:3: column `Image`: 3 pixels, expected 4 (2x2 like most rows)"
         );
         assert_eq!(
             bad_row("1,1,1,1,0 0 0 0 0"),
-            "f.csv:3: column `Image`: 5 pixels, expected 4 (2x2 like the first row)"
+            "f.csv:3: column `Image`: 5 pixels, expected 4 (2x2 like most rows)"
         );
         assert_eq!(
             bad_row("1,1,1,1,0 256 0 0"),
@@ -574,11 +616,47 @@ mod tests {
     }
 
     #[test]
-    fn a_non_square_first_image_is_an_error() {
+    fn a_non_square_image_is_an_error() {
         let err = parse_text(&format!("{HEADER}\n1,1,1,1,0 0 0\n"), options()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "f.csv:2: column `Image`: 3 pixels do not make a square image"
+            "f.csv:2: column `Image`: 3 pixels do not make a square image (and most rows have 3)"
         );
+    }
+
+    #[test]
+    fn the_side_comes_from_most_rows_not_the_first() {
+        let good = "1,1,1,1,0 0 0 0";
+        let text = format!("{HEADER}\n1,1,1,1,0 0 0 0 0 0 0 0 0\n{good}\n{good}\n");
+        let err = parse_text(&text, options()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "f.csv:2: column `Image`: 9 pixels, expected 4 (2x2 like most rows)"
+        );
+        let skip = ParseOptions {
+            skip_bad_rows: true,
+            ..options()
+        };
+        let parsed = parse_text(&text, skip).unwrap();
+        assert_eq!(parsed.table.side, 2);
+        assert_eq!(parsed.table.source_rows, [1, 2]);
+        let given = ParseOptions {
+            side: Some((3, "as given")),
+            ..skip
+        };
+        let parsed = parse_text(&text, given).unwrap();
+        assert_eq!(parsed.table.source_rows, [0]);
+    }
+
+    #[test]
+    fn quoted_input_is_short() {
+        let header = format!("{}_x,Image", "k".repeat(10_000_000));
+        let err = parse_text(&format!("{header}\n"), options())
+            .unwrap_err()
+            .to_string();
+        assert!(err.len() < 300, "{} bytes", err.len());
+        let row = format!("{HEADER}\n{},1,1,1,0 0 0 0\n", "9".repeat(1_000_000));
+        let err = parse_text(&row, options()).unwrap_err().to_string();
+        assert!(err.len() < 300, "{} bytes", err.len());
     }
 }

@@ -10,6 +10,7 @@ pub mod parquet;
 pub mod prepared;
 pub mod source;
 pub mod summary;
+pub mod tensor_file;
 
 pub use error::DataError;
 pub use faces::FaceTable;

@@ -10,14 +10,14 @@
 //!   (real labels, plus filled values under mean/median imputation)
 //! - `s.source_rows`: U32 `[n]`, the row of the ingested file
 //!
-//! Metadata: `side` and `coordinate_names` (a JSON array).
+//! Metadata (the `fkp` entry, JSON): `side` and `coordinate_names`.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::Dtype;
 
 use super::DataError;
+use super::tensor_file::{self, TensorData, f32_bytes, floats};
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Split {
@@ -46,71 +46,47 @@ pub struct Prepared {
     pub val: Split,
 }
 
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-fn u32_bytes(values: &[u32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+/// The file's metadata (`fkp` entry).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PreparedMeta {
+    side: usize,
+    coordinate_names: Vec<String>,
 }
 
 impl Prepared {
     pub fn write(&self, path: &Path) -> Result<(), DataError> {
-        let write_error = |e: &dyn std::fmt::Display| DataError::Write {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        };
         let coords = self.coordinate_names.len();
-        let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut tensors = Vec::new();
         for (name, split) in [("train", &self.train), ("val", &self.val)] {
             let n = split.len();
-            owned.push((
-                format!("{name}.images"),
+            let mut push = |field: &str, dtype: Dtype, shape: Vec<usize>, bytes: Vec<u8>| {
+                tensors.push(TensorData {
+                    name: format!("{name}.{field}"),
+                    dtype,
+                    shape,
+                    bytes,
+                })
+            };
+            push(
+                "images",
                 Dtype::U8,
                 vec![n, self.side, self.side],
                 split.images.clone(),
-            ));
-            owned.push((
-                format!("{name}.targets"),
-                Dtype::F32,
-                vec![n, coords],
-                f32_bytes(&split.targets),
-            ));
-            owned.push((
-                format!("{name}.labelled"),
-                Dtype::U8,
-                vec![n, coords],
-                split.labelled.clone(),
-            ));
-            owned.push((
-                format!("{name}.loss_mask"),
-                Dtype::U8,
-                vec![n, coords],
-                split.loss_mask.clone(),
-            ));
-            owned.push((
-                format!("{name}.source_rows"),
-                Dtype::U32,
-                vec![n],
-                u32_bytes(&split.source_rows),
-            ));
+            );
+            push("targets", Dtype::F32, vec![n, coords], f32_bytes(&split.targets));
+            push("labelled", Dtype::U8, vec![n, coords], split.labelled.clone());
+            push("loss_mask", Dtype::U8, vec![n, coords], split.loss_mask.clone());
+            let rows = split.source_rows.iter().flat_map(|v| v.to_le_bytes()).collect();
+            push("source_rows", Dtype::U32, vec![n], rows);
         }
-        let views = owned
-            .iter()
-            .map(|(name, dtype, shape, bytes)| {
-                TensorView::new(*dtype, shape.clone(), bytes)
-                    .map(|view| (name.clone(), view))
-                    .map_err(|e| write_error(&e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let metadata = HashMap::from([
-            ("side".to_string(), self.side.to_string()),
-            (
-                "coordinate_names".to_string(),
-                serde_json::to_string(&self.coordinate_names).expect("strings serialise"),
-            ),
-        ]);
-        safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| write_error(&e))
+        let meta = PreparedMeta {
+            side: self.side,
+            coordinate_names: self.coordinate_names.clone(),
+        };
+        tensor_file::write(path, &tensors, &meta).map_err(|message| DataError::Write {
+            path: path.to_path_buf(),
+            message,
+        })
     }
 
     pub fn read(path: &Path) -> Result<Prepared, DataError> {
@@ -122,17 +98,7 @@ impl Prepared {
             path: path.to_path_buf(),
             source,
         })?;
-        let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        let info = metadata.metadata().clone().unwrap_or_default();
-        let side: usize = info
-            .get("side")
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| corrupt("no `side` metadata".to_string()))?;
-        let coordinate_names: Vec<String> = info
-            .get("coordinate_names")
-            .and_then(|s| serde_json::from_str(s).ok())
-            .ok_or_else(|| corrupt("no `coordinate_names` metadata".to_string()))?;
-        let tensors = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let (tensors, meta): (_, PreparedMeta) = tensor_file::read(&bytes).map_err(corrupt)?;
         let raw = |name: String, dtype: Dtype| -> Result<Vec<u8>, DataError> {
             let view = tensors
                 .tensor(&name)
@@ -148,10 +114,7 @@ impl Prepared {
         let split = |name: &str| -> Result<Split, DataError> {
             Ok(Split {
                 images: raw(format!("{name}.images"), Dtype::U8)?,
-                targets: raw(format!("{name}.targets"), Dtype::F32)?
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
+                targets: floats(&raw(format!("{name}.targets"), Dtype::F32)?),
                 labelled: raw(format!("{name}.labelled"), Dtype::U8)?,
                 loss_mask: raw(format!("{name}.loss_mask"), Dtype::U8)?,
                 source_rows: raw(format!("{name}.source_rows"), Dtype::U32)?
@@ -161,8 +124,8 @@ impl Prepared {
             })
         };
         Ok(Prepared {
-            side,
-            coordinate_names,
+            side: meta.side,
+            coordinate_names: meta.coordinate_names,
             train: split("train")?,
             val: split("val")?,
         })

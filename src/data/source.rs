@@ -11,6 +11,8 @@ use crate::console::{Console, Unit};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZIP_MAGIC: [u8; 4] = *b"PK\x03\x04";
+/// An empty zip archive is only its end-of-central-directory record.
+const EMPTY_ZIP_MAGIC: [u8; 4] = *b"PK\x05\x06";
 /// Inputs above this size get a progress bar (when stderr is a terminal).
 const BAR_THRESHOLD: u64 = 32 << 20;
 
@@ -19,6 +21,12 @@ pub fn read_text_file(path: &Path, console: &Console) -> Result<Vec<u8>, DataErr
         path: path.to_path_buf(),
         source,
     };
+    // Checked before opening: a FIFO would block the open, /dev/zero never end.
+    if !std::fs::metadata(path).map_err(io_error)?.is_file() {
+        return Err(DataError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
     let mut file = File::open(path).map_err(io_error)?;
     let size = file.metadata().map_err(io_error)?.len();
     let mut magic = [0u8; 4];
@@ -28,6 +36,12 @@ pub fn read_text_file(path: &Path, console: &Console) -> Result<Vec<u8>, DataErr
 
     if magic.starts_with(&ZIP_MAGIC) {
         return read_zip(path);
+    }
+    if magic.starts_with(&EMPTY_ZIP_MAGIC) {
+        return Err(DataError::Archive {
+            path: path.to_path_buf(),
+            message: "the zip archive is empty: it holds no .csv file".to_string(),
+        });
     }
     let file = File::open(path).map_err(io_error)?;
     let bar = console.progress(size, size > BAR_THRESHOLD, "reading", Unit::Bytes);
@@ -170,6 +184,20 @@ mod tests {
         let zipped = zip_of(&[("training.csv", TEXT)]);
         let error = read(&zipped[..zipped.len() - 30], "t.zip").unwrap_err();
         assert!(matches!(error, DataError::Corrupt { .. }), "{error}");
+    }
+
+    #[test]
+    fn an_empty_zip_or_a_folder_is_named_as_such() {
+        let error = read(&zip_of(&[]), "t.zip").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .ends_with(": the zip archive is empty: it holds no .csv file"),
+            "{error}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let error = read_text_file(dir.path(), &Console::silent()).unwrap_err();
+        assert!(error.to_string().ends_with("is not a regular file"), "{error}");
     }
 
     #[test]

@@ -1,5 +1,16 @@
 //! The stages of a pipeline. Each stage kind is one module with one job; all of them
 //! implement [`Stage`], which is everything the DAG runner needs to know about them.
+//!
+//! The registry is [`StageKind`]: one variant per stage kind, and [`StageKind::def`]
+//! maps each to the [`StageDef`] its module declares (its table, the tables that
+//! also configure it, the upstream files it reads and its reader). Config, graph,
+//! store and CLI take every stage list from here, so adding a stage is one variant,
+//! one match arm (the compiler asks for it) and one module.
+//!
+//! Two things the design leaves room for: a reader returns zero or more instances of
+//! its stage (several trainings of one pipeline, one per seed, get their own nodes
+//! and cache entries), and the graph resolves a stage's upstream in one place
+//! (`dag::graph`), where a stage reading other pipelines' outputs plugs in.
 
 pub mod eda;
 pub mod evaluate;
@@ -7,15 +18,15 @@ pub mod ingest;
 pub mod prepare;
 pub mod train;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::config::Pipeline;
+use strum::IntoEnumIterator;
+
+use crate::config::TableReader;
 use crate::console::Console;
 
 /// The stage kinds fkp can run, in data-flow order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, strum::EnumIter)]
 pub enum StageKind {
     Ingest,
     Eda,
@@ -24,39 +35,60 @@ pub enum StageKind {
     Evaluate,
 }
 
-impl StageKind {
-    pub const ALL: [StageKind; 4] = [
-        StageKind::Ingest,
-        StageKind::Eda,
-        StageKind::Prepare,
-        StageKind::Train,
-    ];
+/// What a stage module declares about its kind.
+pub struct StageDef {
+    /// Names the stage everywhere: its TOML table, `--until`, the cache folder.
+    pub name: &'static str,
+    /// Other tables that configure it (`[model]` is part of `[train]`'s configuration).
+    pub also_configured_by: &'static [&'static str],
+    /// The upstream outputs it reads: (stage, file under that entry's `data/`).
+    /// Only these files' hashes go into its cache key, and only these can it open
+    /// (through [`StageContext::upstream_file`]).
+    pub reads: &'static [(StageKind, &'static str)],
+    /// Reads its tables into stage instances. Errors are collected by the readers;
+    /// an empty result means the configuration was too broken to build one.
+    pub read: fn(&mut StageTables) -> Vec<Box<dyn Stage>>,
+}
 
-    /// Tables that name stages designed but not yet part of this version.
-    pub const PLANNED: [&'static str; 2] = ["evaluate", "report"];
+impl StageKind {
+    /// The registry: each kind's definition, kept beside its code.
+    pub fn def(self) -> &'static StageDef {
+        match self {
+            StageKind::Ingest => &ingest::DEF,
+            StageKind::Eda => &eda::DEF,
+            StageKind::Prepare => &prepare::DEF,
+            StageKind::Train => &train::DEF,
+            StageKind::Evaluate => &evaluate::DEF,
+        }
+    }
+
+    /// Every kind, in data-flow order.
+    pub fn all() -> impl Iterator<Item = StageKind> {
+        StageKind::iter()
+    }
 
     pub fn name(self) -> &'static str {
-        match self {
-            StageKind::Ingest => "ingest",
-            StageKind::Eda => "eda",
-            StageKind::Prepare => "prepare",
-            StageKind::Train => "train",
-            StageKind::Evaluate => "evaluate",
-        }
+        self.def().name
     }
 
     pub fn from_name(name: &str) -> Option<StageKind> {
-        StageKind::ALL.into_iter().find(|k| k.name() == name)
+        StageKind::all().find(|k| k.name() == name)
     }
 
-    /// The stages whose outputs this one reads.
-    pub fn upstream(self) -> &'static [StageKind] {
-        match self {
-            StageKind::Ingest => &[],
-            StageKind::Eda | StageKind::Prepare => &[StageKind::Ingest],
-            StageKind::Train => &[StageKind::Prepare],
-            StageKind::Evaluate => &[StageKind::Prepare, StageKind::Train],
-        }
+    /// The stages whose outputs this one reads, in data-flow order.
+    pub fn upstream(self) -> Vec<StageKind> {
+        let mut kinds: Vec<StageKind> = self.def().reads.iter().map(|(kind, _)| *kind).collect();
+        kinds.sort();
+        kinds.dedup();
+        kinds
+    }
+
+    /// `ingest, eda, ...`: for messages that list the valid names.
+    pub fn names() -> String {
+        StageKind::all()
+            .map(StageKind::name)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -64,6 +96,26 @@ impl std::fmt::Display for StageKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+impl serde::Serialize for StageKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StageKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        StageKind::from_name(&name).ok_or_else(|| serde::de::Error::custom(format!("unknown stage `{name}`")))
+    }
+}
+
+/// The tables a stage's reader gets: its own, and those of
+/// [`StageDef::also_configured_by`] (absent ones as `None`), in that order.
+pub struct StageTables<'a> {
+    pub main: TableReader<'a>,
+    pub also: Vec<Option<TableReader<'a>>>,
 }
 
 /// A file a stage reads, hashed by content for the cache key.
@@ -80,12 +132,41 @@ pub struct StageContext<'a> {
     pub data_dir: &'a Path,
     /// Human-facing outputs go here; they are copied to `reports/<pipeline>/`.
     pub report_dir: &'a Path,
-    /// The `data/` folder of each upstream stage's cache entry.
-    pub upstream: &'a BTreeMap<StageKind, PathBuf>,
     /// Survives a failed or killed run of this stage (same key), for resuming;
     /// removed once the stage succeeds. Created by the stage if it needs one.
     pub checkpoint_dir: &'a Path,
     pub console: &'a Console,
+    pub kind: StageKind,
+    /// The `data/` folder of each upstream node's cache entry.
+    pub upstream: &'a [(StageKind, PathBuf)],
+}
+
+impl StageContext<'_> {
+    /// An upstream output file. Only files the stage declares in its `reads` can be
+    /// opened, so its cache key cannot miss an input it uses.
+    pub fn upstream_file(&self, kind: StageKind, name: &'static str) -> Result<PathBuf, UpstreamError> {
+        if !self.kind.def().reads.contains(&(kind, name)) {
+            return Err(UpstreamError::Undeclared {
+                stage: self.kind,
+                upstream: kind,
+                file: name,
+            });
+        }
+        let dirs: Vec<&PathBuf> = self
+            .upstream
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, dir)| dir)
+            .collect();
+        match dirs.as_slice() {
+            [dir] => Ok(dir.join(name)),
+            _ => Err(UpstreamError::Instances {
+                stage: self.kind,
+                upstream: kind,
+                count: dirs.len(),
+            }),
+        }
+    }
 }
 
 /// What a finished stage reports back.
@@ -93,6 +174,9 @@ pub struct StageContext<'a> {
 pub struct StageOutcome {
     /// A human summary (tables), printed when the stage runs and kept in the manifest.
     pub summary: Option<String>,
+    /// Volatile measurements (wall times, images/s), written to the entry's
+    /// `timing.json`: exempt from exactness and never part of a key.
+    pub timing: Option<serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +193,30 @@ pub enum StageError {
     Evaluate(#[from] evaluate::EvaluateError),
 }
 
+/// Why [`StageContext::upstream_file`] refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("fkp bug: [{stage}] opened `{file}` of [{upstream}] without declaring it in its reads")]
+    Undeclared {
+        stage: StageKind,
+        upstream: StageKind,
+        file: &'static str,
+    },
+    #[error("[{stage}] reads one [{upstream}] but the pipeline has {count}")]
+    Instances {
+        stage: StageKind,
+        upstream: StageKind,
+        count: usize,
+    },
+}
+
+/// A stage configuration as it goes into the cache key. Stage configurations
+/// hold no paths (those are `#[serde(skip)]`: their files' content is hashed
+/// instead) and only validated, finite numbers, so they always serialise.
+pub fn key_config(config: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(config).expect("stage configurations hold only plain values")
+}
+
 pub trait Stage {
     fn kind(&self) -> StageKind;
     /// Bumped whenever the stage's code changes what it writes, so old entries go stale.
@@ -117,29 +225,46 @@ pub trait Stage {
     /// out: the content of the files they name goes in instead.
     fn config(&self) -> serde_json::Value;
     fn file_inputs(&self) -> Vec<FileInput>;
-    /// The upstream output files (names under `data/`) this stage reads; their
-    /// hashes, not all of the upstream's outputs, go into its key.
-    fn reads(&self) -> &'static [&'static str];
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError>;
 }
 
-/// The runnable stages of a pipeline, in data-flow order.
-pub fn stages_of(pipeline: &Pipeline) -> Vec<Box<dyn Stage>> {
-    let mut stages: Vec<Box<dyn Stage>> = Vec::new();
-    if let Some(config) = &pipeline.ingest {
-        stages.push(Box::new(ingest::IngestStage::new(config.clone())));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_registered_with_a_unique_name_and_earlier_upstream() {
+        let names: Vec<&str> = StageKind::all().map(StageKind::name).collect();
+        assert_eq!(names, ["ingest", "eda", "prepare", "train", "evaluate"]);
+        for kind in StageKind::all() {
+            assert_eq!(StageKind::from_name(kind.name()), Some(kind));
+            for upstream in kind.upstream() {
+                assert!(upstream < kind, "{kind} reads {upstream}, which comes later");
+            }
+        }
     }
-    if let Some(config) = &pipeline.eda {
-        stages.push(Box::new(eda::EdaStage::new(config.clone())));
+
+    #[test]
+    fn only_declared_upstream_files_open() {
+        let dir = PathBuf::from("/cache/entries/prepare/k/data");
+        let upstream = [(StageKind::Prepare, dir.clone())];
+        let console = Console::silent();
+        let ctx = StageContext {
+            data_dir: Path::new("/d"),
+            report_dir: Path::new("/r"),
+            checkpoint_dir: Path::new("/c"),
+            console: &console,
+            kind: StageKind::Train,
+            upstream: &upstream,
+        };
+        assert_eq!(
+            ctx.upstream_file(StageKind::Prepare, prepare::PREPARED_FILE)
+                .unwrap(),
+            dir.join(prepare::PREPARED_FILE)
+        );
+        let error = ctx
+            .upstream_file(StageKind::Prepare, prepare::META_FILE)
+            .unwrap_err();
+        assert!(error.to_string().contains("without declaring it"), "{error}");
     }
-    if let Some(config) = &pipeline.prepare {
-        stages.push(Box::new(prepare::PrepareStage::new(config.clone())));
-    }
-    if let Some(config) = &pipeline.train {
-        stages.push(Box::new(train::TrainStage::new(config.clone())));
-    }
-    if let Some(config) = &pipeline.evaluate {
-        stages.push(Box::new(evaluate::EvaluateStage::new(config.clone())));
-    }
-    stages
 }

@@ -3,6 +3,7 @@
 //! The train stage (`src/stages/train/`) drives it epoch by epoch.
 
 mod batch;
+pub mod numerics;
 mod schedule;
 mod session;
 

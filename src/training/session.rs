@@ -4,8 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use ::safetensors::tensor::TensorView;
-use ::safetensors::{Dtype as StDtype, SafeTensors};
+use ::safetensors::Dtype as StDtype;
 use dfdx::nn::tensor_collection::{
     RecursiveWalker, TensorOptions, TensorVisitor, ViewTensorName, ViewTensorRef,
 };
@@ -14,6 +13,7 @@ use dfdx::prelude::*;
 
 use super::TrainError;
 use super::batch::{Batch, Normalisation};
+use crate::data::tensor_file::{self, TensorData, f32_bytes, floats};
 use crate::models::loss::masked_mse;
 use crate::models::{Backend, Images, ModelSpec, Network, Outputs, WithNetwork};
 
@@ -43,6 +43,8 @@ pub trait Session {
     /// batch norm running statistics), computed `chunk` images at a time.
     fn predict(&self, images: &[f32], rows: usize, chunk: usize) -> Result<Vec<f32>, TrainError>;
     fn set_lr(&mut self, lr: f64);
+    /// Restarts the device's random numbers (dropout's masks) from `seed`.
+    fn reseed(&self, seed: u64);
     fn parameters(&self) -> usize;
     fn save_weights(&self, path: &Path) -> Result<(), TrainError>;
     fn load_weights(&mut self, path: &Path) -> Result<(), TrainError>;
@@ -220,6 +222,10 @@ impl<N: Network<D> + 'static, D: Backend> Session for NetSession<N, D> {
         }
     }
 
+    fn reseed(&self, seed: u64) {
+        self.dev.reseed(seed);
+    }
+
     fn parameters(&self) -> usize {
         self.net.num_trainable_params()
     }
@@ -332,25 +338,28 @@ impl<N, D: Device<f32>> TensorVisitor<f32, D> for WriteMoments<'_, N, D> {
     }
 }
 
+/// The moments file's metadata.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MomentsMeta {
+    step: i32,
+}
+
 fn write_moments(path: &Path, step: i32, moments: &Moments) -> Result<(), TrainError> {
-    let bytes: Vec<(String, Vec<u8>, usize)> = moments
+    let tensors: Vec<TensorData> = moments
         .iter()
         .flat_map(|(name, (first, second))| {
-            [(format!("m1.{name}"), first), (format!("m2.{name}"), second)]
-                .map(|(n, v)| (n, v.iter().flat_map(|x| x.to_le_bytes()).collect(), v.len()))
+            [(format!("m1.{name}"), first), (format!("m2.{name}"), second)].map(|(name, values)| TensorData {
+                name,
+                dtype: StDtype::F32,
+                shape: vec![values.len()],
+                bytes: f32_bytes(values),
+            })
         })
         .collect();
-    let error = |e: &dyn std::fmt::Display| TrainError::Write {
+    tensor_file::write(path, &tensors, &MomentsMeta { step }).map_err(|message| TrainError::Write {
         path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    let views = bytes
-        .iter()
-        .map(|(name, data, len)| TensorView::new(StDtype::F32, vec![*len], data).map(|v| (name.clone(), v)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| error(&e))?;
-    let metadata = HashMap::from([("step".to_string(), step.to_string())]);
-    ::safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| error(&e))
+        message,
+    })
 }
 
 fn read_moments(path: &Path) -> Result<(i32, Moments), TrainError> {
@@ -359,30 +368,15 @@ fn read_moments(path: &Path) -> Result<(i32, Moments), TrainError> {
         message,
     };
     let bytes = std::fs::read(path).map_err(|e| error(e.to_string()))?;
-    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| error(e.to_string()))?;
-    let step = metadata
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("step"))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| error("no optimiser step recorded".to_string()))?;
-    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| error(e.to_string()))?;
-    let floats = |name: &str| -> Option<Vec<f32>> {
-        let view = tensors.tensor(name).ok()?;
-        Some(
-            view.data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-        )
-    };
+    let (tensors, meta): (_, MomentsMeta) = tensor_file::read(&bytes).map_err(error)?;
+    let values = |name: &str| tensors.tensor(name).ok().map(|view| floats(view.data()));
     let mut moments = Moments::new();
     for name in tensors.names() {
         if let Some(param) = name.strip_prefix("m1.")
-            && let (Some(first), Some(second)) = (floats(name), floats(&format!("m2.{param}")))
+            && let (Some(first), Some(second)) = (values(name), values(&format!("m2.{param}")))
         {
             moments.insert(param.to_string(), (first, second));
         }
     }
-    Ok((step, moments))
+    Ok((meta.step, moments))
 }

@@ -17,7 +17,7 @@ use rand::seq::SliceRandom;
 
 pub use config::{EdaConfig, PlotKind};
 
-use super::{FileInput, Stage, StageContext, StageError, StageKind, StageOutcome};
+use super::{FileInput, Stage, StageContext, StageDef, StageError, StageKind, StageOutcome, StageTables};
 use crate::data::summary::Summary;
 use crate::data::{DataError, FaceTable, parquet};
 use crate::report::faces::{Face, FaceGrid};
@@ -29,19 +29,28 @@ use stats::{Pattern, PixelStats};
 #[derive(Debug, thiserror::Error)]
 pub enum EdaError {
     #[error(transparent)]
+    Upstream(#[from] super::UpstreamError),
+    #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
     Report(#[from] ReportError),
 }
 
-pub struct EdaStage {
-    config: EdaConfig,
+pub static DEF: StageDef = StageDef {
+    name: "eda",
+    also_configured_by: &[],
+    reads: &[(StageKind::Ingest, ingest::TRAIN_FILE)],
+    read,
+};
+
+fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {
+    vec![Box::new(EdaStage {
+        config: EdaConfig::read(&mut tables.main),
+    })]
 }
 
-impl EdaStage {
-    pub fn new(config: EdaConfig) -> Self {
-        EdaStage { config }
-    }
+pub struct EdaStage {
+    config: EdaConfig,
 }
 
 impl Stage for EdaStage {
@@ -50,15 +59,11 @@ impl Stage for EdaStage {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn config(&self) -> serde_json::Value {
-        serde_json::to_value(&self.config).expect("the eda config serialises")
-    }
-
-    fn reads(&self) -> &'static [&'static str] {
-        &[ingest::TRAIN_FILE]
+        super::key_config(&self.config)
     }
 
     fn file_inputs(&self) -> Vec<FileInput> {
@@ -83,8 +88,7 @@ struct EdaNumbers<'a> {
 
 impl EdaStage {
     fn describe(&self, ctx: &StageContext) -> Result<StageOutcome, EdaError> {
-        let ingest_dir = &ctx.upstream[&StageKind::Ingest];
-        let faces = parquet::read_faces(&ingest_dir.join(ingest::TRAIN_FILE))?;
+        let faces = parquet::read_faces(&ctx.upstream_file(StageKind::Ingest, ingest::TRAIN_FILE)?)?;
         let names = &faces.coordinate_names;
         let keypoints = faces.keypoint_names();
 
@@ -122,8 +126,7 @@ impl EdaStage {
             brightness_histogram: &pixels.histogram,
         };
         let json_path = ctx.data_dir.join("eda.json");
-        let json = serde_json::to_vec_pretty(&numbers).expect("plain data serialises");
-        std::fs::write(&json_path, json).map_err(|e| ReportError::write(&json_path, e))?;
+        crate::fsutil::write_json(&json_path, &numbers).map_err(|e| ReportError::write(&json_path, e))?;
 
         let summary_path = dir.join("summary.md");
         let markdown = self.summary_markdown(&faces, &coordinates, &missing, &pixel_table, &correlation);
@@ -139,6 +142,7 @@ impl EdaStage {
                 top_patterns.to_terminal(),
                 pixel_table.to_terminal()
             )),
+            timing: None,
         })
     }
 

@@ -15,14 +15,13 @@ use serde::Serialize;
 
 pub use config::EvaluateConfig;
 
-use super::{FileInput, Stage, StageContext, StageError, StageKind, StageOutcome};
-use crate::console::Console;
-use crate::data::kaggle_csv::{self, ParseOptions};
+use super::{FileInput, Stage, StageContext, StageDef, StageError, StageKind, StageOutcome, StageTables};
 use crate::data::prepared::{Prepared, Split};
 use crate::data::{DataError, FaceTable};
 use crate::metrics::{PixelErrors, pck, per_keypoint, pixel_errors};
 use crate::report::faces::{Face, FaceGrid};
 use crate::report::{Cell, ReportError, ReportTable, plot};
+use crate::stages::ingest::{self, Labels};
 use crate::stages::prepare::PREPARED_FILE;
 use crate::stages::train::{self, TrainedModel};
 use crate::training::{TrainError, predict_pixels};
@@ -32,6 +31,8 @@ pub const METRICS_FILE: &str = "metrics.json";
 #[derive(Debug, thiserror::Error)]
 pub enum EvaluateError {
     #[error(transparent)]
+    Upstream(#[from] super::UpstreamError),
+    #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
     Train(#[from] TrainError),
@@ -39,14 +40,26 @@ pub enum EvaluateError {
     Report(#[from] ReportError),
 }
 
-pub struct EvaluateStage {
-    config: EvaluateConfig,
+pub static DEF: StageDef = StageDef {
+    name: "evaluate",
+    also_configured_by: &[],
+    reads: &[
+        (StageKind::Ingest, ingest::RULES_FILE),
+        (StageKind::Prepare, PREPARED_FILE),
+        (StageKind::Train, train::MODEL_FILE),
+        (StageKind::Train, train::MODEL_META),
+    ],
+    read,
+};
+
+fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {
+    vec![Box::new(EvaluateStage {
+        config: EvaluateConfig::read(&mut tables.main),
+    })]
 }
 
-impl EvaluateStage {
-    pub fn new(config: EvaluateConfig) -> Self {
-        EvaluateStage { config }
-    }
+pub struct EvaluateStage {
+    config: EvaluateConfig,
 }
 
 impl Stage for EvaluateStage {
@@ -55,15 +68,16 @@ impl Stage for EvaluateStage {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
+    /// The configuration, with the numerics its predictions are computed with
+    /// (on the CPU).
     fn config(&self) -> serde_json::Value {
-        serde_json::to_value(&self.config).expect("the evaluate config serialises")
-    }
-
-    fn reads(&self) -> &'static [&'static str] {
-        &[PREPARED_FILE, train::MODEL_FILE, train::MODEL_META]
+        let mut config = super::key_config(&self.config);
+        config["inference"] = format!("cpu {}", crate::training::numerics::cpu_kernels()).into();
+        config["numerics"] = crate::training::numerics::patches_version().into();
+        config
     }
 
     fn file_inputs(&self) -> Vec<FileInput> {
@@ -118,9 +132,12 @@ struct Metrics {
 
 impl EvaluateStage {
     fn evaluate(&self, ctx: &StageContext) -> Result<StageOutcome, EvaluateError> {
-        let train_dir = &ctx.upstream[&StageKind::Train];
-        let prepared = Prepared::read(&ctx.upstream[&StageKind::Prepare].join(PREPARED_FILE))?;
-        let (session, trained) = train::load_trained(train_dir)?;
+        let prepared = Prepared::read(&ctx.upstream_file(StageKind::Prepare, PREPARED_FILE)?)?;
+        let rules = ingest::ReadingRules::read(&ctx.upstream_file(StageKind::Ingest, ingest::RULES_FILE)?)?;
+        let (session, trained) = train::load_trained(
+            &ctx.upstream_file(StageKind::Train, train::MODEL_META)?,
+            &ctx.upstream_file(StageKind::Train, train::MODEL_FILE)?,
+        )?;
         let keypoints = &trained.keypoint_names;
         let mean_shape = mean_shape(&prepared.train, prepared.coordinate_names.len());
 
@@ -139,7 +156,7 @@ impl EvaluateStage {
         );
         let validation_full_labels = match &self.config.truth {
             Some(path) => {
-                let truth = read_labelled(path, ctx.console)?;
+                let truth = ingest::read_like_training(path, &rules, Labels::Required, ctx.console)?;
                 let (targets, labelled) = truth_for(&truth, &prepared, path)?;
                 Some(score(&val_pixels, &targets, &labelled, keypoints, &mean_shape))
             }
@@ -147,15 +164,7 @@ impl EvaluateStage {
         };
         let data = match &self.config.data {
             Some(path) => {
-                let faces = read_labelled(path, ctx.console)?;
-                if faces.side != prepared.side || faces.coordinate_names != prepared.coordinate_names {
-                    return Err(DataError::Mismatch {
-                        path: path.clone(),
-                        message: "its coordinate columns or image side differ from the training data"
-                            .to_string(),
-                    }
-                    .into());
-                }
+                let faces = ingest::read_like_training(path, &rules, Labels::Required, ctx.console)?;
                 let pixels = predict_pixels(session.as_ref(), &faces.pixels, faces.len(), faces.side)?;
                 let labelled: Vec<u8> = faces.coords.iter().map(|v| u8::from(!v.is_nan())).collect();
                 let targets: Vec<f32> = faces
@@ -174,7 +183,7 @@ impl EvaluateStage {
             validation_full_labels,
             data,
         };
-        let json = serde_json::to_vec_pretty(&metrics).expect("plain data serialises");
+        let json = serde_json::to_vec_pretty(&metrics).map_err(|e| ReportError::write(ctx.data_dir, e))?;
         let write =
             |path: &Path, bytes: &[u8]| std::fs::write(path, bytes).map_err(|e| ReportError::write(path, e));
         write(&ctx.data_dir.join(METRICS_FILE), &json)?;
@@ -251,6 +260,7 @@ impl EvaluateStage {
                 overall.to_terminal(),
                 per_keypoint.to_terminal()
             )),
+            timing: None,
         })
     }
 }
@@ -293,15 +303,6 @@ fn score(pred: &[f32], targets: &[f32], labelled: &[u8], keypoints: &[String], m
     }
 }
 
-fn read_labelled(path: &Path, console: &Console) -> Result<FaceTable, DataError> {
-    let options = ParseOptions {
-        skip_bad_rows: false,
-        coordinate_tolerance: 1.0,
-        ignore_coordinates: false,
-    };
-    Ok(kaggle_csv::read(path, options, console)?.table)
-}
-
 /// The `truth` file's labels for the validation rows, matched by source row and
 /// checked to be the same faces.
 fn truth_for(truth: &FaceTable, prepared: &Prepared, path: &Path) -> Result<(Vec<f32>, Vec<u8>), DataError> {
@@ -309,11 +310,6 @@ fn truth_for(truth: &FaceTable, prepared: &Prepared, path: &Path) -> Result<(Vec
         path: path.to_path_buf(),
         message,
     };
-    if truth.coordinate_names != prepared.coordinate_names || truth.side != prepared.side {
-        return Err(mismatch(
-            "its coordinate columns or image side differ from the training data".to_string(),
-        ));
-    }
     let pixels = prepared.side * prepared.side;
     let (mut targets, mut labelled) = (Vec::new(), Vec::new());
     for (i, &source_row) in prepared.val.source_rows.iter().enumerate() {

@@ -27,6 +27,8 @@ pub struct IngestConfig {
     pub on_bad_row: OnBadRow,
     /// `coordinate_tolerance`: pixels a label may lie outside `[0, side)` (default 1.0).
     pub coordinate_tolerance: f64,
+    /// `image_side`: the images' side in pixels (default: that of most rows' images).
+    pub image_side: Option<usize>,
 }
 
 impl IngestConfig {
@@ -37,6 +39,9 @@ impl IngestConfig {
             lookup: r.path("lookup"),
             on_bad_row: r.choice("on_bad_row", OnBadRow::Error),
             coordinate_tolerance: r.f64_in("coordinate_tolerance", 1.0, 0.0..=f64::from(u16::MAX)),
+            image_side: r
+                .states("image_side")
+                .then(|| r.usize_in("image_side", 96, 1..=4096)),
         }
     }
 }

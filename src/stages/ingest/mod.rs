@@ -1,8 +1,10 @@
 //! The ingest stage: Kaggle-layout CSV (plain, gzip or zip) to Parquet, validated.
 //!
 //! Writes to its cache entry's `data/`: `train.parquet`, `test.parquet` and
-//! `lookup.parquet` (when configured) and `ingest.json` (image side, coordinate
-//! names, counts). Writes `ingest/summary.md` to the pipeline's reports.
+//! `lookup.parquet` (when configured), `ingest.json` (image side, coordinate
+//! names, counts) and `rules.json` (what other files of the pipeline are read
+//! with: see [`read_like_training`]). Writes `ingest/summary.md` to the
+//! pipeline's reports.
 
 mod config;
 mod summary;
@@ -12,15 +14,17 @@ use std::path::Path;
 pub use config::{IngestConfig, OnBadRow};
 pub use summary::IngestMeta;
 
-use super::{FileInput, Stage, StageContext, StageError, StageKind, StageOutcome};
+use super::{FileInput, Stage, StageContext, StageDef, StageError, StageKind, StageOutcome, StageTables};
+use crate::console::Console;
 use crate::data::kaggle_csv::{self, ParseOptions};
-use crate::data::{DataError, lookup, parquet};
+use crate::data::{DataError, FaceTable, lookup, parquet};
 use crate::fsutil;
 
 pub const TRAIN_FILE: &str = "train.parquet";
 pub const TEST_FILE: &str = "test.parquet";
 pub const LOOKUP_FILE: &str = "lookup.parquet";
 pub const META_FILE: &str = "ingest.json";
+pub const RULES_FILE: &str = "rules.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -33,20 +37,33 @@ pub enum IngestError {
     },
 }
 
+pub static DEF: StageDef = StageDef {
+    name: "ingest",
+    also_configured_by: &[],
+    reads: &[],
+    read,
+};
+
+fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {
+    vec![Box::new(IngestStage {
+        config: IngestConfig::read(&mut tables.main),
+    })]
+}
+
 pub struct IngestStage {
     config: IngestConfig,
 }
 
 impl IngestStage {
-    pub fn new(config: IngestConfig) -> Self {
-        IngestStage { config }
-    }
-
     fn options(&self) -> ParseOptions {
         ParseOptions {
             skip_bad_rows: self.config.on_bad_row == OnBadRow::Skip,
             coordinate_tolerance: self.config.coordinate_tolerance as f32,
             ignore_coordinates: false,
+            side: self
+                .config
+                .image_side
+                .map(|side| (side, "as [ingest] image_side says")),
         }
     }
 }
@@ -57,15 +74,11 @@ impl Stage for IngestStage {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn config(&self) -> serde_json::Value {
-        serde_json::to_value(&self.config).expect("the ingest config serialises")
-    }
-
-    fn reads(&self) -> &'static [&'static str] {
-        &[]
+        super::key_config(&self.config)
     }
 
     fn file_inputs(&self) -> Vec<FileInput> {
@@ -111,6 +124,11 @@ impl IngestStage {
         }
         parquet::write_faces(&ctx.data_dir.join(TRAIN_FILE), &train)?;
         let mut meta = IngestMeta::of_train(&train, &parsed.skipped);
+        let rules = ReadingRules {
+            side: train.side,
+            coordinate_names: train.coordinate_names.clone(),
+            coordinate_tolerance: self.config.coordinate_tolerance,
+        };
 
         let mut test_ids = None;
         if let Some(test_path) = &self.config.test {
@@ -141,38 +159,84 @@ impl IngestStage {
             meta.lookup_rows = Some(table.len());
         }
 
-        write_json(&ctx.data_dir.join(META_FILE), &meta)?;
-        let report = ctx.report_dir.join("ingest");
-        let write_io = |path: &Path| {
+        let write_error = |path: &Path| {
             let path = path.to_path_buf();
             move |source| IngestError::Write { path, source }
         };
-        std::fs::create_dir_all(&report).map_err(write_io(&report))?;
+        let meta_path = ctx.data_dir.join(META_FILE);
+        fsutil::write_json(&meta_path, &meta).map_err(write_error(&meta_path))?;
+        let rules_path = ctx.data_dir.join(RULES_FILE);
+        fsutil::write_json(&rules_path, &rules).map_err(write_error(&rules_path))?;
+        let report = ctx.report_dir.join("ingest");
+        std::fs::create_dir_all(&report).map_err(write_error(&report))?;
         let summary_path = report.join("summary.md");
-        std::fs::write(&summary_path, meta.markdown()).map_err(write_io(&summary_path))?;
+        std::fs::write(&summary_path, meta.markdown()).map_err(write_error(&summary_path))?;
         Ok(StageOutcome {
             summary: Some(meta.terminal_tables()),
+            timing: None,
         })
     }
 }
 
-fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), IngestError> {
-    let text = serde_json::to_vec_pretty(value).expect("plain data serialises");
-    fsutil::write_atomic(path, &text).map_err(|source| IngestError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+/// Whether a file read like the training file must carry its coordinate columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Labels {
+    /// Labelled data (`val_file`, `truth`, `data`): the same coordinate columns
+    /// as the training file, checked the same way.
+    Required,
+    /// Faces only predicted on: coordinate columns, if any, are ignored.
+    Ignored,
 }
 
-/// Reads the `ingest.json` an ingest entry wrote: what later stages learn about the data.
-pub fn read_meta(data_dir: &Path) -> Result<IngestMeta, DataError> {
-    let path = data_dir.join(META_FILE);
-    let text = std::fs::read(&path).map_err(|source| DataError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    serde_json::from_slice(&text).map_err(|e| DataError::Corrupt {
-        path,
-        message: e.to_string(),
-    })
+/// What the pipeline's other files are read with: the training file's image
+/// side and coordinate columns, and `[ingest] coordinate_tolerance`. Kept apart
+/// from `ingest.json`, so that stages reading it do not rerun when only counts
+/// change (say, a test file is added).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReadingRules {
+    pub side: usize,
+    pub coordinate_names: Vec<String>,
+    pub coordinate_tolerance: f64,
+}
+
+impl ReadingRules {
+    pub fn read(path: &Path) -> Result<ReadingRules, DataError> {
+        let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| DataError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Reads another Kaggle-layout file under the rules the pipeline's training file
+/// was ingested with, every row required to pass: the one reader for prepare's
+/// `val_file`, evaluate's `truth` and `data`, and `fkp predict`'s input.
+pub fn read_like_training(
+    path: &Path,
+    rules: &ReadingRules,
+    labels: Labels,
+    console: &Console,
+) -> Result<FaceTable, DataError> {
+    let options = ParseOptions {
+        skip_bad_rows: false,
+        coordinate_tolerance: rules.coordinate_tolerance as f32,
+        ignore_coordinates: labels == Labels::Ignored,
+        side: Some((rules.side, "like the training images")),
+    };
+    let faces = kaggle_csv::read(path, options, console)?.table;
+    if labels == Labels::Required && faces.coordinate_names != rules.coordinate_names {
+        return Err(DataError::Mismatch {
+            path: path.to_path_buf(),
+            message: format!(
+                "its {} coordinate columns differ from the training file's {}",
+                faces.coordinate_names.len(),
+                rules.coordinate_names.len()
+            ),
+        });
+    }
+    Ok(faces)
 }

@@ -15,21 +15,22 @@ use rand::seq::SliceRandom;
 
 pub use config::{Missing, PrepareConfig};
 
-use super::{FileInput, Stage, StageContext, StageError, StageKind, StageOutcome};
+use super::{FileInput, Stage, StageContext, StageDef, StageError, StageKind, StageOutcome, StageTables};
 use crate::config::{ConfigError, ConfigErrorKind, Location};
 use crate::console::Console;
-use crate::data::kaggle_csv::{self, ParseOptions};
 use crate::data::prepared::{Prepared, Split};
 use crate::data::summary::describe;
 use crate::data::{DataError, FaceTable, parquet};
 use crate::report::{Cell, ReportError, ReportTable};
-use crate::stages::ingest;
+use crate::stages::ingest::{self, Labels, ReadingRules};
 
 pub const PREPARED_FILE: &str = "prepared.safetensors";
 pub const META_FILE: &str = "prepare.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
+    #[error(transparent)]
+    Upstream(#[from] super::UpstreamError),
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
@@ -39,14 +40,24 @@ pub enum PrepareError {
     Config(#[from] ConfigError),
 }
 
-pub struct PrepareStage {
-    config: PrepareConfig,
+pub static DEF: StageDef = StageDef {
+    name: "prepare",
+    also_configured_by: &[],
+    reads: &[
+        (StageKind::Ingest, ingest::TRAIN_FILE),
+        (StageKind::Ingest, ingest::RULES_FILE),
+    ],
+    read,
+};
+
+fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {
+    vec![Box::new(PrepareStage {
+        config: PrepareConfig::read(&mut tables.main),
+    })]
 }
 
-impl PrepareStage {
-    pub fn new(config: PrepareConfig) -> Self {
-        PrepareStage { config }
-    }
+pub struct PrepareStage {
+    config: PrepareConfig,
 }
 
 impl Stage for PrepareStage {
@@ -55,15 +66,11 @@ impl Stage for PrepareStage {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn config(&self) -> serde_json::Value {
-        serde_json::to_value(&self.config).expect("the prepare config serialises")
-    }
-
-    fn reads(&self) -> &'static [&'static str] {
-        &[ingest::TRAIN_FILE]
+        super::key_config(&self.config)
     }
 
     fn file_inputs(&self) -> Vec<FileInput> {
@@ -88,7 +95,9 @@ pub struct PrepareMeta {
     pub missing: Missing,
     pub seed: u64,
     pub val_share: Option<f64>,
-    pub val_file: Option<std::path::PathBuf>,
+    /// Whether validation comes from `val_file` (its content is in the cache key;
+    /// its path is not, so it is not written here either).
+    pub val_from_file: bool,
     pub train_rows: usize,
     pub val_rows: usize,
     /// Training rows removed by `drop`.
@@ -118,9 +127,9 @@ fn config_error(at: &Option<Location>, key: &str, message: String) -> PrepareErr
 
 impl PrepareStage {
     fn prepare(&self, ctx: &StageContext) -> Result<StageOutcome, PrepareError> {
-        let ingest_dir = &ctx.upstream[&StageKind::Ingest];
-        let faces = parquet::read_faces(&ingest_dir.join(ingest::TRAIN_FILE))?;
-        let (train_rows, val) = self.split(&faces, ctx.console)?;
+        let faces = parquet::read_faces(&ctx.upstream_file(StageKind::Ingest, ingest::TRAIN_FILE)?)?;
+        let rules = ingest::ReadingRules::read(&ctx.upstream_file(StageKind::Ingest, ingest::RULES_FILE)?)?;
+        let (train_rows, val) = self.split(&faces, &rules, ctx.console)?;
         let (train, meta) = self.training_split(&faces, &train_rows, &val)?;
         let prepared = Prepared {
             side: faces.side,
@@ -130,8 +139,7 @@ impl PrepareStage {
         };
         prepared.write(&ctx.data_dir.join(PREPARED_FILE))?;
         let meta_path = ctx.data_dir.join(META_FILE);
-        let json = serde_json::to_vec_pretty(&meta).expect("plain data serialises");
-        std::fs::write(&meta_path, json).map_err(|e| ReportError::write(&meta_path, e))?;
+        crate::fsutil::write_json(&meta_path, &meta).map_err(|e| ReportError::write(&meta_path, e))?;
 
         let table = summary_table(&meta);
         let fills = fill_table(&faces.coordinate_names, &meta);
@@ -153,35 +161,20 @@ impl PrepareStage {
         std::fs::write(&path, markdown).map_err(|e| ReportError::write(&path, e))?;
         Ok(StageOutcome {
             summary: Some(table.to_terminal()),
+            timing: None,
         })
     }
 
     /// Training row indices and the validation split: a seeded shuffle of the
     /// ingested rows, or every row when a separate `val_file` validates.
-    fn split(&self, faces: &FaceTable, console: &Console) -> Result<(Vec<usize>, Split), PrepareError> {
+    fn split(
+        &self,
+        faces: &FaceTable,
+        rules: &ReadingRules,
+        console: &Console,
+    ) -> Result<(Vec<usize>, Split), PrepareError> {
         if let Some(path) = &self.config.val_file {
-            let options = ParseOptions {
-                skip_bad_rows: false,
-                coordinate_tolerance: 1.0,
-                ignore_coordinates: false,
-            };
-            let val_faces = kaggle_csv::read(path, options, console)?.table;
-            if val_faces.coordinate_names != faces.coordinate_names || val_faces.side != faces.side {
-                return Err(config_error(
-                    &self.config.split_at,
-                    "val_file",
-                    format!(
-                        "{} has {} coordinates on {}x{} images, the training data {} on {}x{}",
-                        path.display(),
-                        val_faces.coordinate_names.len(),
-                        val_faces.side,
-                        val_faces.side,
-                        faces.coordinate_names.len(),
-                        faces.side,
-                        faces.side
-                    ),
-                ));
-            }
+            let val_faces = ingest::read_like_training(path, rules, Labels::Required, console)?;
             let all: Vec<usize> = (0..val_faces.len()).collect();
             return Ok(((0..faces.len()).collect(), validation_split(&val_faces, &all)));
         }
@@ -261,7 +254,7 @@ impl PrepareStage {
             missing: self.config.missing,
             seed: self.config.seed,
             val_share: self.config.val_file.is_none().then_some(self.config.val),
-            val_file: self.config.val_file.clone(),
+            val_from_file: self.config.val_file.is_some(),
             train_rows: kept.len(),
             val_rows: val.len(),
             dropped_rows: rows.len() - kept.len(),
@@ -319,10 +312,10 @@ fn validation_split(faces: &FaceTable, rows: &[usize]) -> Split {
 
 fn summary_table(meta: &PrepareMeta) -> ReportTable {
     let mut table = ReportTable::new(["", "value"], 0);
-    let split = match (&meta.val_file, meta.val_share) {
-        (Some(path), _) => format!("validation file {}", path.display()),
-        (None, Some(share)) => format!("{:.0}% held out (seed {})", share * 100.0, meta.seed),
-        (None, None) => String::new(),
+    let split = match (meta.val_from_file, meta.val_share) {
+        (true, _) => "the rows of `val_file`".to_string(),
+        (false, Some(share)) => format!("{:.0}% held out (seed {})", share * 100.0, meta.seed),
+        (false, None) => String::new(),
     };
     let rows: [(&str, Cell); 9] = [
         ("missing labels", meta.missing.name().into()),
@@ -381,21 +374,33 @@ mod tests {
         }
     }
 
+    fn rules_of(faces: &FaceTable) -> ReadingRules {
+        ReadingRules {
+            side: faces.side,
+            coordinate_names: faces.coordinate_names.clone(),
+            coordinate_tolerance: 1.0,
+        }
+    }
+
     fn stage(missing: Missing) -> PrepareStage {
-        PrepareStage::new(PrepareConfig {
-            missing,
-            val: 0.3,
-            seed: 7,
-            val_file: None,
-            missing_at: None,
-            split_at: None,
-        })
+        PrepareStage {
+            config: PrepareConfig {
+                missing,
+                val: 0.3,
+                seed: 7,
+                val_file: None,
+                missing_at: None,
+                split_at: None,
+            },
+        }
     }
 
     fn run(missing: Missing) -> (Vec<usize>, Split, Split, PrepareMeta) {
         let faces = faces();
         let stage = stage(missing);
-        let (rows, val) = stage.split(&faces, &Console::silent()).unwrap();
+        let (rows, val) = stage
+            .split(&faces, &rules_of(&faces), &Console::silent())
+            .unwrap();
         let (train, meta) = stage.training_split(&faces, &rows, &val).unwrap();
         (rows, train, val, meta)
     }
@@ -476,7 +481,7 @@ mod tests {
         let split = |seed| {
             let mut s = stage(Missing::Mask);
             s.config.seed = seed;
-            s.split(&faces, &Console::silent()).unwrap().0
+            s.split(&faces, &rules_of(&faces), &Console::silent()).unwrap().0
         };
         assert_eq!(split(1), split(1));
         assert_ne!(split(1), split(2));
@@ -487,7 +492,10 @@ mod tests {
         let faces = faces();
         let mut s = stage(Missing::Mask);
         s.config.val = 0.01;
-        let error = s.split(&faces, &Console::silent()).unwrap_err().to_string();
+        let error = s
+            .split(&faces, &rules_of(&faces), &Console::silent())
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("`prepare.val`") && error.contains("both need rows"),
             "{error}"
@@ -498,7 +506,9 @@ mod tests {
             all_missing.coords[row * 4 + 2] = f32::NAN;
         }
         let s = stage(Missing::Drop);
-        let (rows, val) = s.split(&all_missing, &Console::silent()).unwrap();
+        let (rows, val) = s
+            .split(&all_missing, &rules_of(&all_missing), &Console::silent())
+            .unwrap();
         let error = s
             .training_split(&all_missing, &rows, &val)
             .unwrap_err()

@@ -66,11 +66,12 @@ impl ModelConfig {
     }
 }
 
-/// `[train]`, with `[model]` as part of its configuration (and cache key).
+/// `[train]`. (`[model]` is part of the train stage's configuration and key too.)
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TrainConfig {
-    pub model: ModelConfig,
-    /// `device`: "cpu", "cuda" or "auto" (default "auto").
+    /// `device`: "cpu", "cuda" or "auto" (default "auto"). The key holds the
+    /// device it resolves to instead.
+    #[serde(skip)]
     pub device: DeviceChoice,
     /// `epochs` (default 30).
     pub epochs: usize,
@@ -93,7 +94,7 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    pub fn read(r: &mut TableReader, model: ModelConfig) -> TrainConfig {
+    pub fn read(r: &mut TableReader) -> TrainConfig {
         let epochs = r.usize_in("epochs", 30, 1..=100_000);
         let batch_size = r.usize_in("batch_size", 64, 1..=65_536);
         let kind = r.choice("optimizer", OptimizerKind::Adam);
@@ -164,7 +165,6 @@ impl TrainConfig {
             None => Augment::default(),
         };
         TrainConfig {
-            model,
             device: r.choice("device", DeviceChoice::Auto),
             epochs,
             batch_size,

@@ -1,4 +1,6 @@
-//! Choosing where to train: `device = "cpu" | "cuda" | "auto"`.
+//! Choosing where to train: `device = "cpu" | "cuda" | "auto"`. The choice is
+//! resolved before the cache key is made, so "auto" files CPU and CUDA results
+//! under different keys.
 
 use dfdx::prelude::*;
 
@@ -6,45 +8,110 @@ use super::TrainStageError;
 use super::config::{DeviceChoice, TrainConfig};
 use crate::console::Console;
 use crate::models::ModelSpec;
-use crate::training::{Session, open_session};
+use crate::training::{Session, numerics, open_session};
 
-/// Opens a training session on the configured device; returns it and the
+/// The device a `[train] device` choice resolves to on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    Cpu {
+        /// Why "auto" did not pick CUDA, when it did not.
+        fallback: Option<String>,
+    },
+    Cuda,
+    /// `device = "cuda"` where CUDA cannot be used: an error once the stage runs.
+    CudaUnavailable(String),
+}
+
+impl Resolved {
+    /// What goes into the cache key: the device, and on the CPU the kernels its
+    /// numbers come from.
+    pub fn key(&self) -> String {
+        match self {
+            Resolved::Cpu { .. } => format!("cpu {}", numerics::cpu_kernels()),
+            Resolved::Cuda | Resolved::CudaUnavailable(_) => "cuda".to_string(),
+        }
+    }
+}
+
+pub fn resolve(choice: DeviceChoice) -> Resolved {
+    match (choice, cuda_available()) {
+        (DeviceChoice::Cpu, _) => Resolved::Cpu { fallback: None },
+        (DeviceChoice::Cuda | DeviceChoice::Auto, Ok(())) => Resolved::Cuda,
+        (DeviceChoice::Cuda, Err(why)) => Resolved::CudaUnavailable(why),
+        (DeviceChoice::Auto, Err(why)) => Resolved::Cpu { fallback: Some(why) },
+    }
+}
+
+/// Opens a training session on the resolved device; returns it and the
 /// device's name.
 pub fn open(
+    device: &Resolved,
     config: &TrainConfig,
     spec: &ModelSpec,
     console: &Console,
 ) -> Result<(Box<dyn Session>, &'static str), TrainStageError> {
-    match config.device {
-        DeviceChoice::Cpu => cpu(config, spec),
-        DeviceChoice::Cuda => cuda(config, spec).map_err(TrainStageError::Device),
-        DeviceChoice::Auto => match cuda(config, spec) {
-            Ok(session) => Ok(session),
-            Err(why) => {
+    match device {
+        Resolved::Cpu { fallback } => {
+            if let Some(why) = fallback {
                 console.warn(&format!("device = \"auto\": {why}; training on the CPU"));
-                cpu(config, spec)
             }
-        },
+            let dev = Cpu::seed_from_u64(config.seed);
+            // Reusing freed buffers instead of faulting in fresh memory for every
+            // operation about doubles dfdx's CPU speed.
+            dev.enable_cache();
+            Ok((open_session(dev, "cpu", spec, &config.optimizer)?, "cpu"))
+        }
+        Resolved::Cuda => cuda(config, spec),
+        Resolved::CudaUnavailable(why) => Err(TrainStageError::Device(why.clone())),
     }
 }
 
-fn cpu(config: &TrainConfig, spec: &ModelSpec) -> Result<(Box<dyn Session>, &'static str), TrainStageError> {
-    let dev = Cpu::seed_from_u64(config.seed);
-    // Reusing freed buffers instead of faulting in fresh memory for every
-    // operation about doubles dfdx's CPU speed.
-    dev.enable_cache();
-    Ok((open_session(dev, "cpu", spec, &config.optimizer)?, "cpu"))
-}
-
 #[cfg(feature = "cuda")]
-fn cuda(config: &TrainConfig, spec: &ModelSpec) -> Result<(Box<dyn Session>, &'static str), String> {
-    let dev = Cuda::try_seed_from_u64(config.seed).map_err(|e| format!("no usable CUDA GPU ({e:?})"))?;
-    dev.enable_cache();
-    let session = open_session(dev, "cuda", spec, &config.optimizer).map_err(|e| e.to_string())?;
-    Ok((session, "cuda"))
+fn cuda_available() -> Result<(), String> {
+    static PROBE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            Cuda::try_seed_from_u64(0)
+                .map(drop)
+                .map_err(|e| format!("no usable CUDA GPU ({e:?})"))
+        })
+        .clone()
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda(_: &TrainConfig, _: &ModelSpec) -> Result<(Box<dyn Session>, &'static str), String> {
-    Err("this fkp was built without CUDA (rebuild with `cargo build --release --features cuda`)".to_string())
+const NO_CUDA: &str =
+    "this fkp was built without CUDA (rebuild with `cargo build --release --features cuda`)";
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_available() -> Result<(), String> {
+    Err(NO_CUDA.to_string())
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(config: &TrainConfig, spec: &ModelSpec) -> Result<(Box<dyn Session>, &'static str), TrainStageError> {
+    let dev = Cuda::try_seed_from_u64(config.seed)
+        .map_err(|e| TrainStageError::Device(format!("no usable CUDA GPU ({e:?})")))?;
+    dev.enable_cache();
+    Ok((open_session(dev, "cuda", spec, &config.optimizer)?, "cuda"))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda(_: &TrainConfig, _: &ModelSpec) -> Result<(Box<dyn Session>, &'static str), TrainStageError> {
+    Err(TrainStageError::Device(NO_CUDA.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_and_cpu_share_a_key_when_auto_means_the_cpu() {
+        let cpu = resolve(DeviceChoice::Cpu);
+        let auto = resolve(DeviceChoice::Auto);
+        assert!(cpu.key().starts_with("cpu "), "{}", cpu.key());
+        if cfg!(not(feature = "cuda")) {
+            assert_eq!(auto.key(), cpu.key());
+            assert_eq!(resolve(DeviceChoice::Cuda).key(), "cuda");
+        }
+    }
 }

@@ -4,10 +4,15 @@
 //! Writes to `data/`: `model.safetensors` (the final weights: the best epoch's
 //! with `restore_best`), `model.json` (how to rebuild the network) and
 //! `history.csv` (one row per epoch). Reports: `reports/<pipeline>/train/`
-//! (history table) and `learning_curves.png`/`.svg`.
+//! (history table) and `learning_curves.png`/`.svg`. Per-epoch wall times and
+//! images/s go to the entry's `timing.json` only: they differ from run to run.
 //!
 //! The checkpoint (`weights`, `optimizer`, `best` and `state.json`) lives in the
-//! cache's `checkpoints/train-<key>/` until the stage succeeds.
+//! cache's `checkpoints/train-<key>/` until the stage succeeds. Everything the
+//! remaining epochs depend on is in it or follows from (seed, epoch): batch
+//! order, augmentation and dropout's random numbers are drawn afresh from them
+//! at the start of each epoch, so a resumed run ends bit-identical to an
+//! uninterrupted one.
 
 mod config;
 mod curves;
@@ -21,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{DeviceChoice, ModelConfig, TrainConfig};
 
-use super::{FileInput, Stage, StageContext, StageError, StageKind, StageOutcome};
+use super::{FileInput, Stage, StageContext, StageDef, StageError, StageKind, StageOutcome, StageTables};
 use crate::console::Unit;
 use crate::data::DataError;
 use crate::data::augment::FlipMap;
@@ -41,6 +46,8 @@ pub const HISTORY_FILE: &str = "history.csv";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainStageError {
+    #[error(transparent)]
+    Upstream(#[from] super::UpstreamError),
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
@@ -63,7 +70,7 @@ pub struct TrainedModel {
     pub parameters: usize,
 }
 
-/// One epoch of the log.
+/// One epoch of the log: what the epoch computed, the same on every run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochLog {
     pub epoch: usize,
@@ -72,8 +79,14 @@ pub struct EpochLog {
     pub val_rmse_px: f64,
     pub val_mae_px: f64,
     pub lr: f64,
-    pub images_per_s: f64,
-    pub seconds: f64,
+}
+
+/// How long an epoch took: volatile, kept in `timing.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EpochTiming {
+    epoch: usize,
+    images_per_s: f64,
+    seconds: f64,
 }
 
 /// Everything a checkpoint restores besides weights and optimiser moments.
@@ -83,17 +96,37 @@ struct Progress {
     schedule: ScheduleState,
     early: EarlyStoppingState,
     history: Vec<EpochLog>,
+    timing: Vec<EpochTiming>,
     stopped_early: bool,
 }
 
-pub struct TrainStage {
-    config: TrainConfig,
+pub static DEF: StageDef = StageDef {
+    name: "train",
+    also_configured_by: &["model"],
+    reads: &[(StageKind::Prepare, PREPARED_FILE)],
+    read,
+};
+
+fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {
+    // [train] is read even without [model], so its own mistakes are reported too.
+    let config = TrainConfig::read(&mut tables.main);
+    let Some(model) = tables.also[0].as_mut().map(ModelConfig::read) else {
+        tables
+            .main
+            .needs_table("model", "add [model] with `arch = \"lenet\"` (or another)");
+        return Vec::new();
+    };
+    vec![Box::new(TrainStage {
+        device: device::resolve(config.device),
+        model,
+        config,
+    })]
 }
 
-impl TrainStage {
-    pub fn new(config: TrainConfig) -> Self {
-        TrainStage { config }
-    }
+pub struct TrainStage {
+    model: ModelConfig,
+    config: TrainConfig,
+    device: device::Resolved,
 }
 
 impl Stage for TrainStage {
@@ -102,15 +135,18 @@ impl Stage for TrainStage {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
+    /// The configuration, with the device `device` resolves to (so "auto" files
+    /// CPU and CUDA results under different keys) and the numerics it computes
+    /// with.
     fn config(&self) -> serde_json::Value {
-        serde_json::to_value(&self.config).expect("the train config serialises")
-    }
-
-    fn reads(&self) -> &'static [&'static str] {
-        &[PREPARED_FILE]
+        let mut config = super::key_config(&self.config);
+        config["model"] = super::key_config(&self.model);
+        config["device"] = self.device.key().into();
+        config["numerics"] = crate::training::numerics::patches_version().into();
+        config
     }
 
     fn file_inputs(&self) -> Vec<FileInput> {
@@ -130,16 +166,16 @@ const STATE: &str = "state.json";
 impl TrainStage {
     fn train(&self, ctx: &StageContext) -> Result<StageOutcome, TrainStageError> {
         let config = &self.config;
-        let prepared = Prepared::read(&ctx.upstream[&StageKind::Prepare].join(PREPARED_FILE))?;
+        let prepared = Prepared::read(&ctx.upstream_file(StageKind::Prepare, PREPARED_FILE)?)?;
         let keypoint_names = crate::data::faces::keypoint_names(&prepared.coordinate_names);
         let spec = ModelSpec {
-            arch: config.model.arch,
-            channels: config.model.channels,
-            dropout: config.model.dropout,
+            arch: self.model.arch,
+            channels: self.model.channels,
+            dropout: self.model.dropout,
             side: prepared.side,
             outputs: prepared.coordinate_names.len(),
         };
-        let (mut session, device) = device::open(config, &spec, ctx.console)?;
+        let (mut session, device) = device::open(&self.device, config, &spec, ctx.console)?;
         ctx.console.status(&format!(
             "             {} on {device}: {} parameters, {} training and {} validation faces",
             spec.arch.name(),
@@ -176,6 +212,7 @@ impl TrainStage {
                 schedule: ScheduleState::new(config.optimizer.lr),
                 early: EarlyStoppingState::default(),
                 history: Vec::new(),
+                timing: Vec::new(),
                 stopped_early: false,
             },
         };
@@ -197,14 +234,18 @@ impl TrainStage {
                 val_rmse_px: errors.rmse,
                 val_mae_px: errors.mae,
                 lr: progress.schedule.lr,
+            };
+            let timing = EpochTiming {
+                epoch,
                 images_per_s: prepared.train.len() as f64 / train_seconds.max(1e-9),
                 seconds: started.elapsed().as_secs_f64(),
             };
             ctx.console.status(&format!(
                 "             epoch {epoch:>3}/{}: train loss {:.5}  val loss {:.5}  val RMSE {:.3} px  lr {:.2e}  {:.1} img/s",
-                config.epochs, log.train_loss, log.val_loss, log.val_rmse_px, log.lr, log.images_per_s
+                config.epochs, log.train_loss, log.val_loss, log.val_rmse_px, log.lr, timing.images_per_s
             ));
             progress.history.push(log);
+            progress.timing.push(timing);
 
             let (improved, stop) = progress
                 .early
@@ -245,11 +286,7 @@ impl TrainStage {
             parameters: session.parameters(),
         };
         let meta = ctx.data_dir.join(MODEL_META);
-        std::fs::write(
-            &meta,
-            serde_json::to_vec_pretty(&trained).expect("plain data serialises"),
-        )
-        .map_err(|e| write(&meta, &e))?;
+        fsutil::write_json(&meta, &trained).map_err(|e| write(&meta, &e))?;
 
         let table = history_table(&progress.history);
         table.write_csv(&ctx.data_dir.join(HISTORY_FILE))?;
@@ -265,6 +302,7 @@ impl TrainStage {
         )?;
         Ok(StageOutcome {
             summary: Some(table.to_terminal()),
+            timing: Some(serde_json::json!({ "epochs": progress.timing })),
         })
     }
 
@@ -286,6 +324,7 @@ impl TrainStage {
         let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut rand_pcg::Pcg64Mcg::seed_from_u64(epoch_seed));
         let mut augment_rng = rand_pcg::Pcg64Mcg::seed_from_u64(epoch_seed ^ 0x5eed);
+        session.reseed(epoch_seed ^ 0xd809);
         let augment = (!config.augment.is_identity()).then_some(&config.augment);
 
         let batches = order.len().div_ceil(config.batch_size);
@@ -314,14 +353,17 @@ impl TrainStage {
     }
 }
 
-/// Rebuilds a trained network (on the CPU) from a train entry's `data/`.
-pub fn load_trained(data_dir: &Path) -> Result<(Box<dyn Session>, TrainedModel), TrainError> {
-    let meta_path = data_dir.join(MODEL_META);
+/// Rebuilds a trained network (on the CPU) from a train entry's `model.json`
+/// and `model.safetensors`.
+pub fn load_trained(
+    meta_path: &Path,
+    weights: &Path,
+) -> Result<(Box<dyn Session>, TrainedModel), TrainError> {
     let read_error = |message: String| TrainError::Read {
-        path: meta_path.clone(),
+        path: meta_path.to_path_buf(),
         message,
     };
-    let bytes = std::fs::read(&meta_path).map_err(|e| read_error(e.to_string()))?;
+    let bytes = std::fs::read(meta_path).map_err(|e| read_error(e.to_string()))?;
     let trained: TrainedModel = serde_json::from_slice(&bytes).map_err(|e| read_error(e.to_string()))?;
     let dev = dfdx::tensor::Cpu::default();
     let settings = crate::training::OptimizerSettings {
@@ -332,7 +374,7 @@ pub fn load_trained(data_dir: &Path) -> Result<(Box<dyn Session>, TrainedModel),
         nesterov: false,
     };
     let mut session = crate::training::open_session(dev, "cpu", &trained.spec, &settings)?;
-    session.load_weights(&data_dir.join(MODEL_FILE))?;
+    session.load_weights(weights)?;
     Ok((session, trained))
 }
 
@@ -378,8 +420,6 @@ fn history_table(history: &[EpochLog]) -> ReportTable {
             "val RMSE px",
             "val MAE px",
             "lr",
-            "images/s",
-            "seconds",
         ],
         4,
     );
@@ -391,8 +431,6 @@ fn history_table(history: &[EpochLog]) -> ReportTable {
             log.val_rmse_px.into(),
             log.val_mae_px.into(),
             Cell::Text(format!("{:.3e}", log.lr)),
-            log.images_per_s.into(),
-            log.seconds.into(),
         ]);
     }
     table
