@@ -132,6 +132,11 @@ fn remove_stale_temp_files(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// For `skip_serializing_if`: a path left empty on purpose.
+pub fn is_empty_path(path: &Path) -> bool {
+    path.as_os_str().is_empty()
+}
+
 /// Serde for paths in fkp's JSON (records, manifests, status): written as text,
 /// with any bytes that are not UTF-8 replaced by `�` rather than failing.
 pub mod lossy_path {

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::{Scratch, blob_csv};
 use serde_json::Value;
 
@@ -49,72 +47,6 @@ fn training_learns_keypoints_far_better_than_the_mean_shape() {
     ] {
         assert!(s.path(&format!("reports/p/{file}")).is_file(), "{file}");
     }
-}
-
-#[test]
-fn a_killed_training_run_resumes_from_its_checkpoint() {
-    let s = Scratch::new();
-    pipeline(&s, "epochs = 12\n", "");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fkp"))
-        .current_dir(s.dir.path())
-        .args(["run", "p.toml", "-q"])
-        .spawn()
-        .unwrap();
-    // Wait for the second epoch's checkpoint, then kill the run.
-    let started = Instant::now();
-    let state = loop {
-        let found = std::fs::read_dir(s.path(".fkp/checkpoints"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path().join("state.json"))
-            .find(|p| {
-                std::fs::read(p)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                    .is_some_and(|v| v["epochs_done"].as_u64() >= Some(2))
-            });
-        if let Some(path) = found {
-            break path;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let before: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
-    let done = before["epochs_done"].as_u64().unwrap();
-    assert!(
-        s.entries("train").is_empty(),
-        "a killed run leaves no train entry"
-    );
-
-    let out = s.ok(&["run", "p.toml"]);
-    assert!(
-        out.contains(&format!("resuming after epoch {done} of 12")),
-        "{out}"
-    );
-    assert!(
-        !out.contains("epoch   1/12"),
-        "resumed runs do not redo epochs: {out}"
-    );
-    let history = std::fs::read_to_string(s.entries("train")[0].join("data/history.csv")).unwrap();
-    assert_eq!(history.lines().count(), 1 + 12, "{history}");
-    // The epochs before the kill are kept exactly as they were logged.
-    let first = history.lines().nth(1).unwrap();
-    let logged = before["history"][0]["val_rmse_px"].as_f64().unwrap();
-    assert!(first.contains(&logged.to_string()), "{first} vs {logged}");
-    assert!(
-        !state.parent().unwrap().exists(),
-        "the checkpoint goes once the stage succeeds"
-    );
 }
 
 #[test]

@@ -10,10 +10,14 @@ use serde_json::Value;
 
 use crate::stages::StageKind;
 
-/// A file input: where it was and what its content hashed to.
+/// A file input: where it was (when known) and what its content hashed to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileDigest {
-    #[serde(with = "crate::fsutil::lossy_path")]
+    #[serde(
+        with = "crate::fsutil::lossy_path",
+        default,
+        skip_serializing_if = "crate::fsutil::is_empty_path"
+    )]
     pub path: PathBuf,
     pub hash: String,
 }
@@ -44,6 +48,15 @@ impl KeyInputs {
         });
         let bytes = serde_json::to_vec(&canonical).expect("JSON values serialise");
         blake3::hash(&bytes).to_hex().to_string()
+    }
+
+    /// The same inputs with the files' paths left out (they are not part of the key).
+    pub fn without_paths(&self) -> KeyInputs {
+        let mut inputs = self.clone();
+        for digest in inputs.files.values_mut() {
+            digest.path = PathBuf::new();
+        }
+        inputs
     }
 
     /// What differs from an earlier run's inputs, most specific first.

@@ -122,6 +122,8 @@ fn walk(
                     (State::Missing, false) => Some(Vec::new()),
                 };
                 let key_text = resolution.key.as_deref().map_or("?".to_string(), short);
+                // What the record keeps: the inputs as they are now (paths included).
+                let inputs_now = resolution.inputs.clone();
                 let manifest: Manifest = match (reason, resolution.state) {
                     (None, State::Cached(manifest)) => {
                         let note = shared_with.map_or(String::new(), |p| format!(" (shared with `{p}`)"));
@@ -217,7 +219,9 @@ fn walk(
                             source,
                         })?;
                     record.published.insert(node.label.clone(), published);
-                    record.stages.insert(node.label.clone(), manifest.inputs.clone());
+                    if let Some(inputs) = inputs_now {
+                        record.stages.insert(node.label.clone(), inputs);
+                    }
                 }
                 data_dirs[n] = Some(entry.join(DATA_DIR));
                 report

@@ -46,6 +46,8 @@ pub struct OutputFile {
 pub struct Manifest {
     pub schema: u32,
     pub key: String,
+    /// What the key was made of, without the input files' paths: an entry is the
+    /// same wherever its inputs were (the pipeline's record keeps the paths).
     pub inputs: KeyInputs,
     /// Every file under `data/`, sorted by path.
     pub outputs: Vec<OutputFile>,
@@ -185,7 +187,7 @@ impl Store {
         let manifest = Manifest {
             schema: MANIFEST_SCHEMA,
             key: pending.key.clone(),
-            inputs,
+            inputs: inputs.without_paths(),
             output_hash: hash_outputs(&outputs, None),
             outputs,
             summary,

@@ -5,11 +5,14 @@
 use std::path::Path;
 use std::sync::Once;
 
+use image::codecs::png::PngEncoder;
+use image::{ColorType, ImageEncoder};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
 use super::ReportError;
+use crate::fsutil;
 
 pub const FONT: &str = "sans-serif";
 static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -37,25 +40,35 @@ pub trait Figure {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult;
 }
 
-/// Saves `figure` as `<dir>/<stem>.png` and `<dir>/<stem>.svg`.
+/// Saves `figure` as `<dir>/<stem>.png` and `<dir>/<stem>.svg`. Both are drawn in
+/// memory and written by write-then-rename, so a failure never leaves half a
+/// picture and its message is about the file, not the drawing library.
 pub fn save(figure: &impl Figure, dir: &Path, stem: &str) -> Result<(), ReportError> {
     register_font();
-    let size = figure.size();
+    let (width, height) = figure.size();
     let png = dir.join(format!("{stem}.png"));
+    let mut rgb = vec![0u8; width as usize * height as usize * 3];
     {
-        let root = BitMapBackend::new(&png, size).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
         drawing(root.fill(&WHITE)).map_err(|e| ReportError::write(&png, e))?;
         figure.draw(&root).map_err(|e| ReportError::write(&png, e))?;
         root.present().map_err(|e| ReportError::write(&png, e))?;
     }
+    let mut encoded = Vec::new();
+    PngEncoder::new(&mut encoded)
+        .write_image(&rgb, width, height, ColorType::Rgb8)
+        .map_err(|e| ReportError::write(&png, e))?;
+    fsutil::write_atomic(&png, &encoded).map_err(|e| ReportError::write(&png, e))?;
+
     let svg = dir.join(format!("{stem}.svg"));
+    let mut text = String::new();
     {
-        let root = SVGBackend::new(&svg, size).into_drawing_area();
+        let root = SVGBackend::with_string(&mut text, (width, height)).into_drawing_area();
         drawing(root.fill(&WHITE)).map_err(|e| ReportError::write(&svg, e))?;
         figure.draw(&root).map_err(|e| ReportError::write(&svg, e))?;
         root.present().map_err(|e| ReportError::write(&svg, e))?;
     }
-    Ok(())
+    fsutil::write_atomic(&svg, text.as_bytes()).map_err(|e| ReportError::write(&svg, e))
 }
 
 /// A colour per keypoint, stable across plots.

@@ -35,14 +35,20 @@ impl Scratch {
         path
     }
 
-    /// Runs `fkp` with the scratch folder as the workspace (current directory).
-    pub fn fkp(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_fkp"))
+    /// The `fkp` command with the scratch folder as the workspace (current
+    /// directory), for a test to add to, spawn or run.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fkp"));
+        command
             .current_dir(self.dir.path())
             .env_remove("FKP_CACHE_DIR")
-            .args(args)
-            .output()
-            .expect("fkp runs")
+            .args(args);
+        command
+    }
+
+    /// Runs `fkp` in the scratch workspace.
+    pub fn fkp(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("fkp runs")
     }
 
     /// Runs `fkp` and insists it succeeds; returns stderr (where stage lines go).
@@ -84,6 +90,24 @@ impl Scratch {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
     }
+}
+
+/// Every file under `root`, by path relative to it, with its bytes.
+pub fn files_under(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                files.insert(path.strip_prefix(root).unwrap().to_path_buf(), bytes);
+            }
+        }
+    }
+    files
 }
 
 fn list(dir: &Path) -> Vec<PathBuf> {

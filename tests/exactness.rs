@@ -1,0 +1,142 @@
+//! A cache hit must mean exactly what a fresh run would produce. These tests build
+//! every stage from a clean cache several times (also on 1 and 2 threads, and
+//! once killed with SIGKILL and resumed) and compare every byte the stages wrote:
+//! entries (data, reports, manifests) and the published reports. Only the
+//! entries' `timing.json` (wall times, images/s) may differ.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{Scratch, blob_csv, files_under};
+
+/// Every stage, with dropout and every augmentation, on faces big enough that
+/// an epoch takes a while (so a run can be killed between two).
+fn workspace() -> Scratch {
+    let s = Scratch::new();
+    s.write("faces.csv", blob_csv(400, 40, 3));
+    s.write(
+        "p.toml",
+        "[ingest]\ntrain = \"faces.csv\"\n[eda]\nsamples = 4\n[prepare]\nmissing = \"mask\"\n\
+         [model]\narch = \"lenet\"\ndropout = 0.5\n\
+         [train]\ndevice = \"cpu\"\nepochs = 4\nbatch_size = 16\n\
+         [train.augment]\nhflip = true\nshift_px = 2\nrotate_deg = 5\nscale = 0.05\nbrightness = 0.1\ncontrast = 0.1\n\
+         [evaluate]\ndata = \"faces.csv\"\nsamples = 4\n",
+    );
+    s
+}
+
+/// What a run left: every file under the cache's entries and under reports/,
+/// except the volatile timing files.
+fn outputs(s: &Scratch) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    for root in [".fkp/entries", "reports"] {
+        for (path, bytes) in files_under(&s.path(root)) {
+            if path.file_name().is_some_and(|n| n == "timing.json") {
+                continue;
+            }
+            files.insert(Path::new(root).join(path), bytes);
+        }
+    }
+    files
+}
+
+fn run(s: &Scratch, threads: &str) {
+    let out = s
+        .command(&["run", "p.toml", "-q"])
+        .env("RAYON_NUM_THREADS", threads)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The files that differ between two runs (or exist in one only).
+fn differences(a: &BTreeMap<PathBuf, Vec<u8>>, b: &BTreeMap<PathBuf, Vec<u8>>) -> Vec<String> {
+    let mut paths: Vec<&PathBuf> = a.keys().chain(b.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    paths
+        .into_iter()
+        .filter(|p| a.get(*p) != b.get(*p))
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
+#[test]
+fn every_output_is_byte_identical_across_clean_runs_and_thread_counts() {
+    let reference = workspace();
+    run(&reference, "2");
+    let expected = outputs(&reference);
+    let stages: Vec<String> = expected
+        .keys()
+        .filter_map(|p| p.strip_prefix(".fkp/entries").ok())
+        .filter_map(|p| p.iter().next().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    for stage in ["ingest", "eda", "prepare", "train", "evaluate"] {
+        assert!(stages.iter().any(|s| s == stage), "no {stage} entry");
+    }
+    assert!(expected.keys().any(|p| p.ends_with("model.safetensors")));
+    assert!(expected.keys().any(|p| p.ends_with("prepared.safetensors")));
+    assert!(expected.keys().any(|p| p.ends_with("predictions.png")));
+
+    for threads in ["2", "1"] {
+        let again = workspace();
+        run(&again, threads);
+        let differ = differences(&expected, &outputs(&again));
+        assert!(
+            differ.is_empty(),
+            "with {threads} thread(s), these files differ: {differ:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_run_killed_after_a_checkpoint_resumes_to_the_same_bytes() {
+    let reference = workspace();
+    run(&reference, "2");
+    let expected = outputs(&reference);
+
+    let s = workspace();
+    let mut child = s.command(&["run", "p.toml", "-q"]).spawn().unwrap();
+    // Kill it as soon as the first epoch's checkpoint is complete.
+    let started = Instant::now();
+    loop {
+        let state = std::fs::read_dir(s.path(".fkp/checkpoints"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("state.json"))
+            .find(|p| p.is_file());
+        if state.is_some() {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(s.entries("train").is_empty(), "killed before training finished");
+
+    let out = s.ok(&["run", "p.toml"]);
+    assert!(out.contains("resuming after epoch"), "{out}");
+    assert!(
+        !out.contains("epoch   1/4"),
+        "a resumed run does not redo epochs: {out}"
+    );
+    let checkpoints = std::fs::read_dir(s.path(".fkp/checkpoints")).unwrap().count();
+    assert_eq!(checkpoints, 0, "the checkpoint goes once the stage succeeds");
+    let differ = differences(&expected, &outputs(&s));
+    assert!(
+        differ.is_empty(),
+        "after a kill and resume, these files differ: {differ:#?}"
+    );
+}

@@ -1,0 +1,339 @@
+//! fkp's patched dfdx kernels (patches/dfdx/0002: batched conv2d and pool2d)
+//! checked against plain per-image reference implementations kept here, forward
+//! and backward, on random inputs. Shapes cover one image at a time, several
+//! images per GEMM chunk, and batches split into many chunks and lanes. Each is
+//! run on 1 and 2 rayon threads, which must give bit-identical results.
+
+use dfdx::prelude::*;
+use rand::{RngExt, SeedableRng};
+
+/// A convolution case: batch, channels in, side, channels out, kernel, stride,
+/// padding, dilation.
+#[derive(Debug, Clone, Copy)]
+struct Conv {
+    batch: usize,
+    chan_in: usize,
+    side: usize,
+    chan_out: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+}
+
+impl Conv {
+    fn side_out(&self) -> usize {
+        (self.side + 2 * self.padding - self.dilation * (self.kernel - 1) - 1) / self.stride + 1
+    }
+
+    /// The input row or column read by output position `o` at kernel tap `k`.
+    fn source(&self, o: usize, k: usize) -> Option<usize> {
+        (o * self.stride + k * self.dilation)
+            .checked_sub(self.padding)
+            .filter(|&i| i < self.side)
+    }
+}
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// (output, input gradient, filter gradient) through dfdx, for the loss
+/// `sum(output * grad_out)`.
+fn dfdx_conv(c: Conv, x: &[f32], w: &[f32], grad_out: &[f32]) -> [Vec<f32>; 3] {
+    let dev = Cpu::default();
+    let so = c.side_out();
+    let x = dev.tensor_from_vec(x.to_vec(), (c.batch, c.chan_in, c.side, c.side));
+    let w = dev.tensor_from_vec(w.to_vec(), (c.chan_out, c.chan_in, c.kernel, c.kernel));
+    let g = dev.tensor_from_vec(grad_out.to_vec(), (c.batch, c.chan_out, so, so));
+    let out = (x.leaky_trace(), w.clone()).conv2d(c.stride, c.padding, c.dilation, 1usize);
+    let values = out.as_vec();
+    let grads = (out * g).sum().backward();
+    [values, grads.get(&x).as_vec(), grads.get(&w).as_vec()]
+}
+
+/// The same three, image by image in f64, with for each value the sum of the
+/// absolute values of its terms (what its rounding error scales with).
+fn reference_conv(c: Conv, x: &[f32], w: &[f32], grad_out: &[f32]) -> [Vec<(f64, f64)>; 3] {
+    let so = c.side_out();
+    let xi = |b: usize, ch: usize, y: usize, x_: usize| ((b * c.chan_in + ch) * c.side + y) * c.side + x_;
+    let wi =
+        |o: usize, ch: usize, k1: usize, k2: usize| ((o * c.chan_in + ch) * c.kernel + k1) * c.kernel + k2;
+    let oi = |b: usize, o: usize, y: usize, x_: usize| ((b * c.chan_out + o) * so + y) * so + x_;
+    let mut out = vec![(0.0, 0.0); c.batch * c.chan_out * so * so];
+    let mut grad_x = vec![(0.0, 0.0); x.len()];
+    let mut grad_w = vec![(0.0, 0.0); w.len()];
+    let add = |acc: &mut (f64, f64), term: f64| {
+        acc.0 += term;
+        acc.1 += term.abs();
+    };
+    for b in 0..c.batch {
+        for o in 0..c.chan_out {
+            for oh in 0..so {
+                for ow in 0..so {
+                    let g = f64::from(grad_out[oi(b, o, oh, ow)]);
+                    for ch in 0..c.chan_in {
+                        for k1 in 0..c.kernel {
+                            for k2 in 0..c.kernel {
+                                let (Some(y), Some(x_)) = (c.source(oh, k1), c.source(ow, k2)) else {
+                                    continue;
+                                };
+                                let xv = f64::from(x[xi(b, ch, y, x_)]);
+                                let wv = f64::from(w[wi(o, ch, k1, k2)]);
+                                add(&mut out[oi(b, o, oh, ow)], xv * wv);
+                                add(&mut grad_x[xi(b, ch, y, x_)], g * wv);
+                                add(&mut grad_w[wi(o, ch, k1, k2)], g * xv);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    [out, grad_x, grad_w]
+}
+
+/// Every value within 1e-5 of the reference, relative to the size of its terms.
+fn assert_close(what: &str, got: &[f32], want: &[(f64, f64)]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, (value, scale))) in got.iter().zip(want).enumerate() {
+        let error = (f64::from(*g) - value).abs();
+        assert!(
+            error <= 1e-5 * scale.max(1e-12),
+            "{what}[{i}]: {g} vs {value} (error {error:e}, terms {scale:e})"
+        );
+    }
+}
+
+fn on_threads<T: Send>(threads: usize, job: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a thread pool")
+        .install(job)
+}
+
+fn check_conv(c: Conv, seed: u64) {
+    let so = c.side_out();
+    let x = random(c.batch * c.chan_in * c.side * c.side, seed);
+    let w = random(c.chan_out * c.chan_in * c.kernel * c.kernel, seed + 1);
+    let g = random(c.batch * c.chan_out * so * so, seed + 2);
+    let one = on_threads(1, || dfdx_conv(c, &x, &w, &g));
+    let two = on_threads(2, || dfdx_conv(c, &x, &w, &g));
+    let want = reference_conv(c, &x, &w, &g);
+    for (k, name) in ["output", "input gradient", "filter gradient"].iter().enumerate() {
+        assert_close(&format!("{c:?} {name}"), &one[k], &want[k]);
+        let same = one[k]
+            .iter()
+            .zip(&two[k])
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{c:?} {name}: 1 and 2 threads differ");
+    }
+}
+
+#[test]
+fn conv2d_one_image_at_a_time() {
+    let c = Conv {
+        batch: 1,
+        chan_in: 2,
+        side: 7,
+        chan_out: 3,
+        kernel: 3,
+        stride: 2,
+        padding: 0,
+        dilation: 1,
+    };
+    check_conv(c, 1);
+}
+
+#[test]
+fn conv2d_several_images_per_chunk() {
+    // 81 output pixels: 13 images fill a chunk, so the batch of 10 is one chunk.
+    let c = Conv {
+        batch: 10,
+        chan_in: 3,
+        side: 9,
+        chan_out: 4,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        dilation: 1,
+    };
+    check_conv(c, 2);
+    // Stride 2 on 6x6: 9 output pixels per image, all 19 images in one chunk.
+    let c = Conv {
+        batch: 19,
+        chan_in: 2,
+        side: 6,
+        chan_out: 5,
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+        dilation: 1,
+    };
+    check_conv(c, 3);
+}
+
+#[test]
+fn conv2d_batches_split_into_chunks_and_lanes() {
+    // 144 output pixels: chunks of 8 images, 3 lanes; 1x1 kernels.
+    let c = Conv {
+        batch: 24,
+        chan_in: 4,
+        side: 12,
+        chan_out: 6,
+        kernel: 1,
+        stride: 1,
+        padding: 0,
+        dilation: 1,
+    };
+    check_conv(c, 4);
+    // 576 output pixels: chunks of 2 images, 19 chunks over the 8 lanes.
+    let c = Conv {
+        batch: 37,
+        chan_in: 1,
+        side: 24,
+        chan_out: 3,
+        kernel: 5,
+        stride: 1,
+        padding: 2,
+        dilation: 1,
+    };
+    check_conv(c, 5);
+    // Dilation, where each tap reads every other pixel.
+    let c = Conv {
+        batch: 9,
+        chan_in: 2,
+        side: 10,
+        chan_out: 2,
+        kernel: 3,
+        stride: 1,
+        padding: 2,
+        dilation: 2,
+    };
+    check_conv(c, 6);
+}
+
+/// A pooling case: kind, batch, channels, side, kernel, stride, padding.
+#[derive(Debug, Clone, Copy)]
+struct Pool {
+    max: bool,
+    batch: usize,
+    chan: usize,
+    side: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl Pool {
+    fn side_out(&self) -> usize {
+        (self.side + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+}
+
+fn dfdx_pool(p: Pool, x: &[f32], grad_out: &[f32]) -> [Vec<f32>; 2] {
+    let dev = Cpu::default();
+    let so = p.side_out();
+    let x = dev.tensor_from_vec(x.to_vec(), (p.batch, p.chan, p.side, p.side));
+    let g = dev.tensor_from_vec(grad_out.to_vec(), (p.batch, p.chan, so, so));
+    let kind = if p.max { Pool2DKind::Max } else { Pool2DKind::Avg };
+    let out = x
+        .leaky_trace()
+        .pool2d(kind, p.kernel, p.stride, p.padding, 1usize);
+    let values = out.as_vec();
+    let grads = (out * g).sum().backward();
+    [values, grads.get(&x).as_vec()]
+}
+
+/// dfdx's semantics, per window: max takes the largest value and sends the
+/// gradient to it; average divides by kernel², padding counting as zeros.
+fn reference_pool(p: Pool, x: &[f32], grad_out: &[f32]) -> [Vec<(f64, f64)>; 2] {
+    let so = p.side_out();
+    let mut out = vec![(0.0, 0.0); p.batch * p.chan * so * so];
+    let mut grad_x = vec![(0.0, 0.0); x.len()];
+    let area = (p.kernel * p.kernel) as f64;
+    for plane in 0..p.batch * p.chan {
+        for oh in 0..so {
+            for ow in 0..so {
+                let window: Vec<usize> = (0..p.kernel)
+                    .flat_map(|k1| (0..p.kernel).map(move |k2| (k1, k2)))
+                    .filter_map(|(k1, k2)| {
+                        let y = (oh * p.stride + k1)
+                            .checked_sub(p.padding)
+                            .filter(|&y| y < p.side)?;
+                        let x_ = (ow * p.stride + k2)
+                            .checked_sub(p.padding)
+                            .filter(|&x_| x_ < p.side)?;
+                        Some((plane * p.side + y) * p.side + x_)
+                    })
+                    .collect();
+                let o = (plane * so + oh) * so + ow;
+                let g = f64::from(grad_out[o]);
+                if p.max {
+                    let best = *window
+                        .iter()
+                        .max_by(|a, b| x[**a].total_cmp(&x[**b]))
+                        .expect("windows overlap the image");
+                    out[o] = (f64::from(x[best]), f64::from(x[best]).abs());
+                    grad_x[best].0 += g;
+                    grad_x[best].1 += g.abs();
+                } else {
+                    for &i in &window {
+                        out[o].0 += f64::from(x[i]) / area;
+                        out[o].1 += f64::from(x[i]).abs() / area;
+                        grad_x[i].0 += g / area;
+                        grad_x[i].1 += g.abs() / area;
+                    }
+                }
+            }
+        }
+    }
+    [out, grad_x]
+}
+
+fn check_pool(p: Pool, seed: u64) {
+    let so = p.side_out();
+    // Distinct values: a max-pooling window never has a tie.
+    let x = random(p.batch * p.chan * p.side * p.side, seed);
+    let g = random(p.batch * p.chan * so * so, seed + 1);
+    let one = on_threads(1, || dfdx_pool(p, &x, &g));
+    let two = on_threads(2, || dfdx_pool(p, &x, &g));
+    let want = reference_pool(p, &x, &g);
+    for (k, name) in ["output", "input gradient"].iter().enumerate() {
+        assert_close(&format!("{p:?} {name}"), &one[k], &want[k]);
+        let same = one[k]
+            .iter()
+            .zip(&two[k])
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{p:?} {name}: 1 and 2 threads differ");
+    }
+}
+
+#[test]
+fn max_and_average_pooling() {
+    for (seed, max) in [(10, true), (20, false)] {
+        // LeNet's 2x2 pooling, and ResNet's 3x3 stride-2 pooling with padding.
+        let lenet = Pool {
+            max,
+            batch: 11,
+            chan: 3,
+            side: 10,
+            kernel: 2,
+            stride: 2,
+            padding: 0,
+        };
+        check_pool(lenet, seed);
+        let resnet = Pool {
+            max,
+            batch: 6,
+            chan: 4,
+            side: 13,
+            kernel: 3,
+            stride: 2,
+            padding: 1,
+        };
+        check_pool(resnet, seed + 1);
+    }
+}

@@ -1,0 +1,172 @@
+//! The workspace: one writer at a time (an OS lock on .fkp/lock), readers that
+//! write nothing, and reports that keep exactly what the stages publish.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{Scratch, blob_csv, files_under, labelled_csv};
+
+/// A pipeline whose training takes a few seconds, so another command can meet it.
+fn training_workspace() -> Scratch {
+    let s = Scratch::new();
+    s.write("faces.csv", blob_csv(400, 40, 5));
+    s.write(
+        "p.toml",
+        "[ingest]\ntrain = \"faces.csv\"\n[prepare]\n[model]\narch = \"lenet\"\n\
+         [train]\ndevice = \"cpu\"\nepochs = 6\nbatch_size = 16\n",
+    );
+    s
+}
+
+/// Waits until the lock file names its holder: the first run holds the lock.
+fn wait_for_holder(s: &Scratch) -> String {
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(s.path(".fkp/lock"))
+            && text.contains("fkp")
+        {
+            return text.trim().to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no lock holder appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_second_writer_waits_for_the_first_and_then_finds_its_work_cached() {
+    let s = training_workspace();
+    let first = s
+        .command(&["run", "p.toml"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let holder = wait_for_holder(&s);
+    assert!(holder.starts_with(&format!("pid {} (", first.id())), "{holder}");
+    let second = s.fkp(&["run", "p.toml"]);
+    let first = first.wait_with_output().unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{err}");
+    assert!(err.contains("waiting for the lock on"), "{err}");
+    assert!(err.contains(&holder), "{err}");
+    assert!(
+        err.contains("train      cached"),
+        "the second run trained again:\n{err}"
+    );
+    assert_eq!(s.entries("train").len(), 1);
+    assert!(s.temp_dirs().is_empty());
+}
+
+#[test]
+fn no_wait_fails_at_once_naming_the_holder_and_readers_need_no_lock() {
+    let s = training_workspace();
+    let mut first = s.command(&["run", "p.toml", "-q"]).spawn().unwrap();
+    let holder = wait_for_holder(&s);
+
+    let started = Instant::now();
+    let (code, err) = s.fails(&["run", "p.toml", "--no-wait"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the workspace is in use"), "{err}");
+    assert!(err.contains(&holder), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Readers go ahead while the run holds the lock.
+    for args in [
+        &["status", "p.toml"][..],
+        &["dag", "p.toml"],
+        &["run", "p.toml", "--dry-run"],
+    ] {
+        let out = s.fkp(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(first.wait().unwrap().success());
+}
+
+/// Every file under .fkp with its modification time.
+fn cache_snapshot(s: &Scratch) -> Vec<(std::path::PathBuf, Vec<u8>, SystemTime)> {
+    files_under(&s.path(".fkp"))
+        .into_iter()
+        .map(|(path, bytes)| {
+            let modified = std::fs::metadata(s.path(".fkp").join(&path))
+                .unwrap()
+                .modified()
+                .unwrap();
+            (path, bytes, modified)
+        })
+        .collect()
+}
+
+#[test]
+fn readers_create_and_rewrite_nothing() {
+    let s = Scratch::new();
+    s.write("t.csv", labelled_csv(6));
+    s.write("p.toml", "[ingest]\ntrain = \"t.csv\"\n[prepare]\nval = 0.5\n");
+    let readers: [&[&str]; 4] = [
+        &["status", "p.toml"],
+        &["status", "p.toml", "--json"],
+        &["dag", "p.toml", "--dot"],
+        &["run", "p.toml", "--dry-run"],
+    ];
+    for args in readers {
+        s.ok(args);
+        assert!(!s.path(".fkp").exists(), "{args:?} created the cache");
+    }
+    s.ok(&["run", "p.toml"]);
+    // Touching the input makes its recorded hash stale: a writer would rewrite
+    // the hash memo, a reader must not.
+    std::thread::sleep(Duration::from_millis(20));
+    s.write("t.csv", labelled_csv(6));
+    let before = cache_snapshot(&s);
+    for args in readers {
+        s.ok(args);
+    }
+    assert!(before == cache_snapshot(&s), "a reader changed the cache");
+    let out = s.fkp(&["status", "p.toml"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ingest     cached"), "{text}");
+}
+
+#[test]
+fn reports_keep_exactly_what_the_stages_publish() {
+    let s = Scratch::new();
+    s.write("t.csv", labelled_csv(12));
+    s.write("p.toml", "[ingest]\ntrain = \"t.csv\"\n[eda]\n");
+    s.ok(&["run", "p.toml"]);
+    assert!(s.path("reports/p/eda/correlation.png").is_file());
+    assert!(s.path("reports/p/eda/samples.svg").is_file());
+
+    // A killed writer's temporary file, and a file of the user's.
+    s.write("reports/p/eda/.summary.md.tmp-999999999", "half");
+    s.write("reports/p/notes.md", "mine");
+    // Fewer plots: the others are no longer published.
+    s.write(
+        "p.toml",
+        "[ingest]\ntrain = \"t.csv\"\n[eda]\nplots = [\"boxplot\"]\n",
+    );
+    s.ok(&["run", "p.toml"]);
+    assert!(s.path("reports/p/eda/boxplot.png").is_file());
+    assert!(!s.path("reports/p/eda/correlation.png").exists());
+    assert!(!s.path("reports/p/eda/samples.svg").exists());
+    assert!(!s.path("reports/p/eda/.summary.md.tmp-999999999").exists());
+    assert!(s.path("reports/p/notes.md").is_file());
+
+    // A stage taken out of the pipeline takes its reports with it.
+    s.write("p.toml", "[ingest]\ntrain = \"t.csv\"\n");
+    s.ok(&["run", "p.toml"]);
+    assert!(!s.path("reports/p/eda/boxplot.png").exists());
+    assert!(s.path("reports/p/ingest/summary.md").is_file());
+    assert!(s.path("reports/p/notes.md").is_file());
+}
