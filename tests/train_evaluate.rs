@@ -193,3 +193,36 @@ fn asking_for_cuda_without_it_is_an_error_and_auto_falls_back() {
         "{out}"
     );
 }
+
+#[test]
+fn evaluate_is_a_stage_like_the_others() {
+    let s = Scratch::new();
+    pipeline(&s, "epochs = 1\n", "");
+    let out = s.ok(&["run", "p.toml", "--until", "evaluate"]);
+    assert!(out.contains("evaluate   running"), "{out}");
+    let out = s.ok(&["run", "p.toml", "--force-stage", "evaluate"]);
+    assert!(out.contains("train      cached"), "{out}");
+    assert!(out.contains("evaluate   running"), "{out}");
+    assert_eq!(s.entries("evaluate").len(), 1);
+
+    // Another evaluate configuration leaves the first entry unreferenced.
+    pipeline(&s, "epochs = 1\n", "samples = 4\n");
+    s.ok(&["run", "p.toml"]);
+    assert_eq!(s.entries("evaluate").len(), 2);
+    s.ok(&["clean", "p.toml"]);
+    assert_eq!(s.entries("evaluate").len(), 1);
+}
+
+#[test]
+fn evaluate_without_train_is_a_config_error() {
+    let s = Scratch::new();
+    s.write("faces.csv", blob_csv(20, SIDE, 1));
+    s.write(
+        "p.toml",
+        "[ingest]\ntrain = \"faces.csv\"\n[prepare]\n[evaluate]\n",
+    );
+    let (code, err) = s.fails(&["run", "p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("stage [evaluate] needs [train]"), "{err}");
+    assert!(err.contains("p.toml:4:2"), "{err}");
+}
