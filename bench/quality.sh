@@ -13,7 +13,7 @@
 # scored twice: on the validation rows' sparse labels and on their full labels.
 #
 # Prints a markdown table per run: train wall time (sum of the per-epoch `seconds` in the
-# train stage's history.csv, so it is the same when the run comes from the cache), RMSE / MAE
+# train entry's timing.json, so it is the same when the run comes from the cache), RMSE / MAE
 # in pixels, PCK@10% (percentage of points within 10% of the true inter-ocular distance,
 # ~4 px here) and the mean-shape RMSE (predicting the training mean face for every image: the
 # baseline a model must beat), all against the full labels, and the RMSE against the sparse
@@ -154,7 +154,9 @@ for s in status["pipelines"][0]["stages"]:
         sys.exit(f"stage {s['stage']} is {s['state']} after the run")
     for p in s["outputs"]:
         out[(s["stage"], p.rsplit("/", 1)[-1])] = p
+    out[(s["stage"], "timing.json")] = s["timing"]
 hist = list(csv.DictReader(open(out[("train", "history.csv")])))
+epochs = json.load(open(out[("train", "timing.json")]))["stage"]["epochs"]
 m = json.load(open(out[("evaluate", "metrics.json")]))
 full, sparse, model = m["validation_full_labels"], m["validation"], m["model"]
 problems = []
@@ -163,7 +165,7 @@ for h in hist:
         v = float(h[k])
         if not math.isfinite(v):
             problems.append(f"{run}: epoch {h['epoch']}: {k} = {h[k]}")
-train_s = sum(float(h["seconds"]) for h in hist)
+train_s = sum(e["seconds"] for e in epochs)
 def f(v, d=2):
     return "n/a" if v is None else f"{v:.{d}f}"
 row = [f"{train_s:.0f} s ({run_wall} s now)", f(full["rmse_px"]), f(full["mae_px"]),
@@ -194,7 +196,7 @@ echo "| run | arch | missing | augment | epochs | train wall | val RMSE px (full
 echo "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 printf '%s\n' "${ROWS_OUT[@]}"
 echo
-echo "train wall: sum of the epochs' seconds in history.csv (training + the per-epoch validation pass);"
+echo "train wall: sum of the epochs' seconds in timing.json (training + the per-epoch validation pass);"
 echo "'now': this invocation's fkp run, ~0 when it came from the cache. PCK@10%: % of points within"
 echo "10% of the true inter-ocular distance. Mean-shape RMSE: predicting the mean face, the baseline."
 echo

@@ -8,9 +8,9 @@
 #            batch 64, seed 42) in a temporary folder: lenet on all 3462 rows for 2 epochs,
 #            resnet18 on the first 640 rows for 1 epoch (it is ~10x slower). ingest and prepare run
 #            first (`--until prepare`, untimed); then the train stage alone runs under
-#            `/usr/bin/time -v`, which gives its peak RSS and CPU time. img/s is the `images/s`
-#            column of the LAST epoch in the train stage's data/history.csv (the first epoch
-#            includes warm-up; with 1 epoch, as for resnet18 by default, that is all there is).
+#            `/usr/bin/time -v`, which gives its peak RSS and CPU time. img/s is the LAST epoch's
+#            `images_per_s` in the train entry's timing.json (the first epoch includes warm-up;
+#            with 1 epoch, as for resnet18 by default, that is all there is).
 #   PyTorch  bench/torch_train_speed.py --model M --batch 64 --threads 2 --steps N
 #            (lenet 20 steps, resnet18 6; 1 untimed warm-up step first); img/s and peak RSS from
 #            its RESULT line.
@@ -136,20 +136,18 @@ EOF
   note "$MODEL / fkp: train, $EPOCHS epoch(s), under /usr/bin/time -v"
   (cd "$DIR" && RAYON_NUM_THREADS=$THREADS /usr/bin/time -v -o "$DIR/fkp.time" \
      "$FKP" run -q "train-$MODEL.toml") || die "fkp run failed ($MODEL); see $DIR/fkp.time"
-  HISTORY=$(cd "$DIR" && "$FKP" status --json "train-$MODEL.toml" | python3 -c '
+  TIMING=$(cd "$DIR" && "$FKP" status --json "train-$MODEL.toml" | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
-for s in d["pipelines"][0]["stages"]:
-    if s["stage"] == "train":
-        print(next(p for p in s["outputs"] if p.endswith("/history.csv")))
-') || die "no history.csv in fkp status --json ($MODEL)"
+print(next(s["timing"] for s in d["pipelines"][0]["stages"] if s["stage"] == "train"))
+') || die "no timing.json in fkp status --json ($MODEL)"
   # the LAST epoch's images/s (the first epoch includes warm-up)
-  read -r FKP_IPS FKP_EPOCH < <(python3 - "$HISTORY" <<'EOF'
-import csv, sys
-last = list(csv.DictReader(open(sys.argv[1])))[-1]
-print(f'{float(last["images/s"]):.2f} {last["epoch"]}')
+  read -r FKP_IPS FKP_EPOCH < <(python3 - "$TIMING" <<'EOF'
+import json, sys
+last = json.load(open(sys.argv[1]))["stage"]["epochs"][-1]
+print(f'{last["images_per_s"]:.2f} {last["epoch"]}')
 EOF
-  ) || die "cannot read $HISTORY"
+  ) || die "cannot read $TIMING"
   FKP_RSS=$(awk '{ printf "%.0f", $1 / 1024 }' <<<"$(time_field "$DIR/fkp.time" 'Maximum resident set size (kbytes)')")
   USER_S=$(time_field "$DIR/fkp.time" 'User time (seconds)')
   SYS_S=$(time_field "$DIR/fkp.time" 'System time (seconds)')

@@ -8,8 +8,7 @@ pub const QUOTE_CHARS: usize = 80;
 /// cut), control characters escaped.
 pub fn excerpt(text: &str) -> String {
     let mut out = String::new();
-    let mut shown = 0;
-    for c in text.chars() {
+    for (shown, c) in text.chars().enumerate() {
         if shown == QUOTE_CHARS {
             out.push_str(&format!("… ({} characters in all)", text.chars().count()));
             return out;
@@ -19,7 +18,6 @@ pub fn excerpt(text: &str) -> String {
         } else {
             out.push(c);
         }
-        shown += 1;
     }
     out
 }
