@@ -6,24 +6,12 @@ mod common;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{Scratch, header, labelled_csv, row, zip_one};
+use common::{Scratch, header, labelled_csv, output_within, row, zip_one};
 
 /// Runs a command, failing the test if it takes longer than `limit`.
 fn within(mut command: Command, limit: Duration) -> Output {
-    let mut child = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > limit {
-            child.kill().unwrap();
-            panic!("{command:?} hung for more than {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.wait_with_output().unwrap()
+    let shown = format!("{command:?}");
+    output_within(&mut command, limit).unwrap_or_else(|| panic!("{shown} hung for more than {limit:?}"))
 }
 
 fn stderr(out: &Output) -> String {

@@ -25,7 +25,7 @@ use fkp::workspace::Workspace;
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
-use common::Scratch;
+use common::{Scratch, output_within};
 
 /// How long one in-process case may take before it counts as a hang.
 const CASE_LIMIT: Duration = Duration::from_secs(10);
@@ -443,21 +443,9 @@ fn the_binary_exits_cleanly_on_mutated_inputs() {
             };
             (args, bytes)
         };
-        let mut child = s
-            .command(&args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let begun = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if begun.elapsed() > Duration::from_secs(60) {
-                child.kill().unwrap();
-                fail("binary", case, &bytes, &format!("fkp {args:?} hung"));
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let out = child.wait_with_output().unwrap();
+        let Some(out) = output_within(&mut s.command(&args), Duration::from_secs(60)) else {
+            fail("binary", case, &bytes, &format!("fkp {args:?} hung"));
+        };
         let err = String::from_utf8_lossy(&out.stderr);
         match out.status.code() {
             Some(code @ 0..=2) => codes[code as usize] += 1,

@@ -238,10 +238,15 @@ impl<N: Network<D> + 'static, D: Backend> Session for NetSession<N, D> {
     }
 
     fn load_weights(&mut self, path: &Path) -> Result<(), TrainError> {
-        self.net.load_safetensors(path).map_err(|e| TrainError::Read {
+        let error = |message: String| TrainError::Read {
             path: path.to_path_buf(),
-            message: format!("{e:?}"),
-        })
+            message,
+        };
+        // Checked first, for a plain message: dfdx reports I/O errors in Debug form.
+        std::fs::metadata(path).map_err(|e| error(e.to_string()))?;
+        self.net
+            .load_safetensors(path)
+            .map_err(|e| error(format!("not the weights of this network ({e:?})")))
     }
 
     fn save_optimizer(&self, path: &Path) -> Result<bool, TrainError> {

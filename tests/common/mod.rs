@@ -92,6 +92,26 @@ impl Scratch {
     }
 }
 
+/// Runs `command` with its output captured; `None` if it takes longer than `limit`
+/// (it is killed then).
+pub fn output_within(command: &mut Command, limit: std::time::Duration) -> Option<Output> {
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("fkp starts");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("fkp can be waited for").is_none() {
+        if started.elapsed() > limit {
+            child.kill().expect("a hung fkp can be killed");
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Some(child.wait_with_output().expect("fkp's output"))
+}
+
 /// Every file under `root`, by path relative to it, with its bytes.
 pub fn files_under(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     let mut files = std::collections::BTreeMap::new();
