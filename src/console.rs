@@ -1,7 +1,7 @@
 //! What fkp says to the person at the terminal: stage lines and progress on
 //! stderr, tables on stdout, all quietened by `-q`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -37,28 +37,28 @@ impl Console {
     /// A line of progress news on stderr (suppressed by `-q`).
     pub fn status(&self, line: &str) {
         if self.verbosity >= Verbosity::Normal {
-            eprintln!("{line}");
+            say(&mut std::io::stderr(), line);
         }
     }
 
     /// Detail shown with `-v` only.
     pub fn detail(&self, line: &str) {
         if self.verbosity >= Verbosity::Verbose {
-            eprintln!("{line}");
+            say(&mut std::io::stderr(), line);
         }
     }
 
     /// A warning: shown unless `-q`.
     pub fn warn(&self, line: &str) {
         if self.verbosity >= Verbosity::Normal {
-            eprintln!("warning: {line}");
+            say(&mut std::io::stderr(), &format!("warning: {line}"));
         }
     }
 
     /// Tables and other results on stdout (suppressed by `-q`).
     pub fn result(&self, text: &str) {
         if self.verbosity >= Verbosity::Normal {
-            println!("{text}");
+            say(&mut std::io::stdout(), text);
         }
     }
 
@@ -81,6 +81,12 @@ impl Console {
         bar.set_message(message.to_string());
         bar
     }
+}
+
+/// Writes a line, ignoring failure: news is not worth failing (or panicking, as
+/// `println!` does) a run whose terminal or pipe has gone away.
+fn say(out: &mut impl Write, line: &str) {
+    let _ = writeln!(out, "{line}");
 }
 
 #[derive(Debug, Clone, Copy)]

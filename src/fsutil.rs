@@ -36,6 +36,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Flushes a file that was written by other code to the disk, so that a file
+/// naming it (written later) never outlives it in a crash.
+pub fn sync_file(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
+}
+
 /// Pretty JSON, written atomically.
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
@@ -130,6 +136,19 @@ fn remove_stale_temp_files(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A path from the bytes `OsStr::as_encoded_bytes` gave (on Unix, any bytes).
+pub fn path_from_bytes(bytes: &[u8]) -> PathBuf {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
+    }
+    #[cfg(not(unix))]
+    {
+        PathBuf::from(String::from_utf8_lossy(bytes).into_owned())
+    }
 }
 
 /// For `skip_serializing_if`: a path left empty on purpose.

@@ -1,12 +1,13 @@
 //! The `fkp` command line: parses arguments, calls the library, prints errors.
 
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use fkp::config::{ConfigErrors, discover_pipelines};
+use fkp::config::{ConfigError, ConfigErrorKind, ConfigErrors, discover_pipelines};
 use fkp::console::{Console, Verbosity};
 use fkp::dag::{self, Graph, RunOptions};
 use fkp::pipeline::Pipeline;
@@ -66,6 +67,7 @@ enum Command {
     },
     /// Show each stage's state: cached, stale (with what changed) or missing.
     Status {
+        /// Pipeline files (TOML).
         #[arg(required = true, value_name = "PIPELINE.toml")]
         pipelines: Vec<PathBuf>,
         /// Print JSON (schema "fkp.status/1", see docs/status-json.md).
@@ -74,6 +76,7 @@ enum Command {
     },
     /// Print a pipeline's stage graph.
     Dag {
+        /// A pipeline file (TOML).
         #[arg(value_name = "PIPELINE.toml")]
         pipeline: PathBuf,
         /// Print Graphviz DOT instead of text.
@@ -82,6 +85,7 @@ enum Command {
     },
     /// Predict keypoints with a pipeline's trained model (training it first if needed).
     Predict {
+        /// The pipeline whose model predicts (TOML).
         #[arg(value_name = "PIPELINE.toml")]
         pipeline: PathBuf,
         /// A Kaggle-layout file (.csv, .csv.gz or .zip) with an `Image` column;
@@ -99,6 +103,7 @@ enum Command {
     ///
     /// Pipelines considered: every *.toml in ./pipelines/ plus those named here.
     Clean {
+        /// Pipeline files whose entries to keep, besides those in ./pipelines/.
         #[arg(value_name = "PIPELINE.toml")]
         pipelines: Vec<PathBuf>,
         /// List what would be removed, remove nothing.
@@ -127,15 +132,35 @@ fn main() -> ExitCode {
     let console = Console::new(verbosity);
     match execute(cli, &console) {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that went away (`fkp status --json | head -1`) is not an error.
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
-            if let Some(config) = error.downcast_ref::<ConfigErrors>() {
-                eprintln!("error: {config}");
-                return ExitCode::from(2);
-            }
-            eprintln!("error: {}", message(&error));
-            ExitCode::FAILURE
+            let (text, code) = match error.downcast_ref::<ConfigErrors>() {
+                Some(config) => (config.to_string(), 2),
+                None => (message(&error), 1),
+            };
+            let _ = writeln!(std::io::stderr(), "error: {text}");
+            ExitCode::from(code)
         }
     }
+}
+
+/// Prints a command's result on stdout; failing to is an error (a full disk),
+/// except for a closed pipe, which ends the command quietly.
+fn print_out(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| match e.kind() {
+            ErrorKind::BrokenPipe => anyhow::Error::new(e),
+            _ => anyhow::Error::new(e).context("cannot write to standard output"),
+        })
 }
 
 /// The error and its causes in one line, each cause shown once: many errors
@@ -155,8 +180,10 @@ fn message(error: &anyhow::Error) -> String {
 }
 
 /// Loads the named pipelines (each file once, however it is spelt) into a graph.
+/// Every file's configuration errors are reported together.
 fn load_graph(files: &[PathBuf]) -> Result<Graph> {
     let mut pipelines: Vec<Pipeline> = Vec::new();
+    let mut errors: Vec<ConfigError> = Vec::new();
     let mut seen: Vec<PathBuf> = Vec::new();
     for file in files {
         let canonical = file.canonicalize().unwrap_or_else(|_| file.clone());
@@ -164,17 +191,23 @@ fn load_graph(files: &[PathBuf]) -> Result<Graph> {
             continue;
         }
         seen.push(canonical);
-        let pipeline = Pipeline::load(file)?;
-        if let Some(other) = pipelines.iter().find(|p| p.name == pipeline.name) {
-            bail!(
-                "pipelines {} and {} are both named `{}`: reports and run records would collide; \
-                 set [pipeline] name in one of them",
-                other.file.display(),
-                pipeline.file.display(),
-                pipeline.name
-            );
+        match Pipeline::load(file) {
+            Ok(pipeline) => pipelines.push(pipeline),
+            Err(ConfigErrors(found)) => errors.extend(found),
         }
-        pipelines.push(pipeline);
+    }
+    for (i, pipeline) in pipelines.iter().enumerate() {
+        if let Some(other) = pipelines[..i].iter().find(|p| p.name == pipeline.name) {
+            let kind = ConfigErrorKind::DuplicateName {
+                name: pipeline.name.clone(),
+                first: other.file.clone(),
+                second: pipeline.file.clone(),
+            };
+            errors.push(ConfigError::without_location(kind).with_help("set [pipeline] name in one of them"));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors).into());
     }
     Ok(Graph::new(pipelines)?)
 }
@@ -182,8 +215,12 @@ fn load_graph(files: &[PathBuf]) -> Result<Graph> {
 /// Takes the workspace's write lock for this command.
 fn lock(workspace: &Workspace, no_wait: bool, console: &Console) -> Result<WorkspaceLock> {
     let wait = if no_wait { Wait::No } else { Wait::Yes };
-    let command: Vec<String> = std::env::args_os()
-        .map(|a| a.to_string_lossy().into_owned())
+    let command: Vec<String> = std::iter::once("fkp".to_string())
+        .chain(
+            std::env::args_os()
+                .skip(1)
+                .map(|a| a.to_string_lossy().into_owned()),
+        )
         .collect();
     Ok(workspace.lock(wait, &command.join(" "), console)?)
 }
@@ -216,14 +253,14 @@ fn execute(cli: Cli, console: &Console) -> Result<()> {
             let graph = load_graph(&pipelines)?;
             let report = dag::status(&graph, &workspace)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {
-                print!("{}", report.to_text());
+                print_out(&report.to_text())?;
             }
         }
         Command::Dag { pipeline, dot } => {
             let graph = load_graph(&[pipeline])?;
-            print!("{}", if dot { graph.to_dot() } else { graph.to_text() });
+            print_out(&if dot { graph.to_dot() } else { graph.to_text() })?;
         }
         Command::Predict {
             pipeline,
@@ -268,6 +305,14 @@ fn clean(
                 .with_context(|| format!("cannot list {}", pipelines_dir.display()))?,
         );
     }
+    if files.is_empty() {
+        bail!(
+            "no pipelines to keep the entries of: {} holds no *.toml and none were named; \
+             name them (`fkp clean PIPELINE.toml...`) or delete {} yourself",
+            pipelines_dir.display(),
+            workspace.cache_dir.display()
+        );
+    }
     // A pipeline that fails to load must stop the clean: its entries would look unreferenced.
     let graph = load_graph(&files)?;
     let plan = dag::clean::plan(&graph, workspace)?;
@@ -278,14 +323,26 @@ fn clean(
     if let Some(lock) = lock {
         dag::clean::execute(&plan, lock)?;
     }
+    let others = match plan.other_workspaces {
+        0 => String::new(),
+        n => format!(
+            " and the last runs of {} sharing this cache",
+            count(n, "other workspace", "other workspaces")
+        ),
+    };
     console.status(&format!(
-        "{verb} {} entries and {} abandoned temporary folders or checkpoints ({:.1} MB); kept what {} pipelines refer to",
-        plan.entries.len(),
-        plan.abandoned.len(),
+        "{verb} {} and {} of killed runs or gone workspaces ({:.1} MB); kept what {} refer to{others}",
+        count(plan.entries.len(), "entry", "entries"),
+        count(plan.abandoned.len(), "leftover", "leftovers"),
         plan.bytes as f64 / 1e6,
-        graph.pipelines.len()
+        count(graph.pipelines.len(), "pipeline", "pipelines"),
     ));
     Ok(())
+}
+
+/// `1 entry`, `2 entries`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn relative(path: &Path, root: &Path) -> String {

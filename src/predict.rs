@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::console::Console;
 use crate::dag::{self, DagError, Graph, RunOptions};
 use crate::data::{DataError, lookup};
+use crate::pipeline::Pipeline;
 use crate::stages::StageKind;
 use crate::stages::ingest::{self, Labels};
 use crate::stages::train::{MODEL_FILE, MODEL_META, load_trained};
@@ -30,6 +31,34 @@ pub enum PredictError {
     NoImageIds { path: PathBuf },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("--output {path} is {what}: refusing to overwrite it")]
+    OutputIsInput { path: PathBuf, what: String },
+}
+
+/// Checks that `--output` names none of the files predict or the pipeline reads.
+fn refuse_to_overwrite_inputs(pipeline: &Pipeline, request: &PredictRequest) -> Result<(), PredictError> {
+    let Ok(output) = request.output.canonicalize() else {
+        return Ok(()); // a new file
+    };
+    let mut inputs = vec![(request.input.to_path_buf(), "the --input file".to_string())];
+    for source in &pipeline.sources {
+        inputs.push((source.clone(), "a pipeline file".to_string()));
+    }
+    for stage in &pipeline.stages {
+        for input in stage.file_inputs() {
+            inputs.push((input.path, format!("`{}.{}`", stage.kind(), input.role)));
+        }
+    }
+    match inputs
+        .into_iter()
+        .find(|(path, _)| path.canonicalize().is_ok_and(|p| p == output))
+    {
+        Some((_, what)) => Err(PredictError::OutputIsInput {
+            path: request.output.to_path_buf(),
+            what,
+        }),
+        None => Ok(()),
+    }
 }
 
 pub struct PredictRequest<'a> {
@@ -50,6 +79,7 @@ pub fn predict(
     if pipeline.stage(StageKind::Train).is_none() {
         return Err(PredictError::NoModel(pipeline.name.clone()));
     }
+    refuse_to_overwrite_inputs(pipeline, request)?;
     let options = RunOptions {
         until: Some(StageKind::Train),
         ..RunOptions::default()

@@ -7,12 +7,28 @@ pub const QUOTE_CHARS: usize = 80;
 /// `text` cut to [`QUOTE_CHARS`] characters (with `…` and the full length when
 /// cut), control characters escaped.
 pub fn excerpt(text: &str) -> String {
+    let shown = escaped(text.chars().take(QUOTE_CHARS));
+    match text.chars().count() {
+        n if n > QUOTE_CHARS => format!("{shown}… ({n} characters in all)"),
+        _ => shown,
+    }
+}
+
+/// [`excerpt`] of bytes that may not be UTF-8 (invalid sequences become `�`).
+pub fn excerpt_bytes(bytes: &[u8]) -> String {
+    // Decode no more than can be shown; beyond that, the length is told in bytes.
+    let head = &bytes[..bytes.len().min(QUOTE_CHARS * 4)];
+    let decoded = String::from_utf8_lossy(head);
+    if head.len() == bytes.len() {
+        return excerpt(&decoded);
+    }
+    let shown = escaped(decoded.chars().take(QUOTE_CHARS));
+    format!("{shown}… ({} bytes in all)", bytes.len())
+}
+
+fn escaped(chars: impl Iterator<Item = char>) -> String {
     let mut out = String::new();
-    for (shown, c) in text.chars().enumerate() {
-        if shown == QUOTE_CHARS {
-            out.push_str(&format!("… ({} characters in all)", text.chars().count()));
-            return out;
-        }
+    for c in chars {
         if c.is_control() {
             out.extend(c.escape_default());
         } else {
@@ -20,17 +36,6 @@ pub fn excerpt(text: &str) -> String {
         }
     }
     out
-}
-
-/// [`excerpt`] of bytes that may not be UTF-8 (invalid sequences become `�`).
-pub fn excerpt_bytes(bytes: &[u8]) -> String {
-    // Decode no more than can be shown: the rest only counts.
-    let head = &bytes[..bytes.len().min(QUOTE_CHARS * 4)];
-    let mut quoted = excerpt(&String::from_utf8_lossy(head));
-    if head.len() < bytes.len() && !quoted.ends_with("in all)") {
-        quoted.push_str(&format!("… ({} bytes in all)", bytes.len()));
-    }
-    quoted
 }
 
 #[cfg(test)]
@@ -51,6 +56,7 @@ mod tests {
         assert!(quoted.ends_with("(10000000 characters in all)"), "{quoted}");
         let quoted = excerpt_bytes(long.as_bytes());
         assert!(quoted.len() < 120, "{quoted}");
+        assert!(quoted.ends_with("… (10000000 bytes in all)"), "{quoted}");
         assert_eq!(excerpt_bytes(b"PK\x05\x06\0\0"), "PK\\u{5}\\u{6}\\u{0}\\u{0}");
     }
 }

@@ -53,13 +53,20 @@ impl Workspace {
     /// The workspace rooted at `root`, with the cache at `cache_dir` (relative to
     /// `root` when relative) or `.fkp/`.
     pub fn new(root: &Path, cache_dir: Option<&Path>) -> Workspace {
-        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
-        let cache_dir = root.join(cache_dir.unwrap_or(Path::new(DEFAULT_CACHE_DIR)));
+        let root = normalised(&std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()));
+        let cache_dir = normalised(&root.join(cache_dir.unwrap_or(Path::new(DEFAULT_CACHE_DIR))));
         Workspace {
             reports_dir: root.join(REPORTS_DIR),
             cache_dir,
             root,
         }
+    }
+
+    /// A short name for this workspace, from its root: run records are kept per
+    /// workspace, so several can share one cache.
+    pub fn id(&self) -> String {
+        let root = self.root.canonicalize().unwrap_or_else(|_| self.root.clone());
+        blake3::hash(root.as_os_str().as_encoded_bytes()).to_hex()[..16].to_string()
     }
 
     /// Where a pipeline's reports go: `reports/<name>/`.
@@ -91,9 +98,10 @@ impl Workspace {
                 if wait == Wait::No {
                     return Err(LockError::Busy { path, holder });
                 }
+                let shown = self.cache_dir.strip_prefix(&self.root).unwrap_or(&self.cache_dir);
                 console.status(&format!(
                     "waiting for the lock on {} held by {holder}",
-                    self.cache_dir.display()
+                    shown.display()
                 ));
                 file.lock().map_err(io)?;
             }
@@ -107,6 +115,23 @@ impl Workspace {
             _file: file,
         })
     }
+}
+
+/// `path` without `.` and `..` components (resolved lexically, as a shell does).
+fn normalised(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Who holds the lock, as its holder wrote it.

@@ -217,3 +217,143 @@ fn extends_cycles_and_bad_text_point_at_their_line() {
     assert!(err.contains("not UTF-8"), "{err}");
     assert!(err.contains("u.toml:3:11"), "{err}");
 }
+
+#[test]
+fn a_closed_or_full_stdout_is_no_panic() {
+    let s = Scratch::new();
+    s.write("t.csv", labelled_csv(4));
+    s.write("p.toml", "[ingest]\ntrain = \"t.csv\"\n");
+    s.ok(&["run", "p.toml"]);
+    for args in [
+        &["status", "p.toml", "--json"][..],
+        &["run", "p.toml"],
+        &["dag", "p.toml"],
+    ] {
+        let mut child = s
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    }
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let out = s
+        .command(&["status", "p.toml", "--json"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot write to standard output"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn control_characters_in_a_header_are_refused() {
+    let s = Scratch::new();
+    let pixels = ["1"; 4].join(" ");
+    s.write(
+        "t.csv",
+        format!("nose\x1b[31m\x07_tip_x,nose\x1b[31m\x07_tip_y,Image\n1,1,{pixels}\n"),
+    );
+    s.write("p.toml", "[ingest]\ntrain = \"t.csv\"\n");
+    let (code, err) = s.fails(&["run", "p.toml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("control character"), "{err}");
+    assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
+}
+
+#[test]
+fn every_input_and_the_device_are_checked_before_anything_runs() {
+    let s = Scratch::new();
+    s.write("t.csv", labelled_csv(8));
+    let stages = "[ingest]\ntrain = \"t.csv\"\n[prepare]\nval = 0.5\n[model]\narch = \"lenet\"\n";
+    s.write(
+        "p.toml",
+        format!("{stages}[train]\ndevice = \"cpu\"\n[evaluate]\ndata = \"typo.csv\"\n"),
+    );
+    let (code, err) = s.fails(&["run", "p.toml"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("`evaluate.data`") && err.contains("typo.csv"),
+        "{err}"
+    );
+    assert!(!s.path(".fkp/entries").exists(), "something ran: {err}");
+    if cfg!(not(feature = "cuda")) {
+        s.write("p.toml", format!("{stages}[train]\ndevice = \"cuda\"\n"));
+        let (code, err) = s.fails(&["run", "p.toml"]);
+        assert_eq!(code, 1);
+        assert!(err.contains("built without CUDA"), "{err}");
+        assert!(!s.path(".fkp/entries").exists(), "something ran: {err}");
+    }
+}
+
+#[test]
+fn predict_never_writes_over_its_inputs() {
+    let s = Scratch::new();
+    s.write("t.csv", labelled_csv(8));
+    let before = std::fs::read(s.path("t.csv")).unwrap();
+    s.write(
+        "p.toml",
+        "[ingest]\ntrain = \"t.csv\"\n[prepare]\nval = 0.5\n[model]\narch = \"lenet\"\n[train]\ndevice = \"cpu\"\nepochs = 1\n",
+    );
+    for output in ["t.csv", "./t.csv", "p.toml"] {
+        let (code, err) = s.fails(&["predict", "p.toml", "--input", "t.csv", "--output", output]);
+        assert_eq!(code, 1);
+        assert!(err.contains("refusing to overwrite it"), "{err}");
+    }
+    assert_eq!(std::fs::read(s.path("t.csv")).unwrap(), before);
+}
+
+#[test]
+fn hints_know_every_key_and_which_kind_a_key_belongs_to() {
+    let s = Scratch::new();
+    s.write("p.toml", "[ingest]\ntrain = \"t.csv\"\nimage_sid = 8\n");
+    let (_, err) = s.fails(&["run", "p.toml"]);
+    assert!(err.contains("did you mean `image_side`?"), "{err}");
+    s.write(
+        "p.toml",
+        "[ingest]\ntrain = \"t.csv\"\n[prepare]\n[model]\narch = \"lenet\"\n[train]\nnesterov = true\n[train.schedule]\ngamma = 0.5\n",
+    );
+    let (code, err) = s.fails(&["run", "p.toml"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("`gamma` is a key of kind = \"exponential\", not \"none\""),
+        "{err}"
+    );
+    assert!(err.contains("`nesterov` is an SGD setting"), "{err}");
+    assert!(err.contains("p.toml:7:12"), "{err}");
+}
+
+#[test]
+fn files_whose_rows_are_all_bad_say_so() {
+    let s = Scratch::new();
+    s.write("t.csv", format!("{}\n1,1,1,1,1,1,1 2 3\n", header()));
+    s.write("p.toml", "[ingest]\ntrain = \"t.csv\"\non_bad_row = \"skip\"\n");
+    let (_, err) = s.fails(&["run", "p.toml"]);
+    assert!(
+        err.contains("every one of its 1 rows was skipped as bad; the first:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_errors_of_every_file_and_duplicate_names_exit_2() {
+    let s = Scratch::new();
+    s.write("a.toml", "[ingest]\ntrian = \"t.csv\"\n");
+    s.write("b.toml", "[ingest]\ntrain = \"t.csv\"\n[edaa]\n");
+    let (code, err) = s.fails(&["run", "a.toml", "b.toml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("a.toml:2:1") && err.contains("b.toml:3:2"), "{err}");
+    s.write("sub/a.toml", "[ingest]\ntrain = \"t.csv\"\n");
+    s.write("a.toml", "[ingest]\ntrain = \"t.csv\"\n");
+    let (code, err) = s.fails(&["run", "a.toml", "sub/a.toml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("are both named `a`"), "{err}");
+}

@@ -125,6 +125,20 @@ fn a_run_killed_after_a_checkpoint_resumes_to_the_same_bytes() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(s.entries("train").is_empty(), "killed before training finished");
+    // A kill can also fall while the next epoch's files are being written: the
+    // committed state.json must be all that counts.
+    let dir = std::fs::read_dir(s.path(".fkp/checkpoints"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
+    let next = state["progress"]["epochs_done"].as_u64().unwrap() + 1;
+    for kind in ["weights", "optimizer", "best"] {
+        std::fs::write(dir.join(format!("{kind}-{next:05}.safetensors")), b"half-written").unwrap();
+    }
 
     let out = s.ok(&["run", "p.toml"]);
     assert!(out.contains("resuming after epoch"), "{out}");

@@ -170,3 +170,114 @@ fn reports_keep_exactly_what_the_stages_publish() {
     assert!(s.path("reports/p/ingest/summary.md").is_file());
     assert!(s.path("reports/p/notes.md").is_file());
 }
+
+#[test]
+fn a_damaged_entry_is_rebuilt_not_trusted() {
+    let s = Scratch::new();
+    s.write("t.csv", labelled_csv(6));
+    s.write("p.toml", "[ingest]\ntrain = \"t.csv\"\n");
+    s.ok(&["run", "p.toml"]);
+    // As a clean killed halfway, or a hand, could leave it.
+    let entry = s.entries("ingest")[0].clone();
+    std::fs::remove_file(entry.join("report/ingest/summary.md")).unwrap();
+    let out = s.ok(&["run", "p.toml"]);
+    assert!(out.contains("ingest     running"), "{out}");
+    assert!(s.path("reports/p/ingest/summary.md").is_file());
+}
+
+#[test]
+fn reports_published_before_a_kill_are_still_tracked() {
+    let s = training_workspace();
+    s.write(
+        "p.toml",
+        format!("{}[eda]\n", std::fs::read_to_string(s.path("p.toml")).unwrap()),
+    );
+    let mut child = s.command(&["run", "p.toml", "-q"]).spawn().unwrap();
+    let started = Instant::now();
+    while std::fs::read_dir(s.path(".fkp/checkpoints")).map_or(true, |mut d| d.next().is_none()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "training never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(s.path("reports/p/eda/correlation.png").is_file());
+    let text = std::fs::read_to_string(s.path("p.toml")).unwrap();
+    s.write(
+        "p.toml",
+        text.replace("[eda]\n", "[eda]\nplots = [\"boxplot\"]\n"),
+    );
+    s.ok(&["run", "p.toml", "--until", "eda"]);
+    assert!(!s.path("reports/p/eda/correlation.png").exists());
+    assert!(s.path("reports/p/eda/boxplot.png").is_file());
+}
+
+#[test]
+fn a_failed_stage_takes_its_old_reports_with_it() {
+    let s = Scratch::new();
+    s.write("t.csv", labelled_csv(4));
+    s.write("p.toml", "[ingest]\ntrain = \"t.csv\"\n[prepare]\nval = 0.5\n");
+    s.ok(&["run", "p.toml"]);
+    assert!(s.path("reports/p/prepare/summary.md").is_file());
+    // Holding out 1% of 4 rows leaves none for validation.
+    s.write("p.toml", "[ingest]\ntrain = \"t.csv\"\n[prepare]\nval = 0.01\n");
+    let (code, err) = s.fails(&["run", "p.toml"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!s.path("reports/p/prepare/summary.md").exists());
+    assert!(s.path("reports/p/ingest/summary.md").is_file());
+}
+
+#[test]
+fn workspaces_sharing_a_cache_keep_their_own_records() {
+    let shared = Scratch::new();
+    let cache = shared.path("cache");
+    let cache = cache.to_str().unwrap();
+    let (a, b) = (Scratch::new(), Scratch::new());
+    for (s, plots) in [(&a, "[\"boxplot\", \"correlation\"]"), (&b, "[\"boxplot\"]")] {
+        s.write("t.csv", labelled_csv(8));
+        s.write(
+            "pipelines/p.toml",
+            format!("[ingest]\ntrain = \"../t.csv\"\n[eda]\nplots = {plots}\n"),
+        );
+        let out = s
+            .command(&["run", "pipelines/p.toml"])
+            .env("FKP_CACHE_DIR", cache)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    // B's clean keeps A's last run; A's records are A's own.
+    let out = b
+        .command(&["clean"])
+        .env("FKP_CACHE_DIR", cache)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("removed 0 entries"), "{err}");
+    assert!(err.contains("1 other workspace"), "{err}");
+    a.write(
+        "pipelines/p.toml",
+        "[ingest]\ntrain = \"../t.csv\"\n[eda]\nplots = [\"boxplot\"]\n",
+    );
+    let out = a
+        .command(&["run", "pipelines/p.toml"])
+        .env("FKP_CACHE_DIR", cache)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!a.path("reports/p/eda/correlation.png").exists());
+}
+
+#[test]
+fn clean_with_no_pipeline_to_keep_refuses() {
+    let s = Scratch::new();
+    s.write("t.csv", labelled_csv(4));
+    s.write("p.toml", "[ingest]\ntrain = \"t.csv\"\n");
+    s.ok(&["run", "p.toml"]);
+    let (code, err) = s.fails(&["clean"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no pipelines to keep the entries of"), "{err}");
+    assert_eq!(s.entries("ingest").len(), 1);
+}

@@ -41,6 +41,12 @@ pub enum ConfigErrorKind {
     MissingUpstream { stage: String, needs: String },
     #[error("the pipeline has no stages: add at least an [ingest] table")]
     NoStages,
+    #[error("pipelines {} and {} are both named `{name}`: reports and run records would collide", first.display(), second.display())]
+    DuplicateName {
+        name: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
 }
 
 /// One error: what, where (when known) and a hint.

@@ -87,9 +87,19 @@ impl<'a> TableReader<'a> {
             .map_or_else(|| self.at.clone(), |e| e.node.at.clone())
     }
 
-    /// Whether the table states `key` (rather than leaving its default).
-    pub fn states(&self, key: &str) -> bool {
+    /// Whether the table states `key` (rather than leaving its default). The key
+    /// counts as one this table takes, for the "unknown key" hints.
+    pub fn states(&mut self, key: &'static str) -> bool {
+        self.known.push(key);
         self.table.get(key).is_some()
+    }
+
+    /// Reports `key`, when the table states it, as one that does not apply here
+    /// (a key of another `kind`, say), with `why`.
+    pub fn not_here(&mut self, key: &'static str, why: impl Into<String>) {
+        if self.states(key) {
+            self.invalid(key, why);
+        }
     }
 
     /// Reports a value that has the right type but is not acceptable.
@@ -179,7 +189,8 @@ impl<'a> TableReader<'a> {
             return default;
         };
         match node.value {
-            Value::Float(x) if x.is_finite() => x,
+            // `+ 0.0` turns -0.0 into 0.0: the same value, one cache key.
+            Value::Float(x) if x.is_finite() => x + 0.0,
             Value::Integer(i) => i as f64,
             Value::Float(_) => {
                 self.invalid(key, "must be a finite number");

@@ -1,5 +1,6 @@
 //! `fkp clean`: removes cache entries no known pipeline refers to, and the
-//! leftovers of killed runs.
+//! leftovers of killed runs. A cache shared by several workspaces keeps what the
+//! others last ran with: their run records name it.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -14,9 +15,11 @@ use crate::workspace::{Workspace, WorkspaceLock};
 pub struct CleanPlan {
     /// Entries no pipeline refers to.
     pub entries: Vec<PathBuf>,
-    /// Temporary folders of runs that were killed, and checkpoints of stages no
-    /// pipeline refers to any more.
+    /// Temporary folders of runs that were killed, checkpoints of stages no
+    /// pipeline refers to any more, and the run records of workspaces that are gone.
     pub abandoned: Vec<PathBuf>,
+    /// Other workspaces whose last runs' entries were kept.
+    pub other_workspaces: usize,
     pub bytes: u64,
 }
 
@@ -28,7 +31,7 @@ pub fn plan(graph: &Graph, workspace: &Workspace) -> Result<CleanPlan, DagError>
         source,
     };
     let store = Store::open_read_only(&workspace.cache_dir);
-    let mut resolver = Resolver::new(&store);
+    let mut resolver = Resolver::new(&store, workspace);
     let mut keep: HashSet<String> = HashSet::new();
     let mut outputs: Vec<Option<Vec<OutputFile>>> = vec![None; graph.nodes.len()];
     for n in 0..graph.nodes.len() {
@@ -52,6 +55,19 @@ pub fn plan(graph: &Graph, workspace: &Workspace) -> Result<CleanPlan, DagError>
         }
     }
     let mut plan = CleanPlan::default();
+    for (dir, records) in store.other_workspaces(workspace).map_err(cache_error)? {
+        match records {
+            Some(records) => {
+                plan.other_workspaces += 1;
+                keep.extend(
+                    records
+                        .iter()
+                        .flat_map(|r| r.stages.values().map(|inputs| inputs.key())),
+                );
+            }
+            None => plan.abandoned.push(dir),
+        }
+    }
     for (_, key, dir) in store.entries().map_err(cache_error)? {
         if !keep.contains(&key) {
             plan.bytes += folder_size(&dir);
@@ -71,10 +87,12 @@ pub fn plan(graph: &Graph, workspace: &Workspace) -> Result<CleanPlan, DagError>
     Ok(plan)
 }
 
-/// Removes what `plan` found; the caller holds the workspace lock.
-pub fn execute(plan: &CleanPlan, _lock: &WorkspaceLock) -> Result<(), DagError> {
+/// Removes what `plan` found, each folder renamed aside first so that a clean
+/// killed halfway leaves no partial entry; the caller holds the workspace lock.
+pub fn execute(plan: &CleanPlan, lock: &WorkspaceLock) -> Result<(), DagError> {
+    let store = Store::open_read_only(&lock.workspace().cache_dir);
     for dir in plan.entries.iter().chain(&plan.abandoned) {
-        std::fs::remove_dir_all(dir).map_err(|source| DagError::Cache {
+        store.remove_entry(dir).map_err(|source| DagError::Cache {
             path: dir.clone(),
             source,
         })?;

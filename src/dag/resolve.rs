@@ -9,6 +9,7 @@ use super::graph::Graph;
 use super::hashing::FileHasher;
 use super::key::{Change, FileDigest, KeyInputs};
 use super::store::{Manifest, OutputFile, PipelineRecord, Store, hash_outputs};
+use crate::workspace::Workspace;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,27 +93,30 @@ pub struct Resolution {
     pub state: State,
 }
 
-/// Loads each pipeline's record once and hashes input files through the fast path.
+/// Loads each pipeline's record (in this workspace) once and hashes input files
+/// through the fast path.
 pub struct Resolver<'a> {
     pub store: &'a Store,
+    workspace: &'a Workspace,
     hasher: FileHasher,
     records: BTreeMap<String, PipelineRecord>,
 }
 
 impl<'a> Resolver<'a> {
-    pub fn new(store: &'a Store) -> Self {
+    pub fn new(store: &'a Store, workspace: &'a Workspace) -> Self {
         Resolver {
             hasher: FileHasher::load(store.root()),
             store,
+            workspace,
             records: BTreeMap::new(),
         }
     }
 
     pub fn record(&mut self, pipeline: &str) -> &mut PipelineRecord {
-        let store = self.store;
+        let (store, workspace) = (self.store, self.workspace);
         self.records
             .entry(pipeline.to_string())
-            .or_insert_with(|| store.record(pipeline).unwrap_or_default())
+            .or_insert_with(|| store.record(workspace, pipeline).unwrap_or_default())
     }
 
     pub fn resolve(
@@ -192,11 +196,11 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    /// Saves a pipeline's record after a run.
+    /// Saves a pipeline's record.
     pub fn save_record(&mut self, pipeline: &str) -> Result<(), DagError> {
         let record = self.record(pipeline).clone();
         self.store
-            .save_record(pipeline, &record)
+            .save_record(self.workspace, pipeline, &record)
             .map_err(|source| DagError::Cache {
                 path: self.store.root().to_path_buf(),
                 source,

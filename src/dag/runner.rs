@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::DagError;
 use super::graph::Graph;
-use super::key::Change;
+use super::key::{Change, KeyInputs};
 use super::resolve::{Resolver, State, Upstream};
 use super::store::{DATA_DIR, Manifest, OutputFile, REPORT_DIR, Store};
 use crate::console::Console;
@@ -50,7 +50,9 @@ impl RunReport {
     }
 }
 
-/// Runs what is not cached, under the workspace lock.
+/// Runs what is not cached, under the workspace lock. Every input file and
+/// every stage's own preconditions are checked first, so a typo in the last
+/// stage's input is found before the first stage runs.
 pub fn run(
     graph: &Graph,
     lock: &WorkspaceLock,
@@ -58,11 +60,18 @@ pub fn run(
     console: &Console,
 ) -> Result<RunReport, DagError> {
     let workspace = lock.workspace();
-    let store = Store::open(&workspace.cache_dir).map_err(|source| DagError::Cache {
+    let selected = select(graph, options.until)?;
+    preflight(graph, &selected)?;
+    let cache_error = |source| DagError::Cache {
         path: workspace.cache_dir.clone(),
         source,
-    })?;
-    walk(graph, workspace, &store, options, Mode::Run, console)
+    };
+    let store = Store::open(&workspace.cache_dir).map_err(cache_error)?;
+    // Holding the lock, what killed runs left in tmp/ can go.
+    for dir in store.abandoned_temp_dirs().map_err(cache_error)? {
+        std::fs::remove_dir_all(&dir).map_err(cache_error)?;
+    }
+    Walk::new(graph, workspace, &store, options, selected, Mode::Run, console).all()
 }
 
 /// Says what [`run`] would run and why; writes nothing, creates nothing.
@@ -73,7 +82,42 @@ pub fn dry_run(
     console: &Console,
 ) -> Result<RunReport, DagError> {
     let store = Store::open_read_only(&workspace.cache_dir);
-    walk(graph, workspace, &store, options, Mode::DryRun, console)
+    let selected = select(graph, options.until)?;
+    Walk::new(graph, workspace, &store, options, selected, Mode::DryRun, console).all()
+}
+
+/// Checks, before anything runs, that every input file of the selected stages is
+/// a readable regular file and that each stage can run here at all.
+fn preflight(graph: &Graph, selected: &[bool]) -> Result<(), DagError> {
+    for (n, node) in graph.nodes.iter().enumerate().filter(|(n, _)| selected[*n]) {
+        let pipeline = &graph.pipelines[node.pipeline].name;
+        let stage = graph.stage(n);
+        for input in stage.file_inputs() {
+            let problem = match std::fs::metadata(&input.path) {
+                Ok(meta) if meta.is_file() => std::fs::File::open(&input.path).err(),
+                Ok(_) => Some(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "it is not a regular file",
+                )),
+                Err(error) => Some(error),
+            };
+            if let Some(source) = problem {
+                return Err(DagError::Input {
+                    pipeline: pipeline.clone(),
+                    stage: node.kind,
+                    role: input.role.to_string(),
+                    path: input.path,
+                    source,
+                });
+            }
+        }
+        stage.preflight().map_err(|source| DagError::Stage {
+            pipeline: pipeline.clone(),
+            stage: node.kind,
+            source: Box::new(source),
+        })?;
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -82,202 +126,289 @@ enum Mode {
     DryRun,
 }
 
-fn walk(
-    graph: &Graph,
-    workspace: &Workspace,
-    store: &Store,
-    options: &RunOptions,
+/// One walk over the graph and what it has found so far.
+struct Walk<'a> {
+    graph: &'a Graph,
+    workspace: &'a Workspace,
+    store: &'a Store,
     mode: Mode,
-    console: &Console,
-) -> Result<RunReport, DagError> {
-    let selected = select(graph, options.until)?;
-    let forced = forced_nodes(graph, options);
-    let mut resolver = Resolver::new(store);
-    // Data folder and outputs of every node that has an entry by now.
-    let mut data_dirs: Vec<Option<PathBuf>> = vec![None; graph.nodes.len()];
-    let mut outputs: Vec<Option<Vec<OutputFile>>> = vec![None; graph.nodes.len()];
-    // Keys built earlier in this invocation, with the pipeline that built them.
-    let mut built_now: HashMap<String, String> = HashMap::new();
-    let mut report = RunReport::default();
-    let cache_error = |source| DagError::Cache {
-        path: store.root().to_path_buf(),
-        source,
-    };
-
-    let mut result = Ok(());
-    for (index, pipeline) in graph.pipelines.iter().enumerate() {
-        console.status(&format!("{} ({})", pipeline.name, pipeline.file.display()));
-        // Whatever happens to a stage, what the pipeline's earlier stages did is recorded.
-        result = (|| -> Result<(), DagError> {
-            for n in graph.nodes_of(index).filter(|&n| selected[n]) {
-                let node = &graph.nodes[n];
-                let kind = node.kind;
-                let upstream = Upstream::of(graph, n, &outputs);
-                let resolution = resolver.resolve(graph, n, upstream)?;
-                let shared_with = resolution.key.as_ref().and_then(|k| built_now.get(k)).cloned();
-                let reason = match (&resolution.state, forced[n] && shared_with.is_none()) {
-                    (_, true) => Some(vec![Change::Forced]),
-                    (State::Cached(_), false) => None,
-                    (State::Stale(changes), false) => Some(changes.clone()),
-                    (State::Missing, false) => Some(Vec::new()),
-                };
-                let key_text = resolution.key.as_deref().map_or("?".to_string(), short);
-                // What the record keeps: the inputs as they are now (paths included).
-                let inputs_now = resolution.inputs.clone();
-                let manifest: Manifest = match (reason, resolution.state) {
-                    (None, State::Cached(manifest)) => {
-                        let note = shared_with.map_or(String::new(), |p| format!(" (shared with `{p}`)"));
-                        console.status(&format!("  {:<10} cached   {key_text}{note}", node.label));
-                        report.stages.push((pipeline.name.clone(), kind, Outcome::Cached));
-                        *manifest
-                    }
-                    (Some(changes), _) if mode == Mode::DryRun => {
-                        console.status(&format!(
-                            "  {:<10} would run {key_text}: {}",
-                            node.label,
-                            describe(&changes)
-                        ));
-                        report
-                            .stages
-                            .push((pipeline.name.clone(), kind, Outcome::WouldRun));
-                        continue;
-                    }
-                    (Some(changes), _) => {
-                        let (Some(inputs), Some(key)) = (resolution.inputs, resolution.key) else {
-                            unreachable!("a stage runs only after its upstream outputs exist");
-                        };
-                        console.status(&format!(
-                            "  {:<10} running  {}: {}",
-                            node.label,
-                            short(&key),
-                            describe(&changes)
-                        ));
-                        let started = Instant::now();
-                        let upstream_dirs: Vec<(StageKind, PathBuf)> = node
-                            .deps
-                            .iter()
-                            .filter_map(|&d| {
-                                data_dirs[d]
-                                    .as_ref()
-                                    .map(|dir| (graph.nodes[d].kind, dir.clone()))
-                            })
-                            .collect();
-                        let pending = store.begin(kind, &key).map_err(cache_error)?;
-                        let checkpoint_dir = store.checkpoint_dir(kind, &key);
-                        if forced[n] && checkpoint_dir.exists() {
-                            // A forced rerun starts over rather than resuming.
-                            std::fs::remove_dir_all(&checkpoint_dir).map_err(cache_error)?;
-                        }
-                        let ctx = StageContext {
-                            data_dir: &pending.data_dir(),
-                            report_dir: &pending.report_dir(),
-                            checkpoint_dir: &checkpoint_dir,
-                            console,
-                            kind,
-                            upstream: &upstream_dirs,
-                        };
-                        let outcome = graph.stage(n).run(&ctx).map_err(|source| DagError::Stage {
-                            pipeline: pipeline.name.clone(),
-                            stage: kind,
-                            source: Box::new(source),
-                        })?;
-                        let manifest = store
-                            .commit(
-                                pending,
-                                inputs,
-                                outcome.summary,
-                                outcome.timing,
-                                started.elapsed(),
-                                &pipeline.name,
-                            )
-                            .map_err(cache_error)?;
-                        if checkpoint_dir.exists() {
-                            std::fs::remove_dir_all(&checkpoint_dir).map_err(cache_error)?;
-                        }
-                        console.status(&format!(
-                            "  {:<10} done     in {:.2} s",
-                            node.label,
-                            started.elapsed().as_secs_f64()
-                        ));
-                        if let Some(summary) = &manifest.summary {
-                            console.result(summary);
-                        }
-                        built_now.insert(key, pipeline.name.clone());
-                        report.stages.push((pipeline.name.clone(), kind, Outcome::Ran));
-                        manifest
-                    }
-                    (None, _) => unreachable!("only a cached stage has no reason to run"),
-                };
-                let entry = store.entry_dir(kind, &manifest.key);
-                if mode == Mode::Run {
-                    let reports = workspace.report_dir(&pipeline.name);
-                    let record = resolver.record(&pipeline.name);
-                    let previous = record.published.get(&node.label).cloned().unwrap_or_default();
-                    let published = fsutil::publish_tree(&entry.join(REPORT_DIR), &reports, &previous)
-                        .map_err(|source| DagError::Reports {
-                            path: reports,
-                            source,
-                        })?;
-                    record.published.insert(node.label.clone(), published);
-                    if let Some(inputs) = inputs_now {
-                        record.stages.insert(node.label.clone(), inputs);
-                    }
-                }
-                data_dirs[n] = Some(entry.join(DATA_DIR));
-                report
-                    .data_dirs
-                    .push((pipeline.name.clone(), kind, entry.join(DATA_DIR)));
-                outputs[n] = Some(manifest.outputs);
-            }
-            Ok(())
-        })();
-        if mode == Mode::Run {
-            if result.is_ok() {
-                forget_removed_stages(graph, index, workspace, &mut resolver)?;
-            }
-            resolver.record(&pipeline.name).file = pipeline.file.clone();
-            resolver.save_record(&pipeline.name)?;
-        }
-        if result.is_err() {
-            break;
-        }
-    }
-    if mode == Mode::Run {
-        resolver.save_hashes()?;
-    }
-    result.map(|()| report)
+    console: &'a Console,
+    selected: Vec<bool>,
+    forced: Vec<bool>,
+    resolver: Resolver<'a>,
+    /// The `data/` folder and outputs of every node that has an entry by now.
+    data_dirs: Vec<Option<PathBuf>>,
+    outputs: Vec<Option<Vec<OutputFile>>>,
+    /// Keys built earlier in this invocation, with the pipeline that built them.
+    built_now: HashMap<String, String>,
+    report: RunReport,
 }
 
-/// Drops from a pipeline's record the stages it no longer has, with the report
-/// files they had published.
-fn forget_removed_stages(
-    graph: &Graph,
-    pipeline: usize,
-    workspace: &Workspace,
-    resolver: &mut Resolver,
-) -> Result<(), DagError> {
-    let name = &graph.pipelines[pipeline].name;
-    let labels: Vec<&str> = graph
-        .nodes_of(pipeline)
-        .map(|n| graph.nodes[n].label.as_str())
-        .collect();
-    let record = resolver.record(name);
-    record.stages.retain(|label, _| labels.contains(&label.as_str()));
-    let gone: Vec<String> = record
-        .published
-        .keys()
-        .filter(|label| !labels.contains(&label.as_str()))
-        .cloned()
-        .collect();
-    let reports = workspace.report_dir(name);
-    for label in gone {
-        let files = record.published.remove(&label).unwrap_or_default();
-        fsutil::publish_tree(Path::new(""), &reports, &files).map_err(|source| DagError::Reports {
-            path: reports.clone(),
-            source,
-        })?;
+impl<'a> Walk<'a> {
+    fn new(
+        graph: &'a Graph,
+        workspace: &'a Workspace,
+        store: &'a Store,
+        options: &RunOptions,
+        selected: Vec<bool>,
+        mode: Mode,
+        console: &'a Console,
+    ) -> Self {
+        Walk {
+            graph,
+            workspace,
+            store,
+            mode,
+            console,
+            selected,
+            forced: forced_nodes(graph, options),
+            resolver: Resolver::new(store, workspace),
+            data_dirs: vec![None; graph.nodes.len()],
+            outputs: vec![None; graph.nodes.len()],
+            built_now: HashMap::new(),
+            report: RunReport::default(),
+        }
     }
-    Ok(())
+
+    fn all(mut self) -> Result<RunReport, DagError> {
+        let mut result = Ok(());
+        for index in 0..self.graph.pipelines.len() {
+            result = self.pipeline(index);
+            if result.is_err() {
+                break;
+            }
+        }
+        if self.mode == Mode::Run {
+            self.resolver.save_hashes()?;
+        }
+        result.map(|()| self.report)
+    }
+
+    fn pipeline(&mut self, index: usize) -> Result<(), DagError> {
+        let pipeline = &self.graph.pipelines[index];
+        self.console
+            .status(&format!("{} ({})", pipeline.name, pipeline.file.display()));
+        if self.mode == Mode::Run {
+            self.resolver.record(&pipeline.name).file = pipeline.file.clone();
+        }
+        let nodes: Vec<usize> = self.graph.nodes_of(index).filter(|&n| self.selected[n]).collect();
+        for n in nodes {
+            if let Err(error) = self.node(n) {
+                if self.mode == Mode::Run {
+                    // Reports of a stage that failed, and of those after it, would
+                    // show results of another configuration: they go.
+                    self.unpublish_from(n)?;
+                }
+                return Err(error);
+            }
+        }
+        if self.mode == Mode::Run {
+            self.forget_removed_stages(index)?;
+        }
+        Ok(())
+    }
+
+    /// Resolves one node, runs it unless it is cached, and publishes its reports.
+    fn node(&mut self, n: usize) -> Result<(), DagError> {
+        let (graph, console) = (self.graph, self.console);
+        let node = &graph.nodes[n];
+        let pipeline = &graph.pipelines[node.pipeline];
+        let upstream = Upstream::of(graph, n, &self.outputs);
+        let resolution = self.resolver.resolve(graph, n, upstream)?;
+        let shared_with = resolution
+            .key
+            .as_ref()
+            .and_then(|k| self.built_now.get(k))
+            .cloned();
+        let reason = match (&resolution.state, self.forced[n] && shared_with.is_none()) {
+            (_, true) => Some(vec![Change::Forced]),
+            (State::Cached(_), false) => None,
+            (State::Stale(changes), false) => Some(changes.clone()),
+            (State::Missing, false) => Some(Vec::new()),
+        };
+        let key_text = resolution.key.as_deref().map_or("?".to_string(), short);
+        let manifest = match (reason, resolution.state) {
+            (None, State::Cached(manifest)) => {
+                let note = shared_with.map_or(String::new(), |p| format!(" (shared with `{p}`)"));
+                console.status(&format!("  {:<10} cached   {key_text}{note}", node.label));
+                self.report
+                    .stages
+                    .push((pipeline.name.clone(), node.kind, Outcome::Cached));
+                *manifest
+            }
+            (Some(changes), _) if self.mode == Mode::DryRun => {
+                console.status(&format!(
+                    "  {:<10} would run {key_text}: {}",
+                    node.label,
+                    describe(&changes)
+                ));
+                self.report
+                    .stages
+                    .push((pipeline.name.clone(), node.kind, Outcome::WouldRun));
+                return Ok(());
+            }
+            (Some(changes), _) => {
+                let (Some(inputs), Some(key)) = (resolution.inputs.clone(), resolution.key) else {
+                    unreachable!("a stage runs only after its upstream outputs exist");
+                };
+                self.build(n, inputs, key, &changes)?
+            }
+            (None, _) => unreachable!("only a cached stage has no reason to run"),
+        };
+        let entry = self.store.entry_dir(node.kind, &manifest.key);
+        if self.mode == Mode::Run {
+            self.publish(n, &entry, resolution.inputs)?;
+        }
+        self.data_dirs[n] = Some(entry.join(DATA_DIR));
+        self.report
+            .data_dirs
+            .push((pipeline.name.clone(), node.kind, entry.join(DATA_DIR)));
+        self.outputs[n] = Some(manifest.outputs);
+        Ok(())
+    }
+
+    /// Runs a stage into a pending entry and commits it.
+    fn build(
+        &mut self,
+        n: usize,
+        inputs: KeyInputs,
+        key: String,
+        changes: &[Change],
+    ) -> Result<Manifest, DagError> {
+        let (graph, store, console) = (self.graph, self.store, self.console);
+        let node = &graph.nodes[n];
+        let pipeline = &graph.pipelines[node.pipeline];
+        let cache_error = |source| DagError::Cache {
+            path: store.root().to_path_buf(),
+            source,
+        };
+        console.status(&format!(
+            "  {:<10} running  {}: {}",
+            node.label,
+            short(&key),
+            describe(changes)
+        ));
+        let started = Instant::now();
+        let upstream: Vec<(StageKind, PathBuf)> = node
+            .deps
+            .iter()
+            .filter_map(|&d| self.data_dirs[d].clone().map(|dir| (graph.nodes[d].kind, dir)))
+            .collect();
+        let pending = store.begin(node.kind, &key).map_err(cache_error)?;
+        let checkpoint_dir = store.checkpoint_dir(node.kind, &key);
+        if self.forced[n] && checkpoint_dir.exists() {
+            // A forced rerun starts over rather than resuming.
+            store.remove_entry(&checkpoint_dir).map_err(cache_error)?;
+        }
+        let ctx = StageContext {
+            data_dir: &pending.data_dir(),
+            report_dir: &pending.report_dir(),
+            checkpoint_dir: &checkpoint_dir,
+            console,
+            kind: node.kind,
+            upstream: &upstream,
+        };
+        let outcome = graph.stage(n).run(&ctx).map_err(|source| DagError::Stage {
+            pipeline: pipeline.name.clone(),
+            stage: node.kind,
+            source: Box::new(source),
+        })?;
+        let manifest = store
+            .commit(
+                pending,
+                inputs,
+                outcome.summary,
+                outcome.timing,
+                started.elapsed(),
+                &pipeline.name,
+            )
+            .map_err(cache_error)?;
+        if checkpoint_dir.exists() {
+            store.remove_entry(&checkpoint_dir).map_err(cache_error)?;
+        }
+        console.status(&format!(
+            "  {:<10} done     in {:.2} s",
+            node.label,
+            started.elapsed().as_secs_f64()
+        ));
+        if let Some(summary) = &manifest.summary {
+            console.result(summary);
+        }
+        self.built_now.insert(key, pipeline.name.clone());
+        self.report
+            .stages
+            .push((pipeline.name.clone(), node.kind, Outcome::Ran));
+        Ok(manifest)
+    }
+
+    /// Copies an entry's reports to `reports/<pipeline>/` and records, at once,
+    /// what the stage used and published: a run killed later still knows what
+    /// to remove next time.
+    fn publish(&mut self, n: usize, entry: &Path, inputs: Option<KeyInputs>) -> Result<(), DagError> {
+        let node = &self.graph.nodes[n];
+        let name = &self.graph.pipelines[node.pipeline].name;
+        let reports = self.workspace.report_dir(name);
+        let record = self.resolver.record(name);
+        let previous = record.published.get(&node.label).cloned().unwrap_or_default();
+        let published =
+            fsutil::publish_tree(&entry.join(REPORT_DIR), &reports, &previous).map_err(|source| {
+                DagError::Reports {
+                    path: reports,
+                    source,
+                }
+            })?;
+        record.published.insert(node.label.clone(), published);
+        if let Some(inputs) = inputs {
+            record.stages.insert(node.label.clone(), inputs);
+        }
+        self.resolver.save_record(name)
+    }
+
+    /// Removes the published reports of node `n` and of every node after it in
+    /// its pipeline.
+    fn unpublish_from(&mut self, n: usize) -> Result<(), DagError> {
+        let graph = self.graph;
+        let pipeline = graph.nodes[n].pipeline;
+        let labels: Vec<String> = graph
+            .nodes_of(pipeline)
+            .filter(|&m| graph.with_ancestors(m).contains(&n))
+            .map(|m| graph.nodes[m].label.clone())
+            .collect();
+        self.unpublish(pipeline, &labels)
+    }
+
+    /// Drops from a pipeline's record the stages it no longer has, with the
+    /// report files they had published.
+    fn forget_removed_stages(&mut self, pipeline: usize) -> Result<(), DagError> {
+        let graph = self.graph;
+        let labels: Vec<&str> = graph
+            .nodes_of(pipeline)
+            .map(|n| graph.nodes[n].label.as_str())
+            .collect();
+        let record = self.resolver.record(&graph.pipelines[pipeline].name);
+        record.stages.retain(|label, _| labels.contains(&label.as_str()));
+        let gone: Vec<String> = record
+            .published
+            .keys()
+            .filter(|label| !labels.contains(&label.as_str()))
+            .cloned()
+            .collect();
+        self.unpublish(pipeline, &gone)
+    }
+
+    fn unpublish(&mut self, pipeline: usize, labels: &[String]) -> Result<(), DagError> {
+        let name = &self.graph.pipelines[pipeline].name;
+        let reports = self.workspace.report_dir(name);
+        let record = self.resolver.record(name);
+        for label in labels {
+            let files = record.published.remove(label).unwrap_or_default();
+            fsutil::publish_tree(Path::new(""), &reports, &files).map_err(|source| DagError::Reports {
+                path: reports.clone(),
+                source,
+            })?;
+        }
+        self.resolver.save_record(name)
+    }
 }
 
 fn short(key: &str) -> String {

@@ -65,7 +65,7 @@ fn lossy_paths<S: serde::Serializer>(paths: &[PathBuf], serializer: S) -> Result
 /// works on a read-only workspace and beside a running `fkp run`.
 pub fn status(graph: &Graph, workspace: &Workspace) -> Result<StatusReport, DagError> {
     let store = Store::open_read_only(&workspace.cache_dir);
-    let mut resolver = Resolver::new(&store);
+    let mut resolver = Resolver::new(&store, workspace);
     let mut built: Vec<Option<Vec<OutputFile>>> = vec![None; graph.nodes.len()];
     let mut pipelines = Vec::new();
     for (index, pipeline) in graph.pipelines.iter().enumerate() {

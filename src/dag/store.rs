@@ -7,7 +7,8 @@
 //! .fkp/entries/<stage>/<key>/report/         human outputs, copied to reports/<pipeline>/
 //! .fkp/tmp/<stage>-<key>-<pid>-<n>/          an entry being built
 //! .fkp/checkpoints/<stage>-<key>/             a stage's resumable progress (train)
-//! .fkp/pipelines/<name>.json                 each pipeline's last run, for "what changed"
+//! .fkp/pipelines/<workspace>/<name>.json     each pipeline's last run in a workspace: what it
+//!                                             used ("what changed") and what it published
 //! .fkp/file-hashes.json                      input hashes by path, size and mtime
 //! .fkp/lock                                   held by the command writing the workspace
 //! ```
@@ -26,12 +27,14 @@ use super::hashing::hash_file;
 use super::key::KeyInputs;
 use crate::fsutil;
 use crate::stages::StageKind;
+use crate::workspace::Workspace;
 
 const MANIFEST: &str = "manifest.json";
+const WORKSPACE_MARKER: &str = "workspace";
 pub const TIMING: &str = "timing.json";
 pub const DATA_DIR: &str = "data";
 pub const REPORT_DIR: &str = "report";
-const MANIFEST_SCHEMA: u32 = 2;
+const MANIFEST_SCHEMA: u32 = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutputFile {
@@ -51,6 +54,8 @@ pub struct Manifest {
     pub inputs: KeyInputs,
     /// Every file under `data/`, sorted by path.
     pub outputs: Vec<OutputFile>,
+    /// Every file under `report/`, sorted by path.
+    pub reports: Vec<OutputFile>,
     /// Hash over all `outputs` (downstream keys hash only the files they read).
     pub output_hash: String,
     pub summary: Option<String>,
@@ -145,12 +150,19 @@ impl Store {
         self.root.join("entries").join(kind.name()).join(key)
     }
 
-    /// The entry's manifest, if the entry exists and is readable.
+    /// The entry's manifest, if the entry exists, is readable and still holds
+    /// every file it lists, at its size (an entry damaged by hand, or by a clean
+    /// killed halfway, counts as missing and is rebuilt).
     pub fn manifest(&self, kind: StageKind, key: &str) -> Option<Manifest> {
-        let bytes = std::fs::read(self.entry_dir(kind, key).join(MANIFEST)).ok()?;
-        serde_json::from_slice::<Manifest>(&bytes)
+        let dir = self.entry_dir(kind, key);
+        let bytes = std::fs::read(dir.join(MANIFEST)).ok()?;
+        let manifest = serde_json::from_slice::<Manifest>(&bytes)
             .ok()
-            .filter(|m| m.schema == MANIFEST_SCHEMA && m.key == key)
+            .filter(|m| m.schema == MANIFEST_SCHEMA && m.key == key)?;
+        let intact = manifest.outputs.iter().chain(&manifest.reports).all(|file| {
+            std::fs::metadata(dir.join(&file.path)).is_ok_and(|m| m.is_file() && m.len() == file.bytes)
+        });
+        intact.then_some(manifest)
     }
 
     pub fn begin(&self, kind: StageKind, key: &str) -> std::io::Result<Pending> {
@@ -183,13 +195,15 @@ impl Store {
         elapsed: Duration,
         built_by: &str,
     ) -> std::io::Result<Manifest> {
-        let outputs = list_outputs(&pending.dir)?;
+        let outputs = list_outputs(&pending.dir, DATA_DIR)?;
+        let reports = list_outputs(&pending.dir, REPORT_DIR)?;
         let manifest = Manifest {
             schema: MANIFEST_SCHEMA,
             key: pending.key.clone(),
             inputs: inputs.without_paths(),
             output_hash: hash_outputs(&outputs, None),
             outputs,
+            reports,
             summary,
             built_by: built_by.to_string(),
             fkp_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -207,13 +221,30 @@ impl Store {
         let target = self.entry_dir(pending.kind, &pending.key);
         std::fs::create_dir_all(target.parent().expect("entries have a parent"))?;
         if target.exists() {
-            // Move the old entry aside first: a rename cannot replace a non-empty folder.
-            let old = pending.dir.with_extension("old");
-            std::fs::rename(&target, &old)?;
-            let _ = std::fs::remove_dir_all(&old);
+            // A rename cannot replace a non-empty folder: the old entry goes first.
+            self.remove_entry(&target)?;
         }
         std::fs::rename(&pending.dir, &target)?;
         Ok(manifest)
+    }
+
+    /// Removes an entry folder (or a checkpoint, or a leftover): renamed into
+    /// `tmp/` first, which is atomic, so a removal killed halfway never leaves a
+    /// partial entry in `entries/`; what is left in `tmp/` goes with the next run.
+    pub fn remove_entry(&self, dir: &Path) -> std::io::Result<()> {
+        let n = PENDING_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let aside = self.root.join("tmp").join(format!(
+            "removing-{}-{}-{n}",
+            &name[..name.len().min(16)],
+            std::process::id()
+        ));
+        std::fs::create_dir_all(self.root.join("tmp"))?;
+        std::fs::rename(dir, &aside)?;
+        std::fs::remove_dir_all(&aside)
     }
 
     /// Where a stage keeps progress that must survive a killed run of the same key.
@@ -240,23 +271,68 @@ impl Store {
         Ok(found)
     }
 
-    fn record_path(&self, pipeline: &str) -> PathBuf {
-        self.root.join("pipelines").join(format!("{pipeline}.json"))
+    /// Run records are kept per workspace (a cache may be shared by several):
+    /// `pipelines/<workspace id>/`, with the workspace's root in a `workspace` file.
+    fn records_dir(&self, workspace: &Workspace) -> PathBuf {
+        self.root.join("pipelines").join(workspace.id())
     }
 
-    pub fn record(&self, pipeline: &str) -> Option<PipelineRecord> {
-        let bytes = std::fs::read(self.record_path(pipeline)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+    pub fn record(&self, workspace: &Workspace, pipeline: &str) -> Option<PipelineRecord> {
+        let path = self.records_dir(workspace).join(format!("{pipeline}.json"));
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
     }
 
     /// Saves a pipeline's record, unless it is unchanged (a cached rerun writes nothing).
-    pub fn save_record(&self, pipeline: &str, record: &PipelineRecord) -> std::io::Result<()> {
-        let path = self.record_path(pipeline);
+    pub fn save_record(
+        &self,
+        workspace: &Workspace,
+        pipeline: &str,
+        record: &PipelineRecord,
+    ) -> std::io::Result<()> {
+        let dir = self.records_dir(workspace);
+        let path = dir.join(format!("{pipeline}.json"));
         let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
         if std::fs::read(&path).is_ok_and(|old| old == bytes) {
             return Ok(());
         }
+        std::fs::create_dir_all(&dir)?;
+        let marker = dir.join(WORKSPACE_MARKER);
+        if !marker.exists() {
+            fsutil::write_atomic(&marker, workspace.root.as_os_str().as_encoded_bytes())?;
+        }
         fsutil::write_atomic(&path, &bytes)
+    }
+
+    /// The records of the other workspaces that share this cache: their
+    /// folder, and their records when the workspace still exists where it was.
+    pub fn other_workspaces(
+        &self,
+        workspace: &Workspace,
+    ) -> std::io::Result<Vec<(PathBuf, Option<Vec<PipelineRecord>>)>> {
+        let own = workspace.id();
+        let mut found = Vec::new();
+        for entry in read_dir_if_any(&self.root.join("pipelines"))? {
+            let dir = entry.path();
+            if !dir.is_dir() || entry.file_name() == own.as_str() {
+                continue;
+            }
+            let root = std::fs::read(dir.join(WORKSPACE_MARKER))
+                .ok()
+                .map(|bytes| fsutil::path_from_bytes(&bytes));
+            let alive = root.is_some_and(|root| {
+                root.is_dir() && Workspace::new(&root, None).id() == entry.file_name().to_string_lossy()
+            });
+            let records = alive.then(|| {
+                read_dir_if_any(&dir)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+                    .collect()
+            });
+            found.push((dir, records));
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
     }
 
     /// Every entry: its stage kind, key and folder.
@@ -288,7 +364,8 @@ impl Store {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let pid = name.split('-').nth(2).and_then(|p| p.parse::<u32>().ok());
+            // `<stage>-<key16>-<pid>-<n>` or `removing-<name16>-<pid>-<n>`
+            let pid = name.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
             if pid.is_none_or(|pid| !fsutil::process_alive(pid)) {
                 found.push(path);
             }
@@ -328,9 +405,10 @@ pub fn hash_outputs(outputs: &[OutputFile], only: Option<&[&str]>) -> String {
     hasher.finalize().to_hex().to_string()
 }
 
-fn list_outputs(entry: &Path) -> std::io::Result<Vec<OutputFile>> {
+/// The files under the entry's `folder` (`data` or `report`), hashed, sorted.
+fn list_outputs(entry: &Path, folder: &str) -> std::io::Result<Vec<OutputFile>> {
     let mut outputs = Vec::new();
-    let mut stack = vec![entry.join(DATA_DIR)];
+    let mut stack = vec![entry.join(folder)];
     while let Some(dir) = stack.pop() {
         for item in std::fs::read_dir(&dir)? {
             let item = item?;

@@ -23,6 +23,12 @@ pub enum DataError {
     },
     #[error("{path}: no data rows")]
     Empty { path: PathBuf },
+    #[error("{path}: every one of its {rows} rows was skipped as bad; the first: {first}")]
+    AllSkipped {
+        path: PathBuf,
+        rows: usize,
+        first: String,
+    },
     #[error("{path}: {message}")]
     Mismatch { path: PathBuf, message: String },
     #[error("cannot write {path}: {message}")]

@@ -154,8 +154,10 @@ pub fn parse(
         }
     }
     if keep.is_empty() {
-        return Err(DataError::Empty {
+        return Err(DataError::AllSkipped {
             path: path.to_path_buf(),
+            rows: rows.len(),
+            first: skipped.first().map(ToString::to_string).unwrap_or_default(),
         });
     }
     let all_kept = keep.len() == rows.len();
@@ -221,6 +223,13 @@ fn parse_header(path: &Path, line: &[u8]) -> Result<Layout, DataError> {
         let name = &names[i];
         if names[..i].contains(name) {
             return Err(header_error(format!("column `{}` appears twice", excerpt(name))));
+        }
+        // Names end up in tables, Markdown and SVG: no terminal escapes, no bells.
+        if name.chars().any(char::is_control) {
+            return Err(header_error(format!(
+                "column `{}` has a control character in its name",
+                excerpt(name)
+            )));
         }
         match name.as_str() {
             IMAGE_COLUMN => columns.push(Column::Image),
@@ -316,8 +325,17 @@ fn find_side(
             column: IMAGE_COLUMN.to_string(),
             message: format!("{count} pixels do not make a square image (and most rows have {count})"),
         }),
-        None => Err(DataError::Empty {
+        // Skipping, and no row's pixel count is a square.
+        None => Err(DataError::AllSkipped {
             path: path.to_path_buf(),
+            rows: rows.len(),
+            first: DataError::BadRow {
+                path: path.to_path_buf(),
+                line: rows[0].0,
+                column: IMAGE_COLUMN.to_string(),
+                message: format!("{} pixels do not make a square image", counts[0]),
+            }
+            .to_string(),
         }),
     }
 }

@@ -225,6 +225,11 @@ pub trait Stage {
     /// out: the content of the files they name goes in instead.
     fn config(&self) -> serde_json::Value;
     fn file_inputs(&self) -> Vec<FileInput>;
+    /// What can be known to fail before anything runs (a device this machine
+    /// lacks), checked by `fkp run` before the first stage starts.
+    fn preflight(&self) -> Result<(), StageError> {
+        Ok(())
+    }
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError>;
 }
 

@@ -32,6 +32,14 @@ crate::config_choice! {
     }
 }
 
+/// The keys of `[train.schedule]` besides `kind`, with the kinds that take them.
+const SCHEDULE_KEYS: [(&str, &[ScheduleKind]); 4] = [
+    ("gamma", &[ScheduleKind::Exponential]),
+    ("factor", &[ScheduleKind::Plateau]),
+    ("patience", &[ScheduleKind::Plateau]),
+    ("min_lr", &[ScheduleKind::Plateau, ScheduleKind::Cosine]),
+];
+
 /// `[model]`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ModelConfig {
@@ -113,15 +121,32 @@ impl TrainConfig {
             ),
             nesterov: r.bool("nesterov", false),
         };
-        if kind == OptimizerKind::Adam && (r.states("momentum") || r.states("nesterov")) {
-            r.invalid(
-                "momentum",
-                "`momentum` and `nesterov` are SGD settings; Adam has its own moments",
-            );
+        if kind == OptimizerKind::Adam {
+            for key in ["momentum", "nesterov"] {
+                r.not_here(
+                    key,
+                    format!("`{key}` is an SGD setting; Adam has its own moments"),
+                );
+            }
         }
         let schedule = match r.table("schedule") {
             Some(mut t) => {
-                let schedule = match t.choice("kind", ScheduleKind::None) {
+                let kind = t.choice("kind", ScheduleKind::None);
+                // Keys of the other kinds are named as such, not as unknown.
+                for (key, kinds) in SCHEDULE_KEYS {
+                    if !kinds.contains(&kind) {
+                        let owners: Vec<String> = kinds.iter().map(|k| format!("\"{}\"", k.name())).collect();
+                        t.not_here(
+                            key,
+                            format!(
+                                "`{key}` is a key of kind = {}, not \"{}\"",
+                                owners.join(" or "),
+                                kind.name()
+                            ),
+                        );
+                    }
+                }
+                let schedule = match kind {
                     ScheduleKind::None => Schedule::None,
                     ScheduleKind::Exponential => Schedule::Exponential {
                         gamma: t.f64_in("gamma", 0.95, 1e-6..=1.0),

@@ -42,6 +42,14 @@ pub fn resolve(choice: DeviceChoice) -> Resolved {
     }
 }
 
+/// Whether training can start on the resolved device at all.
+pub fn usable(device: &Resolved) -> Result<(), TrainStageError> {
+    match device {
+        Resolved::CudaUnavailable(why) => Err(TrainStageError::Device(why.clone())),
+        Resolved::Cpu { .. } | Resolved::Cuda => Ok(()),
+    }
+}
+
 /// Opens a training session on the resolved device; returns it and the
 /// device's name.
 pub fn open(

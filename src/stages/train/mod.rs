@@ -7,13 +7,14 @@
 //! (history table) and `learning_curves.png`/`.svg`. Per-epoch wall times and
 //! images/s go to the entry's `timing.json` only: they differ from run to run.
 //!
-//! The checkpoint (`weights`, `optimizer`, `best` and `state.json`) lives in the
-//! cache's `checkpoints/train-<key>/` until the stage succeeds. Everything the
+//! The checkpoint ([`checkpoint`]) lives in the cache's `checkpoints/train-<key>/`
+//! until the stage succeeds. Everything the
 //! remaining epochs depend on is in it or follows from (seed, epoch): batch
 //! order, augmentation and dropout's random numbers are drawn afresh from them
 //! at the start of each epoch, so a resumed run ends bit-identical to an
 //! uninterrupted one.
 
+mod checkpoint;
 mod config;
 mod curves;
 mod device;
@@ -24,6 +25,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use checkpoint::Checkpoint;
 pub use config::{DeviceChoice, ModelConfig, TrainConfig};
 
 use super::{FileInput, Stage, StageContext, StageDef, StageError, StageKind, StageOutcome, StageTables};
@@ -153,15 +155,14 @@ impl Stage for TrainStage {
         Vec::new()
     }
 
+    fn preflight(&self) -> Result<(), StageError> {
+        Ok(device::usable(&self.device)?)
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
         Ok(self.train(ctx)?)
     }
 }
-
-const WEIGHTS: &str = "weights.safetensors";
-const OPTIMIZER: &str = "optimizer.safetensors";
-const BEST: &str = "best.safetensors";
-const STATE: &str = "state.json";
 
 impl TrainStage {
     fn train(&self, ctx: &StageContext) -> Result<StageOutcome, TrainStageError> {
@@ -185,20 +186,9 @@ impl TrainStage {
         ));
 
         let checkpoints = ctx.checkpoint_dir;
-        let mut progress = match std::fs::read(checkpoints.join(STATE)) {
-            Ok(bytes) => {
-                let progress: Progress = serde_json::from_slice(&bytes).map_err(|e| DataError::Corrupt {
-                    path: checkpoints.join(STATE),
-                    message: e.to_string(),
-                })?;
-                session.load_weights(&checkpoints.join(WEIGHTS))?;
-                if checkpoints.join(OPTIMIZER).is_file() {
-                    session.load_optimizer(&checkpoints.join(OPTIMIZER))?;
-                } else {
-                    ctx.console
-                        .warn("no optimiser state in the checkpoint: SGD momentum restarts from zero");
-                }
-                session.set_lr(progress.schedule.lr);
+        let checkpoint = Checkpoint::new(checkpoints);
+        let mut progress = match checkpoint.restore(session.as_mut(), ctx.console) {
+            Some(progress) => {
                 ctx.console.status(&format!(
                     "             resuming after epoch {} of {} from {}",
                     progress.epochs_done,
@@ -207,7 +197,7 @@ impl TrainStage {
                 ));
                 progress
             }
-            Err(_) => Progress {
+            None => Progress {
                 epochs_done: 0,
                 schedule: ScheduleState::new(config.optimizer.lr),
                 early: EarlyStoppingState::default(),
@@ -251,7 +241,7 @@ impl TrainStage {
                 .early
                 .record(config.early_stopping.as_ref(), epoch, val_loss);
             if improved && config.early_stopping.is_some_and(|r| r.restore_best) {
-                session.save_weights(&checkpoints.join(BEST))?;
+                checkpoint.save_best(session.as_ref(), epoch)?;
             }
             config.schedule.advance(
                 &mut progress.schedule,
@@ -269,11 +259,13 @@ impl TrainStage {
                     progress.early.best_epoch
                 ));
             }
-            save_checkpoint(session.as_ref(), checkpoints, &progress)?;
+            checkpoint.save(session.as_ref(), &progress)?;
         }
 
-        if config.early_stopping.is_some_and(|r| r.restore_best) && checkpoints.join(BEST).is_file() {
-            session.load_weights(&checkpoints.join(BEST))?;
+        if config.early_stopping.is_some_and(|r| r.restore_best)
+            && let Some(best) = checkpoint.best(&progress)
+        {
+            session.load_weights(&best)?;
         }
         session.save_weights(&ctx.data_dir.join(MODEL_FILE))?;
         let trained = TrainedModel {
@@ -391,24 +383,6 @@ fn validate(
     let half = f64::from(Normalisation::for_side(prepared.side).half);
     let mean_square_px = errors.rmse * errors.rmse;
     Ok((mean_square_px / (half * half), errors))
-}
-
-/// Writes the checkpoint files, each by write-then-rename, state last: a run
-/// killed mid-checkpoint resumes from the previous complete one.
-fn save_checkpoint(session: &dyn Session, dir: &Path, progress: &Progress) -> Result<(), TrainStageError> {
-    let staged = |name: &str| dir.join(format!(".{name}.partial"));
-    session.save_weights(&staged(WEIGHTS))?;
-    let has_optimizer = session.save_optimizer(&staged(OPTIMIZER))?;
-    let rename = |name: &str| {
-        std::fs::rename(staged(name), dir.join(name)).map_err(|e| ReportError::write(&dir.join(name), e))
-    };
-    rename(WEIGHTS)?;
-    if has_optimizer {
-        rename(OPTIMIZER)?;
-    }
-    let state = serde_json::to_vec_pretty(progress).expect("plain data serialises");
-    fsutil::write_atomic(&dir.join(STATE), &state).map_err(|e| ReportError::write(&dir.join(STATE), e))?;
-    Ok(())
 }
 
 fn history_table(history: &[EpochLog]) -> ReportTable {

@@ -1,0 +1,127 @@
+//! Training checkpoints in `.fkp/checkpoints/train-<key>/`, written after every
+//! epoch so that a killed run resumes where it stopped.
+//!
+//! `state.json` is the commit point. The weights, the optimiser state and the
+//! best weights are files named by the epoch they hold (`weights-00003.safetensors`);
+//! a new epoch's files are written first, then `state.json` is replaced atomically
+//! to point at them, and only then are the files it no longer names removed. A
+//! kill at any moment leaves a `state.json` whose files are all complete.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Progress, TrainStageError};
+use crate::console::Console;
+use crate::fsutil;
+use crate::report::ReportError;
+use crate::training::Session;
+
+const STATE: &str = "state.json";
+
+/// What `state.json` holds.
+#[derive(Serialize, Deserialize)]
+struct State {
+    progress: Progress,
+    /// Whether `optimizer-<epoch>` was written (SGD has no state to save).
+    has_optimizer: bool,
+}
+
+pub struct Checkpoint<'a> {
+    dir: &'a Path,
+}
+
+fn file(kind: &str, epoch: usize) -> String {
+    format!("{kind}-{epoch:05}.safetensors")
+}
+
+impl<'a> Checkpoint<'a> {
+    pub fn new(dir: &'a Path) -> Self {
+        Checkpoint { dir }
+    }
+
+    /// Restores the session from the checkpoint, if there is a usable one. One
+    /// that cannot be read is reported and removed: training starts over.
+    pub fn restore(&self, session: &mut dyn Session, console: &Console) -> Option<Progress> {
+        let state_path = self.dir.join(STATE);
+        let bytes = std::fs::read(&state_path).ok()?;
+        let restored = (|| -> Result<Progress, String> {
+            let state: State = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+            let epoch = state.progress.epochs_done;
+            session
+                .load_weights(&self.dir.join(file("weights", epoch)))
+                .map_err(|e| e.to_string())?;
+            if state.has_optimizer {
+                session
+                    .load_optimizer(&self.dir.join(file("optimizer", epoch)))
+                    .map_err(|e| e.to_string())?;
+            } else {
+                console.warn("no optimiser state in the checkpoint: SGD momentum restarts from zero");
+            }
+            session.set_lr(state.progress.schedule.lr);
+            Ok(state.progress)
+        })();
+        match restored {
+            Ok(progress) => Some(progress),
+            Err(why) => {
+                console.warn(&format!(
+                    "cannot resume from {} ({why}); training starts over",
+                    self.dir.display()
+                ));
+                let _ = std::fs::remove_dir_all(self.dir);
+                None
+            }
+        }
+    }
+
+    /// Keeps the weights of `epoch`, the best so far.
+    pub fn save_best(&self, session: &dyn Session, epoch: usize) -> Result<(), TrainStageError> {
+        self.write_weights(session, &file("best", epoch))
+    }
+
+    /// The best weights recorded in `progress`, if they were saved.
+    pub fn best(&self, progress: &Progress) -> Option<PathBuf> {
+        let path = self.dir.join(file("best", progress.early.best_epoch));
+        path.is_file().then_some(path)
+    }
+
+    /// Saves the state after `progress.epochs_done` epochs.
+    pub fn save(&self, session: &dyn Session, progress: &Progress) -> Result<(), TrainStageError> {
+        let epoch = progress.epochs_done;
+        self.write_weights(session, &file("weights", epoch))?;
+        let optimizer = self.dir.join(file("optimizer", epoch));
+        let has_optimizer = session.save_optimizer(&optimizer)?;
+        if has_optimizer {
+            fsutil::sync_file(&optimizer).map_err(|e| ReportError::write(&optimizer, e))?;
+        }
+        let state = State {
+            progress: progress.clone(),
+            has_optimizer,
+        };
+        let state_path = self.dir.join(STATE);
+        fsutil::write_json(&state_path, &state).map_err(|e| ReportError::write(&state_path, e))?;
+        // Only now may the files of earlier epochs go.
+        let keep = [
+            file("weights", epoch),
+            file("optimizer", epoch),
+            file("best", progress.early.best_epoch),
+            STATE.to_string(),
+        ];
+        for entry in std::fs::read_dir(self.dir)
+            .map_err(|e| ReportError::write(self.dir, e))?
+            .flatten()
+        {
+            if !keep.iter().any(|name| entry.file_name() == name.as_str()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    fn write_weights(&self, session: &dyn Session, name: &str) -> Result<(), TrainStageError> {
+        let path = self.dir.join(name);
+        session.save_weights(&path)?;
+        fsutil::sync_file(&path).map_err(|e| ReportError::write(&path, e))?;
+        Ok(())
+    }
+}
