@@ -13,6 +13,8 @@
 #   t1  RAYON_NUM_THREADS=1                    thread count
 #   k   RAYON_NUM_THREADS=2, SIGKILLed right after the first epoch's checkpoint,
 #       then resumed                           kill -9 and resume (TRIALS times)
+#   w   the same, but SIGKILLed while the second epoch's checkpoint files are
+#       being written (before its state.json) (TRIALS times)
 # Prints, per comparison, the files that differ and how many of their bytes do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,6 +70,37 @@ run_killed() { # workspace: kill -9 once the first checkpoint exists, then resum
     )
 }
 
+run_killed_mid_checkpoint() { # workspace: kill -9 as soon as the checkpoint folder
+    # changes after its first complete state, then resume
+    pipeline "$1"
+    (cd "$1" && RAYON_NUM_THREADS=2 python3 - "$FKP" <<'EOF'
+import glob, os, signal, subprocess, sys, time
+run = subprocess.Popen([sys.argv[1], "-q", "run", "p.toml"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def listing():
+    found = glob.glob(".fkp/checkpoints/train-*/state.json")
+    if not found:
+        return None
+    folder = os.path.dirname(found[0])
+    try:
+        return sorted((n, os.stat(os.path.join(folder, n)).st_ino) for n in os.listdir(folder))
+    except FileNotFoundError:
+        return None
+first = None
+while run.poll() is None:
+    now = listing()
+    if now and first is None:
+        first = now
+    elif now and now != first:
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        sys.exit(0)
+    time.sleep(0.0002)
+sys.exit("the run ended before the kill")
+EOF
+    )
+    (cd "$1" && RAYON_NUM_THREADS=2 "$FKP" -q run p.toml)
+}
+
 compare() { # label workspace-a workspace-b
     python3 - "$1" "$2" "$3" <<'EOF'
 import os, sys
@@ -112,4 +145,8 @@ compare "1 thread vs 2 threads" "$WORK/a" "$WORK/t1"
 for i in $(seq 1 "$TRIALS"); do
     run_killed "$WORK/k$i"
     compare "kill -9 after epoch 1 and resume, trial $i" "$WORK/a" "$WORK/k$i"
+done
+for i in $(seq 1 "$TRIALS"); do
+    run_killed_mid_checkpoint "$WORK/w$i"
+    compare "kill -9 while writing epoch 2's checkpoint and resume, trial $i" "$WORK/a" "$WORK/w$i"
 done
