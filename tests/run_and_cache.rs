@@ -175,7 +175,10 @@ fn clean_removes_only_unreferenced_entries() {
     std::fs::create_dir_all(s.path(".fkp/checkpoints/train-0123456789abcdef")).unwrap();
 
     let out = s.ok(&["clean", "p.toml", "--dry-run"]);
-    assert!(out.contains("would remove 1 entry and 2 leftovers of killed runs"), "{out}");
+    assert!(
+        out.contains("would remove 1 entry and 2 leftovers of killed runs"),
+        "{out}"
+    );
     assert_eq!(s.entries("ingest").len(), 2);
 
     s.ok(&["clean", "p.toml"]);
