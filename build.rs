@@ -5,7 +5,10 @@
 use std::path::Path;
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("patches/dfdx");
+    // Read at run time, not `env!`: a build script compiled for a clone elsewhere
+    // may be reused from a shared target directory.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = Path::new(&manifest_dir).join("patches/dfdx");
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut patches: Vec<_> = std::fs::read_dir(&dir)
         .expect("patches/dfdx is part of the source tree")
