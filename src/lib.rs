@@ -4,8 +4,10 @@
 //! with spans, `extends`); [`pipeline`] turns one into its stages, each read by
 //! its module in [`stages`], whose [`stages::StageKind`] is the one registry of
 //! stage kinds; [`dag`] makes a graph of them with content-addressed cache keys
-//! and runs what is not cached; [`data`] reads and writes the face data.
+//! and runs what is not cached; [`data`] reads and writes the face data;
+//! [`compare`] lines up pipelines already run (the report stage's table, ad hoc).
 
+pub mod compare;
 pub mod config;
 pub mod console;
 pub mod dag;

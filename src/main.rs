@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use fkp::config::{ConfigError, ConfigErrorKind, ConfigErrors, discover_pipelines};
 use fkp::console::{Console, Verbosity};
-use fkp::dag::{self, Graph, RunOptions};
+use fkp::dag::{self, DagError, Graph, RunOptions};
 use fkp::pipeline::Pipeline;
 use fkp::predict::{PredictRequest, predict};
 use fkp::stages::StageKind;
@@ -99,6 +99,25 @@ enum Command {
         #[arg(long)]
         submission: bool,
     },
+    /// Compare pipelines already run: the report table, read from the cache.
+    ///
+    /// Runs nothing and takes no lock. A pipeline that is not fully cached is
+    /// listed as stale or missing. A report file stands for the pipelines it lists.
+    Compare {
+        /// Pipeline files (TOML) with [evaluate], or report files.
+        #[arg(required = true, value_name = "PIPELINE.toml")]
+        pipelines: Vec<PathBuf>,
+        /// An earlier report JSON (report.json, or `--format json` output):
+        /// adds "was → now (Δ)" for every metric and marks regressions.
+        #[arg(long, value_name = "FILE.json")]
+        against: Option<PathBuf>,
+        /// What to print.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Also write index.md, index.html, report.json and the pictures here.
+        #[arg(long, value_name = "DIR")]
+        output: Option<PathBuf>,
+    },
     /// Remove cache entries that no pipeline refers to, and leftovers of killed runs.
     ///
     /// Pipelines considered: every *.toml in ./pipelines/ plus those named here.
@@ -110,6 +129,14 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Table,
+    Md,
+    Json,
+    Html,
 }
 
 fn parse_stage(name: &str) -> Result<StageKind, String> {
@@ -141,7 +168,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            let (text, code) = match error.downcast_ref::<ConfigErrors>() {
+            let config = error
+                .downcast_ref::<ConfigErrors>()
+                .or_else(|| match error.downcast_ref() {
+                    Some(DagError::Config(config)) => Some(config),
+                    _ => None,
+                });
+            let (text, code) = match config {
                 Some(config) => (config.to_string(), 2),
                 None => (message(&error), 1),
             };
@@ -179,23 +212,19 @@ fn message(error: &anyhow::Error) -> String {
     text
 }
 
-/// Loads the named pipelines (each file once, however it is spelt) into a graph.
-/// Every file's configuration errors are reported together.
+/// Loads the named pipelines (each file once, however it is spelt) into a graph,
+/// with the pipelines their reports list, each before the report. Every file's
+/// configuration errors are reported together.
 fn load_graph(files: &[PathBuf]) -> Result<Graph> {
-    let mut pipelines: Vec<Pipeline> = Vec::new();
-    let mut errors: Vec<ConfigError> = Vec::new();
-    let mut seen: Vec<PathBuf> = Vec::new();
+    let mut loader = Loader::default();
     for file in files {
-        let canonical = file.canonicalize().unwrap_or_else(|_| file.clone());
-        if seen.contains(&canonical) {
-            continue;
-        }
-        seen.push(canonical);
-        match Pipeline::load(file) {
-            Ok(pipeline) => pipelines.push(pipeline),
-            Err(ConfigErrors(found)) => errors.extend(found),
-        }
+        loader.load(file);
     }
+    let Loader {
+        pipelines,
+        mut errors,
+        ..
+    } = loader;
     for (i, pipeline) in pipelines.iter().enumerate() {
         if let Some(other) = pipelines[..i].iter().find(|p| p.name == pipeline.name) {
             let kind = ConfigErrorKind::DuplicateName {
@@ -210,6 +239,37 @@ fn load_graph(files: &[PathBuf]) -> Result<Graph> {
         return Err(ConfigErrors(errors).into());
     }
     Ok(Graph::new(pipelines)?)
+}
+
+/// Loads pipeline files, each once however it is spelt, each after the
+/// pipelines its stages list (a report's members; the graph refuses a report
+/// of reports).
+#[derive(Default)]
+struct Loader {
+    pipelines: Vec<Pipeline>,
+    errors: Vec<ConfigError>,
+    seen: Vec<PathBuf>,
+}
+
+impl Loader {
+    fn load(&mut self, file: &Path) {
+        let canonical = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
+        if self.seen.contains(&canonical) {
+            return;
+        }
+        self.seen.push(canonical);
+        match Pipeline::load(file) {
+            Ok(pipeline) => {
+                for stage in &pipeline.stages {
+                    for (member, _) in stage.member_files() {
+                        self.load(&member);
+                    }
+                }
+                self.pipelines.push(pipeline);
+            }
+            Err(ConfigErrors(found)) => self.errors.extend(found),
+        }
+    }
 }
 
 /// Takes the workspace's write lock for this command.
@@ -277,6 +337,24 @@ fn execute(cli: Cli, console: &Console) -> Result<()> {
             let lock = lock(&workspace, cli.global.no_wait, console)?;
             let rows = predict(&graph, &lock, &request, console)?;
             console.status(&format!("wrote {rows} rows to {}", output.display()));
+        }
+        Command::Compare {
+            pipelines,
+            against,
+            format,
+            output,
+        } => {
+            let graph = load_graph(&pipelines)?;
+            let result = fkp::compare::compare(&graph, &workspace, against.as_deref())?;
+            if let Some(dir) = &output {
+                result.write(dir)?;
+            }
+            print_out(&match format {
+                Format::Table => result.to_terminal(),
+                Format::Md => result.to_markdown(),
+                Format::Json => result.to_json(),
+                Format::Html => result.to_html()?,
+            })?;
         }
         Command::Clean { pipelines, dry_run } => {
             let lock = if dry_run {

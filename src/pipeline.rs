@@ -9,8 +9,6 @@ use crate::config::{
 };
 use crate::stages::{Stage, StageKind, StageTables};
 
-/// Tables that name stages designed but not yet part of this version.
-const PLANNED: [&str; 1] = ["report"];
 /// Pipeline names become folder and file names: keep them short and plain.
 const MAX_NAME_CHARS: usize = 100;
 
@@ -23,6 +21,8 @@ pub struct Pipeline {
     pub file: PathBuf,
     /// That file and every file it extends, canonical.
     pub sources: Vec<PathBuf>,
+    /// Its tables with `extends` merged, as TOML: what the pipeline means.
+    pub toml: String,
     pub stages: Vec<Box<dyn Stage>>,
 }
 
@@ -94,7 +94,13 @@ impl Pipeline {
             for reader in tables.also.into_iter().flatten() {
                 errors.extend(reader.finish());
             }
-            for needed in kind.upstream() {
+            // A stage reading other pipelines finds its upstream there (checked by the graph).
+            let own_upstream = if def.reads_members {
+                Vec::new()
+            } else {
+                kind.upstream()
+            };
+            for needed in own_upstream {
                 if doc.table.get(needed.name()).is_none() {
                     let error = ConfigErrorKind::MissingUpstream {
                         stage: kind.name().to_string(),
@@ -131,6 +137,7 @@ impl Pipeline {
         Ok(Pipeline {
             name,
             description: meta.description,
+            toml: doc.table.to_toml(),
             file: doc.file,
             sources: doc.sources,
             stages,
@@ -210,19 +217,11 @@ fn check_name(name: String, origin: &'static str, at: &Location, errors: &mut Ve
 }
 
 fn unknown_table(name: &str, at: &Location) -> ConfigError {
-    if PLANNED.contains(&name) {
-        let kind = ConfigErrorKind::StageNotBuilt {
-            name: name.to_string(),
-        };
-        let built: Vec<String> = StageKind::all().map(|k| format!("[{}]", k.name())).collect();
-        return ConfigError::new(kind, at).with_help(format!("stages available now: {}", built.join(", ")));
-    }
     let known: Vec<&str> = std::iter::once("pipeline")
         .chain(StageKind::all().flat_map(|k| {
             let def = k.def();
             std::iter::once(def.name).chain(def.also_configured_by.iter().copied())
         }))
-        .chain(PLANNED)
         .collect();
     let error = ConfigError::new(
         ConfigErrorKind::UnknownTable {
@@ -295,21 +294,39 @@ mod tests {
     }
 
     #[test]
-    fn unknown_and_unbuilt_tables_are_named() {
+    fn unknown_tables_are_named() {
         let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "p.toml", "[ingest]\ntrain = \"t.csv\"\n[ingset]\n");
+        let errors = errors_of(&path);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("unknown table [ingset]"), "{errors:?}");
+        assert!(errors[0].contains("did you mean `ingest`?"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_file_may_be_only_a_report_and_its_pipelines_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.toml", "[ingest]\ntrain = \"t.csv\"\n");
         let path = write(
             dir.path(),
-            "p.toml",
-            "[ingest]\ntrain = \"t.csv\"\n[ingset]\n[report]\n",
+            "r.toml",
+            "[report]\npipelines = [\"a.toml\"]\nsort_by = \"pck5\"\n",
+        );
+        let pipeline = Pipeline::load(&path).unwrap();
+        assert_eq!(kinds(&pipeline), [StageKind::Report]);
+        let path = write(
+            dir.path(),
+            "s.toml",
+            "[report]\npipelines = [\"a.toml\",\n  \"gone.toml\", \"a.toml\"]\n",
         );
         let errors = errors_of(&path);
         assert_eq!(errors.len(), 2, "{errors:?}");
-        assert!(errors[0].contains("unknown table [ingset]"), "{errors:?}");
-        assert!(errors[0].contains("did you mean `ingest`?"), "{errors:?}");
+        assert!(errors[0].contains("s.toml:3:3"), "{errors:?}");
         assert!(
-            errors[1].contains("stage [report] is not available"),
+            errors[0].contains("gone.toml is not a pipeline file"),
             "{errors:?}"
         );
+        assert!(errors[1].contains("listed twice"), "{errors:?}");
     }
 
     #[test]

@@ -17,8 +17,6 @@ pub enum ConfigErrorKind {
     UnknownKey { key: String, table: String },
     #[error("unknown table [{name}]")]
     UnknownTable { name: String },
-    #[error("stage [{name}] is not available in this version of fkp")]
-    StageNotBuilt { name: String },
     #[error("invalid pipeline name \"{name}\" (from {origin}): {why}")]
     BadName {
         name: String,

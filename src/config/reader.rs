@@ -161,6 +161,44 @@ impl<'a> TableReader<'a> {
         }
     }
 
+    /// An array of paths, each resolved against the directory of the file that
+    /// wrote it, with where each is written (for errors only running can find).
+    pub fn path_list(&mut self, key: &'static str) -> Vec<(PathBuf, Location)> {
+        let Some(node) = self.get(key) else {
+            return Vec::new();
+        };
+        let Value::Array(items) = &node.value else {
+            self.wrong_type(key, node, "an array of paths (strings)");
+            return Vec::new();
+        };
+        let mut paths = Vec::new();
+        for item in items {
+            match &item.value {
+                Value::String(s) if !s.is_empty() => {
+                    paths.push((item.at.base_dir().join(s), item.at.clone()))
+                }
+                Value::String(_) => {
+                    let kind = ConfigErrorKind::InvalidValue {
+                        key: self.dotted(key),
+                        message: "a path is empty".to_string(),
+                    };
+                    self.errors.push(ConfigError::new(kind, &item.at));
+                }
+                _ => self.wrong_type(key, item, "an array of paths (strings)"),
+            }
+        }
+        paths
+    }
+
+    /// Reports an unacceptable value at `at` (an item of an array).
+    pub fn invalid_at(&mut self, key: &'static str, at: &Location, message: impl Into<String>) {
+        let kind = ConfigErrorKind::InvalidValue {
+            key: self.dotted(key),
+            message: message.into(),
+        };
+        self.errors.push(ConfigError::new(kind, at));
+    }
+
     pub fn required_path(&mut self, key: &'static str) -> Option<PathBuf> {
         let known_before = self.table.get(key).is_some();
         let path = self.path(key);

@@ -92,6 +92,16 @@ impl Table {
         }
     }
 
+    /// The merged tables as TOML text: what a pipeline means once `extends` is
+    /// followed, shown in reports. Keys come out sorted.
+    pub fn to_toml(&self) -> String {
+        let mut document = toml_edit::DocumentMut::new();
+        for (key, entry) in &self.entries {
+            document.insert(key, to_item(&entry.node.value));
+        }
+        document.to_string()
+    }
+
     /// Builds the tree from a parsed document.
     pub fn from_document(file: &Arc<SourceFile>, root: &toml_edit::Table) -> Table {
         table_from_pairs(file, root.iter().filter_map(|(k, _)| root.get_key_value(k)))
@@ -166,6 +176,41 @@ fn node_from_value(file: &Arc<SourceFile>, value: &toml_edit::Value, key_at: &Lo
         )),
     };
     Node { value, at }
+}
+
+fn to_item(value: &Value) -> toml_edit::Item {
+    match value {
+        Value::Table(table) => {
+            let mut out = toml_edit::Table::new();
+            for (key, entry) in &table.entries {
+                out.insert(key, to_item(&entry.node.value));
+            }
+            toml_edit::Item::Table(out)
+        }
+        other => toml_edit::Item::Value(to_value(other)),
+    }
+}
+
+fn to_value(value: &Value) -> toml_edit::Value {
+    match value {
+        Value::String(s) => s.as_str().into(),
+        Value::Integer(i) => (*i).into(),
+        Value::Float(f) => (*f).into(),
+        Value::Boolean(b) => (*b).into(),
+        Value::Datetime(text) => text
+            .parse::<toml_edit::Datetime>()
+            .map_or_else(|_| text.as_str().into(), toml_edit::Value::from),
+        Value::Array(items) => {
+            toml_edit::Value::Array(items.iter().map(|item| to_value(&item.value)).collect())
+        }
+        Value::Table(table) => {
+            let mut inline = toml_edit::InlineTable::new();
+            for (key, entry) in &table.entries {
+                inline.insert(key, to_value(&entry.node.value));
+            }
+            toml_edit::Value::InlineTable(inline)
+        }
+    }
 }
 
 #[cfg(test)]

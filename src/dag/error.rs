@@ -24,10 +24,41 @@ pub enum DagError {
     Reports { path: PathBuf, source: std::io::Error },
     #[error("pipeline `{pipeline}` has no [{stage}] stage (named by --until)")]
     UntilMissing { pipeline: String, stage: StageKind },
+    #[error("report `{report}` ({file}): pipeline `{member}` has no [{needs}], which a report reads")]
+    MemberLacks {
+        report: String,
+        file: PathBuf,
+        member: String,
+        needs: StageKind,
+    },
+    #[error("fkp bug: report `{report}` lists {file}, which was not loaded before it")]
+    MemberNotLoaded { report: String, file: PathBuf },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigErrors),
+    #[error("{source} (pipeline `{member}` is listed by report `{report}`, {file})")]
+    InReport {
+        member: String,
+        report: String,
+        file: PathBuf,
+        source: Box<DagError>,
+    },
     #[error("pipeline `{pipeline}`: stage [{stage}] reads [{needs}], which the pipeline does not have")]
     MissingUpstream {
         pipeline: String,
         stage: StageKind,
         needs: StageKind,
     },
+}
+
+impl DagError {
+    /// The pipeline the error is about, when it is about one.
+    pub fn pipeline(&self) -> Option<&str> {
+        match self {
+            DagError::Stage { pipeline, .. }
+            | DagError::Input { pipeline, .. }
+            | DagError::UntilMissing { pipeline, .. }
+            | DagError::MissingUpstream { pipeline, .. } => Some(pipeline),
+            _ => None,
+        }
+    }
 }

@@ -1,9 +1,13 @@
 //! The stage graph of one or more pipelines. Nodes are in a topological order:
 //! each pipeline's stages in data-flow order, pipelines one after another.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use super::DagError;
+use crate::config::{ConfigError, ConfigErrorKind, ConfigErrors};
 use crate::pipeline::Pipeline;
-use crate::stages::{Stage, StageKind};
+use crate::stages::{MemberInfo, Stage, StageKind};
 
 pub struct Node {
     pub pipeline: usize,
@@ -24,48 +28,110 @@ pub struct Graph {
 
 impl Graph {
     /// Builds the graph: each stage depends on every node of its pipeline whose
-    /// kind it reads. A stage whose upstream is missing is an error, never a
-    /// silently dropped edge.
-    pub fn new(pipelines: Vec<Pipeline>) -> Result<Graph, DagError> {
+    /// kind it reads; a stage that reads other pipelines (a report) depends on
+    /// those pipelines' nodes instead, and must come after them. A stage whose
+    /// upstream is missing is an error, never a silently dropped edge.
+    pub fn new(mut pipelines: Vec<Pipeline>) -> Result<Graph, DagError> {
+        let members = link_members(&mut pipelines)?;
         let mut nodes: Vec<Node> = Vec::new();
         for (index, pipeline) in pipelines.iter().enumerate() {
             let first = nodes.len();
+            let labels = labels(pipeline);
             for (position, stage) in pipeline.stages.iter().enumerate() {
                 let kind = stage.kind();
-                let mut deps = Vec::new();
-                for needed in kind.upstream() {
-                    let found: Vec<usize> = (first..nodes.len())
-                        .filter(|&n| nodes[n].kind == needed)
-                        .collect();
-                    if found.is_empty() {
-                        return Err(DagError::MissingUpstream {
-                            pipeline: pipeline.name.clone(),
-                            stage: kind,
-                            needs: needed,
-                        });
-                    }
-                    deps.extend(found);
-                }
-                let instances = pipeline.stages.iter().filter(|s| s.kind() == kind).count();
-                let earlier = pipeline.stages[..position]
-                    .iter()
-                    .filter(|s| s.kind() == kind)
-                    .count();
-                let label = if instances > 1 {
-                    format!("{kind}#{}", earlier + 1)
-                } else {
-                    kind.name().to_string()
+                let sources: Vec<usize> = match members.get(&(index, position)) {
+                    Some(listed) => listed.clone(),
+                    None => vec![index],
                 };
+                let mut deps = Vec::new();
+                for &source in &sources {
+                    for needed in kind.upstream() {
+                        let found: Vec<usize> = (0..nodes.len())
+                            .filter(|&n| nodes[n].pipeline == source && nodes[n].kind == needed)
+                            .filter(|&n| source != index || n >= first)
+                            .collect();
+                        if found.is_empty() {
+                            return Err(match source == index {
+                                true => DagError::MissingUpstream {
+                                    pipeline: pipeline.name.clone(),
+                                    stage: kind,
+                                    needs: needed,
+                                },
+                                false => DagError::MemberLacks {
+                                    report: pipeline.name.clone(),
+                                    file: pipeline.file.clone(),
+                                    member: pipelines[source].name.clone(),
+                                    needs: needed,
+                                },
+                            });
+                        }
+                        deps.extend(found);
+                    }
+                }
                 nodes.push(Node {
                     pipeline: index,
                     stage: position,
                     kind,
-                    label,
+                    label: labels[position].clone(),
                     deps,
                 });
             }
         }
         Ok(Graph { pipelines, nodes })
+    }
+
+    /// What a stage reading pipeline `pipeline` is told of it.
+    pub fn describe(&self, pipeline: usize) -> MemberInfo {
+        member_info(&self.pipelines[pipeline])
+    }
+
+    /// Whether another pipeline's stage reads this pipeline (it is a report's member).
+    pub fn is_member(&self, pipeline: usize) -> bool {
+        !self.reports_of(pipeline).is_empty()
+    }
+
+    /// The reports (pipeline indices) that read pipeline `pipeline`.
+    pub fn reports_of(&self, pipeline: usize) -> Vec<usize> {
+        let mut reports: Vec<usize> = self
+            .nodes
+            .iter()
+            .filter(|node| {
+                node.pipeline != pipeline && node.deps.iter().any(|&d| self.nodes[d].pipeline == pipeline)
+            })
+            .map(|node| node.pipeline)
+            .collect();
+        reports.dedup();
+        reports
+    }
+
+    /// Says, for an error about a report's member, which report lists it.
+    pub fn in_report_context(&self, error: DagError) -> DagError {
+        let Some(member) = error
+            .pipeline()
+            .and_then(|name| self.pipelines.iter().position(|p| p.name == name))
+        else {
+            return error;
+        };
+        match self.reports_of(member).first() {
+            Some(&report) => DagError::InReport {
+                member: self.pipelines[member].name.clone(),
+                report: self.pipelines[report].name.clone(),
+                file: self.pipelines[report].file.clone(),
+                source: Box::new(error),
+            },
+            None => error,
+        }
+    }
+
+    /// How node `n` names its upstream node `dep`: by label in its own
+    /// pipeline, as `<pipeline>/<label>` in another.
+    pub fn dep_label(&self, n: usize, dep: usize) -> String {
+        let (node, upstream) = (&self.nodes[n], &self.nodes[dep]);
+        if node.pipeline == upstream.pipeline {
+            upstream.label.clone()
+        } else {
+            format!("{}/{}", self.pipelines[upstream.pipeline].name, upstream.label)
+        }
     }
 
     pub fn stage(&self, node: usize) -> &dyn Stage {
@@ -99,7 +165,7 @@ impl Graph {
             out.push_str(&format!("{} ({})\n", pipeline.name, pipeline.file.display()));
             for n in self.nodes_of(index) {
                 let node = &self.nodes[n];
-                let deps: Vec<&str> = node.deps.iter().map(|&d| self.nodes[d].label.as_str()).collect();
+                let deps: Vec<String> = node.deps.iter().map(|&d| self.dep_label(n, d)).collect();
                 if deps.is_empty() {
                     out.push_str(&format!("  {}\n", node.label));
                 } else {
@@ -131,4 +197,91 @@ impl Graph {
         out.push_str("}\n");
         out
     }
+}
+
+/// Each node's label: the stage kind, plus `#<n>` when the pipeline has several
+/// instances of it.
+fn labels(pipeline: &Pipeline) -> Vec<String> {
+    let kinds: Vec<StageKind> = pipeline.stages.iter().map(|s| s.kind()).collect();
+    kinds
+        .iter()
+        .enumerate()
+        .map(|(position, kind)| {
+            let instances = kinds.iter().filter(|k| *k == kind).count();
+            let earlier = kinds[..position].iter().filter(|k| *k == kind).count();
+            if instances > 1 {
+                format!("{kind}#{}", earlier + 1)
+            } else {
+                kind.name().to_string()
+            }
+        })
+        .collect()
+}
+
+/// What a stage reading other pipelines is told of each.
+fn member_info(pipeline: &Pipeline) -> MemberInfo {
+    let labels = labels(pipeline);
+    MemberInfo {
+        name: pipeline.name.clone(),
+        description: pipeline.description.clone(),
+        toml: pipeline.toml.clone(),
+        stages: labels
+            .into_iter()
+            .zip(&pipeline.stages)
+            .map(|(label, stage)| (label, stage.config()))
+            .collect(),
+        has_members: pipeline.stages.iter().any(|s| !s.member_files().is_empty()),
+    }
+}
+
+/// Finds the pipelines each stage lists (they must be loaded earlier in
+/// `pipelines`), hands the stage what it needs of them, and returns the member
+/// pipelines' indices by (pipeline, stage position).
+fn link_members(pipelines: &mut [Pipeline]) -> Result<BTreeMap<(usize, usize), Vec<usize>>, DagError> {
+    let canonical: Vec<PathBuf> = pipelines
+        .iter()
+        .map(|p| p.file.canonicalize().unwrap_or_else(|_| p.file.clone()))
+        .collect();
+    let mut links = BTreeMap::new();
+    for index in 0..pipelines.len() {
+        for position in 0..pipelines[index].stages.len() {
+            let files = pipelines[index].stages[position].member_files();
+            if files.is_empty() {
+                continue;
+            }
+            let mut members = Vec::new();
+            for (file, at) in &files {
+                let wanted = file.canonicalize().unwrap_or_else(|_| file.clone());
+                let found = canonical.iter().position(|c| *c == wanted);
+                let refusal = match found {
+                    Some(member) if member == index => Some("a report cannot list its own file"),
+                    Some(member) if member_info(&pipelines[member]).has_members => {
+                        Some("it is itself a report; a report lists pipelines, not other reports")
+                    }
+                    _ => None,
+                };
+                if let Some(why) = refusal {
+                    let kind = ConfigErrorKind::InvalidValue {
+                        key: format!("{}.pipelines", pipelines[index].stages[position].kind()),
+                        message: format!("{}: {why}", file.display()),
+                    };
+                    return Err(ConfigErrors(vec![ConfigError::new(kind, at)]).into());
+                }
+                let Some(member) = found.filter(|&m| m < index) else {
+                    return Err(DagError::MemberNotLoaded {
+                        report: pipelines[index].name.clone(),
+                        file: file.clone(),
+                    });
+                };
+                members.push(member);
+            }
+            let infos = members.iter().map(|&m| member_info(&pipelines[m])).collect();
+            let this = member_info(&pipelines[index]);
+            pipelines[index].stages[position]
+                .link_members(this, infos)
+                .map_err(|error| ConfigErrors(vec![error]))?;
+            links.insert((index, position), members);
+        }
+    }
+    Ok(links)
 }

@@ -14,5 +14,7 @@ mod store;
 pub use error::DagError;
 pub use graph::Graph;
 pub use key::Change;
+pub use resolve::StateName;
 pub use runner::{Outcome, RunOptions, RunReport, dry_run, run};
 pub use status::{StatusReport, status};
+pub use store::{DATA_DIR, REPORT_DIR, TIMING as TIMING_FILE, Timing};

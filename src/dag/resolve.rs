@@ -77,9 +77,9 @@ impl Upstream {
                 .collect();
             match &outputs[dep] {
                 Some(files) => {
-                    hashes.insert(dep_node.label.clone(), hash_outputs(files, Some(&names)));
+                    hashes.insert(graph.dep_label(node, dep), hash_outputs(files, Some(&names)));
                 }
-                None => return Upstream::NotBuilt(dep_node.label.clone()),
+                None => return Upstream::NotBuilt(graph.dep_label(node, dep)),
             }
         }
         Upstream::Ready(hashes)

@@ -12,7 +12,7 @@ use super::resolve::{Resolver, State, Upstream};
 use super::store::{DATA_DIR, Manifest, OutputFile, REPORT_DIR, Store};
 use crate::console::Console;
 use crate::fsutil;
-use crate::stages::{StageContext, StageKind};
+use crate::stages::{StageContext, StageKind, UpstreamOutput};
 use crate::workspace::{Workspace, WorkspaceLock};
 
 #[derive(Debug, Default, Clone)]
@@ -61,7 +61,7 @@ pub fn run(
 ) -> Result<RunReport, DagError> {
     let workspace = lock.workspace();
     let selected = select(graph, options.until)?;
-    preflight(graph, &selected)?;
+    preflight(graph, &selected).map_err(|e| graph.in_report_context(e))?;
     let cache_error = |source| DagError::Cache {
         path: workspace.cache_dir.clone(),
         source,
@@ -174,7 +174,11 @@ impl<'a> Walk<'a> {
         let mut result = Ok(());
         for index in 0..self.graph.pipelines.len() {
             result = self.pipeline(index);
-            if result.is_err() {
+            if let Err(error) = result {
+                if self.mode == Mode::Run {
+                    self.withdraw_reports_of(index)?;
+                }
+                result = Err(self.graph.in_report_context(error));
                 break;
             }
         }
@@ -289,10 +293,16 @@ impl<'a> Walk<'a> {
             describe(changes)
         ));
         let started = Instant::now();
-        let upstream: Vec<(StageKind, PathBuf)> = node
+        let upstream: Vec<UpstreamOutput> = node
             .deps
             .iter()
-            .filter_map(|&d| self.data_dirs[d].clone().map(|dir| (graph.nodes[d].kind, dir)))
+            .filter_map(|&d| {
+                self.data_dirs[d].clone().map(|data_dir| UpstreamOutput {
+                    kind: graph.nodes[d].kind,
+                    pipeline: graph.pipelines[graph.nodes[d].pipeline].name.clone(),
+                    data_dir,
+                })
+            })
             .collect();
         let pending = store.begin(node.kind, &key).map_err(cache_error)?;
         let checkpoint_dir = store.checkpoint_dir(node.kind, &key);
@@ -350,13 +360,24 @@ impl<'a> Walk<'a> {
         let reports = self.workspace.report_dir(name);
         let record = self.resolver.record(name);
         let previous = record.published.get(&node.label).cloned().unwrap_or_default();
-        let published =
-            fsutil::publish_tree(&entry.join(REPORT_DIR), &reports, &previous).map_err(|source| {
-                DagError::Reports {
-                    path: reports,
-                    source,
-                }
+        let reports_error = |source| DagError::Reports {
+            path: reports.clone(),
+            source,
+        };
+        let mut published =
+            fsutil::publish_tree(&entry.join(REPORT_DIR), &reports, &previous).map_err(reports_error)?;
+        let views = self
+            .graph
+            .stage(n)
+            .render_views(entry, &reports)
+            .map_err(|source| DagError::Stage {
+                pipeline: name.clone(),
+                stage: node.kind,
+                source: Box::new(source),
             })?;
+        published.extend(views);
+        published.sort();
+        published.dedup();
         record.published.insert(node.label.clone(), published);
         if let Some(inputs) = inputs {
             record.stages.insert(node.label.clone(), inputs);
@@ -375,6 +396,22 @@ impl<'a> Walk<'a> {
             .map(|m| graph.nodes[m].label.clone())
             .collect();
         self.unpublish(pipeline, &labels)
+    }
+
+    /// Removes the published reports of every stage reading pipeline `failed`:
+    /// they would show numbers this run could not bring up to date.
+    fn withdraw_reports_of(&mut self, failed: usize) -> Result<(), DagError> {
+        let graph = self.graph;
+        let readers: Vec<usize> = (0..graph.nodes.len())
+            .filter(|&n| {
+                let node = &graph.nodes[n];
+                node.pipeline != failed && node.deps.iter().any(|&d| graph.nodes[d].pipeline == failed)
+            })
+            .collect();
+        for n in readers {
+            self.unpublish_from(n)?;
+        }
+        Ok(())
     }
 
     /// Drops from a pipeline's record the stages it no longer has, with the
@@ -437,7 +474,15 @@ fn select(graph: &Graph, until: Option<StageKind>) -> Result<Vec<bool>, DagError
             .nodes_of(index)
             .filter(|&n| graph.nodes[n].kind == until)
             .collect();
-        if targets.is_empty() {
+        // A report without the stage runs its members' up to it; a member
+        // pulled in by a report needs it only if the report does.
+        let linked = graph.nodes.iter().enumerate().any(|(n, node)| {
+            node.deps.iter().any(|&d| {
+                let dep = graph.nodes[d].pipeline;
+                dep != node.pipeline && (dep == index || graph.nodes[n].pipeline == index)
+            })
+        });
+        if targets.is_empty() && !linked {
             return Err(DagError::UntilMissing {
                 pipeline: pipeline.name.clone(),
                 stage: until,

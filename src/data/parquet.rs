@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arrow_array::builder::StringBuilder;
 use arrow_array::{
-    Array, ArrayRef, FixedSizeBinaryArray, Float32Array, Int64Array, RecordBatch, UInt32Array,
+    Array, ArrayRef, FixedSizeBinaryArray, Float32Array, Float64Array, Int64Array, RecordBatch, UInt32Array,
 };
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
@@ -190,6 +190,121 @@ pub fn write_lookup(path: &Path, lookup: &LookupTable) -> Result<(), DataError> 
     write_batch(path, &batch, Vec::new())
 }
 
+/// Evaluate's per-face predictions: what a model predicted for each validation
+/// face and the labels it was scored against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FacePredictions {
+    pub coordinate_names: Vec<String>,
+    pub source_rows: Vec<u32>,
+    /// Row-major `faces x coordinates`, in pixels.
+    pub predicted: Vec<f32>,
+    /// The scoring labels, NaN where a coordinate is unlabelled.
+    pub truth: Vec<f32>,
+    /// RMSE over the face's labelled coordinates; NaN when it has none.
+    pub face_rmse_px: Vec<f64>,
+}
+
+const TRUE_PREFIX: &str = "true.";
+const FACE_RMSE: &str = "face_rmse_px";
+
+/// Columns: `source_row`, `face_rmse_px` (null for a face without labels), each
+/// coordinate's prediction under its CSV name, and its label as `true.<name>`
+/// (null where unlabelled).
+pub fn write_predictions(path: &Path, predictions: &FacePredictions) -> Result<(), DataError> {
+    let width = predictions.coordinate_names.len();
+    let nullable = |values: &[f32], c: usize| -> ArrayRef {
+        let column = values
+            .chunks(width)
+            .map(|row| (!row[c].is_nan()).then_some(row[c]));
+        Arc::new(column.collect::<Float32Array>())
+    };
+    let mut fields = vec![
+        Field::new(SOURCE_ROW, DataType::UInt32, false),
+        Field::new(FACE_RMSE, DataType::Float64, true),
+    ];
+    let rmse: Float64Array = predictions
+        .face_rmse_px
+        .iter()
+        .map(|v| (!v.is_nan()).then_some(*v))
+        .collect();
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(UInt32Array::from(predictions.source_rows.clone())),
+        Arc::new(rmse),
+    ];
+    for (c, name) in predictions.coordinate_names.iter().enumerate() {
+        fields.push(Field::new(name, DataType::Float32, true));
+        columns.push(nullable(&predictions.predicted, c));
+    }
+    for (c, name) in predictions.coordinate_names.iter().enumerate() {
+        fields.push(Field::new(
+            format!("{TRUE_PREFIX}{name}"),
+            DataType::Float32,
+            true,
+        ));
+        columns.push(nullable(&predictions.truth, c));
+    }
+    let batch =
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| write_error(path, e))?;
+    write_batch(path, &batch, Vec::new())
+}
+
+pub fn read_predictions(path: &Path) -> Result<FacePredictions, DataError> {
+    let file = File::open(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| read_error(path, e))?;
+    let coordinate_names: Vec<String> = builder
+        .schema()
+        .fields()
+        .iter()
+        .filter(|f| f.data_type() == &DataType::Float32 && !f.name().starts_with(TRUE_PREFIX))
+        .map(|f| f.name().clone())
+        .collect();
+    let mut predictions = FacePredictions {
+        coordinate_names,
+        source_rows: Vec::new(),
+        predicted: Vec::new(),
+        truth: Vec::new(),
+        face_rmse_px: Vec::new(),
+    };
+    for batch in builder.build().map_err(|e| read_error(path, e))? {
+        let batch = batch.map_err(|e| read_error(path, e))?;
+        predictions
+            .source_rows
+            .extend(column::<UInt32Array>(path, &batch, SOURCE_ROW)?.values().iter());
+        let rmse = column::<Float64Array>(path, &batch, FACE_RMSE)?;
+        predictions
+            .face_rmse_px
+            .extend((0..batch.num_rows()).map(|r| if rmse.is_null(r) { f64::NAN } else { rmse.value(r) }));
+        let mut predicted = Vec::new();
+        let mut truth = Vec::new();
+        for name in &predictions.coordinate_names {
+            predicted.push(column::<Float32Array>(path, &batch, name)?);
+            truth.push(column::<Float32Array>(
+                path,
+                &batch,
+                &format!("{TRUE_PREFIX}{name}"),
+            )?);
+        }
+        for row in 0..batch.num_rows() {
+            for (into, columns) in [
+                (&mut predictions.predicted, &predicted),
+                (&mut predictions.truth, &truth),
+            ] {
+                into.extend(columns.iter().map(|col| {
+                    if col.is_null(row) {
+                        f32::NAN
+                    } else {
+                        col.value(row)
+                    }
+                }));
+            }
+        }
+    }
+    Ok(predictions)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +346,26 @@ mod tests {
         let path = dir.path().join("t.parquet");
         write_faces(&path, &faces).unwrap();
         assert_eq!(read_faces(&path).unwrap(), faces);
+    }
+
+    #[test]
+    fn predictions_round_trip_with_missing_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.parquet");
+        let predictions = FacePredictions {
+            coordinate_names: vec!["a_x".into(), "a_y".into()],
+            source_rows: vec![7, 3],
+            predicted: vec![1.0, 2.0, 3.0, 4.0],
+            truth: vec![1.5, f32::NAN, f32::NAN, f32::NAN],
+            face_rmse_px: vec![0.5, f64::NAN],
+        };
+        write_predictions(&path, &predictions).unwrap();
+        let back = read_predictions(&path).unwrap();
+        assert_eq!(back.source_rows, [7, 3]);
+        assert_eq!(back.predicted, predictions.predicted);
+        assert_eq!(back.truth[0], 1.5);
+        assert!(back.truth[1..].iter().all(|v| v.is_nan()));
+        assert_eq!(back.face_rmse_px[0], 0.5);
+        assert!(back.face_rmse_px[1].is_nan());
     }
 }

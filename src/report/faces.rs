@@ -22,6 +22,8 @@ pub struct FaceGrid<'a> {
     pub faces: Vec<Face<'a>>,
     pub side: usize,
     pub keypoint_names: &'a [String],
+    /// Faces per row; `None` makes the grid about square.
+    pub columns: Option<usize>,
 }
 
 const FACE_SCALE: usize = 3;
@@ -31,7 +33,9 @@ const TITLE_HEIGHT: usize = 40;
 
 impl FaceGrid<'_> {
     fn columns(&self) -> usize {
-        (self.faces.len() as f64).sqrt().ceil().max(1.0) as usize
+        self.columns
+            .unwrap_or_else(|| (self.faces.len() as f64).sqrt().ceil() as usize)
+            .max(1)
     }
 
     fn cell(&self) -> (usize, usize) {

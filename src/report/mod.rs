@@ -4,7 +4,7 @@ pub mod faces;
 pub mod plot;
 mod table;
 
-pub use table::{Cell, ReportTable};
+pub use table::{Cell, ReportTable, escape_html};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {

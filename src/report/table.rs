@@ -116,6 +116,29 @@ impl ReportTable {
         table.to_string()
     }
 
+    /// The table as an HTML `<table>`, text escaped, numbers right-aligned.
+    pub fn to_html(&self) -> String {
+        let mut html = String::from("<table>\n<thead><tr>");
+        for column in &self.columns {
+            html.push_str(&format!("<th>{}</th>", escape_html(column)));
+        }
+        html.push_str("</tr></thead>\n<tbody>\n");
+        for row in &self.rows {
+            html.push_str("<tr>");
+            for cell in row {
+                let class = if matches!(cell, Cell::Text(_)) {
+                    ""
+                } else {
+                    " class=\"num\""
+                };
+                html.push_str(&format!("<td{class}>{}</td>", escape_html(&self.show(cell))));
+            }
+            html.push_str("</tr>\n");
+        }
+        html.push_str("</tbody>\n</table>\n");
+        html
+    }
+
     /// Writes the table as Parquet: text columns as Utf8, integer columns as Int64,
     /// any column holding a float as Float64; empty cells are nulls.
     pub fn write_parquet(&self, path: &Path) -> Result<(), ReportError> {
@@ -189,6 +212,22 @@ impl ReportTable {
     }
 }
 
+/// Text made safe inside HTML elements and attribute values.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +246,17 @@ mod tests {
         let markdown = sample().to_markdown();
         assert!(markdown.contains("| name | count | mean |"), "{markdown}");
         assert!(markdown.contains("| a    |     3 | 1.23 |"), "{markdown}");
+    }
+
+    #[test]
+    fn html_escapes_text_and_marks_numbers() {
+        let mut table = ReportTable::new(["<name>"], 1);
+        table.push(vec!["a & b".into()]);
+        table.push(vec![2.25.into()]);
+        let html = table.to_html();
+        assert!(html.contains("<th>&lt;name&gt;</th>"), "{html}");
+        assert!(html.contains("<td>a &amp; b</td>"), "{html}");
+        assert!(html.contains("<td class=\"num\">2.2</td>"), "{html}");
     }
 
     #[test]

@@ -16,13 +16,14 @@ pub mod eda;
 pub mod evaluate;
 pub mod ingest;
 pub mod prepare;
+pub mod report;
 pub mod train;
 
 use std::path::{Path, PathBuf};
 
 use strum::IntoEnumIterator;
 
-use crate::config::TableReader;
+use crate::config::{ConfigError, Location, TableReader};
 use crate::console::Console;
 
 /// The stage kinds fkp can run, in data-flow order.
@@ -33,6 +34,7 @@ pub enum StageKind {
     Prepare,
     Train,
     Evaluate,
+    Report,
 }
 
 /// What a stage module declares about its kind.
@@ -45,6 +47,9 @@ pub struct StageDef {
     /// Only these files' hashes go into its cache key, and only these can it open
     /// (through [`StageContext::upstream_file`]).
     pub reads: &'static [(StageKind, &'static str)],
+    /// Whether `reads` come from the pipelines the stage lists (a report's
+    /// members) rather than from its own pipeline.
+    pub reads_members: bool,
     /// Reads its tables into stage instances. Errors are collected by the readers;
     /// an empty result means the configuration was too broken to build one.
     pub read: fn(&mut StageTables) -> Vec<Box<dyn Stage>>,
@@ -59,6 +64,7 @@ impl StageKind {
             StageKind::Prepare => &prepare::DEF,
             StageKind::Train => &train::DEF,
             StageKind::Evaluate => &evaluate::DEF,
+            StageKind::Report => &report::DEF,
         }
     }
 
@@ -138,13 +144,41 @@ pub struct StageContext<'a> {
     pub console: &'a Console,
     pub kind: StageKind,
     /// The `data/` folder of each upstream node's cache entry.
-    pub upstream: &'a [(StageKind, PathBuf)],
+    pub upstream: &'a [UpstreamOutput],
+}
+
+/// An upstream node's outputs, as a running stage sees them.
+#[derive(Debug, Clone)]
+pub struct UpstreamOutput {
+    pub kind: StageKind,
+    /// The pipeline the node belongs to (another one for a report).
+    pub pipeline: String,
+    /// The `data/` folder of its cache entry.
+    pub data_dir: PathBuf,
 }
 
 impl StageContext<'_> {
     /// An upstream output file. Only files the stage declares in its `reads` can be
     /// opened, so its cache key cannot miss an input it uses.
     pub fn upstream_file(&self, kind: StageKind, name: &'static str) -> Result<PathBuf, UpstreamError> {
+        match self.upstream_files(kind, name)?.as_slice() {
+            [(_, path)] => Ok(path.clone()),
+            found => Err(UpstreamError::Instances {
+                stage: self.kind,
+                upstream: kind,
+                count: found.len(),
+            }),
+        }
+    }
+
+    /// The file of every upstream node of `kind` (one per member pipeline for a
+    /// report), with the pipeline each belongs to, in graph order. Checked like
+    /// [`StageContext::upstream_file`].
+    pub fn upstream_files(
+        &self,
+        kind: StageKind,
+        name: &'static str,
+    ) -> Result<Vec<(&str, PathBuf)>, UpstreamError> {
         if !self.kind.def().reads.contains(&(kind, name)) {
             return Err(UpstreamError::Undeclared {
                 stage: self.kind,
@@ -152,20 +186,31 @@ impl StageContext<'_> {
                 file: name,
             });
         }
-        let dirs: Vec<&PathBuf> = self
+        Ok(self
             .upstream
             .iter()
-            .filter(|(k, _)| *k == kind)
-            .map(|(_, dir)| dir)
-            .collect();
-        match dirs.as_slice() {
-            [dir] => Ok(dir.join(name)),
-            _ => Err(UpstreamError::Instances {
-                stage: self.kind,
-                upstream: kind,
-                count: dirs.len(),
-            }),
-        }
+            .filter(|u| u.kind == kind)
+            .map(|u| (u.pipeline.as_str(), u.data_dir.join(name)))
+            .collect())
+    }
+
+    /// The volatile `timing.json` of every upstream node of `kind`: for showing
+    /// only (it is in no key), so absent or unreadable ones are `None`.
+    pub fn upstream_timing(&self, kind: StageKind) -> Vec<(&str, Option<serde_json::Value>)> {
+        self.upstream
+            .iter()
+            .filter(|u| u.kind == kind)
+            .map(|u| {
+                let path = u
+                    .data_dir
+                    .parent()
+                    .map(|entry| entry.join(crate::dag::TIMING_FILE));
+                let timing = path
+                    .and_then(|p| std::fs::read(p).ok())
+                    .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+                (u.pipeline.as_str(), timing)
+            })
+            .collect()
     }
 }
 
@@ -191,6 +236,8 @@ pub enum StageError {
     Train(#[from] train::TrainStageError),
     #[error(transparent)]
     Evaluate(#[from] evaluate::EvaluateError),
+    #[error(transparent)]
+    Report(#[from] report::ReportStageError),
 }
 
 /// Why [`StageContext::upstream_file`] refused.
@@ -231,6 +278,37 @@ pub trait Stage {
         Ok(())
     }
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError>;
+    /// Pipeline files whose outputs this stage reads besides its own pipeline's
+    /// (a report's `pipelines`). The graph loads them first and links them back.
+    fn member_files(&self) -> Vec<(PathBuf, Location)> {
+        Vec::new()
+    }
+    /// Hands the stage its own pipeline and those of [`Stage::member_files`], in
+    /// that order, before its key is computed.
+    fn link_members(&mut self, _this: MemberInfo, _members: Vec<MemberInfo>) -> Result<(), ConfigError> {
+        Ok(())
+    }
+    /// Documents rendered at publish time into the pipeline's report folder from
+    /// the entry's `data/` and its volatile `timing.json` (which the entry's own
+    /// files must not hold). Returns the files written, relative to `dir`.
+    fn render_views(&self, _entry: &Path, _dir: &Path) -> Result<Vec<PathBuf>, StageError> {
+        Ok(Vec::new())
+    }
+}
+
+/// What a stage reading other pipelines knows of each: enough to describe it,
+/// and all of it part of that stage's key.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberInfo {
+    pub name: String,
+    pub description: Option<String>,
+    /// Its tables with `extends` merged, as TOML.
+    pub toml: String,
+    /// Each stage's key configuration, by node label.
+    pub stages: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Whether the pipeline itself reads other pipelines (is a report).
+    #[serde(skip)]
+    pub has_members: bool,
 }
 
 #[cfg(test)]
@@ -240,7 +318,7 @@ mod tests {
     #[test]
     fn every_kind_is_registered_with_a_unique_name_and_earlier_upstream() {
         let names: Vec<&str> = StageKind::all().map(StageKind::name).collect();
-        assert_eq!(names, ["ingest", "eda", "prepare", "train", "evaluate"]);
+        assert_eq!(names, ["ingest", "eda", "prepare", "train", "evaluate", "report"]);
         for kind in StageKind::all() {
             assert_eq!(StageKind::from_name(kind.name()), Some(kind));
             for upstream in kind.upstream() {
@@ -252,7 +330,11 @@ mod tests {
     #[test]
     fn only_declared_upstream_files_open() {
         let dir = PathBuf::from("/cache/entries/prepare/k/data");
-        let upstream = [(StageKind::Prepare, dir.clone())];
+        let upstream = [UpstreamOutput {
+            kind: StageKind::Prepare,
+            pipeline: "p".to_string(),
+            data_dir: dir.clone(),
+        }];
         let console = Console::silent();
         let ctx = StageContext {
             data_dir: Path::new("/d"),

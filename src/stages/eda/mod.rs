@@ -40,6 +40,7 @@ pub static DEF: StageDef = StageDef {
     name: "eda",
     also_configured_by: &[],
     reads: &[(StageKind::Ingest, ingest::TRAIN_FILE)],
+    reads_members: false,
     read,
 };
 
@@ -73,6 +74,16 @@ impl Stage for EdaStage {
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
         Ok(self.describe(ctx)?)
     }
+}
+
+/// The statistics as numbers, for scripts and the report stage.
+pub const NUMBERS_FILE: &str = "eda.json";
+
+/// The part of [`NUMBERS_FILE`] a report reads back: (keypoints present, rows)
+/// per missing-label pattern.
+#[derive(serde::Deserialize)]
+pub struct Patterns {
+    pub patterns: Vec<(Vec<bool>, usize)>,
 }
 
 #[derive(serde::Serialize)]
@@ -125,7 +136,7 @@ impl EdaStage {
             image_stds: &pixels.image_stds,
             brightness_histogram: &pixels.histogram,
         };
-        let json_path = ctx.data_dir.join("eda.json");
+        let json_path = ctx.data_dir.join(NUMBERS_FILE);
         crate::fsutil::write_json(&json_path, &numbers).map_err(|e| ReportError::write(&json_path, e))?;
 
         let summary_path = dir.join("summary.md");
@@ -206,6 +217,7 @@ impl EdaStage {
                             .collect(),
                         side: faces.side,
                         keypoint_names: keypoints,
+                        columns: None,
                     };
                     plot::save(&figure, dir, "samples")?;
                 }

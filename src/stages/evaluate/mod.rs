@@ -11,11 +11,12 @@ mod config;
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use config::EvaluateConfig;
 
 use super::{FileInput, Stage, StageContext, StageDef, StageError, StageKind, StageOutcome, StageTables};
+use crate::data::parquet::{FacePredictions, write_predictions};
 use crate::data::prepared::{Prepared, Split};
 use crate::data::{DataError, FaceTable};
 use crate::metrics::{PixelErrors, pck, per_keypoint, pixel_errors};
@@ -27,6 +28,7 @@ use crate::stages::train::{self, TrainedModel};
 use crate::training::{TrainError, predict_pixels};
 
 pub const METRICS_FILE: &str = "metrics.json";
+pub const PREDICTIONS_FILE: &str = "predictions.parquet";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvaluateError {
@@ -49,6 +51,7 @@ pub static DEF: StageDef = StageDef {
         (StageKind::Train, train::MODEL_FILE),
         (StageKind::Train, train::MODEL_META),
     ],
+    reads_members: false,
     read,
 };
 
@@ -68,7 +71,7 @@ impl Stage for EvaluateStage {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     /// The configuration, with the numerics its predictions are computed with
@@ -99,7 +102,7 @@ impl Stage for EvaluateStage {
 }
 
 /// Scores of one set of faces.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Scores {
     pub rows: usize,
     pub labelled_points: usize,
@@ -113,21 +116,22 @@ pub struct Scores {
     pub per_keypoint: Vec<KeypointScore>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeypointScore {
     pub keypoint: String,
     pub labelled_points: usize,
     pub rmse_px: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-struct Metrics {
-    model: TrainedModel,
-    validation: Scores,
+/// `metrics.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Metrics {
+    pub model: TrainedModel,
+    pub validation: Scores,
     /// The validation rows against the `truth` file's labels.
-    validation_full_labels: Option<Scores>,
+    pub validation_full_labels: Option<Scores>,
     /// Every row of the `data` file.
-    data: Option<Scores>,
+    pub data: Option<Scores>,
 }
 
 impl EvaluateStage {
@@ -154,14 +158,24 @@ impl EvaluateStage {
             keypoints,
             &mean_shape,
         );
-        let validation_full_labels = match &self.config.truth {
+        let full_labels = match &self.config.truth {
             Some(path) => {
                 let truth = ingest::read_like_training(path, &rules, Labels::Required, ctx.console)?;
-                let (targets, labelled) = truth_for(&truth, &prepared, path)?;
-                Some(score(&val_pixels, &targets, &labelled, keypoints, &mean_shape))
+                Some(truth_for(&truth, &prepared, path)?)
             }
             None => None,
         };
+        let validation_full_labels = full_labels
+            .as_ref()
+            .map(|(targets, labelled)| score(&val_pixels, targets, labelled, keypoints, &mean_shape));
+        // Per face, against the best labels there are: what a report compares.
+        let (targets, labelled) = full_labels
+            .as_ref()
+            .map_or((&prepared.val.targets, &prepared.val.labelled), |(t, l)| (t, l));
+        write_predictions(
+            &ctx.data_dir.join(PREDICTIONS_FILE),
+            &face_predictions(&prepared, &val_pixels, targets, labelled),
+        )?;
         let data = match &self.config.data {
             Some(path) => {
                 let faces = ingest::read_like_training(path, &rules, Labels::Required, ctx.console)?;
@@ -252,6 +266,7 @@ impl EvaluateStage {
                 .collect(),
             side: prepared.side,
             keypoint_names: keypoints,
+            columns: None,
         };
         plot::save(&grid, ctx.report_dir, "predictions")?;
         Ok(StageOutcome {
@@ -300,6 +315,35 @@ fn score(pred: &[f32], targets: &[f32], labelled: &[u8], keypoints: &[String], m
                 rmse_px: rmse,
             })
             .collect(),
+    }
+}
+
+/// Each validation face's prediction, scoring labels and RMSE over them.
+fn face_predictions(
+    prepared: &Prepared,
+    pixels: &[f32],
+    targets: &[f32],
+    labelled: &[u8],
+) -> FacePredictions {
+    let coords = prepared.coordinate_names.len();
+    let truth: Vec<f32> = targets
+        .iter()
+        .zip(labelled)
+        .map(|(&t, &l)| if l == 1 { t } else { f32::NAN })
+        .collect();
+    let face_rmse_px = (0..prepared.val.len())
+        .map(|row| {
+            let range = row * coords..(row + 1) * coords;
+            let errors = pixel_errors(&pixels[range.clone()], &targets[range.clone()], &labelled[range]);
+            if errors.count == 0 { f64::NAN } else { errors.rmse }
+        })
+        .collect();
+    FacePredictions {
+        coordinate_names: prepared.coordinate_names.clone(),
+        source_rows: prepared.val.source_rows.clone(),
+        predicted: pixels.to_vec(),
+        truth,
+        face_rmse_px,
     }
 }
 

@@ -41,6 +41,7 @@ pub static DEF: StageDef = StageDef {
     name: "ingest",
     also_configured_by: &[],
     reads: &[],
+    reads_members: false,
     read,
 };
 

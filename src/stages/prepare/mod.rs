@@ -47,6 +47,7 @@ pub static DEF: StageDef = StageDef {
         (StageKind::Ingest, ingest::TRAIN_FILE),
         (StageKind::Ingest, ingest::RULES_FILE),
     ],
+    reads_members: false,
     read,
 };
 

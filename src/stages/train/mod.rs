@@ -106,6 +106,7 @@ pub static DEF: StageDef = StageDef {
     name: "train",
     also_configured_by: &["model"],
     reads: &[(StageKind::Prepare, PREPARED_FILE)],
+    reads_members: false,
     read,
 };
 

@@ -1,0 +1,410 @@
+//! `fkp compare`: the report's table for pipelines already run, read from the
+//! cache without running anything and without the workspace's write lock. A
+//! pipeline that is not fully cached is listed as stale or missing, with why,
+//! never scored from old outputs. `--against` adds "was → now (Δ)" for every
+//! metric of an earlier report JSON and marks regressions.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Choice;
+use crate::dag::{self, DagError, Graph, StatusReport};
+use crate::report::{Cell, ReportTable};
+use crate::report::{ReportError, escape_html};
+use crate::stages::report::{
+    self, Compared, Comparison, MemberFiles, ReportStageError, SortBy, train_timing, views,
+};
+use crate::stages::{StageKind, eda, evaluate, prepare, train};
+use crate::workspace::Workspace;
+
+/// A quality metric regresses when it worsens by more than this many percent
+/// of its earlier value (RMSE, MAE) or this many percentage points (PCK).
+pub const REGRESSION_TOLERANCE: f64 = 1.0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    #[error(transparent)]
+    Dag(#[from] DagError),
+    #[error(transparent)]
+    Report(#[from] ReportStageError),
+    #[error("pipeline `{0}` has no [evaluate] stage and lists no pipelines: nothing to compare")]
+    NothingToCompare(String),
+    #[error("cannot read --against {path}: {message}")]
+    Against { path: PathBuf, message: String },
+}
+
+/// A pipeline left out of the table, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NotCompared {
+    pub pipeline: String,
+    /// `stale` or `missing`.
+    pub state: String,
+    pub reason: String,
+}
+
+/// One metric of one pipeline, then and now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MetricChange {
+    pub pipeline: String,
+    pub metric: String,
+    pub was: Option<f64>,
+    pub now: Option<f64>,
+    pub delta: Option<f64>,
+    /// Quality metrics only; timings are shown, never judged.
+    pub regression: bool,
+}
+
+/// What `fkp compare` produces: the comparison, what it could not score, and
+/// the changes against an earlier report.
+#[derive(Debug, Serialize)]
+pub struct CompareResult {
+    #[serde(flatten)]
+    pub comparison: Comparison,
+    pub not_compared: Vec<NotCompared>,
+    pub against: Option<PathBuf>,
+    pub changes: Vec<MetricChange>,
+    /// What the pictures are drawn from.
+    #[serde(skip)]
+    compared: Compared,
+}
+
+/// Compares the evaluated pipelines among `graph`'s (a report's members when
+/// a report file is named, with its baseline and order).
+pub fn compare(
+    graph: &Graph,
+    workspace: &Workspace,
+    against: Option<&Path>,
+) -> Result<CompareResult, CompareError> {
+    let status = dag::status(graph, workspace)?;
+    let reports: Vec<usize> = (0..graph.pipelines.len())
+        .filter(|&p| {
+            graph
+                .nodes_of(p)
+                .any(|n| graph.nodes[n].kind == StageKind::Report)
+        })
+        .collect();
+    let (this, baseline, sort_by) = match reports.as_slice() {
+        [one] => {
+            let settings = graph.pipelines[*one]
+                .stage(StageKind::Report)
+                .map(|s| s.config())
+                .unwrap_or_default();
+            let sort_by = settings["sort_by"]
+                .as_str()
+                .and_then(|name| SortBy::NAMES.iter().position(|n| *n == name))
+                .map_or(SortBy::Rmse, SortBy::from_index);
+            (
+                Some(graph.describe(*one)),
+                settings["baseline"].as_str().map(str::to_string),
+                sort_by,
+            )
+        }
+        _ => (None, None, SortBy::Rmse),
+    };
+
+    let mut infos = Vec::new();
+    let mut not_compared = Vec::new();
+    for (index, pipeline) in graph.pipelines.iter().enumerate() {
+        if reports.contains(&index) && pipeline.stage(StageKind::Evaluate).is_none() {
+            continue;
+        }
+        if pipeline.stage(StageKind::Evaluate).is_none() {
+            if graph.is_member(index) {
+                continue;
+            }
+            return Err(CompareError::NothingToCompare(pipeline.name.clone()));
+        }
+        let stages = &status.pipelines[index].stages;
+        let waiting = stages
+            .iter()
+            .filter(|s| s.stage != StageKind::Report.name())
+            .find(|s| s.state != dag::StateName::Cached);
+        match waiting {
+            Some(stage) => not_compared.push(NotCompared {
+                pipeline: pipeline.name.clone(),
+                state: serde_json::to_value(&stage.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                reason: format!("[{}] {}", stage.stage, stage.reason.clone().unwrap_or_default()),
+            }),
+            None => infos.push((index, graph.describe(index))),
+        }
+    }
+
+    let mut members = Vec::new();
+    let mut timing = Vec::new();
+    for (index, info) in &infos {
+        let entry = |kind: StageKind| entry_dir(&status, *index, kind);
+        let data = |kind: StageKind, file: &str| entry(kind).join(dag::DATA_DIR).join(file);
+        members.push((
+            info,
+            MemberFiles {
+                metrics: data(StageKind::Evaluate, evaluate::METRICS_FILE),
+                history: data(StageKind::Train, train::HISTORY_FILE),
+                predictions: data(StageKind::Evaluate, evaluate::PREDICTIONS_FILE),
+                eda: data(StageKind::Eda, eda::NUMBERS_FILE),
+                prepared: data(StageKind::Prepare, prepare::PREPARED_FILE),
+            },
+        ));
+        let train_timing = std::fs::read(entry(StageKind::Train).join(dag::TIMING_FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .and_then(|t: serde_json::Value| train_timing(&t));
+        timing.push((info.name.clone(), train_timing));
+    }
+    let baseline = baseline.filter(|b| infos.iter().any(|(_, i)| &i.name == b));
+    let compared = report::gather(this.as_ref(), &members, baseline.as_deref(), sort_by)?;
+    let comparison = views::with_timing(&compared.comparison, &timing);
+    let changes = match against {
+        Some(path) => changes_against(&comparison, &read_against(path)?),
+        None => Vec::new(),
+    };
+    Ok(CompareResult {
+        comparison,
+        not_compared,
+        against: against.map(Path::to_path_buf),
+        changes,
+        compared,
+    })
+}
+
+/// The entry folder of a pipeline's (first) node of `kind`; status knows it
+/// for every cached node.
+fn entry_dir(status: &StatusReport, pipeline: usize, kind: StageKind) -> PathBuf {
+    status.pipelines[pipeline]
+        .stages
+        .iter()
+        .find(|s| s.stage == kind.name() || s.stage.starts_with(&format!("{kind}#")))
+        .and_then(|s| s.entry.clone())
+        .unwrap_or_default()
+}
+
+fn read_against(path: &Path) -> Result<Comparison, CompareError> {
+    let error = |message: String| CompareError::Against {
+        path: path.to_path_buf(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+    let comparison: Comparison = serde_json::from_slice(&bytes)
+        .map_err(|e| error(format!("not an fkp report JSON ({}): {e}", report::SCHEMA)))?;
+    if comparison.schema != report::SCHEMA {
+        return Err(error(format!(
+            "schema `{}`, expected `{}`",
+            crate::text::excerpt(&comparison.schema),
+            report::SCHEMA
+        )));
+    }
+    Ok(comparison)
+}
+
+/// Whether a change of a metric is a regression: `higher_is_worse` for errors.
+fn regressed(was: f64, now: f64, higher_is_worse: bool, relative: bool) -> bool {
+    let worse_by = if higher_is_worse { now - was } else { was - now };
+    let allowed = if relative {
+        was.abs() * REGRESSION_TOLERANCE / 100.0
+    } else {
+        REGRESSION_TOLERANCE
+    };
+    worse_by > allowed
+}
+
+/// Every metric of every pipeline in `now`, against the same pipeline in `was`.
+pub fn changes_against(now: &Comparison, was: &Comparison) -> Vec<MetricChange> {
+    type Get = fn(&report::Row) -> Option<f64>;
+    /// (higher is worse, tolerance relative) of a judged metric.
+    type Judged = Option<(bool, bool)>;
+    let metrics: [(&str, Get, Judged); 6] = [
+        ("rmse_px", |r| Some(r.rmse_px), Some((true, true))),
+        ("mae_px", |r| Some(r.mae_px), Some((true, true))),
+        ("pck_5", |r| r.pck_5, Some((false, false))),
+        ("pck_10", |r| r.pck_10, Some((false, false))),
+        (
+            "train_seconds",
+            |r| r.timing.as_ref().map(|t| t.train_seconds),
+            None,
+        ),
+        (
+            "images_per_s",
+            |r| r.timing.as_ref().and_then(|t| t.images_per_s),
+            None,
+        ),
+    ];
+    let mut changes = Vec::new();
+    for row in &now.rows {
+        let old = was.rows.iter().find(|r| r.pipeline == row.pipeline);
+        for (metric, get, judged) in metrics {
+            let (was_value, now_value) = (old.and_then(get), get(row));
+            let delta = was_value.zip(now_value).map(|(w, n)| n - w);
+            let regression = match (judged, was_value, now_value) {
+                (Some((higher_is_worse, relative)), Some(w), Some(n)) => {
+                    regressed(w, n, higher_is_worse, relative)
+                }
+                _ => false,
+            };
+            changes.push(MetricChange {
+                pipeline: row.pipeline.clone(),
+                metric: metric.to_string(),
+                was: was_value,
+                now: now_value,
+                delta,
+                regression,
+            });
+        }
+    }
+    changes
+}
+
+impl CompareResult {
+    pub fn regressions(&self) -> usize {
+        self.changes.iter().filter(|c| c.regression).count()
+    }
+
+    /// "was → now (Δ)" per pipeline and metric.
+    pub fn changes_table(&self) -> ReportTable {
+        let mut metrics: Vec<&str> = Vec::new();
+        for change in &self.changes {
+            if !metrics.contains(&change.metric.as_str()) {
+                metrics.push(&change.metric);
+            }
+        }
+        let columns = std::iter::once("pipeline")
+            .chain(metrics.iter().copied())
+            .chain(std::iter::once("regressions"));
+        let mut table = ReportTable::new(columns, 3);
+        for row in &self.comparison.rows {
+            let mine: Vec<&MetricChange> = self
+                .changes
+                .iter()
+                .filter(|c| c.pipeline == row.pipeline)
+                .collect();
+            let mut cells = vec![Cell::from(row.pipeline.clone())];
+            for metric in &metrics {
+                let text = mine
+                    .iter()
+                    .find(|c| c.metric == *metric)
+                    .map_or(String::new(), |c| {
+                        let show = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3}"));
+                        let delta = c.delta.map_or(String::new(), |d| format!(" ({d:+.3})"));
+                        let mark = if c.regression { " ✗" } else { "" };
+                        format!("{} → {}{delta}{mark}", show(c.was), show(c.now))
+                    });
+                cells.push(text.into());
+            }
+            cells.push(mine.iter().filter(|c| c.regression).count().into());
+            table.push(cells);
+        }
+        table
+    }
+
+    fn not_compared_text(&self) -> String {
+        self.not_compared
+            .iter()
+            .map(|n| format!("not compared: `{}` is {}: {}\n", n.pipeline, n.state, n.reason))
+            .collect()
+    }
+
+    pub fn to_terminal(&self) -> String {
+        let mut text = format!(
+            "{}\n{}\n{}",
+            self.comparison.scored_on(),
+            self.comparison.table().to_terminal(),
+            self.comparison.keypoint_table().to_terminal()
+        );
+        if let Some(path) = &self.against {
+            text.push_str(&format!(
+                "\nagainst {} ({} regressions; tolerance {REGRESSION_TOLERANCE}% for RMSE/MAE, {REGRESSION_TOLERANCE} points for PCK):\n{}",
+                path.display(),
+                self.regressions(),
+                self.changes_table().to_terminal()
+            ));
+        }
+        text.push('\n');
+        text.push_str(&self.not_compared_text());
+        text
+    }
+
+    pub fn to_markdown(&self) -> String {
+        let mut text = views::markdown(&self.comparison, Path::new(""), "");
+        text.push_str(&self.against_markdown());
+        text
+    }
+
+    /// The `--against` section, in Markdown (empty without `--against`).
+    pub fn against_markdown(&self) -> String {
+        let mut text = String::new();
+        if let Some(path) = &self.against {
+            text.push_str(&format!(
+                "\n## Against {}\n\n{} regressions (a quality metric worse by more than {REGRESSION_TOLERANCE}% for RMSE/MAE, {REGRESSION_TOLERANCE} points for PCK; timings are not judged).\n\n{}\n",
+                path.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned()),
+                self.regressions(),
+                self.changes_table().to_markdown()
+            ));
+        }
+        if !self.not_compared.is_empty() {
+            text.push_str(&format!("\n{}", self.not_compared_text()));
+        }
+        text
+    }
+
+    /// Writes the report's documents and pictures into `dir`: `index.md`,
+    /// `index.html`, `report.json` (this result, `--against` changes included).
+    pub fn write(&self, dir: &Path) -> Result<(), CompareError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ReportError::write(dir, e))
+            .map_err(ReportStageError::from)?;
+        if !self.comparison.rows.is_empty() {
+            self.compared.draw(report::DEFAULT_FACES, dir)?;
+        }
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            crate::fsutil::write_atomic(&path, text.as_bytes())
+                .map_err(|e| ReportStageError::from(ReportError::write(&path, e)))
+        };
+        write("index.md", self.to_markdown())?;
+        write(
+            "index.html",
+            views::html(&self.comparison, dir, &self.against_html()),
+        )?;
+        write("report.json", self.to_json())?;
+        Ok(())
+    }
+
+    /// The self-contained HTML, its pictures drawn in a scratch folder and inlined.
+    pub fn to_html(&self) -> Result<String, CompareError> {
+        let scratch = tempfile::tempdir()
+            .map_err(|e| ReportStageError::from(ReportError::write(&std::env::temp_dir(), e)))?;
+        if !self.comparison.rows.is_empty() {
+            self.compared.draw(report::DEFAULT_FACES, scratch.path())?;
+        }
+        Ok(views::html(
+            &self.comparison,
+            scratch.path(),
+            &self.against_html(),
+        ))
+    }
+
+    /// The `--against` section and the pipelines left out, in HTML.
+    fn against_html(&self) -> String {
+        let mut html = String::new();
+        if let Some(path) = &self.against {
+            html.push_str(&format!(
+                "<h2>Against {}</h2>\n<p class=\"note\">{} regressions (a quality metric worse by more than {REGRESSION_TOLERANCE}% for RMSE/MAE, {REGRESSION_TOLERANCE} points for PCK; timings are not judged).</p>\n{}",
+                escape_html(&path.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned())),
+                self.regressions(),
+                self.changes_table().to_html()
+            ));
+        }
+        for line in self.not_compared_text().lines() {
+            html.push_str(&format!("<p class=\"note\">{}</p>\n", escape_html(line)));
+        }
+        html
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+}

@@ -1,0 +1,523 @@
+//! The report stage: compares other pipelines. `[report] pipelines` names pipeline
+//! files; the graph runs them first and this stage reads their training history,
+//! metrics, per-face predictions, EDA numbers and configurations, ranks them and
+//! draws them side by side.
+//!
+//! The cache entry holds only exact outputs (`data/comparison.json`, tables,
+//! plots); wall times and images/s come from the members' `timing.json` into
+//! this entry's own, and the published views (`index.md`, `index.html`,
+//! `report.json`) are rendered with them at publish time.
+
+mod comparison;
+mod figures;
+pub mod views;
+
+use std::path::{Path, PathBuf};
+
+pub use comparison::{Comparison, DataSummary, MemberResult, Row, RowTiming, SCHEMA, SortBy};
+
+use super::{
+    FileInput, MemberInfo, Stage, StageContext, StageDef, StageError, StageKind, StageOutcome, StageTables,
+};
+use crate::config::{ConfigError, ConfigErrorKind, Location, TableReader};
+use crate::data::DataError;
+use crate::data::parquet::{FacePredictions, read_predictions};
+use crate::data::prepared::Prepared;
+use crate::report::faces::{Face, FaceGrid};
+use crate::report::{ReportError, plot};
+use crate::stages::eda;
+use crate::stages::evaluate::{METRICS_FILE, Metrics, PREDICTIONS_FILE};
+use crate::stages::prepare::PREPARED_FILE;
+use crate::stages::train::{EpochLog, HISTORY_FILE};
+
+/// Validation faces in the side-by-side picture unless `[report] faces` says.
+pub const DEFAULT_FACES: usize = 6;
+
+/// The comparison without timings: what the report's views are rendered from.
+pub const COMPARISON_FILE: &str = "comparison.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportStageError {
+    #[error(transparent)]
+    Upstream(#[from] super::UpstreamError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error("pipeline `{pipeline}`: cannot read {path}: {message}")]
+    Member {
+        pipeline: String,
+        path: PathBuf,
+        message: String,
+    },
+}
+
+pub static DEF: StageDef = StageDef {
+    name: "report",
+    also_configured_by: &[],
+    reads: &[
+        (StageKind::Eda, eda::NUMBERS_FILE),
+        (StageKind::Prepare, PREPARED_FILE),
+        (StageKind::Train, HISTORY_FILE),
+        (StageKind::Evaluate, METRICS_FILE),
+        (StageKind::Evaluate, PREDICTIONS_FILE),
+    ],
+    reads_members: true,
+    read,
+};
+
+fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {
+    let config = ReportConfig::read(&mut tables.main);
+    vec![Box::new(ReportStage {
+        config,
+        this: None,
+        members: Vec::new(),
+    })]
+}
+
+/// Keys of `[report]`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReportConfig {
+    /// `pipelines`: the pipeline files compared, relative to the file (required).
+    /// In the key by what they are (their names, configurations and outputs),
+    /// not by where they are.
+    #[serde(skip)]
+    pub pipelines: Vec<(PathBuf, Location)>,
+    /// `baseline`: the name of one listed pipeline; deltas are against it (optional).
+    pub baseline: Option<String>,
+    #[serde(skip)]
+    baseline_at: Option<Location>,
+    /// `sort_by`: "rmse" (default), "mae", "pck5", "pck10" or "parameters".
+    pub sort_by: SortBy,
+    /// `faces`: validation faces in the side-by-side picture, worst first (default 6, 1 to 16).
+    pub faces: usize,
+}
+
+impl ReportConfig {
+    fn read(r: &mut TableReader) -> ReportConfig {
+        let listed = r.states("pipelines");
+        let pipelines = r.path_list("pipelines");
+        if !listed {
+            r.missing("pipelines");
+        } else if pipelines.is_empty() {
+            r.invalid("pipelines", "name at least one pipeline file");
+        }
+        for (i, (path, at)) in pipelines.iter().enumerate() {
+            if !path.is_file() {
+                r.invalid_at(
+                    "pipelines",
+                    at,
+                    format!("{} is not a pipeline file", path.display()),
+                );
+            } else if pipelines[..i].iter().any(|(p, _)| same_file(p, path)) {
+                r.invalid_at("pipelines", at, format!("{} is listed twice", path.display()));
+            }
+        }
+        let baseline = r.string("baseline");
+        let baseline_at = baseline.is_some().then(|| r.location("baseline"));
+        ReportConfig {
+            pipelines,
+            baseline,
+            baseline_at,
+            sort_by: r.choice("sort_by", SortBy::Rmse),
+            faces: r.usize_in("faces", DEFAULT_FACES, 1..=16),
+        }
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+pub struct ReportStage {
+    config: ReportConfig,
+    /// The report's own pipeline (name, description), once linked.
+    this: Option<MemberInfo>,
+    members: Vec<MemberInfo>,
+}
+
+impl Stage for ReportStage {
+    fn kind(&self) -> StageKind {
+        StageKind::Report
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    /// Its table and everything it shows of each member besides the outputs it
+    /// reads: names, descriptions and configurations.
+    fn config(&self) -> serde_json::Value {
+        let mut config = super::key_config(&self.config);
+        if let Some(this) = &self.this {
+            config["name"] = this.name.clone().into();
+            config["description"] = this.description.clone().into();
+        }
+        config["members"] = super::key_config(&self.members);
+        config
+    }
+
+    fn file_inputs(&self) -> Vec<FileInput> {
+        Vec::new()
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
+        Ok(self.compare(ctx)?)
+    }
+
+    fn member_files(&self) -> Vec<(PathBuf, Location)> {
+        self.config.pipelines.clone()
+    }
+
+    fn link_members(&mut self, this: MemberInfo, members: Vec<MemberInfo>) -> Result<(), ConfigError> {
+        if let (Some(baseline), Some(at)) = (&self.config.baseline, &self.config.baseline_at)
+            && !members.iter().any(|m| &m.name == baseline)
+        {
+            let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+            let kind = ConfigErrorKind::InvalidValue {
+                key: "report.baseline".to_string(),
+                message: format!(
+                    "`{}` is not one of the listed pipelines",
+                    crate::text::excerpt(baseline)
+                ),
+            };
+            return Err(ConfigError::new(kind, at).with_help(format!("listed: {}", names.join(", "))));
+        }
+        self.this = Some(this);
+        self.members = members;
+        Ok(())
+    }
+
+    fn render_views(&self, entry: &Path, dir: &Path) -> Result<Vec<PathBuf>, StageError> {
+        Ok(views::publish(entry, dir)?)
+    }
+}
+
+/// Where one member's outputs are.
+pub struct MemberFiles {
+    pub metrics: PathBuf,
+    pub history: PathBuf,
+    pub predictions: PathBuf,
+    pub eda: PathBuf,
+    pub prepared: PathBuf,
+}
+
+/// What the report's tables and pictures are made from.
+#[derive(Debug)]
+pub struct Compared {
+    pub comparison: Comparison,
+    predictions: Vec<FacePredictions>,
+    first_prepared: PathBuf,
+}
+
+/// Reads every member's outputs and builds the comparison (without timings).
+pub fn gather(
+    this: Option<&MemberInfo>,
+    members: &[(&MemberInfo, MemberFiles)],
+    baseline: Option<&str>,
+    sort_by: SortBy,
+) -> Result<Compared, ReportStageError> {
+    let mut results = Vec::new();
+    let mut predictions = Vec::new();
+    for (info, files) in members {
+        let member_error = |path: &Path, message: String| ReportStageError::Member {
+            pipeline: info.name.clone(),
+            path: path.to_path_buf(),
+            message,
+        };
+        let metrics: Metrics = read_json(&files.metrics).map_err(|m| member_error(&files.metrics, m))?;
+        let history = read_history(&files.history).map_err(|m| member_error(&files.history, m))?;
+        predictions.push(read_predictions(&files.predictions)?);
+        results.push(MemberResult {
+            info,
+            metrics,
+            history,
+        });
+    }
+    let eda: Vec<(&MemberInfo, &Path)> = members
+        .iter()
+        .map(|(info, files)| (*info, files.eda.as_path()))
+        .collect();
+    let comparison = comparison::build(
+        this.map_or("compare", |t| t.name.as_str()),
+        this.and_then(|t| t.description.as_deref()),
+        &results,
+        baseline,
+        sort_by,
+        data_summaries(&eda)?,
+    );
+    Ok(Compared {
+        comparison,
+        predictions,
+        first_prepared: members
+            .first()
+            .map(|(_, f)| f.prepared.clone())
+            .unwrap_or_default(),
+    })
+}
+
+impl Compared {
+    /// Draws the report's pictures (PNG and SVG) into `dir`.
+    pub fn draw(&self, faces: usize, dir: &Path) -> Result<(), ReportStageError> {
+        let rows = &self.comparison.rows;
+        plot::save(&figures::ValidationCurves { rows }, dir, "val_rmse_curves")?;
+        plot::save(&figures::TrainLossCurves { rows }, dir, "train_loss_curves")?;
+        plot::save(
+            &figures::KeypointBars {
+                keypoints: &self.comparison.keypoints,
+                rows,
+            },
+            dir,
+            "keypoint_rmse",
+        )?;
+        // Box plots in rank order, like the tables.
+        let face_errors: Vec<(String, Vec<f64>)> = self
+            .ranked_members()
+            .map(|(row, p)| (row.pipeline.clone(), p.face_rmse_px.clone()))
+            .collect();
+        plot::save(
+            &figures::ErrorDistribution {
+                pipelines: &face_errors,
+            },
+            dir,
+            "face_rmse_distribution",
+        )?;
+        if !self.predictions.is_empty() {
+            let images = Prepared::read(&self.first_prepared)?;
+            self.draw_faces(&images, faces, dir)?;
+        }
+        Ok(())
+    }
+
+    /// Each row with its member's predictions, in rank order.
+    fn ranked_members(&self) -> impl Iterator<Item = (&Row, &FacePredictions)> {
+        self.comparison
+            .rows
+            .iter()
+            .map(|row| (row, &self.predictions[row.member]))
+    }
+
+    /// The validation faces every member scored, worst first by their mean
+    /// error over the members: a row per face, a column per pipeline.
+    fn draw_faces(&self, images: &Prepared, count: usize, dir: &Path) -> Result<(), ReportError> {
+        let coords = images.coordinate_names.len();
+        let image_row = |source: u32| images.val.source_rows.iter().position(|&s| s == source);
+        let index_in = |p: &FacePredictions, source: u32| p.source_rows.iter().position(|&s| s == source);
+        let mut shared: Vec<(u32, f64)> = self.predictions[0]
+            .source_rows
+            .iter()
+            .filter(|&&source| image_row(source).is_some())
+            .filter_map(|&source| {
+                let errors: Option<Vec<f64>> = self
+                    .predictions
+                    .iter()
+                    .map(|p| index_in(p, source).map(|i| p.face_rmse_px[i]))
+                    .collect();
+                let errors = errors?;
+                let mean = errors.iter().sum::<f64>() / errors.len() as f64;
+                mean.is_finite().then_some((source, mean))
+            })
+            .collect();
+        shared.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        shared.truncate(count);
+
+        let pixels = images.side * images.side;
+        let mut faces = Vec::new();
+        for &(source, _) in &shared {
+            let image_index = image_row(source).unwrap_or_default();
+            for (row, p) in self.ranked_members() {
+                let i = index_in(p, source).unwrap_or_default();
+                faces.push(Face {
+                    image: &images.val.images[image_index * pixels..(image_index + 1) * pixels],
+                    coords: &p.truth[i * coords..(i + 1) * coords],
+                    predicted: Some(&p.predicted[i * coords..(i + 1) * coords]),
+                    caption: format!("{}: {:.2} px", row.pipeline, p.face_rmse_px[i]),
+                });
+            }
+        }
+        let grid = FaceGrid {
+            title: "Worst faces (rows) by pipeline (columns)".to_string(),
+            faces,
+            side: images.side,
+            keypoint_names: &self.comparison.keypoints,
+            columns: Some(self.comparison.rows.len()),
+        };
+        plot::save(&grid, dir, "faces_by_pipeline")
+    }
+}
+
+impl ReportStage {
+    fn compare(&self, ctx: &StageContext) -> Result<StageOutcome, ReportStageError> {
+        let metrics = ctx.upstream_files(StageKind::Evaluate, METRICS_FILE)?;
+        let histories = ctx.upstream_files(StageKind::Train, HISTORY_FILE)?;
+        let predictions = ctx.upstream_files(StageKind::Evaluate, PREDICTIONS_FILE)?;
+        let eda = ctx.upstream_files(StageKind::Eda, eda::NUMBERS_FILE)?;
+        let prepared = ctx.upstream_files(StageKind::Prepare, PREPARED_FILE)?;
+        let file_of = |files: &[(&str, PathBuf)], name: &str| -> PathBuf {
+            files
+                .iter()
+                .find(|(p, _)| *p == name)
+                .map(|(_, path)| path.clone())
+                .unwrap_or_default()
+        };
+        let members: Vec<(&MemberInfo, MemberFiles)> = self
+            .members
+            .iter()
+            .map(|info| {
+                let files = MemberFiles {
+                    metrics: file_of(&metrics, &info.name),
+                    history: file_of(&histories, &info.name),
+                    predictions: file_of(&predictions, &info.name),
+                    eda: file_of(&eda, &info.name),
+                    prepared: file_of(&prepared, &info.name),
+                };
+                (info, files)
+            })
+            .collect();
+        let compared = gather(
+            self.this.as_ref(),
+            &members,
+            self.config.baseline.as_deref(),
+            self.config.sort_by,
+        )?;
+        let comparison = &compared.comparison;
+        let json_path = ctx.data_dir.join(COMPARISON_FILE);
+        crate::fsutil::write_json(&json_path, comparison).map_err(|e| ReportError::write(&json_path, e))?;
+        let keypoints = comparison.keypoint_table();
+        comparison
+            .table()
+            .write_parquet(&ctx.data_dir.join("comparison.parquet"))?;
+        keypoints.write_parquet(&ctx.data_dir.join("keypoints.parquet"))?;
+        compared.draw(self.config.faces, ctx.report_dir)?;
+
+        let timing: Vec<(String, Option<RowTiming>)> = ctx
+            .upstream_timing(StageKind::Train)
+            .into_iter()
+            .map(|(pipeline, timing)| (pipeline.to_string(), timing.as_ref().and_then(train_timing)))
+            .collect();
+        // The summary is kept in the manifest, which must be exact: timings are
+        // printed apart.
+        ctx.console.result(
+            &views::with_timing(comparison, &timing)
+                .timing_table()
+                .to_terminal(),
+        );
+        Ok(StageOutcome {
+            summary: Some(format!(
+                "{}\n{}\n{}",
+                comparison.scored_on(),
+                comparison.table().to_terminal(),
+                keypoints.to_terminal()
+            )),
+            timing: Some(serde_json::to_value(&timing).unwrap_or_default()),
+        })
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// Train's `history.csv`, back into epochs.
+fn read_history(path: &Path) -> Result<Vec<EpochLog>, String> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| e.to_string())?;
+    let headers = reader.headers().map_err(|e| e.to_string())?.clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| format!("no `{name}` column"))
+    };
+    let columns = [
+        column("epoch")?,
+        column("train loss")?,
+        column("val loss")?,
+        column("val RMSE px")?,
+        column("val MAE px")?,
+        column("lr")?,
+    ];
+    let mut history = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| e.to_string())?;
+        let value = |i: usize| -> Result<f64, String> {
+            let text = record.get(columns[i]).unwrap_or("");
+            text.parse::<f64>()
+                .map_err(|_| format!("`{text}` is not a number"))
+        };
+        history.push(EpochLog {
+            epoch: value(0)? as usize,
+            train_loss: value(1)?,
+            val_loss: value(2)?,
+            val_rmse_px: value(3)?,
+            val_mae_px: value(4)?,
+            lr: value(5)?,
+        });
+    }
+    Ok(history)
+}
+
+/// One summary per distinct data set (members with byte-identical EDA numbers
+/// share one).
+fn data_summaries(eda: &[(&MemberInfo, &Path)]) -> Result<Vec<DataSummary>, ReportStageError> {
+    let mut seen: Vec<(Vec<u8>, DataSummary)> = Vec::new();
+    for (member, path) in eda {
+        let member_error = |message: String| ReportStageError::Member {
+            pipeline: member.name.clone(),
+            path: path.to_path_buf(),
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|e| member_error(e.to_string()))?;
+        if let Some((_, summary)) = seen.iter_mut().find(|(b, _)| *b == bytes) {
+            summary.pipelines.push(member.name.clone());
+            continue;
+        }
+        let numbers: eda::Patterns =
+            serde_json::from_slice(&bytes).map_err(|e| member_error(e.to_string()))?;
+        let faces: usize = numbers.patterns.iter().map(|(_, rows)| rows).sum();
+        let keypoints = numbers.patterns.first().map_or(0, |(present, _)| present.len());
+        let complete_faces = numbers
+            .patterns
+            .iter()
+            .filter(|(present, _)| present.iter().all(|&p| p))
+            .map(|(_, rows)| rows)
+            .sum();
+        let labelled_pct = (0..keypoints)
+            .map(|k| {
+                let labelled: usize = numbers
+                    .patterns
+                    .iter()
+                    .filter(|(present, _)| present.get(k).copied().unwrap_or(false))
+                    .map(|(_, rows)| rows)
+                    .sum();
+                100.0 * labelled as f64 / faces.max(1) as f64
+            })
+            .collect();
+        seen.push((
+            bytes,
+            DataSummary {
+                pipelines: vec![member.name.clone()],
+                faces,
+                complete_faces,
+                labelled_pct,
+            },
+        ));
+    }
+    Ok(seen.into_iter().map(|(_, summary)| summary).collect())
+}
+
+/// A train entry's `timing.json` as the report shows it.
+pub fn train_timing(timing: &serde_json::Value) -> Option<RowTiming> {
+    let seconds = timing["seconds"].as_f64()?;
+    let rates: Vec<f64> = timing["stage"]["epochs"]
+        .as_array()
+        .map(|epochs| epochs.iter().filter_map(|e| e["images_per_s"].as_f64()).collect())
+        .unwrap_or_default();
+    Some(RowTiming {
+        train_seconds: seconds,
+        images_per_s: (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64),
+    })
+}
