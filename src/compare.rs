@@ -306,12 +306,15 @@ impl CompareResult {
     }
 
     pub fn to_terminal(&self) -> String {
-        let mut text = format!(
-            "{}\n{}\n{}",
-            self.comparison.scored_on(),
-            self.comparison.table().to_terminal(),
-            self.comparison.keypoint_table().to_terminal()
-        );
+        let mut text = match self.comparison.rows.is_empty() {
+            true => "no pipeline is fully cached yet: nothing to compare\n".to_string(),
+            false => format!(
+                "{}\n{}\n{}",
+                self.comparison.scored_on(),
+                self.comparison.table().to_terminal(),
+                self.comparison.keypoint_table().to_terminal()
+            ),
+        };
         if let Some(path) = &self.against {
             text.push_str(&format!(
                 "\nagainst {} ({} regressions; tolerance {REGRESSION_TOLERANCE}% for RMSE/MAE, {REGRESSION_TOLERANCE} points for PCK):\n{}",

@@ -220,7 +220,7 @@ fn config_errors_name_file_line_and_key_and_exit_2() {
         "did you mean `train`?",
         "`ingest.on_bad_row` must be a string, found integer",
         "p.toml:3:14",
-        "stage [report] is not available",
+        "missing required key `pipelines` in [report]",
         "unknown table [prepar]",
     ] {
         assert!(err.contains(expected), "expected {expected:?} in:\n{err}");

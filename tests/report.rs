@@ -399,3 +399,34 @@ fn assert_not_blank(png: &Path) {
         "blank screenshot: {levels} grey levels, {dark} dark pixels"
     );
 }
+
+/// Every shipped pipeline file loads; the paper's report is checked here with
+/// `dag` and `status` only (it needs the Kaggle files and a GPU to run).
+#[test]
+fn the_shipped_pipelines_and_the_paper_report_load() {
+    let s = Scratch::new();
+    let pipelines = common::repo_file("pipelines");
+    let mut files: Vec<String> = std::fs::read_dir(&pipelines)
+        .unwrap()
+        .chain(std::fs::read_dir(pipelines.join("ci")).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    let mut args = vec!["dag"];
+    for file in &files {
+        args.truncate(1);
+        args.push(file);
+        s.ok(&args);
+    }
+    let paper = common::repo_file("pipelines/paper.toml").display().to_string();
+    let dag = String::from_utf8(s.fkp(&["dag", &paper]).stdout).unwrap();
+    for member in ["resnet/evaluate", "alexnet/evaluate", "yolov3/evaluate", "ml-resnet/evaluate"] {
+        assert!(dag.contains(member), "{dag}");
+    }
+    let status = s.status_json(&[&paper]);
+    let last = &status["pipelines"].as_array().unwrap().last().unwrap()["stages"][0];
+    assert_eq!(last["stage"], "report");
+    assert_eq!(last["state"], "missing");
+}

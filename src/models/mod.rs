@@ -125,7 +125,7 @@ pub enum ModelError {
 /// A device fkp trains on: dfdx's CPU, or its CUDA device with the `cuda` feature.
 /// Each architecture is built for each backend in [`backend!`], where the
 /// compiler can check every layer's kernels for that device.
-pub trait Backend: Device<f32> + DeviceBuildExt + TensorToArray<Rank0, f32, Array = f32> {
+pub trait Backend: Device<f32> + Cache + DeviceBuildExt + TensorToArray<Rank0, f32, Array = f32> {
     /// Builds the network `spec` describes on `dev` and hands it to `job`.
     fn build_network<W: WithNetwork<Self>>(
         dev: &Self,
