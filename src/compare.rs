@@ -30,6 +30,8 @@ pub enum CompareError {
     Report(#[from] ReportStageError),
     #[error("pipeline `{0}` has no [evaluate] stage and lists no pipelines: nothing to compare")]
     NothingToCompare(String),
+    #[error("--output {0} is not a folder")]
+    OutputNotAFolder(PathBuf),
     #[error("cannot read --against {path}: {message}")]
     Against { path: PathBuf, message: String },
 }
@@ -187,16 +189,25 @@ fn read_against(path: &Path) -> Result<Comparison, CompareError> {
         message,
     };
     let bytes = std::fs::read(path).map_err(|e| error(e.to_string()))?;
-    let comparison: Comparison = serde_json::from_slice(&bytes)
-        .map_err(|e| error(format!("not an fkp report JSON ({}): {e}", report::SCHEMA)))?;
-    if comparison.schema != report::SCHEMA {
-        return Err(error(format!(
-            "schema `{}`, expected `{}`",
-            crate::text::excerpt(&comparison.schema),
-            report::SCHEMA
-        )));
+    let json: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| error(format!("not JSON: {e}")))?;
+    match json["schema"].as_str() {
+        Some(report::SCHEMA) => {}
+        Some(other) => {
+            return Err(error(format!(
+                "its schema is `{}`, not `{}`: not an fkp report of this version",
+                crate::text::excerpt(other),
+                report::SCHEMA
+            )));
+        }
+        None => {
+            return Err(error(format!(
+                "no `schema`: not an fkp report JSON ({})",
+                report::SCHEMA
+            )));
+        }
     }
-    Ok(comparison)
+    serde_json::from_value(json).map_err(|e| error(format!("a damaged {} report: {e}", report::SCHEMA)))
 }
 
 /// Whether a change of a metric is a regression: `higher_is_worse` for errors.
@@ -317,7 +328,7 @@ impl CompareResult {
         };
         if let Some(path) = &self.against {
             text.push_str(&format!(
-                "\nagainst {} ({} regressions; tolerance {REGRESSION_TOLERANCE}% for RMSE/MAE, {REGRESSION_TOLERANCE} points for PCK):\n{}",
+                "\nagainst {} ({} regressions; tolerance {REGRESSION_TOLERANCE}% for RMSE/MAE, {REGRESSION_TOLERANCE} percentage point for PCK):\n{}",
                 path.display(),
                 self.regressions(),
                 self.changes_table().to_terminal()
@@ -339,7 +350,7 @@ impl CompareResult {
         let mut text = String::new();
         if let Some(path) = &self.against {
             text.push_str(&format!(
-                "\n## Against {}\n\n{} regressions (a quality metric worse by more than {REGRESSION_TOLERANCE}% for RMSE/MAE, {REGRESSION_TOLERANCE} points for PCK; timings are not judged).\n\n{}\n",
+                "\n## Against {}\n\n{} regressions (a quality metric worse by more than {REGRESSION_TOLERANCE}% for RMSE/MAE, {REGRESSION_TOLERANCE} percentage point for PCK; timings are not judged).\n\n{}\n",
                 path.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned()),
                 self.regressions(),
                 self.changes_table().to_markdown()
@@ -354,6 +365,9 @@ impl CompareResult {
     /// Writes the report's documents and pictures into `dir`: `index.md`,
     /// `index.html`, `report.json` (this result, `--against` changes included).
     pub fn write(&self, dir: &Path) -> Result<(), CompareError> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(CompareError::OutputNotAFolder(dir.to_path_buf()));
+        }
         std::fs::create_dir_all(dir)
             .map_err(|e| ReportError::write(dir, e))
             .map_err(ReportStageError::from)?;
@@ -365,7 +379,9 @@ impl CompareResult {
             crate::fsutil::write_atomic(&path, text.as_bytes())
                 .map_err(|e| ReportStageError::from(ReportError::write(&path, e)))
         };
-        write("index.md", self.to_markdown())?;
+        let mut markdown = views::markdown(&self.comparison, dir, "");
+        markdown.push_str(&self.against_markdown());
+        write("index.md", markdown)?;
         write(
             "index.html",
             views::html(&self.comparison, dir, &self.against_html()),
@@ -393,7 +409,7 @@ impl CompareResult {
         let mut html = String::new();
         if let Some(path) = &self.against {
             html.push_str(&format!(
-                "<h2>Against {}</h2>\n<p class=\"note\">{} regressions (a quality metric worse by more than {REGRESSION_TOLERANCE}% for RMSE/MAE, {REGRESSION_TOLERANCE} points for PCK; timings are not judged).</p>\n{}",
+                "<h2>Against {}</h2>\n<p class=\"note\">{} regressions (a quality metric worse by more than {REGRESSION_TOLERANCE}% for RMSE/MAE, {REGRESSION_TOLERANCE} percentage point for PCK; timings are not judged).</p>\n{}",
                 escape_html(&path.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned())),
                 self.regressions(),
                 self.changes_table().to_html()

@@ -61,8 +61,19 @@ impl<'a> TableReader<'a> {
         }
     }
 
+    /// Errors found so far.
+    pub fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
+    fn know(&mut self, key: &'static str) {
+        if !self.known.contains(&key) {
+            self.known.push(key);
+        }
+    }
+
     fn get(&mut self, key: &'static str) -> Option<&'a Node> {
-        self.known.push(key);
+        self.know(key);
         self.table.get(key).map(|entry| &entry.node)
     }
 
@@ -90,7 +101,7 @@ impl<'a> TableReader<'a> {
     /// Whether the table states `key` (rather than leaving its default). The key
     /// counts as one this table takes, for the "unknown key" hints.
     pub fn states(&mut self, key: &'static str) -> bool {
-        self.known.push(key);
+        self.know(key);
         self.table.get(key).is_some()
     }
 

@@ -225,6 +225,7 @@ fn member_info(pipeline: &Pipeline) -> MemberInfo {
         name: pipeline.name.clone(),
         description: pipeline.description.clone(),
         toml: pipeline.toml.clone(),
+        toml_blake3: blake3::hash(pipeline.toml.as_bytes()).to_hex().to_string(),
         stages: labels
             .into_iter()
             .zip(&pipeline.stages)
@@ -266,6 +267,25 @@ fn link_members(pipelines: &mut [Pipeline]) -> Result<BTreeMap<(usize, usize), V
                         message: format!("{}: {why}", file.display()),
                     };
                     return Err(ConfigErrors(vec![ConfigError::new(kind, at)]).into());
+                }
+                if let Some(member) = found {
+                    let kinds: Vec<StageKind> = pipelines[member].stages.iter().map(|s| s.kind()).collect();
+                    let needs = pipelines[index].stages[position].kind().upstream();
+                    if let Some(missing) = needs.iter().find(|k| !kinds.contains(k)) {
+                        let kind = ConfigErrorKind::InvalidValue {
+                            key: format!("{}.pipelines", pipelines[index].stages[position].kind()),
+                            message: format!(
+                                "pipeline `{}` ({}) has no [{missing}], which a report reads",
+                                pipelines[member].name,
+                                file.display()
+                            ),
+                        };
+                        let help = format!("a report reads {}", {
+                            let names: Vec<String> = needs.iter().map(|k| format!("[{k}]")).collect();
+                            names.join(", ")
+                        });
+                        return Err(ConfigErrors(vec![ConfigError::new(kind, at).with_help(help)]).into());
+                    }
                 }
                 let Some(member) = found.filter(|&m| m < index) else {
                     return Err(DagError::MemberNotLoaded {

@@ -302,8 +302,11 @@ pub trait Stage {
 pub struct MemberInfo {
     pub name: String,
     pub description: Option<String>,
-    /// Its tables with `extends` merged, as TOML.
+    /// Its tables with `extends` merged, as TOML (in the key by its hash, so a
+    /// change is named in one short line).
+    #[serde(skip)]
     pub toml: String,
+    pub toml_blake3: String,
     /// Each stage's key configuration, by node label.
     pub stages: std::collections::BTreeMap<String, serde_json::Value>,
     /// Whether the pipeline itself reads other pipelines (is a report).

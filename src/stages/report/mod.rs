@@ -96,21 +96,24 @@ pub struct ReportConfig {
 impl ReportConfig {
     fn read(r: &mut TableReader) -> ReportConfig {
         let listed = r.states("pipelines");
+        let errors_before = r.error_count();
         let pipelines = r.path_list("pipelines");
         if !listed {
             r.missing("pipelines");
-        } else if pipelines.is_empty() {
+        } else if pipelines.is_empty() && r.error_count() == errors_before {
             r.invalid("pipelines", "name at least one pipeline file");
         }
         for (i, (path, at)) in pipelines.iter().enumerate() {
-            if !path.is_file() {
-                r.invalid_at(
-                    "pipelines",
-                    at,
-                    format!("{} is not a pipeline file", path.display()),
-                );
-            } else if pipelines[..i].iter().any(|(p, _)| same_file(p, path)) {
-                r.invalid_at("pipelines", at, format!("{} is listed twice", path.display()));
+            let problem = match std::fs::metadata(path) {
+                Err(e) => Some(format!("cannot read {}: {e}", path.display())),
+                Ok(meta) if !meta.is_file() => Some(format!("{} is not a regular file", path.display())),
+                Ok(_) => pipelines[..i]
+                    .iter()
+                    .find(|(p, _)| same_file(p, path))
+                    .map(|(_, first)| format!("{} is listed twice (first at {first})", path.display())),
+            };
+            if let Some(problem) = problem {
+                r.invalid_at("pipelines", at, problem);
             }
         }
         let baseline = r.string("baseline");
@@ -156,7 +159,16 @@ impl Stage for ReportStage {
             config["name"] = this.name.clone().into();
             config["description"] = this.description.clone().into();
         }
-        config["members"] = super::key_config(&self.members);
+        // By name, so that `status` names what changed (`report.members.a.description`).
+        config["order"] = self
+            .members
+            .iter()
+            .map(|m| m.name.clone())
+            .collect::<Vec<_>>()
+            .into();
+        let members: std::collections::BTreeMap<&str, &MemberInfo> =
+            self.members.iter().map(|m| (m.name.as_str(), m)).collect();
+        config["members"] = super::key_config(&members);
         config
     }
 

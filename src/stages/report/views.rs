@@ -80,7 +80,11 @@ pub fn write_views(
     let mut written = Vec::new();
     for (name, text) in files {
         let path = dir.join(name);
-        fsutil::write_atomic(&path, text.as_bytes()).map_err(|e| ReportError::write(&path, e))?;
+        // A cached report renders the same views: rewriting (and syncing) them
+        // would be most of a cached run's time.
+        if std::fs::read(&path).map_or(true, |old| old != text.as_bytes()) {
+            fsutil::write_atomic(&path, text.as_bytes()).map_err(|e| ReportError::write(&path, e))?;
+        }
         written.push(PathBuf::from(name));
     }
     Ok(written)
