@@ -24,13 +24,6 @@ pub enum DagError {
     Reports { path: PathBuf, source: std::io::Error },
     #[error("pipeline `{pipeline}` has no [{stage}] stage (named by --until)")]
     UntilMissing { pipeline: String, stage: StageKind },
-    #[error("report `{report}` ({file}): pipeline `{member}` has no [{needs}], which a report reads")]
-    MemberLacks {
-        report: String,
-        file: PathBuf,
-        member: String,
-        needs: StageKind,
-    },
     #[error("fkp bug: report `{report}` lists {file}, which was not loaded before it")]
     MemberNotLoaded { report: String, file: PathBuf },
     #[error(transparent)]

@@ -35,7 +35,6 @@ impl Graph {
         let members = link_members(&mut pipelines)?;
         let mut nodes: Vec<Node> = Vec::new();
         for (index, pipeline) in pipelines.iter().enumerate() {
-            let first = nodes.len();
             let labels = labels(pipeline);
             for (position, stage) in pipeline.stages.iter().enumerate() {
                 let kind = stage.kind();
@@ -46,23 +45,15 @@ impl Graph {
                 let mut deps = Vec::new();
                 for &source in &sources {
                     for needed in kind.upstream() {
+                        // A member lacking a stage was refused, with its place, when linked.
                         let found: Vec<usize> = (0..nodes.len())
                             .filter(|&n| nodes[n].pipeline == source && nodes[n].kind == needed)
-                            .filter(|&n| source != index || n >= first)
                             .collect();
                         if found.is_empty() {
-                            return Err(match source == index {
-                                true => DagError::MissingUpstream {
-                                    pipeline: pipeline.name.clone(),
-                                    stage: kind,
-                                    needs: needed,
-                                },
-                                false => DagError::MemberLacks {
-                                    report: pipeline.name.clone(),
-                                    file: pipeline.file.clone(),
-                                    member: pipelines[source].name.clone(),
-                                    needs: needed,
-                                },
+                            return Err(DagError::MissingUpstream {
+                                pipeline: pipelines[source].name.clone(),
+                                stage: kind,
+                                needs: needed,
                             });
                         }
                         deps.extend(found);

@@ -357,48 +357,50 @@ impl Comparison {
     }
 }
 
+/// A row with plausible values, for the report module's tests.
+#[cfg(test)]
+pub(super) fn sample_row(pipeline: &str, rmse: f64) -> Row {
+    Row {
+        rank: 0,
+        member: 0,
+        pipeline: pipeline.to_string(),
+        description: None,
+        arch: "LeNet".into(),
+        parameters: 10,
+        channels: 1,
+        missing: "mask".into(),
+        augment: vec![],
+        epochs: 2,
+        epochs_run: 2,
+        best_epoch: 2,
+        device: "cpu".into(),
+        scored_on: "full labels".into(),
+        faces: 10,
+        points: 300,
+        rmse_px: rmse,
+        mae_px: rmse / 2.0,
+        pck_5: Some(50.0),
+        pck_10: None,
+        mean_shape_rmse_px: 5.0,
+        delta_rmse_px: None,
+        delta_rmse_pct: None,
+        keypoint_rmse_px: vec![Some(rmse), None],
+        history: vec![],
+        config: String::new(),
+        timing: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn row(pipeline: &str, rmse: f64) -> Row {
-        Row {
-            rank: 0,
-            member: 0,
-            pipeline: pipeline.to_string(),
-            description: None,
-            arch: "LeNet".into(),
-            parameters: 10,
-            channels: 1,
-            missing: "mask".into(),
-            augment: vec![],
-            epochs: 2,
-            epochs_run: 2,
-            best_epoch: 2,
-            device: "cpu".into(),
-            scored_on: "full labels".into(),
-            faces: 10,
-            points: 300,
-            rmse_px: rmse,
-            mae_px: rmse / 2.0,
-            pck_5: Some(50.0),
-            pck_10: None,
-            mean_shape_rmse_px: 5.0,
-            delta_rmse_px: None,
-            delta_rmse_pct: None,
-            keypoint_rmse_px: vec![Some(rmse), None],
-            history: vec![],
-            config: String::new(),
-            timing: None,
-        }
-    }
-
     #[test]
     fn pck_ranks_higher_first_and_missing_last() {
-        let mut a = row("a", 3.0);
+        let mut a = sample_row("a", 3.0);
         a.pck_5 = Some(40.0);
-        let b = row("b", 4.0);
-        let mut c = row("c", 1.0);
+        let b = sample_row("b", 4.0);
+        let mut c = sample_row("c", 1.0);
         c.pck_5 = None;
         assert!(SortBy::Pck5.value(&b) < SortBy::Pck5.value(&a));
         assert!(SortBy::Pck5.value(&a) < SortBy::Pck5.value(&c));
@@ -414,7 +416,7 @@ mod tests {
             baseline: None,
             sort_by: "rmse".into(),
             keypoints: vec!["nose_tip".into(), "mouth".into()],
-            rows: vec![row("a", 2.0), row("b", 3.0)],
+            rows: vec![sample_row("a", 2.0), sample_row("b", 3.0)],
             data: vec![],
         };
         let table = comparison.keypoint_table();

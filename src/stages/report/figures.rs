@@ -347,6 +347,7 @@ impl Figure for ErrorDistribution<'_> {
 mod tests {
     use super::*;
     use crate::report::plot::save;
+    use crate::stages::report::comparison::sample_row;
 
     /// A row with the given validation RMSE per epoch (the loss a tenth of it)
     /// and per-keypoint RMSE; the other fields do not reach the figures.
@@ -359,33 +360,9 @@ mod tests {
             })
             .collect();
         Row {
-            rank: 0,
-            member: 0,
-            pipeline: pipeline.to_string(),
-            description: None,
-            arch: "LeNet".into(),
-            parameters: 10,
-            channels: 1,
-            missing: "mask".into(),
-            augment: vec![],
-            epochs: 3,
-            epochs_run: 3,
-            best_epoch: 3,
-            device: "cpu".into(),
-            scored_on: "full labels".into(),
-            faces: 10,
-            points: 300,
-            rmse_px: 2.0,
-            mae_px: 1.0,
-            pck_5: None,
-            pck_10: None,
-            mean_shape_rmse_px: 5.0,
-            delta_rmse_px: None,
-            delta_rmse_pct: None,
-            keypoint_rmse_px,
             history,
-            config: String::new(),
-            timing: None,
+            keypoint_rmse_px,
+            ..sample_row(pipeline, 2.0)
         }
     }
 

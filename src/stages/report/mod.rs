@@ -9,17 +9,19 @@
 //! `report.json`) are rendered with them at publish time.
 
 mod comparison;
+mod config;
 mod figures;
 pub mod views;
 
 use std::path::{Path, PathBuf};
 
 pub use comparison::{Comparison, DataSummary, MemberResult, Row, RowTiming, SCHEMA, SortBy};
+pub use config::{DEFAULT_FACES, ReportConfig};
 
 use super::{
     FileInput, MemberInfo, Stage, StageContext, StageDef, StageError, StageKind, StageOutcome, StageTables,
 };
-use crate::config::{ConfigError, ConfigErrorKind, Location, TableReader};
+use crate::config::{ConfigError, ConfigErrorKind, Location};
 use crate::data::DataError;
 use crate::data::parquet::{FacePredictions, read_predictions};
 use crate::data::prepared::Prepared;
@@ -29,9 +31,6 @@ use crate::stages::eda;
 use crate::stages::evaluate::{METRICS_FILE, Metrics, PREDICTIONS_FILE};
 use crate::stages::prepare::PREPARED_FILE;
 use crate::stages::train::{EpochLog, HISTORY_FILE};
-
-/// Validation faces in the side-by-side picture unless `[report] faces` says.
-pub const DEFAULT_FACES: usize = 6;
 
 /// The comparison without timings: what the report's views are rendered from.
 pub const COMPARISON_FILE: &str = "comparison.json";
@@ -73,66 +72,6 @@ fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {
         this: None,
         members: Vec::new(),
     })]
-}
-
-/// Keys of `[report]`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ReportConfig {
-    /// `pipelines`: the pipeline files compared, relative to the file (required).
-    /// In the key by what they are (their names, configurations and outputs),
-    /// not by where they are.
-    #[serde(skip)]
-    pub pipelines: Vec<(PathBuf, Location)>,
-    /// `baseline`: the name of one listed pipeline; deltas are against it (optional).
-    pub baseline: Option<String>,
-    #[serde(skip)]
-    baseline_at: Option<Location>,
-    /// `sort_by`: "rmse" (default), "mae", "pck5", "pck10" or "parameters".
-    pub sort_by: SortBy,
-    /// `faces`: validation faces in the side-by-side picture, worst first (default 6, 1 to 16).
-    pub faces: usize,
-}
-
-impl ReportConfig {
-    fn read(r: &mut TableReader) -> ReportConfig {
-        let listed = r.states("pipelines");
-        let errors_before = r.error_count();
-        let pipelines = r.path_list("pipelines");
-        if !listed {
-            r.missing("pipelines");
-        } else if pipelines.is_empty() && r.error_count() == errors_before {
-            r.invalid("pipelines", "name at least one pipeline file");
-        }
-        for (i, (path, at)) in pipelines.iter().enumerate() {
-            let problem = match std::fs::metadata(path) {
-                Err(e) => Some(format!("cannot read {}: {e}", path.display())),
-                Ok(meta) if !meta.is_file() => Some(format!("{} is not a regular file", path.display())),
-                Ok(_) => pipelines[..i]
-                    .iter()
-                    .find(|(p, _)| same_file(p, path))
-                    .map(|(_, first)| format!("{} is listed twice (first at {first})", path.display())),
-            };
-            if let Some(problem) = problem {
-                r.invalid_at("pipelines", at, problem);
-            }
-        }
-        let baseline = r.string("baseline");
-        let baseline_at = baseline.is_some().then(|| r.location("baseline"));
-        ReportConfig {
-            pipelines,
-            baseline,
-            baseline_at,
-            sort_by: r.choice("sort_by", SortBy::Rmse),
-            faces: r.usize_in("faces", DEFAULT_FACES, 1..=16),
-        }
-    }
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
 }
 
 pub struct ReportStage {
