@@ -12,7 +12,7 @@ pub enum Verbosity {
     Verbose,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Console {
     pub verbosity: Verbosity,
     interactive: bool,
@@ -53,6 +53,23 @@ impl Console {
         if self.verbosity >= Verbosity::Normal {
             say(&mut std::io::stderr(), &format!("warning: {line}"));
         }
+    }
+
+    /// An error that does not end the command (a bad save during `fkp watch`):
+    /// shown even with `-q`.
+    pub fn error(&self, line: &str) {
+        self.failure(&format!("error: {line}"));
+    }
+
+    /// A line saying what failed, as written: shown even with `-q`.
+    pub fn failure(&self, line: &str) {
+        say(&mut std::io::stderr(), line);
+    }
+
+    /// Clears the terminal and its scrollback, as `watchexec --clear` does.
+    pub fn clear_screen(&self) {
+        let mut err = std::io::stderr();
+        let _ = err.write_all(b"\x1b[2J\x1b[3J\x1b[H").and_then(|()| err.flush());
     }
 
     /// Tables and other results on stdout (suppressed by `-q`).

@@ -5,7 +5,8 @@
 //! its module in [`stages`], whose [`stages::StageKind`] is the one registry of
 //! stage kinds; [`dag`] makes a graph of them with content-addressed cache keys
 //! and runs what is not cached; [`data`] reads and writes the face data;
-//! [`compare`] lines up pipelines already run (the report stage's table, ad hoc).
+//! [`compare`] lines up pipelines already run (the report stage's table, ad hoc);
+//! [`watch`] reruns what each saved edit made stale.
 
 pub mod compare;
 pub mod config;
@@ -21,4 +22,5 @@ pub mod report;
 pub mod stages;
 pub mod text;
 pub mod training;
+pub mod watch;
 pub mod workspace;

@@ -3,16 +3,17 @@
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use fkp::config::{ConfigError, ConfigErrorKind, ConfigErrors, discover_pipelines};
+use fkp::config::{ConfigErrors, discover_pipelines};
 use fkp::console::{Console, Verbosity};
 use fkp::dag::{self, DagError, Graph, RunOptions};
-use fkp::pipeline::Pipeline;
 use fkp::predict::{PredictRequest, predict};
 use fkp::stages::StageKind;
+use fkp::watch::WatchOptions;
 use fkp::workspace::{PIPELINES_DIR, Wait, Workspace, WorkspaceLock};
 
 /// Declarative, cached pipelines for facial-keypoint experiments.
@@ -64,6 +65,31 @@ enum Command {
         /// Print what would run and why, without running anything.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Run the pipelines, then rerun what each saved edit makes stale, until Ctrl-C.
+    ///
+    /// Watches each pipeline file, the files it extends, the pipelines a report
+    /// lists and every input file; never .fkp/ or reports/. A stage whose key an
+    /// edit changes is cancelled (training between batches, keeping its
+    /// checkpoint) and rerun. Holds the workspace lock only while a round runs.
+    /// Exits with 130 on Ctrl-C, 143 on SIGTERM.
+    Watch {
+        /// Pipeline files (TOML).
+        #[arg(required = true, value_name = "PIPELINE.toml")]
+        pipelines: Vec<PathBuf>,
+        /// Quiet time after a file event before it counts, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        debounce: u64,
+        /// Poll for changes instead of using file system events (network file
+        /// systems, containers where inotify does not reach).
+        #[arg(long)]
+        poll: bool,
+        /// How often --poll looks, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 1000, requires = "poll", value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+        poll_interval: u64,
+        /// Clear the screen at the start of each round.
+        #[arg(long)]
+        clear: bool,
     },
     /// Show each stage's state: cached, stale (with what changed) or missing.
     Status {
@@ -158,7 +184,7 @@ fn main() -> ExitCode {
     };
     let console = Console::new(verbosity);
     match execute(cli, &console) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         // A reader that went away (`fkp status --json | head -1`) is not an error.
         Err(error)
             if error
@@ -212,66 +238,6 @@ fn message(error: &anyhow::Error) -> String {
     text
 }
 
-/// Loads the named pipelines (each file once, however it is spelt) into a graph,
-/// with the pipelines their reports list, each before the report. Every file's
-/// configuration errors are reported together.
-fn load_graph(files: &[PathBuf]) -> Result<Graph> {
-    let mut loader = Loader::default();
-    for file in files {
-        loader.load(file);
-    }
-    let Loader {
-        pipelines,
-        mut errors,
-        ..
-    } = loader;
-    for (i, pipeline) in pipelines.iter().enumerate() {
-        if let Some(other) = pipelines[..i].iter().find(|p| p.name == pipeline.name) {
-            let kind = ConfigErrorKind::DuplicateName {
-                name: pipeline.name.clone(),
-                first: other.file.clone(),
-                second: pipeline.file.clone(),
-            };
-            errors.push(ConfigError::without_location(kind).with_help("set [pipeline] name in one of them"));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ConfigErrors(errors).into());
-    }
-    Ok(Graph::new(pipelines)?)
-}
-
-/// Loads pipeline files, each once however it is spelt, each after the
-/// pipelines its stages list (a report's members; the graph refuses a report
-/// of reports).
-#[derive(Default)]
-struct Loader {
-    pipelines: Vec<Pipeline>,
-    errors: Vec<ConfigError>,
-    seen: Vec<PathBuf>,
-}
-
-impl Loader {
-    fn load(&mut self, file: &Path) {
-        let canonical = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
-        if self.seen.contains(&canonical) {
-            return;
-        }
-        self.seen.push(canonical);
-        match Pipeline::load(file) {
-            Ok(pipeline) => {
-                for stage in &pipeline.stages {
-                    for (member, _) in stage.member_files() {
-                        self.load(&member);
-                    }
-                }
-                self.pipelines.push(pipeline);
-            }
-            Err(ConfigErrors(found)) => self.errors.extend(found),
-        }
-    }
-}
-
 /// Takes the workspace's write lock for this command.
 fn lock(workspace: &Workspace, no_wait: bool, console: &Console) -> Result<WorkspaceLock> {
     let wait = if no_wait { Wait::No } else { Wait::Yes };
@@ -285,7 +251,7 @@ fn lock(workspace: &Workspace, no_wait: bool, console: &Console) -> Result<Works
     Ok(workspace.lock(wait, &command.join(" "), console)?)
 }
 
-fn execute(cli: Cli, console: &Console) -> Result<()> {
+fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let workspace = Workspace::new(&cwd, cli.global.cache_dir.as_deref());
     match cli.command {
@@ -296,11 +262,12 @@ fn execute(cli: Cli, console: &Console) -> Result<()> {
             until,
             dry_run,
         } => {
-            let graph = load_graph(&pipelines)?;
+            let graph = Graph::load(&pipelines)?;
             let options = RunOptions {
                 force_all: force,
                 force_stages: force_stage,
                 until,
+                ..RunOptions::default()
             };
             if dry_run {
                 dag::dry_run(&graph, &workspace, &options, console)?;
@@ -309,8 +276,23 @@ fn execute(cli: Cli, console: &Console) -> Result<()> {
                 dag::run(&graph, &lock, &options, console)?;
             }
         }
+        Command::Watch {
+            pipelines,
+            debounce,
+            poll,
+            poll_interval,
+            clear,
+        } => {
+            let options = WatchOptions {
+                files: pipelines,
+                debounce: Duration::from_millis(debounce),
+                poll: poll.then(|| Duration::from_millis(poll_interval)),
+                clear,
+            };
+            return Ok(ExitCode::from(fkp::watch::watch(&workspace, &options, console)?));
+        }
         Command::Status { pipelines, json } => {
-            let graph = load_graph(&pipelines)?;
+            let graph = Graph::load(&pipelines)?;
             let report = dag::status(&graph, &workspace)?;
             if json {
                 print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
@@ -319,7 +301,7 @@ fn execute(cli: Cli, console: &Console) -> Result<()> {
             }
         }
         Command::Dag { pipeline, dot } => {
-            let graph = load_graph(&[pipeline])?;
+            let graph = Graph::load(&[pipeline])?;
             print_out(&if dot { graph.to_dot() } else { graph.to_text() })?;
         }
         Command::Predict {
@@ -328,7 +310,7 @@ fn execute(cli: Cli, console: &Console) -> Result<()> {
             output,
             submission,
         } => {
-            let graph = load_graph(&[pipeline])?;
+            let graph = Graph::load(&[pipeline])?;
             let request = PredictRequest {
                 input: &input,
                 output: &output,
@@ -344,7 +326,7 @@ fn execute(cli: Cli, console: &Console) -> Result<()> {
             format,
             output,
         } => {
-            let graph = load_graph(&pipelines)?;
+            let graph = Graph::load(&pipelines)?;
             let result = fkp::compare::compare(&graph, &workspace, against.as_deref())?;
             if let Some(dir) = &output {
                 result.write(dir)?;
@@ -365,7 +347,7 @@ fn execute(cli: Cli, console: &Console) -> Result<()> {
             clean(&workspace, pipelines, lock.as_ref(), console)?
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Plans the clean and, holding the lock, carries it out; without it, only says.
@@ -392,7 +374,7 @@ fn clean(
         );
     }
     // A pipeline that fails to load must stop the clean: its entries would look unreferenced.
-    let graph = load_graph(&files)?;
+    let graph = Graph::load(&files)?;
     let plan = dag::clean::plan(&graph, workspace)?;
     let verb = if lock.is_some() { "removed" } else { "would remove" };
     for dir in plan.entries.iter().chain(&plan.abandoned) {

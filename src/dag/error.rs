@@ -10,6 +10,9 @@ pub enum DagError {
         stage: StageKind,
         source: Box<StageError>,
     },
+    /// Stopped on request ([`super::Cancel`]): nothing half-written is left.
+    #[error("pipeline `{pipeline}`, stage [{stage}]: cancelled")]
+    Cancelled { pipeline: String, stage: StageKind },
     #[error("pipeline `{pipeline}`: cannot read `{stage}.{role}` ({path}): {source}")]
     Input {
         pipeline: String,
@@ -48,6 +51,7 @@ impl DagError {
     pub fn pipeline(&self) -> Option<&str> {
         match self {
             DagError::Stage { pipeline, .. }
+            | DagError::Cancelled { pipeline, .. }
             | DagError::Input { pipeline, .. }
             | DagError::UntilMissing { pipeline, .. }
             | DagError::MissingUpstream { pipeline, .. } => Some(pipeline),

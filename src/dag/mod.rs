@@ -1,16 +1,19 @@
 //! The cached DAG: the graph of stages, cache keys, the content-addressed store,
 //! and the commands that walk it (`run`, `status`, `clean`).
 
+mod cancel;
 pub mod clean;
 mod error;
 mod graph;
 mod hashing;
 mod key;
+mod load;
 mod resolve;
 pub mod runner;
 pub mod status;
 mod store;
 
+pub use cancel::{Cancel, RunningStage, Stop};
 pub use error::DagError;
 pub use graph::Graph;
 pub use key::Change;

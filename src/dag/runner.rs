@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::DagError;
+use super::cancel::{Cancel, RunningStage};
 use super::graph::Graph;
 use super::key::{Change, KeyInputs};
 use super::resolve::{Resolver, State, Upstream};
 use super::store::{DATA_DIR, Manifest, OutputFile, REPORT_DIR, Store};
 use crate::console::Console;
 use crate::fsutil;
-use crate::stages::{StageContext, StageKind, UpstreamOutput};
+use crate::stages::{StageContext, StageError, StageKind, UpstreamOutput};
 use crate::workspace::{Workspace, WorkspaceLock};
 
 #[derive(Debug, Default, Clone)]
@@ -23,6 +24,8 @@ pub struct RunOptions {
     pub force_stages: Vec<StageKind>,
     /// `--until`: run this stage and what it needs, nothing after.
     pub until: Option<StageKind>,
+    /// Lets another thread stop the run between stages or inside a stage.
+    pub cancel: Cancel,
 }
 
 /// How one stage of one pipeline went.
@@ -135,6 +138,7 @@ struct Walk<'a> {
     console: &'a Console,
     selected: Vec<bool>,
     forced: Vec<bool>,
+    cancel: Cancel,
     resolver: Resolver<'a>,
     /// The `data/` folder and outputs of every node that has an entry by now.
     data_dirs: Vec<Option<PathBuf>>,
@@ -162,6 +166,7 @@ impl<'a> Walk<'a> {
             console,
             selected,
             forced: forced_nodes(graph, options),
+            cancel: options.cancel.clone(),
             resolver: Resolver::new(store, workspace),
             data_dirs: vec![None; graph.nodes.len()],
             outputs: vec![None; graph.nodes.len()],
@@ -175,10 +180,17 @@ impl<'a> Walk<'a> {
         for index in 0..self.graph.pipelines.len() {
             result = self.pipeline(index);
             if let Err(error) = result {
-                if self.mode == Mode::Run {
-                    self.withdraw_reports_of(index)?;
-                }
-                result = Err(self.graph.in_report_context(error));
+                // A cancelled run is an interrupted one, not a failed one: like a
+                // killed run, it leaves the reports as they were.
+                result = match error {
+                    DagError::Cancelled { .. } => Err(error),
+                    _ => {
+                        if self.mode == Mode::Run {
+                            self.withdraw_reports_of(index)?;
+                        }
+                        Err(self.graph.in_report_context(error))
+                    }
+                };
                 break;
             }
         }
@@ -198,7 +210,7 @@ impl<'a> Walk<'a> {
         let nodes: Vec<usize> = self.graph.nodes_of(index).filter(|&n| self.selected[n]).collect();
         for n in nodes {
             if let Err(error) = self.node(n) {
-                if self.mode == Mode::Run {
+                if self.mode == Mode::Run && !matches!(error, DagError::Cancelled { .. }) {
                     // Reports of a stage that failed, and of those after it, would
                     // show results of another configuration: they go.
                     self.unpublish_from(n)?;
@@ -217,6 +229,12 @@ impl<'a> Walk<'a> {
         let (graph, console) = (self.graph, self.console);
         let node = &graph.nodes[n];
         let pipeline = &graph.pipelines[node.pipeline];
+        if self.mode == Mode::Run && self.cancel.stop_requested() {
+            return Err(DagError::Cancelled {
+                pipeline: pipeline.name.clone(),
+                stage: node.kind,
+            });
+        }
         let upstream = Upstream::of(graph, n, &self.outputs);
         let resolution = self.resolver.resolve(graph, n, upstream)?;
         let shared_with = resolution
@@ -317,11 +335,33 @@ impl<'a> Walk<'a> {
             console,
             kind: node.kind,
             upstream: &upstream,
+            cancel: &self.cancel,
         };
-        let outcome = graph.stage(n).run(&ctx).map_err(|source| DagError::Stage {
+        let may_run = self.cancel.begin_stage(RunningStage {
             pipeline: pipeline.name.clone(),
-            stage: node.kind,
-            source: Box::new(source),
+            label: node.label.clone(),
+            key: key.clone(),
+        });
+        let outcome = match may_run {
+            true => graph.stage(n).run(&ctx),
+            false => Err(StageError::Cancelled),
+        };
+        self.cancel.end_stage();
+        let outcome = outcome.map_err(|source| {
+            if self.cancel.now() || matches!(source, StageError::Cancelled) {
+                // The pending entry goes with `pending`; a checkpoint stays for a resume.
+                console.status(&format!("  {:<10} cancelled", node.label));
+                DagError::Cancelled {
+                    pipeline: pipeline.name.clone(),
+                    stage: node.kind,
+                }
+            } else {
+                DagError::Stage {
+                    pipeline: pipeline.name.clone(),
+                    stage: node.kind,
+                    source: Box::new(source),
+                }
+            }
         })?;
         let manifest = store
             .commit(

@@ -25,6 +25,7 @@ use strum::IntoEnumIterator;
 
 use crate::config::{ConfigError, Location, TableReader};
 use crate::console::Console;
+use crate::dag::Cancel;
 
 /// The stage kinds fkp can run, in data-flow order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, strum::EnumIter)]
@@ -145,6 +146,8 @@ pub struct StageContext<'a> {
     pub kind: StageKind,
     /// The `data/` folder of each upstream node's cache entry.
     pub upstream: &'a [UpstreamOutput],
+    /// A long stage checks [`Cancel::now`] at safe points and returns early.
+    pub cancel: &'a Cancel,
 }
 
 /// An upstream node's outputs, as a running stage sees them.
@@ -238,6 +241,9 @@ pub enum StageError {
     Evaluate(#[from] evaluate::EvaluateError),
     #[error(transparent)]
     Report(#[from] report::ReportStageError),
+    /// Stopped before it started: a stop was requested ([`Cancel`]).
+    #[error("cancelled before it started")]
+    Cancelled,
 }
 
 /// Why [`StageContext::upstream_file`] refused.
@@ -264,7 +270,7 @@ pub fn key_config(config: &impl serde::Serialize) -> serde_json::Value {
     serde_json::to_value(config).expect("stage configurations hold only plain values")
 }
 
-pub trait Stage {
+pub trait Stage: Send + Sync {
     fn kind(&self) -> StageKind;
     /// Bumped whenever the stage's code changes what it writes, so old entries go stale.
     fn version(&self) -> u32;
@@ -346,6 +352,7 @@ mod tests {
             console: &console,
             kind: StageKind::Train,
             upstream: &upstream,
+            cancel: &Cancel::default(),
         };
         assert_eq!(
             ctx.upstream_file(StageKind::Prepare, prepare::PREPARED_FILE)

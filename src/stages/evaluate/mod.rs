@@ -134,6 +134,30 @@ pub struct Metrics {
     pub data: Option<Scores>,
 }
 
+impl Metrics {
+    /// The numbers to show first, in one line: RMSE over labelled points (on
+    /// the full labels when there is a truth file) and PCK at 10%.
+    pub fn headline(&self) -> String {
+        let mut line = format!("val RMSE {:.3} px", self.validation.rmse_px);
+        if let Some(full) = &self.validation_full_labels {
+            line.push_str(&format!(" ({:.3} px on full labels)", full.rmse_px));
+        }
+        if let Some(pck) = self.validation.pck_10 {
+            line.push_str(&format!(", PCK@10% {pck:.1}%"));
+        }
+        if let Some(data) = &self.data {
+            line.push_str(&format!(", data RMSE {:.3} px", data.rmse_px));
+        }
+        line
+    }
+
+    /// Reads an evaluate entry's `metrics.json`.
+    pub fn read(data_dir: &Path) -> Option<Metrics> {
+        let bytes = std::fs::read(data_dir.join(METRICS_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
 impl EvaluateStage {
     fn evaluate(&self, ctx: &StageContext) -> Result<StageOutcome, EvaluateError> {
         let prepared = Prepared::read(&ctx.upstream_file(StageKind::Prepare, PREPARED_FILE)?)?;

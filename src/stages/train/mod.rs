@@ -58,6 +58,9 @@ pub enum TrainStageError {
     Report(#[from] ReportError),
     #[error("{0}")]
     Device(String),
+    /// Stopped between batches on request; the last epoch's checkpoint stays.
+    #[error("training cancelled after epoch {epochs_done}")]
+    Cancelled { epochs_done: usize },
 }
 
 /// What evaluate and predict need to rebuild the trained network.
@@ -329,6 +332,12 @@ impl TrainStage {
         );
         let (mut total, mut rows) = (0.0f64, 0usize);
         for chunk in order.chunks(config.batch_size) {
+            if ctx.cancel.now() {
+                bar.finish_and_clear();
+                return Err(TrainStageError::Cancelled {
+                    epochs_done: epoch - 1,
+                });
+            }
             let batch = assemble(
                 train,
                 chunk,

@@ -1,0 +1,325 @@
+//! `fkp watch`: runs the pipelines, then reruns what each saved edit made stale.
+//!
+//! The loop waits on one channel ([`events`]). A change to a watched file
+//! ([`files`]) reloads the configuration; a configuration with errors is
+//! reported and the last good plan kept. A good one runs as a new [`round`],
+//! after the current round stops: at once when the stage it is building has a
+//! new key (cancelled between batches, its checkpoint kept), or after that
+//! stage when the edit leaves it alone. Ctrl-C and SIGTERM stop the same way
+//! and end the watch with 130 / 143.
+
+mod events;
+mod files;
+mod round;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Sender, channel};
+use std::time::Duration;
+
+use crate::console::Console;
+use crate::dag::{self, Graph, RunningStage, Stop};
+use crate::workspace::Workspace;
+use events::{Event, FileWatcher};
+use files::{Contents, Fingerprint, WatchSet};
+use round::{Round, RoundEnd};
+
+/// `fkp watch`'s settings.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// The pipeline files named on the command line.
+    pub files: Vec<PathBuf>,
+    /// Quiet time after a file event before it counts (editors write in steps).
+    pub debounce: Duration,
+    /// Poll at this interval instead of using the platform's file events.
+    pub poll: Option<Duration>,
+    /// Clear the screen at the start of each round.
+    pub clear: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("cannot watch {path}: it does not exist or is not a file")]
+    NotAFile { path: PathBuf },
+    #[error("cannot start the file watcher: {0}")]
+    Watcher(#[from] notify::Error),
+    #[error("cannot watch {path}: {source}")]
+    Watch { path: PathBuf, source: notify::Error },
+    #[error("cannot catch Ctrl-C and SIGTERM: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Watches until a signal; returns the exit code (128 + the signal's number).
+pub fn watch(workspace: &Workspace, options: &WatchOptions, console: &Console) -> Result<u8, WatchError> {
+    if let Some(path) = options.files.iter().find(|f| !f.is_file()) {
+        return Err(WatchError::NotAFile { path: path.clone() });
+    }
+    let (sender, events) = channel();
+    let watcher = FileWatcher::new(options.debounce, options.poll, sender.clone())?;
+    events::forward_signals(sender.clone())?;
+    let mut watch = Watch {
+        options,
+        workspace,
+        console,
+        sender,
+        watcher,
+        watched_dirs: BTreeSet::new(),
+        contents: Contents::default(),
+        set: WatchSet::new(&options.files, None, workspace),
+        seen: Fingerprint::new(),
+        round: None,
+        round_plan: Fingerprint::new(),
+        pending: None,
+        rounds: 0,
+        stopping: None,
+    };
+    watch.reload("first run".to_string())?;
+    loop {
+        let event = events
+            .recv()
+            .expect("the watch holds a sender, so the channel stays open");
+        let exit = match event {
+            Event::Files(paths) => {
+                watch.files_changed(&paths)?;
+                None
+            }
+            Event::WatcherFailed(message) => {
+                console.warn(&format!("file watcher: {message}"));
+                None
+            }
+            Event::RoundDone(end) => watch.round_done(end),
+            Event::Signal(signal) => watch.signal(signal),
+        };
+        if let Some(code) = exit {
+            return Ok(code);
+        }
+    }
+}
+
+/// A configuration that loaded, the content it was read from, and why it runs.
+struct Plan {
+    graph: Arc<Graph>,
+    content: Fingerprint,
+    why: String,
+}
+
+struct Watch<'a> {
+    options: &'a WatchOptions,
+    workspace: &'a Workspace,
+    console: &'a Console,
+    sender: Sender<Event>,
+    watcher: FileWatcher,
+    watched_dirs: BTreeSet<PathBuf>,
+    contents: Contents,
+    /// The files of the last good plan and the named ones.
+    set: WatchSet,
+    /// Their content when the configuration was last read.
+    seen: Fingerprint,
+    round: Option<Round>,
+    /// The content the running round's plan was read from.
+    round_plan: Fingerprint,
+    /// A plan loaded while a round ran: it runs next.
+    pending: Option<Plan>,
+    rounds: usize,
+    /// The signal being honoured by stopping the round.
+    stopping: Option<i32>,
+}
+
+impl Watch<'_> {
+    fn files_changed(&mut self, paths: &[PathBuf]) -> Result<(), WatchError> {
+        if self.stopping.is_some() || !paths.iter().any(|p| self.set.concerns(p)) {
+            return Ok(());
+        }
+        let now = self.contents.fingerprint(&self.set);
+        let changed = files::changed(&self.seen, &now);
+        if changed.is_empty() {
+            self.console.detail("a watched file was saved without a change");
+            return Ok(());
+        }
+        let shown: Vec<String> = changed.iter().map(|p| self.shown(p)).collect();
+        let why = match shown.as_slice() {
+            [one] => format!("{one} changed"),
+            [first, second] => format!("{first} and {second} changed"),
+            [first, rest @ ..] => format!("{first} and {} more changed", rest.len()),
+            [] => unreachable!("checked above"),
+        };
+        self.reload(why)
+    }
+
+    /// Reads the configuration again and runs it, or says what is wrong with it.
+    fn reload(&mut self, why: String) -> Result<(), WatchError> {
+        let loaded = Graph::load(&self.options.files);
+        let graph = match loaded {
+            Ok(graph) => graph,
+            Err(error) => {
+                self.seen = self.contents.fingerprint(&self.set);
+                self.console
+                    .status(&format!("{why}: the configuration has errors"));
+                // As `fkp run` prints it: file, line, column and hint.
+                self.console.error(&error.to_string());
+                self.console.status(match self.round {
+                    Some(_) => "the running round goes on; waiting for a fix (Ctrl-C to stop)",
+                    None => "waiting for a fix (Ctrl-C to stop)",
+                });
+                return Ok(());
+            }
+        };
+        let set = WatchSet::new(&self.options.files, Some(&graph), self.workspace);
+        for output in set.outputs.difference(&self.set.outputs) {
+            self.console
+                .detail(&format!("not watching {}: fkp writes there", self.shown(output)));
+        }
+        self.set = set;
+        self.seen = self.contents.fingerprint(&self.set);
+        self.watcher.follow(&mut self.watched_dirs, self.set.dirs())?;
+        self.console.detail(&format!(
+            "watching {} files in {} folders",
+            self.set.files().len(),
+            self.watched_dirs.len()
+        ));
+        let plan = Plan {
+            graph: Arc::new(graph),
+            content: self.seen.clone(),
+            why,
+        };
+        match &self.round {
+            None => self.start_round(plan),
+            // An edit undone (or a broken save fixed) before anything else changed.
+            Some(_) if self.pending.is_none() && self.seen == self.round_plan => {
+                self.console
+                    .status(&format!("{}: back to the plan that is running", plan.why));
+            }
+            Some(round) => {
+                // Decided from the stage running now, applied only if it still runs.
+                let note = loop {
+                    let running = round.cancel.running();
+                    let (stop, note) = stop_for(&plan.graph, self.workspace, running.clone());
+                    if round.cancel.request_if_still(&running, stop) {
+                        break note;
+                    }
+                };
+                self.console.status(&format!("{}: {note}", plan.why));
+                self.pending = Some(plan);
+            }
+        }
+        Ok(())
+    }
+
+    fn start_round(&mut self, plan: Plan) {
+        self.rounds += 1;
+        self.round_plan = plan.content;
+        if self.options.clear {
+            self.console.clear_screen();
+        }
+        self.console
+            .status(&format!("── round {}: {} ──", self.rounds, plan.why));
+        self.round = Some(Round::start(
+            self.rounds,
+            plan.graph,
+            self.workspace,
+            self.console,
+            self.sender.clone(),
+        ));
+    }
+
+    /// Reports a finished round, then runs the plan that waited for it, if any;
+    /// `Some(exit code)` when the watch ends.
+    fn round_done(&mut self, end: RoundEnd) -> Option<u8> {
+        let round = self.round.take().expect("a round ends only after it started");
+        let seconds = round.started.elapsed().as_secs_f64();
+        let n = round.number;
+        match end {
+            RoundEnd::Finished { headlines } => {
+                for line in headlines {
+                    self.console.result(&line);
+                }
+                self.console
+                    .status(&format!("── round {n} done in {seconds:.2} s ──"));
+            }
+            RoundEnd::Cancelled => self
+                .console
+                .status(&format!("── round {n} stopped after {seconds:.2} s ──")),
+            RoundEnd::Failed(line) => {
+                self.console.failure(&line);
+                self.console
+                    .status(&format!("── round {n} failed after {seconds:.2} s ──"));
+            }
+        }
+        if let Some(signal) = self.stopping {
+            return Some(exit_code(signal));
+        }
+        match self.pending.take() {
+            Some(plan) => self.start_round(plan),
+            None => self.console.status("waiting for changes (Ctrl-C to stop)"),
+        }
+        None
+    }
+
+    /// The first Ctrl-C or SIGTERM stops a round that may be writing at its
+    /// next safe point; a second one, or one while nothing writes, ends at once.
+    fn signal(&mut self, signal: i32) -> Option<u8> {
+        match &self.round {
+            Some(round) if self.stopping.is_none() && round.holds_lock() => {
+                round.cancel.request(Stop::Now);
+                self.stopping = Some(signal);
+                self.pending = None;
+                self.console.status(
+                    "stopping: the running stage stops at its next safe point (again to stop at once)",
+                );
+                None
+            }
+            _ => Some(exit_code(signal)),
+        }
+    }
+
+    fn shown(&self, path: &Path) -> String {
+        let root = self
+            .workspace
+            .root
+            .canonicalize()
+            .unwrap_or_else(|_| self.workspace.root.clone());
+        path.strip_prefix(&root).unwrap_or(path).display().to_string()
+    }
+}
+
+/// How the round running `running` must stop for the new plan: at once when
+/// that stage's key changed (or cannot be known any more), else after it.
+fn stop_for(graph: &Graph, workspace: &Workspace, running: Option<RunningStage>) -> (Stop, String) {
+    // Between stages: stopping before the next one loses nothing.
+    let Some(running) = running else {
+        return (Stop::AfterStage, "rerunning before the next stage".to_string());
+    };
+    // Unsure (the new plan's state cannot be read): let the stage finish, it is cached.
+    let Ok(status) = dag::status(graph, workspace) else {
+        return (
+            Stop::AfterStage,
+            format!("rerunning once [{}] finishes", running.label),
+        );
+    };
+    let key = status
+        .pipelines
+        .iter()
+        .find(|p| p.name == running.pipeline)
+        .and_then(|p| p.stages.iter().find(|s| s.stage == running.label))
+        .and_then(|s| s.key.as_deref());
+    if key == Some(running.key.as_str()) {
+        (
+            Stop::AfterStage,
+            format!("[{}] is unaffected; rerunning once it finishes", running.label),
+        )
+    } else {
+        (
+            Stop::Now,
+            format!(
+                "cancelling [{}] of `{}`, which the change outdates (its checkpoint is kept)",
+                running.label, running.pipeline
+            ),
+        )
+    }
+}
+
+/// The shell's convention: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM).
+fn exit_code(signal: i32) -> u8 {
+    u8::try_from(128 + signal).unwrap_or(u8::MAX)
+}

@@ -1,0 +1,115 @@
+//! One round of `fkp watch`: `fkp run` of the current plan on a worker thread,
+//! holding the workspace lock only while it runs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::Instant;
+
+use super::events::Event;
+use crate::console::Console;
+use crate::dag::{self, Cancel, DagError, Graph, RunOptions, RunReport};
+use crate::stages::StageKind;
+use crate::stages::evaluate::Metrics;
+use crate::workspace::{Wait, Workspace};
+
+/// How a round ended, as the watch loop reports it.
+pub enum RoundEnd {
+    /// Every stage is built: each pipeline's headline numbers.
+    Finished {
+        headlines: Vec<String>,
+    },
+    Cancelled,
+    /// What failed, in one line.
+    Failed(String),
+}
+
+/// A round in progress.
+pub struct Round {
+    pub number: usize,
+    pub cancel: Cancel,
+    pub started: Instant,
+    locked: Arc<AtomicBool>,
+}
+
+impl Round {
+    /// Starts round `number` of `graph`; its end arrives as [`Event::RoundDone`].
+    pub fn start(
+        number: usize,
+        graph: Arc<Graph>,
+        workspace: &Workspace,
+        console: &Console,
+        events: Sender<Event>,
+    ) -> Round {
+        let round = Round {
+            number,
+            cancel: Cancel::default(),
+            started: Instant::now(),
+            locked: Arc::new(AtomicBool::new(false)),
+        };
+        let options = RunOptions {
+            cancel: round.cancel.clone(),
+            ..RunOptions::default()
+        };
+        let (workspace, console, locked) = (workspace.clone(), console.clone(), round.locked.clone());
+        std::thread::spawn(move || {
+            let end = match workspace.lock(Wait::Yes, "fkp watch", &console) {
+                Err(error) => RoundEnd::Failed(format!("  failed: {error}")),
+                Ok(lock) => {
+                    locked.store(true, Ordering::SeqCst);
+                    match dag::run(&graph, &lock, &options, &console) {
+                        Ok(report) => RoundEnd::Finished {
+                            headlines: headlines(&graph, &report),
+                        },
+                        Err(DagError::Cancelled { .. }) => RoundEnd::Cancelled,
+                        Err(error) => RoundEnd::Failed(failure_line(&error)),
+                    }
+                }
+            };
+            let _ = events.send(Event::RoundDone(end));
+        });
+        round
+    }
+
+    /// Whether the round holds the workspace lock (it may be writing).
+    pub fn holds_lock(&self) -> bool {
+        self.locked.load(Ordering::SeqCst)
+    }
+}
+
+/// `  train      failed: <why>` for a stage's failure, `  failed: <why>` otherwise.
+fn failure_line(error: &DagError) -> String {
+    match error {
+        DagError::Stage { stage, source, .. } => {
+            format!("  {:<10} failed: {}", stage.name(), chain(source.as_ref()))
+        }
+        other => format!("  failed: {}", chain(other)),
+    }
+}
+
+/// An error and its causes in one line, each once (many messages quote their cause).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let next_text = next.to_string();
+        if !text.contains(&next_text) {
+            text.push_str(": ");
+            text.push_str(&next_text);
+        }
+        cause = next.source();
+    }
+    text
+}
+
+/// `<pipeline>: <headline>` for each pipeline with an evaluation.
+fn headlines(graph: &Graph, report: &RunReport) -> Vec<String> {
+    graph
+        .pipelines
+        .iter()
+        .filter_map(|pipeline| {
+            let metrics = Metrics::read(report.data_dir(&pipeline.name, StageKind::Evaluate)?)?;
+            Some(format!("{}: {}", pipeline.name, metrics.headline()))
+        })
+        .collect()
+}
