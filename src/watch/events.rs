@@ -3,12 +3,15 @@
 //! blocks on it, so an idle watch uses no CPU.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
-use notify::{PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
-use notify_debouncer_mini::{Config, DebounceEventResult, Debouncer, new_debouncer_opt};
+use notify::event::{AccessKind, AccessMode, EventKind};
+use notify::{PollWatcher, RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{
+    DebounceEventResult, DebouncedEvent, Debouncer, RecommendedCache, new_debouncer_opt,
+};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::WatchError;
@@ -26,8 +29,8 @@ pub enum Event {
 /// inotify (or the platform's native watcher), or polling for file systems it
 /// does not reach (NFS, some container mounts).
 pub enum FileWatcher {
-    Native(Debouncer<RecommendedWatcher>),
-    Poll(Debouncer<PollWatcher>),
+    Native(Debouncer<RecommendedWatcher, RecommendedCache>),
+    Poll(Debouncer<PollWatcher, RecommendedCache>),
 }
 
 impl FileWatcher {
@@ -39,26 +42,52 @@ impl FileWatcher {
     ) -> Result<FileWatcher, WatchError> {
         let handler = move |result: DebounceEventResult| {
             let event = match result {
-                Ok(found) => Event::Files(found.into_iter().map(|e| e.path).collect()),
-                Err(error) => Event::WatcherFailed(error.to_string()),
+                Ok(found) => {
+                    let paths: Vec<PathBuf> = found
+                        .into_iter()
+                        .filter(changes)
+                        .flat_map(|e| e.event.paths)
+                        .collect();
+                    if paths.is_empty() {
+                        return;
+                    }
+                    Event::Files(paths)
+                }
+                Err(errors) => {
+                    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    Event::WatcherFailed(messages.join("; "))
+                }
             };
             let _ = events.send(event);
         };
-        let config = Config::default().with_timeout(debounce).with_batch_mode(false);
+        let cache = RecommendedCache::new();
         let watcher = match poll {
-            None => FileWatcher::Native(new_debouncer_opt(config, handler)?),
+            None => FileWatcher::Native(new_debouncer_opt(
+                debounce,
+                None,
+                handler,
+                cache,
+                notify::Config::default(),
+            )?),
             Some(interval) => {
-                let notify = notify::Config::default().with_poll_interval(interval);
-                FileWatcher::Poll(new_debouncer_opt(config.with_notify_config(notify), handler)?)
+                let config = notify::Config::default().with_poll_interval(interval);
+                FileWatcher::Poll(new_debouncer_opt(debounce, None, handler, cache, config)?)
             }
         };
         Ok(watcher)
     }
 
-    fn watcher(&mut self) -> &mut dyn Watcher {
+    fn watch(&mut self, dir: &Path) -> notify::Result<()> {
         match self {
-            FileWatcher::Native(debouncer) => debouncer.watcher(),
-            FileWatcher::Poll(debouncer) => debouncer.watcher(),
+            FileWatcher::Native(debouncer) => debouncer.watch(dir, RecursiveMode::NonRecursive),
+            FileWatcher::Poll(debouncer) => debouncer.watch(dir, RecursiveMode::NonRecursive),
+        }
+    }
+
+    fn unwatch(&mut self, dir: &Path) -> notify::Result<()> {
+        match self {
+            FileWatcher::Native(debouncer) => debouncer.unwatch(dir),
+            FileWatcher::Poll(debouncer) => debouncer.unwatch(dir),
         }
     }
 
@@ -71,18 +100,26 @@ impl FileWatcher {
     ) -> Result<(), WatchError> {
         for gone in watched.difference(&dirs) {
             // A folder that was removed has no watch left to drop.
-            let _ = self.watcher().unwatch(gone);
+            let _ = self.unwatch(gone);
         }
         for dir in dirs.difference(watched) {
-            self.watcher()
-                .watch(dir, RecursiveMode::NonRecursive)
-                .map_err(|source| WatchError::Watch {
-                    path: dir.clone(),
-                    source,
-                })?;
+            self.watch(dir).map_err(|source| WatchError::Watch {
+                path: dir.clone(),
+                source,
+            })?;
         }
         *watched = dirs;
         Ok(())
+    }
+}
+
+/// Whether an event can change a file. Opening and reading one cannot, and
+/// fkp reads every watched file each round: counting those would loop.
+fn changes(event: &DebouncedEvent) -> bool {
+    match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
     }
 }
 
