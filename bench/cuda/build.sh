@@ -5,12 +5,22 @@
 #   - a stand-in `nvidia-smi` that reports compute capability 9.0 (H100/H200), which
 #     dfdx's build script asks for before compiling its kernels to PTX;
 #   - a stub libcuda.so to link against (the real one comes with the GPU driver).
-# The result is .cuda-build/fkp plus the CUDA libraries it needs at run time, ready to
-# be carried to the GPU machine by bench/cuda/run-on-device.sh.
+# The result is .cuda-build/fkp (stripped) and the include path dfdx baked into it for
+# NVRTC; the GPU machine has the CUDA libraries already (PyTorch's pip packages), which
+# bench/cuda/run-on-device.sh finds there. Only the binary travels (the device tool
+# carries at most 64 MiB).
 #
-# Untested end to end here: the session that wrote it had no GPU (see the closing note
-# of the training issue). Expect to adjust package versions if PyPI has moved on.
+#   bench/cuda/build.sh [--check-only]
+#
+# --check-only stops once the CUDA build has linked (for sessions without a GPU that
+# touched training): nothing is copied to .cuda-build/.
 set -euo pipefail
+check_only=false
+case "${1:-}" in
+    --check-only) check_only=true ;;
+    "") ;;
+    *) echo "usage: bench/cuda/build.sh [--check-only]" >&2; exit 2 ;;
+esac
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$repo"
 cuda="$repo/.cuda"
@@ -45,8 +55,10 @@ if [[ ! -f "$cuda/stubs/libcuda.so" ]]; then
     ln -sf libcuda.so "$cuda/stubs/libcuda.so.1"
 fi
 
+# dfdx's build script runs `nvidia-smi --query-gpu=compute_cap --format=csv` and checks
+# the header line before reading the value from the next one.
 mkdir -p "$cuda/fake-bin"
-printf '#!/bin/sh\necho 9.0\n' > "$cuda/fake-bin/nvidia-smi"
+printf '#!/bin/sh\necho compute_cap\necho 9.0\n' > "$cuda/fake-bin/nvidia-smi"
 chmod +x "$cuda/fake-bin/nvidia-smi"
 
 bash scripts/setup-dfdx.sh
@@ -54,14 +66,19 @@ export CUDA_ROOT="$cuda" CUDA_PATH="$cuda"
 export PATH="$cuda/bin:$cuda/fake-bin:$PATH"
 export LIBRARY_PATH="$cuda/lib64:$cuda/stubs:${LIBRARY_PATH:-}"
 export LD_LIBRARY_PATH="$cuda/lib64:$cuda/stubs:${LD_LIBRARY_PATH:-}"
+started=$SECONDS
 cargo build --release --features cuda
+binary="$CARGO_TARGET_DIR/release/fkp"
+echo "CUDA build linked in $((SECONDS - started)) s: $binary"
+ldd "$binary" | grep -E 'libcuda|libnvrtc|libcublas' || true
+if $check_only; then
+    exit 0
+fi
 
 rm -rf "$out"
-mkdir -p "$out/lib"
-cp "$CARGO_TARGET_DIR/release/fkp" "$out/"
-cp -L "$cuda"/lib64/libnvrtc*.so* "$cuda"/lib64/libcublas*.so* "$cuda"/lib64/libcudart*.so* "$out/lib/" 2>/dev/null || true
+mkdir -p "$out"
+strip -o "$out/fkp" "$binary"
 # dfdx compiles some kernels with NVRTC at run time and bakes this include path into
-# the binary; run-on-device.sh recreates it on the GPU machine.
+# the binary; run-on-device.sh points it at the device's own CUDA headers.
 echo "$cuda/include" > "$out/include-path"
-cp -r "$cuda/include" "$out/include"
-du -sh "$out"
+du -sh "$out"/*

@@ -46,6 +46,8 @@ pub trait Session {
     /// Restarts the device's random numbers (dropout's masks) from `seed`.
     fn reseed(&self, seed: u64);
     fn parameters(&self) -> usize;
+    /// Where it runs: `cpu` or `cuda`.
+    fn device(&self) -> &'static str;
     fn save_weights(&self, path: &Path) -> Result<(), TrainError>;
     fn load_weights(&mut self, path: &Path) -> Result<(), TrainError>;
     /// Saves the optimiser's state (Adam's step and moments). Returns false when
@@ -238,6 +240,10 @@ impl<N: Network<D> + 'static, D: Backend> Session for NetSession<N, D> {
 
     fn parameters(&self) -> usize {
         self.net.num_trainable_params()
+    }
+
+    fn device(&self) -> &'static str {
+        self.device_name
     }
 
     fn save_weights(&self, path: &Path) -> Result<(), TrainError> {

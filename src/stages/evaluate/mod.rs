@@ -169,12 +169,19 @@ impl EvaluateStage {
         let keypoints = &trained.keypoint_names;
         let mean_shape = mean_shape(&prepared.train, prepared.coordinate_names.len());
 
+        let started = std::time::Instant::now();
         let val_pixels = predict_pixels(
             session.as_ref(),
             &prepared.val.images,
             prepared.val.len(),
             prepared.side,
         )?;
+        // Volatile: kept in timing.json beside training's images/s, never in a key.
+        let inference = serde_json::json!({
+            "device": session.device(),
+            "images": prepared.val.len(),
+            "images_per_s": prepared.val.len() as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        });
         let validation = score(
             &val_pixels,
             &prepared.val.targets,
@@ -299,7 +306,7 @@ impl EvaluateStage {
                 overall.to_terminal(),
                 per_keypoint.to_terminal()
             )),
-            timing: None,
+            timing: Some(serde_json::json!({ "inference": inference })),
         })
     }
 }

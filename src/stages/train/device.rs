@@ -8,7 +8,7 @@ use super::TrainStageError;
 use super::config::{DeviceChoice, TrainConfig};
 use crate::console::Console;
 use crate::models::ModelSpec;
-use crate::training::{Session, numerics, open_session};
+use crate::training::{OptimizerKind, OptimizerSettings, Session, TrainError, numerics, open_session};
 
 /// The device a `[train] device` choice resolves to on this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +72,48 @@ pub fn open(
         Resolved::Cuda => cuda(config, spec),
         Resolved::CudaUnavailable(why) => Err(TrainStageError::Device(why.clone())),
     }
+}
+
+/// A session for predicting with a trained network: on the device it was
+/// trained on when this machine has it (a CUDA model on a machine without CUDA
+/// predicts on the CPU), with dfdx's allocation cache on.
+pub fn open_inference(trained_on: &str, spec: &ModelSpec) -> Result<Box<dyn Session>, TrainError> {
+    // The optimiser is never stepped; it only completes the session.
+    let settings = OptimizerSettings {
+        kind: OptimizerKind::Adam,
+        lr: 0.0,
+        weight_decay: 0.0,
+        momentum: 0.0,
+        nesterov: false,
+    };
+    if trained_on == "cuda"
+        && let Some(session) = cuda_inference(spec, &settings)?
+    {
+        return Ok(session);
+    }
+    let dev = Cpu::default();
+    dev.enable_cache();
+    open_session(dev, "cpu", spec, &settings)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_inference(
+    spec: &ModelSpec,
+    settings: &OptimizerSettings,
+) -> Result<Option<Box<dyn Session>>, TrainError> {
+    if cuda_available().is_err() {
+        return Ok(None);
+    }
+    let Ok(dev) = Cuda::try_seed_from_u64(0) else {
+        return Ok(None);
+    };
+    dev.enable_cache();
+    open_session(dev, "cuda", spec, settings).map(Some)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_inference(_: &ModelSpec, _: &OptimizerSettings) -> Result<Option<Box<dyn Session>>, TrainError> {
+    Ok(None)
 }
 
 #[cfg(feature = "cuda")]

@@ -355,7 +355,8 @@ impl TrainStage {
     }
 }
 
-/// Rebuilds a trained network (on the CPU) from a train entry's `model.json`
+/// Rebuilds a trained network (on the device it was trained on, where this
+/// machine has it, else the CPU) from a train entry's `model.json`
 /// and `model.safetensors`.
 pub fn load_trained(
     meta_path: &Path,
@@ -367,15 +368,7 @@ pub fn load_trained(
     };
     let bytes = std::fs::read(meta_path).map_err(|e| read_error(e.to_string()))?;
     let trained: TrainedModel = serde_json::from_slice(&bytes).map_err(|e| read_error(e.to_string()))?;
-    let dev = dfdx::tensor::Cpu::default();
-    let settings = crate::training::OptimizerSettings {
-        kind: crate::training::OptimizerKind::Adam,
-        lr: 0.0,
-        weight_decay: 0.0,
-        momentum: 0.0,
-        nesterov: false,
-    };
-    let mut session = crate::training::open_session(dev, "cpu", &trained.spec, &settings)?;
+    let mut session = device::open_inference(&trained.device, &trained.spec)?;
     session.load_weights(weights)?;
     Ok((session, trained))
 }
