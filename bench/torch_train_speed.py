@@ -16,6 +16,8 @@ Models (defined here, no torchvision needed):
   lenet     conv3x3(32) ReLU maxpool2 drop.1 | conv2x2(64) ReLU maxpool2 drop.2 |
             conv2x2(128) ReLU maxpool2 drop.3 | flatten | 500 ReLU drop.5 | 500 ReLU | 30
   resnet18  torchvision's ResNet-18 layout, 1 input channel, 30 outputs (11,185,630 params)
+  resnet50  torchvision's ResNet-50 layout (bottlenecks), 1 input channel, 30 outputs
+            (23,563,230 params)
 """
 
 import argparse
@@ -75,6 +77,37 @@ def resnet18(outputs: int) -> nn.Module:
     return nn.Sequential(*layers)
 
 
+class Bottleneck(nn.Module):
+    def __init__(self, cin: int, width: int, stride: int):
+        super().__init__()
+        cout = width * 4
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + (x if self.down is None else self.down(x)))
+
+
+def resnet50(outputs: int) -> nn.Module:
+    layers = [
+        nn.Conv2d(1, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+    ]
+    cin = 64
+    for width, blocks, stride in [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)]:
+        for i in range(blocks):
+            layers.append(Bottleneck(cin, width, stride if i == 0 else 1))
+            cin = width * 4
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, outputs)]
+    return nn.Sequential(*layers)
+
+
 def peak_rss_mib() -> float:
     # ru_maxrss is KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -82,7 +115,7 @@ def peak_rss_mib() -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", choices=["lenet", "resnet18"], default="lenet")
+    ap.add_argument("--model", choices=["lenet", "resnet18", "resnet50"], default="lenet")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5, help="timed steps")
@@ -98,7 +131,9 @@ def main() -> int:
     torch.set_num_interop_threads(1)
     torch.manual_seed(a.seed)
 
-    model = lenet(a.outputs, a.size, a.size) if a.model == "lenet" else resnet18(a.outputs)
+    builders = {"lenet": lambda: lenet(a.outputs, a.size, a.size),
+                "resnet18": lambda: resnet18(a.outputs), "resnet50": lambda: resnet50(a.outputs)}
+    model = builders[a.model]()
     model = model.to(a.device)
     model.train()
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
