@@ -66,8 +66,12 @@ impl Console {
         say(&mut std::io::stderr(), line);
     }
 
-    /// Clears the terminal and its scrollback, as `watchexec --clear` does.
+    /// Clears the terminal and its scrollback, as `watchexec --clear` does;
+    /// nothing when stderr is not a terminal (a log file keeps every round).
     pub fn clear_screen(&self) {
+        if !self.interactive {
+            return;
+        }
         let mut err = std::io::stderr();
         let _ = err.write_all(b"\x1b[2J\x1b[3J\x1b[H").and_then(|()| err.flush());
     }

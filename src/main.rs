@@ -78,7 +78,7 @@ enum Command {
         #[arg(required = true, value_name = "PIPELINE.toml")]
         pipelines: Vec<PathBuf>,
         /// Quiet time after a file event before it counts, in milliseconds.
-        #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
         debounce: u64,
         /// Poll for changes instead of using file system events (network file
         /// systems, containers where inotify does not reach).

@@ -118,7 +118,7 @@ impl Workspace {
 }
 
 /// `path` without `.` and `..` components (resolved lexically, as a shell does).
-fn normalised(path: &Path) -> PathBuf {
+pub(crate) fn normalised(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {

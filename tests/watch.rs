@@ -278,6 +278,59 @@ fn an_invalid_save_prints_the_error_and_the_next_valid_save_recovers() {
 }
 
 #[test]
+fn a_pipeline_broken_from_the_start_runs_once_it_is_fixed() {
+    let s = workspace(1, "1e-3");
+    s.write("p.toml", format!("oops\n{}", pipeline(1, "1e-3", 2)));
+    let mut watch = Watching::start(&s, &[]);
+    let broken = watch.wait_for("waiting for a fix");
+    assert!(broken.iter().any(|l| l.contains("p.toml:1:")), "{broken:#?}");
+
+    s.write("p.toml", pipeline(1, "1e-3", 2));
+    let fixed = watch.wait_for("round 1 done");
+    assert_eq!(ran(&fixed), ["ingest", "eda", "prepare", "train", "evaluate"]);
+    watch.signal("INT");
+    assert_eq!(watch.exit_code(), 130);
+}
+
+#[test]
+fn an_input_in_folders_created_later_is_seen() {
+    let s = workspace(1, "1e-3");
+    s.write(
+        "p.toml",
+        pipeline(1, "1e-3", 2).replace("faces.csv", "later/deeper/faces.csv"),
+    );
+    let mut watch = Watching::start(&s, &[]);
+    let failed = watch.wait_for("round 1 failed");
+    assert!(
+        failed.iter().any(|l| l.contains("later/deeper/faces.csv")),
+        "{failed:#?}"
+    );
+
+    s.write("later/deeper/faces.csv", blob_csv(120, 24, 5));
+    let second = watch.wait_for("round 2 done");
+    assert_eq!(ran(&second), ["ingest", "eda", "prepare", "train", "evaluate"]);
+    watch.signal("INT");
+    assert_eq!(watch.exit_code(), 130);
+}
+
+#[test]
+fn an_evaluate_edit_undone_during_training_leaves_the_round_running() {
+    let s = workspace(60, "1e-3");
+    let mut watch = Watching::start(&s, &[]);
+    watch.wait_for("epoch   2/60");
+    s.write("p.toml", pipeline(60, "1e-3", 3));
+    watch.wait_for("[train] is unaffected");
+    s.write("p.toml", pipeline(60, "1e-3", 2));
+    watch.wait_for("back to the plan that is running");
+    let rest = watch.wait_for("round 1 done");
+    assert!(rest.iter().any(|l| l.contains("evaluate   running")), "{rest:#?}");
+    let after = watch.lines_within(Duration::from_millis(1000));
+    assert!(!after.iter().any(|l| l.contains("round 2")), "{after:#?}");
+    watch.signal("INT");
+    assert_eq!(watch.exit_code(), 130);
+}
+
+#[test]
 fn a_rename_save_and_a_vim_style_save_are_each_seen_once() {
     let s = workspace(1, "1e-3");
     let mut watch = Watching::start(&s, &[]);

@@ -55,6 +55,16 @@ impl Cancel {
         still
     }
 
+    /// Takes back a request to stop after the running stage (the edit that asked
+    /// for it was undone). Returns false when there was none or it was to stop
+    /// at once, which cannot be taken back.
+    pub fn withdraw_after_stage(&self) -> bool {
+        self.inner
+            .stop
+            .compare_exchange(Stop::AfterStage as u8, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
     /// Whether the run should start no further stage.
     pub fn stop_requested(&self) -> bool {
         self.inner.stop.load(Ordering::SeqCst) != 0
@@ -122,5 +132,10 @@ mod tests {
         assert!(cancel.request_if_still(&Some(train.clone()), Stop::AfterStage));
         cancel.end_stage();
         assert!(!cancel.begin_stage(train), "no stage starts after a stop request");
+        assert!(cancel.withdraw_after_stage());
+        assert!(!cancel.stop_requested());
+        cancel.request(Stop::Now);
+        assert!(!cancel.withdraw_after_stage(), "a stop at once stays");
+        assert!(cancel.now());
     }
 }

@@ -347,6 +347,10 @@ impl<'a> Walk<'a> {
             false => Err(StageError::Cancelled),
         };
         self.cancel.end_stage();
+        if outcome.is_err() {
+            // A stage stopped before its first checkpoint leaves no empty folder.
+            let _ = std::fs::remove_dir(&checkpoint_dir);
+        }
         let outcome = outcome.map_err(|source| {
             if self.cancel.now() || matches!(source, StageError::Cancelled) {
                 // The pending entry goes with `pending`; a checkpoint stays for a resume.

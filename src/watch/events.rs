@@ -12,7 +12,7 @@ use notify::{PollWatcher, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{
     DebounceEventResult, DebouncedEvent, Debouncer, RecommendedCache, new_debouncer_opt,
 };
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::WatchError;
 use super::round::RoundEnd;
@@ -61,17 +61,20 @@ impl FileWatcher {
             let _ = events.send(event);
         };
         let cache = RecommendedCache::new();
+        // The debouncer wakes every tick even when idle: a quarter of the
+        // debounce, but not so often that a short debounce costs a core.
+        let tick = Some((debounce / 4).max(debounce.min(Duration::from_millis(25))));
         let watcher = match poll {
             None => FileWatcher::Native(new_debouncer_opt(
                 debounce,
-                None,
+                tick,
                 handler,
                 cache,
                 notify::Config::default(),
             )?),
             Some(interval) => {
                 let config = notify::Config::default().with_poll_interval(interval);
-                FileWatcher::Poll(new_debouncer_opt(debounce, None, handler, cache, config)?)
+                FileWatcher::Poll(new_debouncer_opt(debounce, tick, handler, cache, config)?)
             }
         };
         Ok(watcher)
@@ -123,10 +126,11 @@ fn changes(event: &DebouncedEvent) -> bool {
     }
 }
 
-/// Delivers SIGINT and SIGTERM as events instead of ending the process, so a
-/// running stage can stop at a safe point.
+/// Delivers SIGINT, SIGTERM and SIGHUP (a closed terminal) as events instead of
+/// ending the process, so a running stage can stop at a safe point.
 pub fn forward_signals(events: Sender<Event>) -> Result<(), WatchError> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(WatchError::Signals)?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(WatchError::Signals)?;
     std::thread::Builder::new()
         .name("fkp-signals".to_string())
         .spawn(move || {

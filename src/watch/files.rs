@@ -77,7 +77,7 @@ fn canonical(path: &Path) -> PathBuf {
     match (absolute.parent(), absolute.file_name()) {
         (Some(parent), Some(name)) => match parent.canonicalize() {
             Ok(parent) => parent.join(name),
-            Err(_) => absolute,
+            Err(_) => crate::workspace::normalised(&absolute),
         },
         _ => absolute,
     }
@@ -164,6 +164,41 @@ mod tests {
         assert!(set.concerns(&root.join("missing")), "creating the folder matters");
         assert!(!set.concerns(&root.join(".p.toml.swp")));
         assert!(!set.concerns(&root.join("reports")));
+    }
+
+    #[test]
+    fn a_plan_watches_what_it_extends_its_report_members_and_their_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(root.join(name), text).unwrap();
+        write(
+            "base.toml",
+            "[ingest]\ntrain = \"data/faces.csv\"\n[eda]\n[model]\narch = \"lenet\"\n[train]\n\
+             [evaluate]\ntruth = \"truth.csv\"\n",
+        );
+        write(
+            "a.toml",
+            "[pipeline]\nextends = \"base.toml\"\n[prepare]\nval_file = \"val.csv\"\n",
+        );
+        write("report.toml", "[report]\npipelines = [\"a.toml\"]\n");
+        let graph = Graph::load(&[root.join("report.toml")]).unwrap();
+        let set = WatchSet::new(&[root.join("report.toml")], Some(&graph), &workspace(&root));
+        let names: Vec<String> = set
+            .files()
+            .iter()
+            .map(|f| f.strip_prefix(&root).unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "a.toml",
+                "base.toml",
+                "data/faces.csv",
+                "report.toml",
+                "truth.csv",
+                "val.csv"
+            ]
+        );
     }
 
     #[test]

@@ -40,8 +40,8 @@ pub struct WatchOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    #[error("cannot watch {path}: it does not exist or is not a file")]
-    NotAFile { path: PathBuf },
+    #[error("cannot watch {path}: {why}")]
+    NotAFile { path: PathBuf, why: &'static str },
     #[error("cannot start the file watcher: {0}")]
     Watcher(#[from] notify::Error),
     #[error("cannot watch {path}: {source}")]
@@ -53,7 +53,14 @@ pub enum WatchError {
 /// Watches until a signal; returns the exit code (128 + the signal's number).
 pub fn watch(workspace: &Workspace, options: &WatchOptions, console: &Console) -> Result<u8, WatchError> {
     if let Some(path) = options.files.iter().find(|f| !f.is_file()) {
-        return Err(WatchError::NotAFile { path: path.clone() });
+        let why = match path.is_dir() {
+            true => "it is a folder; name the pipeline files in it",
+            false => "no such file",
+        };
+        return Err(WatchError::NotAFile {
+            path: path.clone(),
+            why,
+        });
     }
     let (sender, events) = channel();
     let watcher = FileWatcher::new(options.debounce, options.poll, sender.clone())?;
@@ -69,7 +76,7 @@ pub fn watch(workspace: &Workspace, options: &WatchOptions, console: &Console) -
         set: WatchSet::new(&options.files, None, workspace),
         seen: Fingerprint::new(),
         round: None,
-        round_plan: Fingerprint::new(),
+        current: None,
         pending: None,
         rounds: 0,
         stopping: None,
@@ -98,6 +105,7 @@ pub fn watch(workspace: &Workspace, options: &WatchOptions, console: &Console) -
 }
 
 /// A configuration that loaded, the content it was read from, and why it runs.
+#[derive(Clone)]
 struct Plan {
     graph: Arc<Graph>,
     content: Fingerprint,
@@ -117,8 +125,8 @@ struct Watch<'a> {
     /// Their content when the configuration was last read.
     seen: Fingerprint,
     round: Option<Round>,
-    /// The content the running round's plan was read from.
-    round_plan: Fingerprint,
+    /// The plan the running round runs.
+    current: Option<Plan>,
     /// A plan loaded while a round ran: it runs next.
     pending: Option<Plan>,
     rounds: usize,
@@ -131,6 +139,9 @@ impl Watch<'_> {
         if self.stopping.is_some() || !paths.iter().any(|p| self.set.concerns(p)) {
             return Ok(());
         }
+        // A folder on the way to a watched file may have appeared: watch it
+        // before reading, so a file created meanwhile is seen one way or the other.
+        self.watcher.follow(&mut self.watched_dirs, self.set.dirs())?;
         let now = self.contents.fingerprint(&self.set);
         let changed = files::changed(&self.seen, &now);
         if changed.is_empty() {
@@ -153,6 +164,8 @@ impl Watch<'_> {
         let graph = match loaded {
             Ok(graph) => graph,
             Err(error) => {
+                // The named files at least (all there is when the first load fails).
+                self.watcher.follow(&mut self.watched_dirs, self.set.dirs())?;
                 self.seen = self.contents.fingerprint(&self.set);
                 self.console
                     .status(&format!("{why}: the configuration has errors"));
@@ -167,60 +180,78 @@ impl Watch<'_> {
         };
         let set = WatchSet::new(&self.options.files, Some(&graph), self.workspace);
         for output in set.outputs.difference(&self.set.outputs) {
-            self.console
-                .detail(&format!("not watching {}: fkp writes there", self.shown(output)));
+            self.console.warn(&format!(
+                "not watching {}: it lies where fkp writes, so a change there would start the next round",
+                self.shown(output)
+            ));
         }
         self.set = set;
         self.seen = self.contents.fingerprint(&self.set);
         self.watcher.follow(&mut self.watched_dirs, self.set.dirs())?;
-        self.console.detail(&format!(
-            "watching {} files in {} folders",
-            self.set.files().len(),
-            self.watched_dirs.len()
-        ));
         let plan = Plan {
             graph: Arc::new(graph),
             content: self.seen.clone(),
             why,
         };
-        match &self.round {
-            None => self.start_round(plan),
-            // An edit undone (or a broken save fixed) before anything else changed.
-            Some(_) if self.pending.is_none() && self.seen == self.round_plan => {
+        let (Some(round), Some(current)) = (&self.round, &self.current) else {
+            self.start_round(plan);
+            return Ok(());
+        };
+        if plan.content == current.content {
+            // An edit undone, or a broken save fixed: the running plan is the wanted one.
+            if round.cancel.withdraw_after_stage() || !round.cancel.stop_requested() {
+                self.pending = None;
                 self.console
                     .status(&format!("{}: back to the plan that is running", plan.why));
-            }
-            Some(round) => {
-                // Decided from the stage running now, applied only if it still runs.
-                let note = loop {
-                    let running = round.cancel.running();
-                    let (stop, note) = stop_for(&plan.graph, self.workspace, running.clone());
-                    if round.cancel.request_if_still(&running, stop) {
-                        break note;
-                    }
-                };
-                self.console.status(&format!("{}: {note}", plan.why));
+            } else {
+                self.console.status(&format!(
+                    "{}: back to the plan that was running; it runs again once the round stops",
+                    plan.why
+                ));
                 self.pending = Some(plan);
             }
+            return Ok(());
         }
+        let was_now = round.cancel.now();
+        // Decided from the stage running now, applied only if it still runs.
+        let note = loop {
+            let running = round.cancel.running();
+            let (stop, note) = stop_for(&plan.graph, self.workspace, running.clone());
+            if round.cancel.request_if_still(&running, stop) {
+                break note;
+            }
+        };
+        let first = self.pending.is_none();
+        if first || (round.cancel.now() && !was_now) {
+            self.console.status(&format!("{}: {note}", plan.why));
+        } else {
+            self.console
+                .status(&format!("{}: replaces the change waiting to run", plan.why));
+        }
+        self.pending = Some(plan);
         Ok(())
     }
 
     fn start_round(&mut self, plan: Plan) {
         self.rounds += 1;
-        self.round_plan = plan.content;
         if self.options.clear {
             self.console.clear_screen();
         }
         self.console
             .status(&format!("── round {}: {} ──", self.rounds, plan.why));
+        self.console.detail(&format!(
+            "watching {} files in {} folders",
+            self.set.files().len(),
+            self.watched_dirs.len()
+        ));
         self.round = Some(Round::start(
             self.rounds,
-            plan.graph,
+            plan.graph.clone(),
             self.workspace,
             self.console,
             self.sender.clone(),
         ));
+        self.current = Some(plan);
     }
 
     /// Reports a finished round, then runs the plan that waited for it, if any;
@@ -229,6 +260,7 @@ impl Watch<'_> {
         let round = self.round.take().expect("a round ends only after it started");
         let seconds = round.started.elapsed().as_secs_f64();
         let n = round.number;
+        let end_cancelled = matches!(end, RoundEnd::Cancelled);
         match end {
             RoundEnd::Finished { headlines } => {
                 for line in headlines {
@@ -246,12 +278,18 @@ impl Watch<'_> {
                     .status(&format!("── round {n} failed after {seconds:.2} s ──"));
             }
         }
+        let current = self.current.take();
         if let Some(signal) = self.stopping {
             return Some(exit_code(signal));
         }
-        match self.pending.take() {
-            Some(plan) => self.start_round(plan),
-            None => self.console.status("waiting for changes (Ctrl-C to stop)"),
+        match (self.pending.take(), end_cancelled, current) {
+            (Some(plan), _, _) => self.start_round(plan),
+            // Stopped for a change that was then undone: finish what it was doing.
+            (None, true, Some(mut plan)) => {
+                plan.why = "finishing the plan the undone change interrupted".to_string();
+                self.start_round(plan);
+            }
+            _ => self.console.status("waiting for changes (Ctrl-C to stop)"),
         }
         None
     }
@@ -265,11 +303,17 @@ impl Watch<'_> {
                 self.stopping = Some(signal);
                 self.pending = None;
                 self.console.status(
-                    "stopping: the running stage stops at its next safe point (again to stop at once)",
+                    "stopping: the running stage stops at its next safe point (press Ctrl-C again to stop at once)",
                 );
                 None
             }
-            _ => Some(exit_code(signal)),
+            _ => {
+                if self.stopping.is_some() {
+                    self.console
+                        .status("stopped at once: the next `fkp run` resumes from the last checkpoint");
+                }
+                Some(exit_code(signal))
+            }
         }
     }
 
