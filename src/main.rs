@@ -72,12 +72,13 @@ enum Command {
     /// lists and every input file; never .fkp/ or reports/. A stage whose key an
     /// edit changes is cancelled (training between batches, keeping its
     /// checkpoint) and rerun. Holds the workspace lock only while a round runs.
-    /// Exits with 130 on Ctrl-C, 143 on SIGTERM.
+    /// Exits with 130 on Ctrl-C, 143 on SIGTERM, 129 on SIGHUP.
     Watch {
         /// Pipeline files (TOML).
         #[arg(required = true, value_name = "PIPELINE.toml")]
         pipelines: Vec<PathBuf>,
-        /// Quiet time after a file event before it counts, in milliseconds.
+        /// How long after a file event it counts, in milliseconds (10-60000):
+        /// editors save in several steps.
         #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
         debounce: u64,
         /// Poll for changes instead of using file system events (network file
