@@ -203,7 +203,7 @@ fn main() -> ExitCode {
                 });
             let (text, code) = match config {
                 Some(config) => (config.to_string(), 2),
-                None => (message(&error), 1),
+                None => (fkp::text::error_chain(error.as_ref()), 1),
             };
             let _ = writeln!(std::io::stderr(), "error: {text}");
             ExitCode::from(code)
@@ -221,22 +221,6 @@ fn print_out(text: &str) -> Result<()> {
             ErrorKind::BrokenPipe => anyhow::Error::new(e),
             _ => anyhow::Error::new(e).context("cannot write to standard output"),
         })
-}
-
-/// The error and its causes in one line, each cause shown once: many errors
-/// already quote their cause's text, which `{:#}` would print a second time.
-fn message(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&cause);
-        }
-    }
-    text
 }
 
 /// Takes the workspace's write lock for this command.

@@ -1,5 +1,6 @@
-//! Quoting input in messages: never more than a short, printable excerpt, so a
-//! 10 MB header line or a binary file does not end up in a terminal or a CI log.
+//! Text for messages. Quoting input: never more than a short, printable excerpt,
+//! so a 10 MB header line or a binary file does not end up in a terminal or a CI
+//! log. Errors: one line with each cause once.
 
 /// How many characters of input a message quotes.
 pub const QUOTE_CHARS: usize = 80;
@@ -36,6 +37,22 @@ fn escaped(chars: impl Iterator<Item = char>) -> String {
         }
     }
     out
+}
+
+/// An error and its causes in one line, each cause shown once: many errors
+/// already quote their cause's text, which `{:#}` would print a second time.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let next_text = next.to_string();
+        if !text.contains(&next_text) {
+            text.push_str(": ");
+            text.push_str(&next_text);
+        }
+        cause = next.source();
+    }
+    text
 }
 
 #[cfg(test)]

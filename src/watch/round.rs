@@ -11,6 +11,7 @@ use crate::console::Console;
 use crate::dag::{self, Cancel, DagError, Graph, RunOptions, RunReport};
 use crate::stages::StageKind;
 use crate::stages::evaluate::Metrics;
+use crate::text::error_chain;
 use crate::workspace::{Wait, Workspace};
 
 /// How a round ended, as the watch loop reports it.
@@ -81,25 +82,10 @@ impl Round {
 fn failure_line(error: &DagError) -> String {
     match error {
         DagError::Stage { stage, source, .. } => {
-            format!("  {:<10} failed: {}", stage.name(), chain(source.as_ref()))
+            format!("  {:<10} failed: {}", stage.name(), error_chain(source.as_ref()))
         }
-        other => format!("  failed: {}", chain(other)),
+        other => format!("  failed: {}", error_chain(other)),
     }
-}
-
-/// An error and its causes in one line, each once (many messages quote their cause).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(next) = cause {
-        let next_text = next.to_string();
-        if !text.contains(&next_text) {
-            text.push_str(": ");
-            text.push_str(&next_text);
-        }
-        cause = next.source();
-    }
-    text
 }
 
 /// `<pipeline>: <headline>` for each pipeline with an evaluation.
