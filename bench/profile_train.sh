@@ -41,7 +41,8 @@ import collections, re, sys
 groups = [
     ("gemm (convolution and dense matmuls, multi-threaded)", lambda s, k: "gemm" in s),
     ("im2col unfold/fold, filter copies", lambda s, k: "conv2d" in s),
-    ("binary elementwise (adds, muls, batch-norm arithmetic)", lambda s, k: "BinaryKernel" in s),
+    ("binary elementwise (adds, muls, batch-norm arithmetic)", lambda s, k: "BinaryKernel" in s or "zip_map" in s),
+    ("gradient accumulation (elementwise backward, broadcast sums)", lambda s, k: "par::accumulate" in s),
     ("unary elementwise (ReLU, ...)", lambda s, k: "UnaryKernel" in s),
     ("reductions (sum_to: batch-norm statistics, bias gradients)", lambda s, k: "sum_to" in s or "max_to" in s),
     ("memset/memmove (buffers)", lambda s, k: "memset" in s or "memmove" in s or "memcpy" in s),

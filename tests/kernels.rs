@@ -1,4 +1,5 @@
-//! fkp's patched dfdx kernels (patches/dfdx/0002: batched conv2d and pool2d)
+//! fkp's patched dfdx kernels (patches/dfdx/0002: batched conv2d and pool2d;
+//! 0007: elementwise ops and reductions)
 //! checked against plain per-image reference implementations kept here, forward
 //! and backward, on random inputs. Shapes cover one image at a time, several
 //! images per GEMM chunk, and batches split into many chunks and lanes. Each is
@@ -336,4 +337,243 @@ fn max_and_average_pooling() {
         };
         check_pool(resnet, seed + 1);
     }
+}
+
+// ---- elementwise ops and reductions (patches/dfdx/0007) ---------------------
+
+/// Batch, channels and side of the elementwise cases: 73,728 values, above the
+/// size where the patched kernels split work over threads.
+const B: usize = 8;
+const C: usize = 16;
+const S: usize = 24;
+type Map = Rank4<B, C, S, S>;
+const N: usize = B * C * S * S;
+
+fn map(dev: &Cpu, v: &[f32]) -> Tensor<Map, f32, Cpu> {
+    dev.tensor_from_vec(v.to_vec(), Map::default())
+}
+
+fn chan(dev: &Cpu, v: &[f32]) -> Tensor<Rank1<C>, f32, Cpu> {
+    dev.tensor_from_vec(v.to_vec(), Rank1::<C>::default())
+}
+
+fn channel_of(i: usize) -> usize {
+    (i / (S * S)) % C
+}
+
+/// Compares each output of `run` at 1 thread with the reference, and the
+/// 1-thread results with the 2-thread ones bit for bit.
+fn check_both<const K: usize>(
+    what: &str,
+    run: impl Fn() -> [Vec<f32>; K] + Send + Sync,
+    want: [Vec<(f64, f64)>; K],
+    names: [&str; K],
+) {
+    let one = on_threads(1, &run);
+    let two = on_threads(2, &run);
+    for k in 0..K {
+        assert_close(&format!("{what} {}", names[k]), &one[k], &want[k]);
+        let same = one[k]
+            .iter()
+            .zip(&two[k])
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{what} {}: 1 and 2 threads differ", names[k]);
+    }
+}
+
+fn exact(v: impl IntoIterator<Item = f64>) -> Vec<(f64, f64)> {
+    v.into_iter().map(|x| (x, x.abs())).collect()
+}
+
+#[test]
+fn unary_ops_forward_and_backward() {
+    let x = random(N, 30);
+    let g = random(N, 31);
+    type Case = (&'static str, fn(f64) -> f64, fn(f64) -> f64);
+    let cases: [Case; 4] = [
+        ("relu", |v| v.max(0.0), |v| if v > 0.0 { 1.0 } else { 0.0 }),
+        ("square", |v| v * v, |v| 2.0 * v),
+        (
+            "sigmoid",
+            |v| 1.0 / (1.0 + (-v).exp()),
+            |v| {
+                let s = 1.0 / (1.0 + (-v).exp());
+                s * (1.0 - s)
+            },
+        ),
+        ("scale by 0.5", |v| 0.5 * v, |_| 0.5),
+    ];
+    for (name, f, df) in cases {
+        let run = || {
+            let dev = Cpu::default();
+            let xt = map(&dev, &x);
+            let traced = xt.leaky_trace();
+            let out = match name {
+                "relu" => traced.relu(),
+                "square" => traced.square(),
+                "sigmoid" => traced.sigmoid(),
+                _ => traced * 0.5,
+            };
+            let values = out.as_vec();
+            let grads = (out * map(&dev, &g)).sum().backward();
+            [values, grads.get(&xt).as_vec()]
+        };
+        let want_out = x.iter().map(|&v| f(f64::from(v)));
+        let want_grad = x.iter().zip(&g).map(|(&v, &gi)| df(f64::from(v)) * f64::from(gi));
+        // sigmoid's exp is not exact in f32: compare it at its own rounding.
+        let (want_out, want_grad): (Vec<_>, Vec<_>) = if name == "sigmoid" {
+            (
+                want_out.map(|v| (v, 1.0)).collect(),
+                want_grad.map(|v| (v, 1.0)).collect(),
+            )
+        } else {
+            (exact(want_out), exact(want_grad))
+        };
+        check_both(name, run, [want_out, want_grad], ["output", "input gradient"]);
+    }
+}
+
+/// `(x - mean) * scale + bias` with per-channel vectors broadcast over the map,
+/// as batch norm composes it: broadcast operands on either side of a binary op,
+/// and their gradients summed over everything but the channel.
+#[test]
+fn broadcast_binary_ops_and_their_gradients() {
+    let x = random(N, 40);
+    let g = random(N, 41);
+    let mean = random(C, 42);
+    let scale = random(C, 43);
+    let bias = random(C, 44);
+    let run = || {
+        let dev = Cpu::default();
+        let xt = map(&dev, &x);
+        let (mt, st, bt) = (chan(&dev, &mean), chan(&dev, &scale), chan(&dev, &bias));
+        let centered = xt.leaky_trace() - mt.leaky_trace().broadcast_like::<Map, _>(&Map::default());
+        let scaled = centered * st.leaky_trace().broadcast_like::<Map, _>(&Map::default());
+        let out = scaled + bt.leaky_trace().broadcast_like::<Map, _>(&Map::default());
+        let values = out.as_vec();
+        let grads = (out * map(&dev, &g)).sum().backward();
+        [
+            values,
+            grads.get(&xt).as_vec(),
+            grads.get(&mt).as_vec(),
+            grads.get(&st).as_vec(),
+            grads.get(&bt).as_vec(),
+        ]
+    };
+    let f = |v: f32| f64::from(v);
+    let mut want_out = Vec::with_capacity(N);
+    let mut want_x = Vec::with_capacity(N);
+    let mut per_chan = vec![[(0.0, 0.0); 3]; C];
+    for i in 0..N {
+        let c = channel_of(i);
+        let centered = f(x[i]) - f(mean[c]);
+        let out = centered * f(scale[c]) + f(bias[c]);
+        want_out.push((out, centered.abs() * f(scale[c]).abs() + f(bias[c]).abs()));
+        want_x.push((f(scale[c]) * f(g[i]), (f(scale[c]) * f(g[i])).abs()));
+        for (k, term) in [-f(scale[c]) * f(g[i]), centered * f(g[i]), f(g[i])]
+            .into_iter()
+            .enumerate()
+        {
+            per_chan[c][k].0 += term;
+            per_chan[c][k].1 += term.abs();
+        }
+    }
+    let column = |k: usize| per_chan.iter().map(|p| p[k]).collect::<Vec<_>>();
+    check_both(
+        "batch-norm-like broadcast",
+        run,
+        [want_out, want_x, column(0), column(1), column(2)],
+        [
+            "output",
+            "x gradient",
+            "mean gradient",
+            "scale gradient",
+            "bias gradient",
+        ],
+    );
+}
+
+/// Two permuted (non-contiguous) operands: the kernel walks both through their
+/// strides into a fresh contiguous output.
+#[test]
+fn strided_operands() {
+    let x = random(N, 50);
+    let y = random(N, 51);
+    let g = random(N, 52);
+    type Swapped = Rank4<B, S, C, S>;
+    let run = || {
+        let dev = Cpu::default();
+        let (xt, yt) = (map(&dev, &x), map(&dev, &y));
+        let xs = xt.leaky_trace().permute::<Swapped, Axes4<0, 2, 1, 3>>();
+        let ys = yt.leaky_trace().permute::<Swapped, Axes4<0, 2, 1, 3>>();
+        let out = xs * ys;
+        let values = out.as_vec();
+        let gt = dev.tensor_from_vec(g.clone(), Swapped::default());
+        let grads = (out * gt).sum().backward();
+        [values, grads.get(&xt).as_vec(), grads.get(&yt).as_vec()]
+    };
+    // Element (b, h, c, w) of the swapped view is element (b, c, h, w) of x.
+    let swapped = |b: usize, h: usize, c: usize, w: usize| ((b * S + h) * C + c) * S + w;
+    let plain = |b: usize, c: usize, h: usize, w: usize| ((b * C + c) * S + h) * S + w;
+    let mut want = [vec![(0.0, 0.0); N], vec![(0.0, 0.0); N], vec![(0.0, 0.0); N]];
+    for b in 0..B {
+        for c in 0..C {
+            for h in 0..S {
+                for w in 0..S {
+                    let (o, p) = (swapped(b, h, c, w), plain(b, c, h, w));
+                    let (xv, yv, gv) = (f64::from(x[p]), f64::from(y[p]), f64::from(g[o]));
+                    want[0][o] = (xv * yv, (xv * yv).abs());
+                    want[1][p] = (yv * gv, (yv * gv).abs());
+                    want[2][p] = (xv * gv, (xv * gv).abs());
+                }
+            }
+        }
+    }
+    check_both(
+        "permuted product",
+        run,
+        want,
+        ["output", "x gradient", "y gradient"],
+    );
+}
+
+/// Per-channel means (batch norm's statistics) and a full sum, forward and
+/// backward.
+#[test]
+fn reductions_forward_and_backward() {
+    let x = random(N, 60);
+    let g = random(C, 61);
+    let run = || {
+        let dev = Cpu::default();
+        let xt = map(&dev, &x);
+        let means: Tensor<Rank1<C>, f32, _, _> = xt.leaky_trace().mean::<_, Axes3<0, 2, 3>>();
+        let values = means.as_vec();
+        let total = xt.leaky_trace().sum::<Rank0, _>();
+        let total_value = total.as_vec();
+        let grads = (means * chan(&dev, &g)).sum().backward();
+        let total_grads = (total * 3.0).backward();
+        [
+            values,
+            grads.get(&xt).as_vec(),
+            total_value,
+            total_grads.get(&xt).as_vec(),
+        ]
+    };
+    let per_chan = (N / C) as f64;
+    let mut sums = vec![(0.0, 0.0); C];
+    let mut total = (0.0, 0.0);
+    for (i, &v) in x.iter().enumerate() {
+        let v = f64::from(v);
+        sums[channel_of(i)].0 += v / per_chan;
+        sums[channel_of(i)].1 += v.abs() / per_chan;
+        total.0 += v;
+        total.1 += v.abs();
+    }
+    let spread = exact((0..N).map(|i| f64::from(g[channel_of(i)]) / per_chan));
+    check_both(
+        "reductions",
+        run,
+        [sums, spread, vec![total], exact(std::iter::repeat_n(3.0, N))],
+        ["channel means", "their gradient", "sum", "its gradient"],
+    );
 }
