@@ -18,6 +18,12 @@ Models (defined here, no torchvision needed):
   resnet18  torchvision's ResNet-18 layout, 1 input channel, 30 outputs (11,185,630 params)
   resnet50  torchvision's ResNet-50 layout (bottlenecks), 1 input channel, 30 outputs
             (23,563,230 params)
+  alexnet   fkp's AlexNet: torchvision's features with batch norm after each conv (convs
+            without bias, as dfdx's), dropout .5, 4096-4096 dense head (23,557,982 params)
+  darknet53 YOLOv3's backbone: conv-BN-LeakyReLU(0.1) units, 1-2-8-8-4 residual blocks,
+            global average pool, one dense layer (40,615,102 params)
+
+Parameter counts equal fkp's for the same model (`fkp run` prints them when training).
 """
 
 import argparse
@@ -108,6 +114,49 @@ def resnet50(outputs: int) -> nn.Module:
     return nn.Sequential(*layers)
 
 
+def alexnet(outputs: int, size: int = 96) -> nn.Module:
+    def unit(cin, cout, k, s, p):
+        return [nn.Conv2d(cin, cout, k, s, p, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+    features = nn.Sequential(
+        *unit(1, 64, 11, 4, 2), nn.MaxPool2d(3, 2),
+        *unit(64, 192, 5, 1, 2), nn.MaxPool2d(3, 2),
+        *unit(192, 384, 3, 1, 1), *unit(384, 256, 3, 1, 1), *unit(256, 256, 3, 1, 1),
+        nn.MaxPool2d(3, 2), nn.Flatten(),
+    )
+    flat = features(torch.zeros(1, 1, size, size)).shape[1]
+    return nn.Sequential(
+        features,
+        nn.Dropout(0.5), nn.Linear(flat, 4096), nn.ReLU(),
+        nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, outputs),
+    )
+
+
+def darknet_unit(cin: int, cout: int, k: int, s: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, s, k // 2, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.1)
+    )
+
+
+class DarknetBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(darknet_unit(c, c // 2, 1, 1), darknet_unit(c // 2, c, 3, 1))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def darknet53(outputs: int) -> nn.Module:
+    layers = [darknet_unit(1, 32, 3, 1)]
+    cin = 32
+    for cout, blocks in [(64, 1), (128, 2), (256, 8), (512, 8), (1024, 4)]:
+        layers.append(darknet_unit(cin, cout, 3, 2))
+        layers += [DarknetBlock(cout) for _ in range(blocks)]
+        cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, outputs)]
+    return nn.Sequential(*layers)
+
+
 def peak_rss_mib() -> float:
     # ru_maxrss is KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -115,7 +164,7 @@ def peak_rss_mib() -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", choices=["lenet", "resnet18", "resnet50"], default="lenet")
+    ap.add_argument("--model", choices=["lenet", "resnet18", "resnet50", "alexnet", "darknet53"], default="lenet")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5, help="timed steps")
@@ -132,7 +181,9 @@ def main() -> int:
     torch.manual_seed(a.seed)
 
     builders = {"lenet": lambda: lenet(a.outputs, a.size, a.size),
-                "resnet18": lambda: resnet18(a.outputs), "resnet50": lambda: resnet50(a.outputs)}
+                "resnet18": lambda: resnet18(a.outputs), "resnet50": lambda: resnet50(a.outputs),
+                "alexnet": lambda: alexnet(a.outputs, a.size),
+                "darknet53": lambda: darknet53(a.outputs)}
     model = builders[a.model]()
     model = model.to(a.device)
     model.train()

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Training speed of fkp (dfdx, CPU) against PyTorch on the same models, batch 64, 2 threads.
 #
-# Usage: bench/train_speed.sh [MODEL...]        (default: lenet resnet18)
+# Usage: bench/train_speed.sh [MODEL...]
+#   MODEL: lenet resnet18 resnet50 alexnet darknet53 (default: all five)
 #
 # For each model:
 #   fkp      `fkp run` on the shared faces15-train-sparse.csv.gz (missing = "mask", device = "cpu",
-#            batch 64, seed 42) in a temporary folder: lenet on all 3462 rows for 2 epochs,
-#            resnet18 on the first 640 rows for 1 epoch (it is ~10x slower). ingest and prepare run
+#            batch 64, seed 42) in a temporary folder: lenet on all 3462 rows for 2 epochs, the
+#            others for 1 epoch on the first rows (resnet18 and alexnet 640, resnet50 256,
+#            darknet53 192: they are 4-40x slower). ingest and prepare run
 #            first (`--until prepare`, untimed); then the train stage alone runs under
 #            `/usr/bin/time -v`, which gives its peak RSS and CPU time. img/s is the LAST epoch's
 #            `images_per_s` in the train entry's timing.json (the first epoch includes warm-up;
 #            with 1 epoch, as for resnet18 by default, that is all there is).
 #   PyTorch  bench/torch_train_speed.py --model M --batch 64 --threads 2 --steps N
-#            (lenet 20 steps, resnet18 6; 1 untimed warm-up step first); img/s and peak RSS from
+#            (lenet 20 steps, resnet18 6, resnet50 4, alexnet 10, darknet53 3; 1 untimed warm-up
+#            step first; parameter counts equal fkp's); img/s and peak RSS from
 #            its RESULT line.
 #
 # The two numbers do not measure quite the same work:
@@ -37,15 +40,15 @@
 #                    it is created with `pip install torch==2.15.0 numpy`: ~3.5 GB, CUDA wheels
 #                    included, since PyPI has no CPU-only torch for Linux)
 #   BENCH_THREADS=2  BENCH_BATCH=64
-#   LENET_EPOCHS=2   LENET_ROWS=all   LENET_STEPS=20
-#   RESNET18_EPOCHS=1  RESNET18_ROWS=640  RESNET18_STEPS=6
+#   <MODEL>_EPOCHS, <MODEL>_ROWS, <MODEL>_STEPS   e.g. LENET_EPOCHS=2 LENET_ROWS=all
+#                    LENET_STEPS=20, RESNET50_ROWS=256, DARKNET53_STEPS=3 (defaults above)
 #   KEEP_TMP=1       keep the temporary folder (its path is printed)
 # Close other work (a cargo build) first: the machine has 2 cores.
 set -euo pipefail
 
 case "${1:-}" in -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;; esac
 MODELS=("$@")
-[[ ${#MODELS[@]} -gt 0 ]] || MODELS=(lenet resnet18)
+[[ ${#MODELS[@]} -gt 0 ]] || MODELS=(lenet resnet18 resnet50 alexnet darknet53)
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SHARED=${FKP_SHARED_DATA:-$(dirname "$REPO")/shared/data}
@@ -65,7 +68,8 @@ FKP=$(cd "$(dirname "$FKP")" && pwd)/$(basename "$FKP")
 [[ -x /usr/bin/time ]] || die "/usr/bin/time is missing (Debian: apt-get install time)"
 command -v python3 >/dev/null || die "python3 is required"
 for m in "${MODELS[@]}"; do
-  case "$m" in lenet|resnet18) ;; *) die "unknown model: $m (lenet or resnet18)" ;; esac
+  case "$m" in lenet|resnet18|resnet50|alexnet|darknet53) ;;
+    *) die "unknown model: $m (lenet, resnet18, resnet50, alexnet or darknet53)" ;; esac
 done
 
 # ---------------------------------------------------------------- PyTorch
@@ -97,10 +101,18 @@ wall_seconds() { awk -F: '{ s = 0; for (i = 1; i <= NF; i++) s = s * 60 + $i; pr
 SECONDS=0
 ROWS_OUT=()
 for MODEL in "${MODELS[@]}"; do
+  # defaults: epochs rows steps
   case "$MODEL" in
-    lenet)    EPOCHS=${LENET_EPOCHS:-2};    ROWS=${LENET_ROWS:-all};    STEPS=${LENET_STEPS:-20} ;;
-    resnet18) EPOCHS=${RESNET18_EPOCHS:-1}; ROWS=${RESNET18_ROWS:-640}; STEPS=${RESNET18_STEPS:-6} ;;
+    lenet)     set -- 2 all 20 ;;
+    resnet18)  set -- 1 640 6 ;;
+    resnet50)  set -- 1 256 4 ;;
+    alexnet)   set -- 1 640 10 ;;
+    darknet53) set -- 1 192 3 ;;
   esac
+  KEY=${MODEL^^}
+  EPOCHS=$(printenv "${KEY}_EPOCHS" || echo "$1")
+  ROWS=$(printenv "${KEY}_ROWS" || echo "$2")
+  STEPS=$(printenv "${KEY}_STEPS" || echo "$3")
   DIR="$TMP/$MODEL"
   mkdir -p "$DIR"
   INPUT=$SPARSE

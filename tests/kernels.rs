@@ -577,3 +577,81 @@ fn reductions_forward_and_backward() {
         ["channel means", "their gradient", "sum", "its gradient"],
     );
 }
+
+// ---- batch norm's training forward and backward (patches/dfdx/0008) --------
+
+/// BatchNorm2D in training mode on a map, with random scale and bias: output,
+/// gradients of the map, scale and bias, and the updated running statistics.
+#[test]
+fn batch_norm_training_forward_and_backward() {
+    let x = random(N, 70);
+    let g = random(N, 71);
+    let scale = random(C, 72);
+    let bias = random(C, 73);
+    let run = || {
+        let dev = Cpu::default();
+        let mut bn = dev.build_module::<BatchNorm2D<C>, f32>();
+        bn.scale = chan(&dev, &scale);
+        bn.bias = chan(&dev, &bias);
+        let xt = map(&dev, &x);
+        let out = bn.forward_mut(xt.leaky_trace());
+        let values = out.as_vec();
+        let grads = (out * map(&dev, &g)).sum().backward();
+        [
+            values,
+            grads.get(&xt).as_vec(),
+            grads.get(&bn.scale).as_vec(),
+            grads.get(&bn.bias).as_vec(),
+            bn.running_mean.as_vec(),
+            bn.running_var.as_vec(),
+        ]
+    };
+    let f = |v: f32| f64::from(v);
+    let n = (N / C) as f64;
+    let (mut mean, mut var) = (vec![0.0; C], vec![0.0; C]);
+    for i in 0..N {
+        mean[channel_of(i)] += f(x[i]) / n;
+    }
+    for i in 0..N {
+        var[channel_of(i)] += (f(x[i]) - mean[channel_of(i)]).powi(2) / n;
+    }
+    let std: Vec<f64> = var.iter().map(|v| (v + 1e-5).sqrt()).collect();
+    let xhat = |i: usize| (f(x[i]) - mean[channel_of(i)]) / std[channel_of(i)];
+    let (mut sum_g, mut sum_gx) = (vec![(0.0, 0.0); C], vec![(0.0, 0.0); C]);
+    for i in 0..N {
+        let c = channel_of(i);
+        sum_g[c].0 += f(g[i]);
+        sum_g[c].1 += f(g[i]).abs();
+        sum_gx[c].0 += f(g[i]) * xhat(i);
+        sum_gx[c].1 += (f(g[i]) * xhat(i)).abs();
+    }
+    let mut want_out = Vec::with_capacity(N);
+    let mut want_x = Vec::with_capacity(N);
+    for i in 0..N {
+        let c = channel_of(i);
+        let (s, b) = (f(scale[c]), f(bias[c]));
+        want_out.push((s * xhat(i) + b, (s * xhat(i)).abs() + b.abs()));
+        let k = s / std[c];
+        let terms = [f(g[i]), -sum_g[c].0 / n, -xhat(i) * sum_gx[c].0 / n];
+        want_x.push((
+            k * terms.iter().sum::<f64>(),
+            k.abs() * terms.iter().map(|t| t.abs()).sum::<f64>(),
+        ));
+    }
+    // Running statistics start at 0 and 1, momentum 0.1, unbiased variance.
+    let running_mean = exact(mean.iter().map(|m| 0.1 * m));
+    let running_var = exact(var.iter().map(|v| 0.9 + 0.1 * v * n / (n - 1.0)));
+    check_both(
+        "batch norm",
+        run,
+        [want_out, want_x, sum_gx, sum_g, running_mean, running_var],
+        [
+            "output",
+            "x gradient",
+            "scale gradient",
+            "bias gradient",
+            "running mean",
+            "running var",
+        ],
+    );
+}
