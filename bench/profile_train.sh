@@ -46,6 +46,7 @@ groups = [
     ("unary elementwise (ReLU, ...)", lambda s, k: "UnaryKernel" in s),
     ("reductions (sum_to: batch-norm statistics, bias gradients)", lambda s, k: "sum_to" in s or "max_to" in s),
     ("memset/memmove (buffers)", lambda s, k: "memset" in s or "memmove" in s or "memcpy" in s),
+    ("batch norm (fused per-channel kernels)", lambda s, k: "batchnorm" in s),
     ("pooling", lambda s, k: "pool2d" in s),
     ("optimiser update", lambda s, k: "adam" in s.lower() or "sgd" in s.lower()),
     ("kernel (page faults, thread wake-ups)", lambda s, k: k == "k"),

@@ -341,11 +341,13 @@ fn max_and_average_pooling() {
 
 // ---- elementwise ops and reductions (patches/dfdx/0007) ---------------------
 
-/// Batch, channels and side of the elementwise cases: 73,728 values, above the
-/// size where the patched kernels split work over threads.
+/// Batch, channels and side of the elementwise cases: 80,000 values, above the
+/// size where the patched kernels split work over threads, and not a whole
+/// number of their chunks; 625 values per channel and map, not a multiple of
+/// batch norm's 8 lanes.
 const B: usize = 8;
 const C: usize = 16;
-const S: usize = 24;
+const S: usize = 25;
 type Map = Rank4<B, C, S, S>;
 const N: usize = B * C * S * S;
 
@@ -654,4 +656,112 @@ fn batch_norm_training_forward_and_backward() {
             "running var",
         ],
     );
+}
+
+/// Convolutions as fkp trains them: the allocation cache on, several steps (so
+/// scratch buffers come back from the cache, taken by parallel batch lanes).
+#[test]
+fn conv2d_with_the_allocation_cache_over_several_steps() {
+    let c = Conv {
+        batch: 24,
+        chan_in: 3,
+        side: 20,
+        chan_out: 8,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        dilation: 1,
+    };
+    let so = c.side_out();
+    let x = random(c.batch * c.chan_in * c.side * c.side, 80);
+    let w = random(c.chan_out * c.chan_in * c.kernel * c.kernel, 81);
+    let g = random(c.batch * c.chan_out * so * so, 82);
+    let want = reference_conv(c, &x, &w, &g);
+    let steps = || {
+        let dev = Cpu::default();
+        dev.enable_cache();
+        let mut last = Vec::new();
+        for _ in 0..4 {
+            let xt = dev.tensor_from_vec(x.clone(), (c.batch, c.chan_in, c.side, c.side));
+            let wt = dev.tensor_from_vec(w.clone(), (c.chan_out, c.chan_in, c.kernel, c.kernel));
+            let gt = dev.tensor_from_vec(g.clone(), (c.batch, c.chan_out, so, so));
+            let out = (xt.leaky_trace(), wt.clone()).conv2d(c.stride, c.padding, c.dilation, 1usize);
+            let values = out.as_vec();
+            let grads = (out * gt).sum().backward();
+            let step = vec![values, grads.get(&xt).as_vec(), grads.get(&wt).as_vec()];
+            assert!(
+                last.is_empty() || last == step,
+                "a step differs from the one before"
+            );
+            last = step;
+        }
+        last
+    };
+    for threads in [1, 2] {
+        let got = on_threads(threads, steps);
+        for (k, name) in ["output", "input gradient", "filter gradient"].iter().enumerate() {
+            assert_close(&format!("cached {name}, {threads} thread(s)"), &got[k], &want[k]);
+        }
+    }
+}
+
+/// A 3-d map (one image, outer = 1) and a permuted 4-d map (not contiguous,
+/// so the composed ops run): both match the contiguous batch of one.
+#[test]
+fn batch_norm_on_one_image_and_on_a_strided_batch() {
+    type Image = Rank3<C, S, S>;
+    type Batch = Rank4<1, C, S, S>;
+    type Swapped = Rank4<1, S, C, S>;
+    let x = random(C * S * S, 90);
+    let dev = Cpu::default();
+    let fresh = || dev.build_module::<BatchNorm2D<C>, f32>();
+
+    let mut bn = fresh();
+    let image = dev.tensor_from_vec(x.clone(), Image::default());
+    let out = bn.forward_mut(image.leaky_trace());
+    let image_out = out.as_vec();
+    let image_grad = out.square().sum().backward().get(&image).as_vec();
+    let image_var = bn.running_var.as_vec();
+
+    let mut bn = fresh();
+    let batch = dev.tensor_from_vec(x.clone(), Batch::default());
+    let out = bn.forward_mut(batch.leaky_trace());
+    let batch_out = out.as_vec();
+    let batch_grad = out.square().sum().backward().get(&batch).as_vec();
+    let batch_var = bn.running_var.as_vec();
+
+    // The same values stored as (1, S, C, S) and viewed as (1, C, S, S).
+    let mut bn = fresh();
+    let stored = batch.clone().permute::<Swapped, Axes4<0, 2, 1, 3>>().as_vec();
+    let stored = dev.tensor_from_vec(stored, Swapped::default());
+    let view = stored.leaky_trace().permute::<Batch, Axes4<0, 2, 1, 3>>();
+    let strided_out = bn.forward_mut(view).as_vec();
+    let strided_var = bn.running_var.as_vec();
+
+    assert_eq!(image_out, batch_out, "3-d and 4-d outputs");
+    assert_eq!(image_grad, batch_grad, "3-d and 4-d gradients");
+    assert_eq!(image_var, batch_var, "3-d and 4-d running variance");
+    let close = |a: &[f32], b: &[f32]| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(p, q)| (p - q).abs() <= 1e-4 * (1.0 + q.abs()))
+    };
+    assert!(
+        close(&strided_out, &batch_out),
+        "composed (strided) and fused outputs"
+    );
+    assert!(
+        close(&strided_var, &batch_var),
+        "composed (strided) and fused running variance"
+    );
+}
+
+/// An allocation the machine cannot give is an error, not an abort
+/// (patches/dfdx/0007: dfdx's fast-alloc path used `vec!`).
+#[test]
+fn an_impossible_allocation_is_an_error() {
+    let dev = Cpu::default();
+    let huge: Result<Tensor<(usize,), f32, _>, _> = dev.try_zeros_like(&(1usize << 60,));
+    assert!(huge.is_err(), "allocating 4 EiB succeeded");
 }
