@@ -620,21 +620,21 @@ fn batch_norm_training_forward_and_backward() {
     let std: Vec<f64> = var.iter().map(|v| (v + 1e-5).sqrt()).collect();
     let xhat = |i: usize| (f(x[i]) - mean[channel_of(i)]) / std[channel_of(i)];
     let (mut sum_g, mut sum_gx) = (vec![(0.0, 0.0); C], vec![(0.0, 0.0); C]);
-    for i in 0..N {
+    for (i, &gi) in g.iter().enumerate() {
         let c = channel_of(i);
-        sum_g[c].0 += f(g[i]);
-        sum_g[c].1 += f(g[i]).abs();
-        sum_gx[c].0 += f(g[i]) * xhat(i);
-        sum_gx[c].1 += (f(g[i]) * xhat(i)).abs();
+        sum_g[c].0 += f(gi);
+        sum_g[c].1 += f(gi).abs();
+        sum_gx[c].0 += f(gi) * xhat(i);
+        sum_gx[c].1 += (f(gi) * xhat(i)).abs();
     }
     let mut want_out = Vec::with_capacity(N);
     let mut want_x = Vec::with_capacity(N);
-    for i in 0..N {
+    for (i, &gi) in g.iter().enumerate() {
         let c = channel_of(i);
         let (s, b) = (f(scale[c]), f(bias[c]));
         want_out.push((s * xhat(i) + b, (s * xhat(i)).abs() + b.abs()));
         let k = s / std[c];
-        let terms = [f(g[i]), -sum_g[c].0 / n, -xhat(i) * sum_gx[c].0 / n];
+        let terms = [f(gi), -sum_g[c].0 / n, -xhat(i) * sum_gx[c].0 / n];
         want_x.push((
             k * terms.iter().sum::<f64>(),
             k.abs() * terms.iter().map(|t| t.abs()).sum::<f64>(),
