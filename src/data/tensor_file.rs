@@ -31,7 +31,10 @@ pub fn write(path: &Path, tensors: &[TensorData], meta: &impl serde::Serialize) 
         .collect::<Result<Vec<_>, _>>()?;
     let meta = serde_json::to_string(meta).map_err(|e| e.to_string())?;
     let metadata = HashMap::from([(META_KEY.to_string(), meta)]);
-    safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| e.to_string())
+    // Through write_atomic rather than serialize_to_file: same file mode as
+    // every other output (serialize_to_file's is 0600), and never half-written.
+    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())?;
+    crate::fsutil::write_atomic(path, &bytes).map_err(|e| e.to_string())
 }
 
 /// The tensors of a file's bytes and its `fkp` metadata.
