@@ -115,22 +115,37 @@ fn on_threads<T: Send>(threads: usize, job: impl FnOnce() -> T + Send) -> T {
         .install(job)
 }
 
+/// Compares each output of `run` at 1 thread with the reference, and the
+/// 1-thread results with the 2-thread ones bit for bit.
+fn check_both<const K: usize>(
+    what: &str,
+    run: impl Fn() -> [Vec<f32>; K] + Send + Sync,
+    want: [Vec<(f64, f64)>; K],
+    names: [&str; K],
+) {
+    let one = on_threads(1, &run);
+    let two = on_threads(2, &run);
+    for k in 0..K {
+        assert_close(&format!("{what} {}", names[k]), &one[k], &want[k]);
+        let same = one[k]
+            .iter()
+            .zip(&two[k])
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{what} {}: 1 and 2 threads differ", names[k]);
+    }
+}
+
 fn check_conv(c: Conv, seed: u64) {
     let so = c.side_out();
     let x = random(c.batch * c.chan_in * c.side * c.side, seed);
     let w = random(c.chan_out * c.chan_in * c.kernel * c.kernel, seed + 1);
     let g = random(c.batch * c.chan_out * so * so, seed + 2);
-    let one = on_threads(1, || dfdx_conv(c, &x, &w, &g));
-    let two = on_threads(2, || dfdx_conv(c, &x, &w, &g));
-    let want = reference_conv(c, &x, &w, &g);
-    for (k, name) in ["output", "input gradient", "filter gradient"].iter().enumerate() {
-        assert_close(&format!("{c:?} {name}"), &one[k], &want[k]);
-        let same = one[k]
-            .iter()
-            .zip(&two[k])
-            .all(|(a, b)| a.to_bits() == b.to_bits());
-        assert!(same, "{c:?} {name}: 1 and 2 threads differ");
-    }
+    check_both(
+        &format!("{c:?}"),
+        || dfdx_conv(c, &x, &w, &g),
+        reference_conv(c, &x, &w, &g),
+        ["output", "input gradient", "filter gradient"],
+    );
 }
 
 #[test]
@@ -299,17 +314,12 @@ fn check_pool(p: Pool, seed: u64) {
     // Distinct values: a max-pooling window never has a tie.
     let x = random(p.batch * p.chan * p.side * p.side, seed);
     let g = random(p.batch * p.chan * so * so, seed + 1);
-    let one = on_threads(1, || dfdx_pool(p, &x, &g));
-    let two = on_threads(2, || dfdx_pool(p, &x, &g));
-    let want = reference_pool(p, &x, &g);
-    for (k, name) in ["output", "input gradient"].iter().enumerate() {
-        assert_close(&format!("{p:?} {name}"), &one[k], &want[k]);
-        let same = one[k]
-            .iter()
-            .zip(&two[k])
-            .all(|(a, b)| a.to_bits() == b.to_bits());
-        assert!(same, "{p:?} {name}: 1 and 2 threads differ");
-    }
+    check_both(
+        &format!("{p:?}"),
+        || dfdx_pool(p, &x, &g),
+        reference_pool(p, &x, &g),
+        ["output", "input gradient"],
+    );
 }
 
 #[test]
@@ -361,26 +371,6 @@ fn chan(dev: &Cpu, v: &[f32]) -> Tensor<Rank1<C>, f32, Cpu> {
 
 fn channel_of(i: usize) -> usize {
     (i / (S * S)) % C
-}
-
-/// Compares each output of `run` at 1 thread with the reference, and the
-/// 1-thread results with the 2-thread ones bit for bit.
-fn check_both<const K: usize>(
-    what: &str,
-    run: impl Fn() -> [Vec<f32>; K] + Send + Sync,
-    want: [Vec<(f64, f64)>; K],
-    names: [&str; K],
-) {
-    let one = on_threads(1, &run);
-    let two = on_threads(2, &run);
-    for k in 0..K {
-        assert_close(&format!("{what} {}", names[k]), &one[k], &want[k]);
-        let same = one[k]
-            .iter()
-            .zip(&two[k])
-            .all(|(a, b)| a.to_bits() == b.to_bits());
-        assert!(same, "{what} {}: 1 and 2 threads differ", names[k]);
-    }
 }
 
 fn exact(v: impl IntoIterator<Item = f64>) -> Vec<(f64, f64)> {

@@ -90,10 +90,8 @@ impl<'a> Checkpoint<'a> {
         let epoch = progress.epochs_done;
         self.write_weights(session, &file("weights", epoch))?;
         let optimizer = self.dir.join(file("optimizer", epoch));
+        // (written atomically and synced by tensor_file::write)
         let has_optimizer = session.save_optimizer(&optimizer)?;
-        if has_optimizer {
-            fsutil::sync_file(&optimizer).map_err(|e| ReportError::write(&optimizer, e))?;
-        }
         let state = State {
             progress: progress.clone(),
             has_optimizer,
