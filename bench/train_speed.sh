@@ -35,6 +35,8 @@
 # Environment:
 #   FKP_BIN          fkp binary (default ${CARGO_TARGET_DIR:-~/.cache/fkp-target}/release/fkp;
 #                    never built here)
+#   FKP_BASELINE_BIN another fkp binary (an older build) to time the same way, in a folder of its
+#                    own, just before FKP_BIN; adds its img/s and FKP_BIN's ratio to it
 #   FKP_SHARED_DATA  folder holding faces15-train-sparse.csv.gz (default <repo>/../shared/data)
 #   TORCH_PYTHON     python with torch (default bench/.venv-torch/bin/python; when that is missing
 #                    it is created with `pip install torch==2.15.0 numpy`: ~3.5 GB, CUDA wheels
@@ -65,6 +67,8 @@ SPARSE=$(cd "$SHARED" 2>/dev/null && pwd)/faces15-train-sparse.csv.gz ||
 [[ -f "$SPARSE" ]] || die "faces15-train-sparse.csv.gz not found in $SHARED (set FKP_SHARED_DATA)"
 [[ -x "$FKP" ]] || die "no fkp binary at $FKP (build it with cargo build --release, or set FKP_BIN)"
 FKP=$(cd "$(dirname "$FKP")" && pwd)/$(basename "$FKP")
+BASELINE=${FKP_BASELINE_BIN:-}
+[[ -z $BASELINE || -x $BASELINE ]] || die "FKP_BASELINE_BIN=$BASELINE is not an executable file"
 [[ -x /usr/bin/time ]] || die "/usr/bin/time is missing (Debian: apt-get install time)"
 command -v python3 >/dev/null || die "python3 is required"
 for m in "${MODELS[@]}"; do
@@ -97,6 +101,37 @@ if [[ -n "${KEEP_TMP:-}" ]]; then note "keeping $TMP"; else trap 'rm -rf "$TMP"'
 time_field() { awk -v k="$2: " '{ sub(/^[ \t]+/, "") } index($0, k) == 1 { v = substr($0, length(k) + 1) } END { print v }' "$1"; }
 # wall clock "h:mm:ss" or "m:ss.ss" -> seconds
 wall_seconds() { awk -F: '{ s = 0; for (i = 1; i <= NF; i++) s = s * 60 + $i; printf "%.3f", s }' <<<"$1"; }
+
+# run_fkp BIN DIR TOML: one `fkp run` of TOML in DIR; sets FKP_IPS FKP_EPOCH FKP_RSS WALL_S FKP_CORES
+run_fkp() {
+  local bin=$1 dir=$2 toml=$3
+  note "$MODEL / $bin: ingest + prepare ($ROWS rows, untimed)"
+  (cd "$dir" && "$bin" run -q --until prepare "$toml") || die "fkp run --until prepare failed ($MODEL)"
+  note "$MODEL / $bin: train, $EPOCHS epoch(s), under /usr/bin/time -v"
+  (cd "$dir" && RAYON_NUM_THREADS=$THREADS /usr/bin/time -v -o "$dir/fkp.time" \
+     "$bin" run -q "$toml") || die "fkp run failed ($MODEL); see $dir/fkp.time"
+  local timing user_s sys_s
+  timing=$(cd "$dir" && "$bin" status --json "$toml" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print(next(s["timing"] for s in d["pipelines"][0]["stages"] if s["stage"] == "train"))
+') || die "no timing.json in fkp status --json ($MODEL)"
+  # the LAST epoch's images/s (the first epoch includes warm-up)
+  read -r FKP_IPS FKP_EPOCH < <(python3 - "$timing" <<'EOF'
+import json, sys
+last = json.load(open(sys.argv[1]))["stage"]["epochs"][-1]
+print(f'{last["images_per_s"]:.2f} {last["epoch"]}')
+EOF
+  ) || die "cannot read $timing"
+  FKP_RSS=$(awk '{ printf "%.0f", $1 / 1024 }' <<<"$(time_field "$dir/fkp.time" 'Maximum resident set size (kbytes)')")
+  user_s=$(time_field "$dir/fkp.time" 'User time (seconds)')
+  sys_s=$(time_field "$dir/fkp.time" 'System time (seconds)')
+  WALL_S=$(wall_seconds "$(time_field "$dir/fkp.time" 'Elapsed (wall clock) time (h:mm:ss or m:ss)')")
+  [[ -n $FKP_RSS && -n $user_s && -n $sys_s && $WALL_S != 0.000 ]] ||
+    die "cannot read /usr/bin/time -v output: $dir/fkp.time"
+  FKP_CORES=$(awk -v u="$user_s" -v s="$sys_s" -v w="$WALL_S" 'BEGIN { printf "%.2f", (w > 0 ? (u + s) / w : 0) }')
+  note "  $bin: $FKP_IPS img/s (epoch $FKP_EPOCH), peak RSS $FKP_RSS MiB, ${WALL_S} s wall, $FKP_CORES cores"
+}
 
 SECONDS=0
 ROWS_OUT=()
@@ -142,32 +177,18 @@ batch_size = $BATCH
 seed = 42
 EOF
 
-  # ---- fkp
-  note "$MODEL / fkp: ingest + prepare ($ROWS rows, untimed)"
-  (cd "$DIR" && "$FKP" run -q --until prepare "train-$MODEL.toml") || die "fkp run --until prepare failed ($MODEL)"
-  note "$MODEL / fkp: train, $EPOCHS epoch(s), under /usr/bin/time -v"
-  (cd "$DIR" && RAYON_NUM_THREADS=$THREADS /usr/bin/time -v -o "$DIR/fkp.time" \
-     "$FKP" run -q "train-$MODEL.toml") || die "fkp run failed ($MODEL); see $DIR/fkp.time"
-  TIMING=$(cd "$DIR" && "$FKP" status --json "train-$MODEL.toml" | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-print(next(s["timing"] for s in d["pipelines"][0]["stages"] if s["stage"] == "train"))
-') || die "no timing.json in fkp status --json ($MODEL)"
-  # the LAST epoch's images/s (the first epoch includes warm-up)
-  read -r FKP_IPS FKP_EPOCH < <(python3 - "$TIMING" <<'EOF'
-import json, sys
-last = json.load(open(sys.argv[1]))["stage"]["epochs"][-1]
-print(f'{last["images_per_s"]:.2f} {last["epoch"]}')
-EOF
-  ) || die "cannot read $TIMING"
-  FKP_RSS=$(awk '{ printf "%.0f", $1 / 1024 }' <<<"$(time_field "$DIR/fkp.time" 'Maximum resident set size (kbytes)')")
-  USER_S=$(time_field "$DIR/fkp.time" 'User time (seconds)')
-  SYS_S=$(time_field "$DIR/fkp.time" 'System time (seconds)')
-  WALL_S=$(wall_seconds "$(time_field "$DIR/fkp.time" 'Elapsed (wall clock) time (h:mm:ss or m:ss)')")
-  [[ -n $FKP_RSS && -n $USER_S && -n $SYS_S && $WALL_S != 0.000 ]] ||
-    die "cannot read /usr/bin/time -v output: $DIR/fkp.time"
-  FKP_CORES=$(awk -v u="$USER_S" -v s="$SYS_S" -v w="$WALL_S" 'BEGIN { printf "%.2f", (w > 0 ? (u + s) / w : 0) }')
-  note "  fkp: $FKP_IPS img/s (epoch $FKP_EPOCH), peak RSS $FKP_RSS MiB, ${WALL_S} s wall, $FKP_CORES cores"
+  # ---- fkp (after the baseline build, when given, in a folder of its own)
+  BASE_COL=""
+  if [[ -n $BASELINE ]]; then
+    mkdir -p "$DIR/baseline"
+    cp "$DIR/train-$MODEL.toml" "$DIR/baseline/"
+    run_fkp "$BASELINE" "$DIR/baseline" "train-$MODEL.toml"
+    BASE_IPS=$FKP_IPS
+  fi
+  run_fkp "$FKP" "$DIR" "train-$MODEL.toml"
+  if [[ -n $BASELINE ]]; then
+    BASE_COL=" $BASE_IPS | $(awk -v a="$FKP_IPS" -v b="$BASE_IPS" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }') |"
+  fi
 
   # ---- PyTorch
   note "$MODEL / PyTorch: $STEPS steps"
@@ -181,14 +202,21 @@ EOF
 
   RATIO=$(awk -v a="$FKP_IPS" -v b="$TORCH_IPS" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
   DATA=$([[ $ROWS == all ]] && echo "all rows" || echo "first $ROWS rows")
-  ROWS_OUT+=("| $MODEL | $FKP_IPS | $TORCH_IPS | $RATIO | $FKP_RSS | $(printf '%.0f' "$TORCH_RSS") | $FKP_CORES | $DATA, epoch $FKP_EPOCH of $EPOCHS; torch $STEPS steps |")
+  ROWS_OUT+=("| $MODEL | $FKP_IPS | $TORCH_IPS | $RATIO | $FKP_RSS | $(printf '%.0f' "$TORCH_RSS") | $FKP_CORES |$BASE_COL $DATA, epoch $FKP_EPOCH of $EPOCHS; torch $STEPS steps |")
 done
 
 echo
 echo "Training speed, CPU, batch $BATCH, $THREADS threads ($(nproc) cores here), torch $TORCH_FOUND"
 echo
-echo "| model | fkp img/s | PyTorch img/s | fkp / PyTorch | fkp peak RSS MiB | PyTorch peak RSS MiB | fkp cores used | run |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+if [[ -n $BASELINE ]]; then
+  echo "Baseline fkp: $BASELINE"
+  echo
+  echo "| model | fkp img/s | PyTorch img/s | fkp / PyTorch | fkp peak RSS MiB | PyTorch peak RSS MiB | fkp cores used | baseline img/s | fkp / baseline | run |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+else
+  echo "| model | fkp img/s | PyTorch img/s | fkp / PyTorch | fkp peak RSS MiB | PyTorch peak RSS MiB | fkp cores used | run |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+fi
 printf '%s\n' "${ROWS_OUT[@]}"
 echo
 echo "fkp img/s: last epoch's training pass incl. batch assembly (u8 -> f32, augmentation off);"

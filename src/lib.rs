@@ -15,6 +15,7 @@ pub mod dag;
 pub mod data;
 pub mod fsutil;
 pub mod metrics;
+pub mod model_summary;
 pub mod models;
 pub mod pipeline;
 pub mod predict;

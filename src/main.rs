@@ -110,6 +110,19 @@ enum Command {
         #[arg(long)]
         dot: bool,
     },
+    /// Show a pipeline's network: each layer's output shape, parameters and
+    /// multiply-adds, and the totals. Runs nothing.
+    ///
+    /// The image side is `[model] side`, or the side of the pipeline's ingested
+    /// data when its ingest stage is cached.
+    Model {
+        /// A pipeline file (TOML) with [model].
+        #[arg(value_name = "PIPELINE.toml")]
+        pipeline: PathBuf,
+        /// Print Graphviz DOT (blocks drawn as clusters) instead of a table.
+        #[arg(long)]
+        dot: bool,
+    },
     /// Predict keypoints with a pipeline's trained model (training it first if needed).
     Predict {
         /// The pipeline whose model predicts (TOML).
@@ -288,6 +301,10 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
         Command::Dag { pipeline, dot } => {
             let graph = Graph::load(&[pipeline])?;
             print_out(&if dot { graph.to_dot() } else { graph.to_text() })?;
+        }
+        Command::Model { pipeline, dot } => {
+            let summary = fkp::model_summary::summarise(&pipeline, &workspace)?;
+            print_out(&if dot { summary.to_dot() } else { summary.to_text() })?;
         }
         Command::Predict {
             pipeline,

@@ -61,6 +61,16 @@ impl<'a> TableReader<'a> {
         }
     }
 
+    /// The table itself, for readers of nested structures ([`crate::models::graph::read`]).
+    pub fn raw(&self) -> &'a Table {
+        self.table
+    }
+
+    /// Adds errors found by such a reader.
+    pub fn report(&mut self, errors: Vec<ConfigError>) {
+        self.errors.extend(errors);
+    }
+
     /// Errors found so far.
     pub fn error_count(&self) -> usize {
         self.errors.len()

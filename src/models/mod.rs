@@ -1,180 +1,92 @@
-//! The networks fkp trains, built with dfdx: the seed paper's LeNet-style CNN,
-//! AlexNet, ResNet-18/34/50 and Darknet-53, each ending in a runtime-sized
-//! regression head, plus the masked loss.
+//! The networks fkp trains, built with dfdx from graphs: the built-in
+//! architectures are graph presets ([`presets`]), and a pipeline may lay its
+//! own layers over one or write a network of its own ([`graph`]). One builder
+//! ([`net`]) turns any graph into a network. Plus the masked loss.
 //!
 //! Every network takes grey images `(batch, 1, side, side)` scaled to [0, 1]
-//! (a `GreyTo<C>` first layer repeats the channel when `channels = 3`) and
-//! returns `(batch, outputs)` normalised coordinates.
+//! (repeated to `channels` channels) and returns `(batch, outputs)` normalised
+//! coordinates.
 
-mod alexnet;
-mod darknet;
+pub mod graph;
+#[cfg(test)]
+mod hand;
 mod layers;
-mod lenet;
 pub mod loss;
-mod resnet;
+pub mod net;
+pub mod presets;
 
-use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::*;
 
-crate::config_choice! {
-    /// The architectures of `[model] arch`.
-    pub enum Arch {
-        LeNet = "lenet",
-        AlexNet = "alexnet",
-        ResNet18 = "resnet18",
-        ResNet34 = "resnet34",
-        ResNet50 = "resnet50",
-        Darknet53 = "darknet53",
-    }
-}
+use crate::config::{ConfigError, ConfigErrorKind};
 
-/// What a network is built from: the config's choices and the data's sizes.
+pub use graph::Graph;
+pub use net::GraphNet;
+pub use presets::Arch;
+
+/// What a network is built from: the graph and the data's sizes.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelSpec {
-    pub arch: Arch,
-    /// 1, or 3 to repeat the grey channel.
-    pub channels: usize,
-    /// Overrides the head's dropout (lenet and alexnet: 0.5; others: none).
-    pub dropout: Option<f64>,
+    pub graph: Graph,
     /// Image side in pixels.
     pub side: usize,
     /// Output width: two per keypoint.
     pub outputs: usize,
 }
 
-/// How the layers that shrink the image change its side: enough to tell the
-/// smallest image an architecture accepts and the width of its flattened features.
-pub struct Geometry {
-    /// (kernel, stride, padding) of each side-changing layer, in order.
-    pub layers: &'static [(usize, usize, usize)],
-    pub channels_out: usize,
-}
-
-impl Geometry {
-    /// The side after all layers, or None when the image is too small.
-    pub fn output_side(&self, side: usize) -> Option<usize> {
-        self.layers.iter().try_fold(side, |s, &(k, stride, pad)| {
-            let padded = s + 2 * pad;
-            (padded >= k).then(|| (padded - k) / stride + 1)
-        })
-    }
-
-    fn flat_width(&self, side: usize) -> usize {
-        let out = self.output_side(side).unwrap_or(0);
-        self.channels_out * out * out
-    }
-
-    /// The smallest side that leaves at least one pixel.
-    pub fn min_side(&self) -> usize {
-        (1..4096)
-            .find(|&s| self.output_side(s).is_some_and(|o| o > 0))
-            .unwrap_or(4096)
-    }
-}
-
-impl Arch {
-    pub fn geometry(self) -> &'static Geometry {
-        match self {
-            Arch::LeNet => &lenet::GEOMETRY,
-            Arch::AlexNet => &alexnet::GEOMETRY,
-            Arch::ResNet18 | Arch::ResNet34 | Arch::ResNet50 => &resnet::GEOMETRY,
-            Arch::Darknet53 => &darknet::GEOMETRY,
-        }
-    }
-}
-
 pub type Images<D, T = NoneTape> = Tensor<(usize, Const<1>, usize, usize), f32, D, T>;
 pub type Outputs<D, T = NoneTape> = Tensor<(usize, usize), f32, D, T>;
 
-/// What the training and prediction code needs of a network, whatever its type.
-pub trait Network<D: Device<f32>>:
-    TensorCollection<f32, D>
-    + Module<Images<D>, Output = Outputs<D>, Error = D::Err>
-    + ModuleMut<Images<D, OwnedTape<f32, D>>, Output = Outputs<D, OwnedTape<f32, D>>, Error = D::Err>
-{
-}
-
-impl<D: Device<f32>, N> Network<D> for N where
-    N: TensorCollection<f32, D>
-        + Module<Images<D>, Output = Outputs<D>, Error = D::Err>
-        + ModuleMut<Images<D, OwnedTape<f32, D>>, Output = Outputs<D, OwnedTape<f32, D>>, Error = D::Err>
-{
-}
-
-/// Work to do with a freshly built network of any architecture. Each
-/// architecture is its own type, so this is how one piece of code serves all.
-pub trait WithNetwork<D: Device<f32>> {
-    type Output;
-    fn run<N: Network<D> + 'static>(self, network: N) -> Self::Output;
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{arch} needs images of at least {min}x{min} pixels; these are {side}x{side}")]
-    TooSmall {
-        arch: &'static str,
-        min: usize,
-        side: usize,
-    },
-    #[error("channels must be 1 or 3, not {0}")]
-    Channels(usize),
+    #[error("{0}")]
+    Shape(String),
     #[error("cannot build the network: {0}")]
     Device(String),
 }
 
-/// A device fkp trains on: dfdx's CPU, or its CUDA device with the `cuda` feature.
-/// Each architecture is built for each backend in [`backend!`], where the
-/// compiler can check every layer's kernels for that device.
-pub trait Backend: Device<f32> + Cache + DeviceBuildExt + TensorToArray<Rank0, f32, Array = f32> {
-    /// Builds the network `spec` describes on `dev` and hands it to `job`.
-    fn build_network<W: WithNetwork<Self>>(
-        dev: &Self,
-        spec: &ModelSpec,
-        job: W,
-    ) -> Result<W::Output, ModelError>;
-}
+type Map<D, T> = Tensor<(usize, usize, usize, usize), f32, D, T>;
 
-/// Checks that `spec` can be built at all: the image must survive every
-/// downsampling layer, and `channels` must be 1 or 3.
-fn check(spec: &ModelSpec) -> Result<(), ModelError> {
-    let geometry = spec.arch.geometry();
-    if geometry.output_side(spec.side).is_none_or(|s| s == 0) {
-        return Err(ModelError::TooSmall {
-            arch: spec.arch.name(),
-            min: geometry.min_side(),
-            side: spec.side,
-        });
-    }
-    if !matches!(spec.channels, 1 | 3) {
-        return Err(ModelError::Channels(spec.channels));
-    }
-    Ok(())
+/// A device fkp trains on: dfdx's CPU, or its CUDA device with the `cuda` feature.
+/// dfdx keeps its convolution and pooling kernels' traits private, so they are
+/// reached through this trait, implemented where the device is known.
+pub trait Backend: Device<f32> + Cache + TensorToArray<Rank0, f32, Array = f32> {
+    /// `x` convolved with `weight` `(out, in, k, k)`.
+    fn conv2d<T: Tape<f32, Self>>(
+        x: Map<Self, T>,
+        weight: Map<Self, NoneTape>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Map<Self, T>, Self::Err>;
+
+    fn pool2d<T: Tape<f32, Self>>(
+        x: Map<Self, T>,
+        kind: dfdx::tensor_ops::Pool2DKind,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Map<Self, T>, Self::Err>;
 }
 
 macro_rules! backend {
     ($device:ty) => {
         impl Backend for $device {
-            fn build_network<W: WithNetwork<Self>>(
-                dev: &Self,
-                spec: &ModelSpec,
-                job: W,
-            ) -> Result<W::Output, ModelError> {
-                check(spec)?;
-                let e = |e: <$device as HasErr>::Err| ModelError::Device(format!("{e:?}"));
-                Ok(match (spec.arch, spec.channels == 3) {
-                    (Arch::LeNet, false) => job.run(lenet::build::<1, Self>(dev, spec).map_err(e)?),
-                    (Arch::LeNet, true) => job.run(lenet::build::<3, Self>(dev, spec).map_err(e)?),
-                    (Arch::AlexNet, false) => job.run(alexnet::build::<1, Self>(dev, spec).map_err(e)?),
-                    (Arch::AlexNet, true) => job.run(alexnet::build::<3, Self>(dev, spec).map_err(e)?),
-                    (Arch::ResNet18, false) => job.run(resnet::build18::<1, Self>(dev, spec).map_err(e)?),
-                    (Arch::ResNet18, true) => job.run(resnet::build18::<3, Self>(dev, spec).map_err(e)?),
-                    (Arch::ResNet34, false) => job.run(resnet::build34::<1, Self>(dev, spec).map_err(e)?),
-                    (Arch::ResNet34, true) => job.run(resnet::build34::<3, Self>(dev, spec).map_err(e)?),
-                    (Arch::ResNet50, false) => job.run(resnet::build50::<1, Self>(dev, spec).map_err(e)?),
-                    (Arch::ResNet50, true) => job.run(resnet::build50::<3, Self>(dev, spec).map_err(e)?),
-                    (Arch::Darknet53, false) => job.run(darknet::build::<1, Self>(dev, spec).map_err(e)?),
-                    (Arch::Darknet53, true) => job.run(darknet::build::<3, Self>(dev, spec).map_err(e)?),
-                })
+            fn conv2d<T: Tape<f32, Self>>(
+                x: Map<Self, T>,
+                weight: Map<Self, NoneTape>,
+                stride: usize,
+                padding: usize,
+            ) -> Result<Map<Self, T>, Self::Err> {
+                (x, weight).try_conv2d(stride, padding, 1usize, 1usize)
+            }
+
+            fn pool2d<T: Tape<f32, Self>>(
+                x: Map<Self, T>,
+                kind: dfdx::tensor_ops::Pool2DKind,
+                kernel: usize,
+                stride: usize,
+                padding: usize,
+            ) -> Result<Map<Self, T>, Self::Err> {
+                x.try_pool2d(kind, kernel, stride, padding, 1usize)
             }
         }
     };
@@ -184,67 +96,83 @@ backend!(Cpu);
 #[cfg(feature = "cuda")]
 backend!(Cuda);
 
+impl ModelSpec {
+    /// Checks that every layer can take what it gets, and returns the summary.
+    pub fn check(&self) -> Result<graph::shape::Summary, ModelError> {
+        graph::shape::infer(&self.graph, self.side, self.outputs)
+            .map_err(|e| ModelError::Shape(shape_error(&e).to_string()))
+    }
+
+    /// Builds the network on `dev`, its weights drawn from the device's random numbers.
+    pub fn build<D: Backend>(&self, dev: &D) -> Result<GraphNet<f32, D>, ModelError> {
+        self.check()?;
+        GraphNet::build(dev, &self.graph, self.side, self.outputs)
+            .map_err(|e| ModelError::Device(format!("{e:?}")))
+    }
+}
+
+/// A shape error as a configuration error: at the file and line of the layer,
+/// when it was read from one.
+pub fn shape_error(error: &graph::shape::ShapeError) -> ConfigError {
+    let kind = ConfigErrorKind::InvalidValue {
+        key: "model".into(),
+        message: error.to_string(),
+    };
+    match &error.at {
+        Some(at) => ConfigError::new(kind, at),
+        None => ConfigError::without_location(kind),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn geometry_gives_the_flattened_width_and_the_smallest_side() {
-        assert_eq!(lenet::GEOMETRY.output_side(96), Some(11));
-        assert_eq!(lenet::GEOMETRY.flat_width(96), 128 * 11 * 11);
-        assert_eq!(alexnet::GEOMETRY.output_side(96), Some(2));
-        assert_eq!(resnet::GEOMETRY.output_side(96), Some(3));
-        assert_eq!(lenet::GEOMETRY.min_side(), 16);
-        assert!(alexnet::GEOMETRY.min_side() > 60);
-    }
-
-    /// Forward and backward on a tiny batch for every architecture and both
-    /// channel counts: the output has the data's width and the loss is finite.
-    struct ForwardBackward {
-        batch: usize,
-        side: usize,
-    }
-
-    impl WithNetwork<Cpu> for ForwardBackward {
-        type Output = (usize, usize, f32);
-        fn run<N: Network<Cpu> + 'static>(self, mut network: N) -> Self::Output {
-            let dev = Cpu::seed_from_u64(3);
-            let x: Images<Cpu> = dev.sample_uniform_like(&(self.batch, Const, self.side, self.side));
-            let mut grads = network.alloc_grads();
-            let y = network.forward_mut(x.traced(grads));
-            let (rows, cols) = *y.shape();
-            let target: Outputs<Cpu> = dev.zeros_like(&(rows, cols));
-            let mask: Outputs<Cpu> = dev.ones_like(&(rows, cols));
-            let loss = loss::masked_mse(y, target, mask);
-            let value = loss.array();
-            grads = loss.backward();
-            network.zero_grads(&mut grads);
-            (rows, cols, value)
-        }
+    /// Forward and backward on a tiny batch: the output has the data's width
+    /// and the loss is finite.
+    fn forward_backward(spec: &ModelSpec) -> (usize, usize, f32) {
+        let dev = Cpu::seed_from_u64(3);
+        let mut network = spec.build(&dev).unwrap();
+        let x: Images<Cpu> = dev.sample_uniform_like(&(2, Const, spec.side, spec.side));
+        let grads = network.alloc_grads();
+        let y = network.forward_mut(x.traced(grads));
+        let (rows, cols) = *y.shape();
+        let target: Outputs<Cpu> = dev.zeros_like(&(rows, cols));
+        let mask: Outputs<Cpu> = dev.ones_like(&(rows, cols));
+        let loss = loss::masked_mse(y, target, mask);
+        let value = loss.array();
+        let _ = loss.backward();
+        (rows, cols, value)
     }
 
     #[test]
-    fn every_architecture_runs_forward_and_backward() {
-        let dev = Cpu::seed_from_u64(0);
-        for arch in [
-            Arch::LeNet,
-            Arch::AlexNet,
-            Arch::ResNet18,
-            Arch::ResNet34,
-            Arch::ResNet50,
-            Arch::Darknet53,
-        ] {
+    fn every_preset_trains_a_step_and_counts_its_parameters_as_pytorch() {
+        // PyTorch's counts for one channel and 30 outputs (bench/torch_train_speed.py).
+        let pytorch = [
+            (Arch::LeNet, 8_051_502),
+            (Arch::AlexNet, 23_557_982),
+            (Arch::ResNet18, 11_185_630),
+            (Arch::ResNet34, 21_293_790),
+            (Arch::ResNet50, 23_563_230),
+            (Arch::Darknet53, 40_615_102),
+        ];
+        for (arch, parameters) in pytorch {
+            let at_96 = ModelSpec {
+                graph: arch.graph(1),
+                side: 96,
+                outputs: 30,
+            };
+            let built = at_96.build(&Cpu::default()).unwrap();
+            assert_eq!(built.num_trainable_params(), parameters, "{arch:?}");
+            assert_eq!(at_96.check().unwrap().parameters, parameters, "{arch:?}");
             for channels in [1, 3] {
-                let side = arch.geometry().min_side().max(32) + 8;
+                let side = if arch == Arch::AlexNet { 72 } else { 40 };
                 let spec = ModelSpec {
-                    arch,
-                    channels,
-                    dropout: None,
+                    graph: arch.graph(channels),
                     side,
                     outputs: 6,
                 };
-                let (rows, cols, loss) =
-                    Cpu::build_network(&dev, &spec, ForwardBackward { batch: 2, side }).unwrap();
+                let (rows, cols, loss) = forward_backward(&spec);
                 assert_eq!((rows, cols), (2, 6), "{arch:?} x{channels}");
                 assert!(loss.is_finite(), "{arch:?} x{channels}: loss {loss}");
             }
@@ -252,19 +180,53 @@ mod tests {
     }
 
     #[test]
-    fn too_small_images_are_a_clear_error() {
-        let dev = Cpu::default();
+    fn too_many_poolings_name_the_layer_and_the_shape_it_met() {
         let spec = ModelSpec {
-            arch: Arch::AlexNet,
-            channels: 1,
-            dropout: None,
-            side: 24,
+            graph: Arch::AlexNet.graph(1),
+            side: 20,
             outputs: 30,
         };
-        let error = Cpu::build_network(&dev, &spec, ForwardBackward { batch: 1, side: 24 }).unwrap_err();
+        let error = spec.build(&Cpu::default()).unwrap_err().to_string();
         assert!(
-            error.to_string().starts_with("alexnet needs images of at least"),
+            error.contains("layers.7 (maxpool 3/2) gets a 1x1 map from a 20x20 input, smaller than its 3x3 window: too many poolings"),
             "{error}"
         );
+        assert!(error.contains("src/models/presets/alexnet.toml:4:"), "{error}");
+    }
+
+    #[test]
+    fn weights_are_named_after_the_graph() {
+        let spec = ModelSpec {
+            graph: Arch::ResNet18.graph(1),
+            side: 96,
+            outputs: 30,
+        };
+        let network = spec.build(&Cpu::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        network.save_safetensors(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let file = ::safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let names: Vec<String> = file.names().into_iter().map(str::to_string).collect();
+        for expected in [
+            "layers.0.weight",
+            "layers.1.scale",
+            "layers.1.running_var",
+            "layers.4.0.body.3.weight",
+            "layers.5.0.projection.0.weight",
+            "layers.5.0.projection.1.bias",
+            "output.weight",
+            "output.bias",
+        ] {
+            assert!(names.iter().any(|n| n == expected), "{expected} not in {names:?}");
+        }
+        assert!(
+            !names.iter().any(|n| n.starts_with("layers.4.0.projection")),
+            "identity shortcuts have no weights"
+        );
+        // And a checkpoint loads back into a network built the same way.
+        let mut again = spec.build(&Cpu::seed_from_u64(9)).unwrap();
+        again.load_safetensors(&path).unwrap();
+        assert_eq!(again.output.weight.as_vec(), network.output.weight.as_vec());
     }
 }

@@ -280,6 +280,11 @@ pub trait Stage: Send + Sync {
     fn file_inputs(&self) -> Vec<FileInput>;
     /// What can be known to fail before anything runs (a device this machine
     /// lacks), checked by `fkp run` before the first stage starts.
+    /// The network of a stage that trains one (`fkp model` reads it).
+    fn model(&self) -> Option<&train::ModelConfig> {
+        None
+    }
+
     fn preflight(&self) -> Result<(), StageError> {
         Ok(())
     }

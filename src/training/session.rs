@@ -15,7 +15,7 @@ use super::TrainError;
 use super::batch::{Batch, Normalisation};
 use crate::data::tensor_file::{self, TensorData, f32_bytes, floats};
 use crate::models::loss::masked_mse;
-use crate::models::{Backend, Images, ModelSpec, Network, Outputs, WithNetwork};
+use crate::models::{Backend, GraphNet, Images, ModelSpec, Outputs};
 
 crate::config_choice! {
     pub enum OptimizerKind {
@@ -77,12 +77,12 @@ enum Optim<N, D: Storage<f32>> {
     Sgd(Sgd<N, f32, D>),
 }
 
-struct NetSession<N, D: Backend> {
+struct NetSession<D: Backend> {
     dev: D,
     device_name: &'static str,
-    net: N,
+    net: GraphNet<f32, D>,
     grads: Option<Gradients<f32, D>>,
-    optim: Optim<N, D>,
+    optim: Optim<GraphNet<f32, D>, D>,
     side: usize,
     outputs: usize,
 }
@@ -91,13 +91,13 @@ struct NetSession<N, D: Backend> {
 /// away: without this, every training leaked them (about 0.7 GB per LeNet on
 /// 240 faces), which adds up over the pipelines one `fkp run` of a report trains.
 /// Disabling the cache frees them, and the tensors dropped after it free theirs.
-impl<N, D: Backend> Drop for NetSession<N, D> {
+impl<D: Backend> Drop for NetSession<D> {
     fn drop(&mut self) {
         self.dev.disable_cache();
     }
 }
 
-impl<N: Network<D>, D: Backend> NetSession<N, D> {
+impl<D: Backend> NetSession<D> {
     fn fail(&self, error: impl std::fmt::Debug) -> TrainError {
         TrainError::Device {
             device: self.device_name,
@@ -117,60 +117,41 @@ pub fn open_session<D: Backend + 'static>(
     spec: &ModelSpec,
     settings: &OptimizerSettings,
 ) -> Result<Box<dyn Session>, TrainError> {
-    struct Open<D: Backend> {
-        dev: D,
-        device_name: &'static str,
-        settings: OptimizerSettings,
-        side: usize,
-        outputs: usize,
-    }
-    impl<D: Backend + 'static> WithNetwork<D> for Open<D> {
-        type Output = Box<dyn Session>;
-        fn run<N: Network<D> + 'static>(self, net: N) -> Box<dyn Session> {
-            let optim = match self.settings.kind {
-                OptimizerKind::Adam => Optim::Adam(Adam::new(
-                    &net,
-                    AdamConfig {
-                        lr: self.settings.lr,
-                        weight_decay: weight_decay(&self.settings),
-                        ..Default::default()
-                    },
-                )),
-                OptimizerKind::Sgd => Optim::Sgd(Sgd::new(
-                    &net,
-                    SgdConfig {
-                        lr: self.settings.lr,
-                        momentum: (self.settings.momentum > 0.0).then_some(if self.settings.nesterov {
-                            Momentum::Nesterov(self.settings.momentum)
-                        } else {
-                            Momentum::Classic(self.settings.momentum)
-                        }),
-                        weight_decay: weight_decay(&self.settings),
-                    },
-                )),
-            };
-            Box::new(NetSession {
-                dev: self.dev,
-                device_name: self.device_name,
-                net,
-                grads: None,
-                optim,
-                side: self.side,
-                outputs: self.outputs,
-            })
-        }
-    }
-    let job = Open {
-        dev: dev.clone(),
+    let net = spec.build(&dev)?;
+    let optim = match settings.kind {
+        OptimizerKind::Adam => Optim::Adam(Adam::new(
+            &net,
+            AdamConfig {
+                lr: settings.lr,
+                weight_decay: weight_decay(settings),
+                ..Default::default()
+            },
+        )),
+        OptimizerKind::Sgd => Optim::Sgd(Sgd::new(
+            &net,
+            SgdConfig {
+                lr: settings.lr,
+                momentum: (settings.momentum > 0.0).then_some(if settings.nesterov {
+                    Momentum::Nesterov(settings.momentum)
+                } else {
+                    Momentum::Classic(settings.momentum)
+                }),
+                weight_decay: weight_decay(settings),
+            },
+        )),
+    };
+    Ok(Box::new(NetSession {
+        dev,
         device_name,
-        settings: *settings,
+        net,
+        grads: None,
+        optim,
         side: spec.side,
         outputs: spec.outputs,
-    };
-    Ok(D::build_network(&dev, spec, job)?)
+    }))
 }
 
-impl<N: Network<D> + 'static, D: Backend> Session for NetSession<N, D> {
+impl<D: Backend> Session for NetSession<D> {
     fn step(&mut self, batch: &Batch) -> Result<f32, TrainError> {
         let x: Images<D> = self
             .dev
@@ -273,7 +254,7 @@ impl<N: Network<D> + 'static, D: Backend> Session for NetSession<N, D> {
             opt,
             moments: HashMap::new(),
         };
-        N::iter_tensors(&mut RecursiveWalker {
+        GraphNet::iter_tensors(&mut RecursiveWalker {
             m: (&self.net, String::new()),
             f: &mut visitor,
         })
@@ -292,7 +273,7 @@ impl<N: Network<D> + 'static, D: Backend> Session for NetSession<N, D> {
             opt,
             moments: &moments,
         };
-        N::iter_tensors(&mut RecursiveWalker {
+        GraphNet::iter_tensors(&mut RecursiveWalker {
             m: (&self.net, String::new()),
             f: &mut visitor,
         })

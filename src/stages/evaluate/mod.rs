@@ -239,7 +239,7 @@ impl EvaluateStage {
         let markdown = format!(
             "# Evaluation\n\n{} ({} parameters), {} epochs on {}; best epoch {}.\n\n{}\n\n## Per keypoint (RMSE, pixels)\n\n{}\n\n\
              ![learning curves](learning_curves.png)\n\n![validation faces: dots true, crosses predicted](predictions.png)\n",
-            trained.spec.arch.name(),
+            trained.spec.graph.name,
             trained.parameters,
             trained.epochs_run,
             trained.device,
@@ -272,7 +272,7 @@ impl EvaluateStage {
         let grid = FaceGrid {
             title: format!(
                 "Validation faces: dots true labels, crosses {} predictions",
-                trained.spec.arch.name()
+                trained.spec.graph.name
             ),
             faces: rows
                 .iter()

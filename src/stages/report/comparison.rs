@@ -177,7 +177,7 @@ fn row(index: usize, member: &MemberResult) -> Row {
         member: index,
         pipeline: member.info.name.clone(),
         description: member.info.description.clone(),
-        arch: model.spec.arch.name().to_string(),
+        arch: model.spec.graph.name.clone(),
         parameters: model.parameters,
         channels: train.and_then(|t| t["model"]["channels"].as_u64()).unwrap_or(1),
         missing: text(prepare.map(|p| &p["missing"])),

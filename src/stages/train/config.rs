@@ -2,8 +2,11 @@
 //! `[train.early_stopping]` and `[train.augment]`).
 
 use crate::config::TableReader;
+use crate::config::{Node, Value};
 use crate::data::augment::Augment;
-use crate::models::Arch;
+use crate::models::graph::Op;
+use crate::models::graph::read::GraphReader;
+use crate::models::{Arch, Graph};
 use crate::training::{EarlyStopping, OptimizerKind, OptimizerSettings, Schedule};
 
 crate::config_choice! {
@@ -40,24 +43,24 @@ const SCHEDULE_KEYS: [(&str, &[ScheduleKind]); 4] = [
     ("min_lr", &[ScheduleKind::Plateau, ScheduleKind::Cosine]),
 ];
 
-/// `[model]`.
+/// `[model]`: a preset (`arch`), layers of the pipeline's own, or a preset
+/// with some of its keys replaced. The graph is read by
+/// [`crate::models::graph::read`]; the keys are documented in
+/// docs/pipeline-reference.md.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ModelConfig {
-    /// `arch`: "lenet", "alexnet", "resnet18", "resnet34", "resnet50" or "darknet53" (required).
-    pub arch: Arch,
-    /// `channels`: 1 or 3 (3 repeats the grey channel, as the paper did) (default 1).
-    pub channels: usize,
-    /// `dropout`: the head's dropout rate (default: lenet and alexnet 0.5, others none).
-    pub dropout: Option<f64>,
+    /// `arch`, `channels`, `layers`, `head`, `[model.blocks.*]` and `dropout`,
+    /// as the network they describe (this, not the text, is the cache key).
+    pub graph: Graph,
+    /// `side`: the image side to check the network against before the data
+    /// is there (and for `fkp model`). Not part of the key: the data decides.
+    #[serde(skip)]
+    pub side: Option<usize>,
 }
 
 impl ModelConfig {
     pub fn read(r: &mut TableReader) -> ModelConfig {
-        let arch_known = r.states("arch");
-        let arch = r.choice("arch", Arch::LeNet);
-        if !arch_known {
-            r.missing("arch");
-        }
+        let arch = r.states("arch").then(|| r.choice("arch", Arch::LeNet));
         let channels = r.u64("channels", 1);
         if !matches!(channels, 1 | 3) {
             r.invalid(
@@ -66,11 +69,71 @@ impl ModelConfig {
             );
         }
         let dropout = r.states("dropout").then(|| r.f64_in("dropout", 0.0, 0.0..=0.95));
-        ModelConfig {
-            arch,
-            channels: channels as usize,
-            dropout,
+        let side = r.states("side").then(|| r.usize_in("side", 96, 8..=4096));
+        let own = r.raw().clone();
+        let graph_keys = ["layers", "head", "blocks"];
+        let stated: Vec<bool> = graph_keys.iter().map(|k| r.states(k)).collect();
+        let modified = stated.contains(&true);
+        // The pipeline's keys replace the preset's; blocks merge by name.
+        let mut table = arch.map(Arch::table).unwrap_or_default();
+        table.merge(own);
+        let name = match (arch, modified) {
+            (Some(arch), false) => arch.name().to_string(),
+            (Some(arch), true) => format!("{} (modified)", arch.name()),
+            (None, _) => "custom".to_string(),
+        };
+        let Some(layers) = table.get("layers") else {
+            if arch.is_none() && !r.states("arch") {
+                r.missing("arch");
+            }
+            return ModelConfig {
+                graph: Graph::empty(channels as usize),
+                side,
+            };
+        };
+        let blocks = match table.get("blocks").map(|e| &e.node) {
+            Some(Node {
+                value: Value::Table(blocks),
+                ..
+            }) => Some(blocks),
+            Some(_) => {
+                r.invalid("blocks", "`blocks` is a table of blocks: [model.blocks.NAME]");
+                None
+            }
+            None => None,
+        };
+        let mut reader = GraphReader::new(blocks);
+        let mut graph = reader.graph(
+            name,
+            channels as usize,
+            &layers.node,
+            table.get("head").map(|e| &e.node),
+        );
+        r.report(reader.finish());
+        if let Some(p) = dropout {
+            let mut found = false;
+            for layer in &mut graph.head {
+                if let Op::Dropout { p: rate } = &mut layer.op {
+                    *rate = p;
+                    found = true;
+                }
+            }
+            if !found {
+                r.invalid(
+                    "dropout",
+                    "`dropout` sets the dropout layers of the head, and this network's head has none: \
+                     add { dropout = 0.5 } to `head`",
+                );
+            }
         }
+        // With a side, shapes are checked now, before any stage runs; the output
+        // layer's width does not change what the layers accept.
+        if let (Some(side), 0) = (side, r.error_count())
+            && let Err(error) = crate::models::graph::shape::infer(&graph, side, 1)
+        {
+            r.report(vec![crate::models::shape_error(&error)]);
+        }
+        ModelConfig { graph, side }
     }
 }
 

@@ -67,12 +67,36 @@ pub enum TrainStageError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainedModel {
     pub spec: ModelSpec,
+    /// How pixels become the network's numbers and back.
+    pub scaling: Scaling,
     pub coordinate_names: Vec<String>,
     pub keypoint_names: Vec<String>,
     pub device: String,
     pub epochs_run: usize,
     pub best_epoch: usize,
     pub parameters: usize,
+}
+
+/// The network's input and output units, for readers of the checkpoint (a
+/// PyTorch port, say): input = pixel / `input_divisor`, one grey channel
+/// row-major; pixels = output * `output_scale` + `output_offset`, x then y of
+/// each keypoint in `coordinate_names` order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scaling {
+    pub input_divisor: f32,
+    pub output_scale: f32,
+    pub output_offset: f32,
+}
+
+impl Scaling {
+    pub fn for_side(side: usize) -> Scaling {
+        let half = Normalisation::for_side(side).half;
+        Scaling {
+            input_divisor: 255.0,
+            output_scale: half,
+            output_offset: half,
+        }
+    }
 }
 
 /// One epoch of the log: what the epoch computed, the same on every run.
@@ -141,7 +165,8 @@ impl Stage for TrainStage {
     }
 
     fn version(&self) -> u32 {
-        2
+        // 3: networks built from graphs; weights named after the graph.
+        3
     }
 
     /// The configuration, with the device `device` resolves to (so "auto" files
@@ -163,6 +188,10 @@ impl Stage for TrainStage {
         Ok(device::usable(&self.device)?)
     }
 
+    fn model(&self) -> Option<&ModelConfig> {
+        Some(&self.model)
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
         Ok(self.train(ctx)?)
     }
@@ -173,17 +202,23 @@ impl TrainStage {
         let config = &self.config;
         let prepared = Prepared::read(&ctx.upstream_file(StageKind::Prepare, PREPARED_FILE)?)?;
         let keypoint_names = crate::data::faces::keypoint_names(&prepared.coordinate_names);
+        if let Some(side) = self.model.side
+            && side != prepared.side
+        {
+            return Err(TrainStageError::Device(format!(
+                "[model] side = {side}, but the prepared images are {0}x{0}: set side = {0} or remove it",
+                prepared.side
+            )));
+        }
         let spec = ModelSpec {
-            arch: self.model.arch,
-            channels: self.model.channels,
-            dropout: self.model.dropout,
+            graph: self.model.graph.clone(),
             side: prepared.side,
             outputs: prepared.coordinate_names.len(),
         };
         let (mut session, device) = device::open(&self.device, config, &spec, ctx.console)?;
         ctx.console.status(&format!(
             "             {} on {device}: {} parameters, {} training and {} validation faces",
-            spec.arch.name(),
+            spec.graph.name,
             session.parameters(),
             prepared.train.len(),
             prepared.val.len()
@@ -273,6 +308,7 @@ impl TrainStage {
         }
         session.save_weights(&ctx.data_dir.join(MODEL_FILE))?;
         let trained = TrainedModel {
+            scaling: Scaling::for_side(spec.side),
             spec,
             coordinate_names: prepared.coordinate_names.clone(),
             keypoint_names,

@@ -4,9 +4,9 @@
 
 use dfdx::prelude::*;
 
-use super::layers::{GreyTo, LeakyRelu01, RtLinear};
 use super::resnet::Head;
 use super::{Geometry, ModelSpec};
+use crate::models::layers::{GreyTo, LeakyRelu01, RtLinear};
 
 /// Conv, batch norm, leaky ReLU.
 type Unit<const I: usize, const O: usize, const K: usize, const S: usize, const P: usize> =

@@ -4,8 +4,8 @@
 
 use dfdx::prelude::*;
 
-use super::layers::{GreyTo, RtFlatten, RtLinear};
 use super::{Geometry, ModelSpec};
+use crate::models::layers::{GreyTo, RtFlatten, RtLinear};
 
 type FeaturesOf<const C: usize> = (
     GreyTo<C>,

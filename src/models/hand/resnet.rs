@@ -4,8 +4,8 @@
 
 use dfdx::prelude::*;
 
-use super::layers::{GreyTo, RtLinear};
 use super::{Geometry, ModelSpec};
+use crate::models::layers::{GreyTo, RtLinear};
 
 type Stem<const C: usize> = (
     GreyTo<C>,

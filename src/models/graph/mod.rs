@@ -1,0 +1,183 @@
+//! Networks as data: the normal form of `[model]`, which one builder turns into
+//! a dfdx network ([`crate::models::net`]), `fkp model` prints, and the train
+//! stage's cache key records.
+//!
+//! [`read`] turns the TOML (a preset, a pipeline's own layers, or both) into a
+//! [`Graph`]: block uses expanded, parameters substituted, defaults filled in.
+//! [`shape`] follows an image through it, checking every layer and counting
+//! parameters and multiply-adds.
+
+pub mod read;
+pub mod shape;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Location;
+
+/// A whole network: `layers`, then `head`, then the output layer, a dense layer
+/// as wide as the data has coordinates. Images enter as one grey channel,
+/// repeated to `channels`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Graph {
+    /// The preset it came from (`resnet18`), with ` (modified)` when the pipeline
+    /// changed it, or `custom`.
+    pub name: String,
+    pub channels: usize,
+    pub layers: Vec<Layer>,
+    pub head: Vec<Layer>,
+}
+
+impl Graph {
+    /// The stand-in for a `[model]` with errors: never built.
+    pub fn empty(channels: usize) -> Graph {
+        Graph {
+            name: "custom".into(),
+            channels,
+            layers: Vec::new(),
+            head: Vec::new(),
+        }
+    }
+}
+
+/// One layer and, when it was read from a file, where it is written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Layer {
+    #[serde(flatten)]
+    pub op: Op,
+    #[serde(skip)]
+    pub at: Option<Location>,
+}
+
+impl PartialEq for Layer {
+    fn eq(&self, other: &Self) -> bool {
+        self.op == other.op
+    }
+}
+
+impl PartialEq for Graph {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, self.channels, &self.layers, &self.head)
+            == (&other.name, other.channels, &other.layers, &other.head)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Op {
+    Conv {
+        filters: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        bias: bool,
+    },
+    /// Per-channel batch norm (epsilon 1e-5, momentum 0.1, as PyTorch).
+    #[serde(rename = "batchnorm")]
+    BatchNorm,
+    Relu,
+    LeakyRelu {
+        slope: f64,
+    },
+    #[serde(rename = "maxpool")]
+    MaxPool {
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    },
+    #[serde(rename = "avgpool")]
+    AvgPool {
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    },
+    GlobalAvgPool,
+    Dropout {
+        p: f64,
+    },
+    Flatten,
+    Dense {
+        units: usize,
+    },
+    /// A named block, once per repetition.
+    Block {
+        name: String,
+        uses: Vec<BlockUse>,
+    },
+}
+
+/// One use of a block: its layers with the parameters filled in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockUse {
+    pub body: Vec<Layer>,
+    pub shortcut: Shortcut,
+    /// Layers after the residual sum (ResNet's last ReLU).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after_add: Vec<Layer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Shortcut {
+    /// A plain sequence of layers.
+    None,
+    /// The block's input is added to its output.
+    Identity,
+    /// The input goes through these layers (ResNet's 1x1 conv and batch norm)
+    /// before the sum, because the body changes its shape.
+    Projection { layers: Vec<Layer> },
+}
+
+impl Op {
+    /// A short description for tables and messages: `conv 64 3x3/2`.
+    pub fn describe(&self) -> String {
+        let pool = |name: &str, kernel: usize, stride: usize, padding: usize| {
+            let mut text = format!("{name} {kernel}");
+            if stride != kernel {
+                text += &format!("/{stride}");
+            }
+            if padding > 0 {
+                text += &format!(" pad {padding}");
+            }
+            text
+        };
+        match self {
+            Op::Conv {
+                filters,
+                kernel,
+                stride,
+                padding,
+                bias,
+            } => {
+                let mut text = format!("conv {filters} {kernel}x{kernel}");
+                if *stride != 1 {
+                    text += &format!("/{stride}");
+                }
+                if *padding > 0 {
+                    text += &format!(" pad {padding}");
+                }
+                if !bias {
+                    text += " no bias";
+                }
+                text
+            }
+            Op::BatchNorm => "batchnorm".into(),
+            Op::Relu => "relu".into(),
+            Op::LeakyRelu { slope } => format!("leaky_relu {slope}"),
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+            } => pool("maxpool", *kernel, *stride, *padding),
+            Op::AvgPool {
+                kernel,
+                stride,
+                padding,
+            } => pool("avgpool", *kernel, *stride, *padding),
+            Op::GlobalAvgPool => "global_avg_pool".into(),
+            Op::Dropout { p } => format!("dropout {p}"),
+            Op::Flatten => "flatten".into(),
+            Op::Dense { units } => format!("dense {units}"),
+            Op::Block { name, uses } => format!("block {name} x{}", uses.len()),
+        }
+    }
+}

@@ -1,0 +1,913 @@
+//! From the TOML of `[model]` to a [`Graph`]: every layer checked for its kind,
+//! keys and value types, block uses expanded with their parameters, and each
+//! error pointing at the file and line that wrote it.
+//!
+//! A layer is a string (`"relu"`) or a one-kind table (`{ conv = 32, kernel = 3 }`).
+//! Inside a block, a number may be a string naming a parameter (`"filters"`),
+//! given where the block is used or in the block's `defaults`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{BlockUse, Graph, Layer, Op, Shortcut};
+use crate::config::{ConfigError, ConfigErrorKind, Entry, Location, Node, Table, Value, did_you_mean};
+use crate::text::excerpt;
+
+/// Layer kinds written as a bare string.
+const BARE_KINDS: [&str; 5] = ["relu", "batchnorm", "flatten", "global_avg_pool", "leaky_relu"];
+/// Layer kinds written as a table, by the key that names them.
+const TABLE_KINDS: [&str; 7] = [
+    "conv",
+    "maxpool",
+    "avgpool",
+    "dense",
+    "dropout",
+    "leaky_relu",
+    "block",
+];
+/// The keys of a block's definition.
+const BLOCK_KEYS: [&str; 5] = ["layers", "residual", "projection", "after_add", "defaults"];
+
+/// LeakyReLU's slope when none is given (PyTorch's default).
+const DEFAULT_SLOPE: f64 = 0.01;
+
+/// A parameter's value: where a block is used, or in its `defaults`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Number {
+    Integer(i64),
+    Float(f64),
+}
+
+/// The parameters visible to a block's layers, and which of them were read.
+#[derive(Default)]
+struct Scope {
+    block: Option<String>,
+    values: BTreeMap<String, Number>,
+    read: BTreeSet<String>,
+}
+
+/// What flows out of the layers read so far, as far as blocks need to know:
+/// the channels of a map, or flat features.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Flow {
+    Map(usize),
+    Flat,
+}
+
+pub struct GraphReader<'a> {
+    blocks: Option<&'a Table>,
+    /// Blocks being expanded, innermost last: a block may not use itself.
+    stack: Vec<String>,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> GraphReader<'a> {
+    /// `blocks` is `[model.blocks]`, when the pipeline or preset has it.
+    pub fn new(blocks: Option<&'a Table>) -> Self {
+        GraphReader {
+            blocks,
+            stack: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn finish(self) -> Vec<ConfigError> {
+        // A block used many times reports one mistake once.
+        let mut seen = BTreeSet::new();
+        self.errors
+            .into_iter()
+            .filter(|e| seen.insert(e.to_string()))
+            .collect()
+    }
+
+    /// Reads `layers` and `head` into a graph whose input has `channels` channels.
+    pub fn graph(&mut self, name: String, channels: usize, layers: &Node, head: Option<&Node>) -> Graph {
+        let mut flow = Flow::Map(channels);
+        let mut scope = Scope::default();
+        let layers = self.list("model.layers", layers, &mut scope, &mut flow);
+        let head = match head {
+            Some(head) => self.list("model.head", head, &mut scope, &mut flow),
+            None => Vec::new(),
+        };
+        Graph {
+            name,
+            channels,
+            layers,
+            head,
+        }
+    }
+
+    fn error(&mut self, key: &str, at: &Location, message: impl Into<String>) {
+        let kind = ConfigErrorKind::InvalidValue {
+            key: key.to_string(),
+            message: message.into(),
+        };
+        self.errors.push(ConfigError::new(kind, at));
+    }
+
+    fn error_with_help(
+        &mut self,
+        key: &str,
+        at: &Location,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) {
+        self.error(key, at, message);
+        if let (Some(help), Some(last)) = (help, self.errors.pop()) {
+            self.errors.push(last.with_help(help));
+        }
+    }
+
+    /// An array of layers.
+    fn list(&mut self, key: &str, node: &Node, scope: &mut Scope, flow: &mut Flow) -> Vec<Layer> {
+        let Value::Array(items) = &node.value else {
+            let kind = ConfigErrorKind::WrongType {
+                key: key.to_string(),
+                expected: "an array of layers",
+                found: node.value.type_name(),
+            };
+            self.errors.push(ConfigError::new(kind, &node.at));
+            return Vec::new();
+        };
+        let mut layers: Vec<Layer> = Vec::new();
+        let mut bias_stated = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            let key = format!("{key}[{index}]");
+            if let Some((op, stated)) = self.layer(&key, item, scope, flow) {
+                layers.push(Layer {
+                    op,
+                    at: Some(item.at.clone()),
+                });
+                bias_stated.push(stated);
+            }
+        }
+        // A conv's bias defaults to on, unless batch norm follows: its mean
+        // subtraction would cancel the bias (torchvision leaves it out there too).
+        for i in 0..layers.len() {
+            let next_is_norm = layers.get(i + 1).is_some_and(|l| l.op == Op::BatchNorm);
+            if let Op::Conv { bias, .. } = &mut layers[i].op
+                && !bias_stated[i]
+            {
+                *bias = !next_is_norm;
+            }
+        }
+        layers
+    }
+
+    /// One layer, and whether it states a conv's `bias`.
+    fn layer(&mut self, key: &str, item: &Node, scope: &mut Scope, flow: &mut Flow) -> Option<(Op, bool)> {
+        match &item.value {
+            Value::String(kind) => self.bare(key, kind, item, flow).map(|op| (op, false)),
+            Value::Table(table) => self.table_layer(key, table, item, scope, flow),
+            other => {
+                self.error(
+                    key,
+                    &item.at,
+                    format!(
+                        "a layer is a string (\"relu\") or a table ({{ conv = 32, kernel = 3 }}), not a {}",
+                        other.type_name()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn bare(&mut self, key: &str, kind: &str, item: &Node, flow: &mut Flow) -> Option<Op> {
+        let op = match kind {
+            "relu" => Op::Relu,
+            "batchnorm" => Op::BatchNorm,
+            "flatten" => Op::Flatten,
+            "global_avg_pool" => Op::GlobalAvgPool,
+            "leaky_relu" => Op::LeakyRelu { slope: DEFAULT_SLOPE },
+            "conv" | "maxpool" | "avgpool" | "dense" | "dropout" | "block" => {
+                let example = match kind {
+                    "conv" => "{ conv = 32, kernel = 3 }",
+                    "maxpool" => "{ maxpool = 2 }",
+                    "avgpool" => "{ avgpool = 2 }",
+                    "dense" => "{ dense = 500 }",
+                    "dropout" => "{ dropout = 0.5 }",
+                    _ => "{ block = \"basic\", filters = 64 }",
+                };
+                self.error(
+                    key,
+                    &item.at,
+                    format!("\"{kind}\" needs a value: write {example}"),
+                );
+                return None;
+            }
+            other => {
+                let kinds = BARE_KINDS.iter().chain(&TABLE_KINDS).copied();
+                self.error_with_help(
+                    key,
+                    &item.at,
+                    format!("unknown layer kind \"{}\"", excerpt(other)),
+                    Some(did_you_mean(other, kinds).unwrap_or_else(|| {
+                        format!(
+                            "layers are {}, or tables of {}",
+                            BARE_KINDS.join(", "),
+                            TABLE_KINDS.join(", ")
+                        )
+                    })),
+                );
+                return None;
+            }
+        };
+        *flow = next_flow(&op, *flow);
+        Some(op)
+    }
+
+    fn table_layer(
+        &mut self,
+        key: &str,
+        table: &Table,
+        item: &Node,
+        scope: &mut Scope,
+        flow: &mut Flow,
+    ) -> Option<(Op, bool)> {
+        let kinds: Vec<&str> = TABLE_KINDS
+            .iter()
+            .copied()
+            .filter(|k| table.get(k).is_some())
+            .collect();
+        let kind = match kinds.as_slice() {
+            [kind] => *kind,
+            [] => {
+                let hint = table
+                    .entries
+                    .keys()
+                    .find_map(|k| did_you_mean(k, TABLE_KINDS.iter().copied()));
+                self.error_with_help(
+                    key,
+                    &item.at,
+                    format!("a layer table needs one of the keys {}", TABLE_KINDS.join(", ")),
+                    hint,
+                );
+                return None;
+            }
+            many => {
+                self.error(
+                    key,
+                    &item.at,
+                    format!("a layer has one kind, this one has {}", many.join(" and ")),
+                );
+                return None;
+            }
+        };
+        let value = &table.get(kind)?.node;
+        let options: &[&str] = match kind {
+            "conv" => &["kernel", "stride", "padding", "bias"],
+            "maxpool" | "avgpool" => &["stride", "padding"],
+            "block" => &[],
+            _ => &[],
+        };
+        if kind != "block" {
+            for (name, entry) in &table.entries {
+                if name != kind && !options.contains(&name.as_str()) {
+                    let help = did_you_mean(name, options.iter().copied()).or_else(|| {
+                        Some(if options.is_empty() {
+                            format!("{kind} takes no other keys")
+                        } else {
+                            format!("{kind} takes {}", options.join(", "))
+                        })
+                    });
+                    self.error_with_help(
+                        key,
+                        &entry.key_at,
+                        format!("unknown key `{}` for a {kind} layer", excerpt(name)),
+                        help,
+                    );
+                }
+            }
+        }
+        let mut bias_stated = false;
+        let op = match kind {
+            "conv" => {
+                let filters = self.count(key, value, scope, "filters", 1..=65_536)?;
+                let kernel = match table.get("kernel") {
+                    Some(e) => self.count(key, &e.node, scope, "kernel", 1..=64)?,
+                    None => {
+                        self.error(key, &item.at, "a conv needs `kernel`: { conv = 32, kernel = 3 }");
+                        return None;
+                    }
+                };
+                let stride = self.option(key, table, "stride", scope, 1, 1..=64)?;
+                let padding = self.option(key, table, "padding", scope, 0, 0..=64)?;
+                let bias = match table.get("bias") {
+                    Some(e) => match e.node.value {
+                        Value::Boolean(b) => {
+                            bias_stated = true;
+                            b
+                        }
+                        _ => {
+                            self.error(key, &e.node.at, "`bias` is true or false");
+                            return None;
+                        }
+                    },
+                    None => true,
+                };
+                Op::Conv {
+                    filters,
+                    kernel,
+                    stride,
+                    padding,
+                    bias,
+                }
+            }
+            "maxpool" | "avgpool" => {
+                let kernel = self.count(key, value, scope, "kernel", 1..=64)?;
+                let stride = self.option(key, table, "stride", scope, kernel, 1..=64)?;
+                let padding = self.option(key, table, "padding", scope, 0, 0..=64)?;
+                if 2 * padding > kernel {
+                    self.error(
+                        key,
+                        &item.at,
+                        format!("padding {padding} is more than half the {kernel}x{kernel} window"),
+                    );
+                    return None;
+                }
+                if kind == "maxpool" {
+                    Op::MaxPool {
+                        kernel,
+                        stride,
+                        padding,
+                    }
+                } else {
+                    Op::AvgPool {
+                        kernel,
+                        stride,
+                        padding,
+                    }
+                }
+            }
+            "dense" => Op::Dense {
+                units: self.count(key, value, scope, "units", 1..=1 << 20)?,
+            },
+            "dropout" => Op::Dropout {
+                p: self.fraction(key, value, scope, "dropout", 0.95)?,
+            },
+            "leaky_relu" => Op::LeakyRelu {
+                slope: self.fraction(key, value, scope, "slope", 1.0)?,
+            },
+            _ => {
+                return self
+                    .block_use(key, table, item, scope, flow)
+                    .map(|op| (op, false));
+            }
+        };
+        *flow = next_flow(&op, *flow);
+        Some((op, bias_stated))
+    }
+
+    fn option(
+        &mut self,
+        key: &str,
+        table: &Table,
+        name: &str,
+        scope: &mut Scope,
+        default: usize,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> Option<usize> {
+        match table.get(name) {
+            Some(entry) => self.count(key, &entry.node, scope, name, range),
+            None => Some(default),
+        }
+    }
+
+    /// A number as written, or the value of the parameter a string names.
+    fn number(&mut self, key: &str, node: &Node, scope: &mut Scope, what: &str) -> Option<Number> {
+        match &node.value {
+            Value::Integer(i) => Some(Number::Integer(*i)),
+            Value::Float(x) => Some(Number::Float(*x)),
+            Value::String(name) => {
+                let Some(block) = scope.block.clone() else {
+                    self.error(
+                        key,
+                        &node.at,
+                        format!(
+                            "{what} is \"{}\", a parameter, but only a block's layers take parameters",
+                            excerpt(name)
+                        ),
+                    );
+                    return None;
+                };
+                scope.read.insert(name.clone());
+                match scope.values.get(name) {
+                    Some(value) => Some(*value),
+                    None => {
+                        self.error(
+                            key,
+                            &node.at,
+                            format!(
+                                "parameter `{}` has no value: pass it where block \"{block}\" is used, \
+                                 or add it to [model.blocks.{block}] defaults",
+                                excerpt(name)
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+            other => {
+                self.error(
+                    key,
+                    &node.at,
+                    format!("{what} must be a number, found {}", other.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    fn count(
+        &mut self,
+        key: &str,
+        node: &Node,
+        scope: &mut Scope,
+        what: &str,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> Option<usize> {
+        match self.number(key, node, scope, what)? {
+            Number::Integer(i) if i >= 0 && range.contains(&(i as usize)) => Some(i as usize),
+            Number::Integer(i) => {
+                self.error(
+                    key,
+                    &node.at,
+                    format!("{what} {i} is outside {}..={}", range.start(), range.end()),
+                );
+                None
+            }
+            Number::Float(x) => {
+                self.error(key, &node.at, format!("{what} must be a whole number, not {x}"));
+                None
+            }
+        }
+    }
+
+    /// A number in [0, max].
+    fn fraction(&mut self, key: &str, node: &Node, scope: &mut Scope, what: &str, max: f64) -> Option<f64> {
+        let value = match self.number(key, node, scope, what)? {
+            Number::Integer(i) => i as f64,
+            Number::Float(x) => x,
+        };
+        if (0.0..=max).contains(&value) {
+            // `+ 0.0` turns -0.0 into 0.0: one value, one cache key.
+            Some(value + 0.0)
+        } else {
+            self.error(key, &node.at, format!("{what} {value} is outside 0..={max}"));
+            None
+        }
+    }
+
+    fn block_use(
+        &mut self,
+        key: &str,
+        table: &Table,
+        item: &Node,
+        outer: &mut Scope,
+        flow: &mut Flow,
+    ) -> Option<Op> {
+        let name_node = &table.get("block")?.node;
+        let Value::String(name) = &name_node.value else {
+            self.error(key, &name_node.at, "`block` names a block: { block = \"basic\" }");
+            return None;
+        };
+        let defined: Vec<&str> = self
+            .blocks
+            .map(|b| b.entries.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let Some(definition) = self.blocks.and_then(|b| b.get(name)) else {
+            let help = did_you_mean(name, defined.iter().copied()).or_else(|| {
+                Some(if defined.is_empty() {
+                    format!("define it in [model.blocks.{}]", excerpt(name))
+                } else {
+                    format!("the blocks are {}", defined.join(", "))
+                })
+            });
+            self.error_with_help(
+                key,
+                &name_node.at,
+                format!("there is no block \"{}\"", excerpt(name)),
+                help,
+            );
+            return None;
+        };
+        if self.stack.contains(name) {
+            let chain = self
+                .stack
+                .iter()
+                .chain(std::iter::once(name))
+                .map(|b| format!("\"{b}\""))
+                .collect::<Vec<_>>()
+                .join(" -> ");
+            self.error(
+                key,
+                &name_node.at,
+                format!("block \"{name}\" uses itself: {chain}"),
+            );
+            return None;
+        }
+        let Value::Table(definition) = &definition.node.value else {
+            self.error(
+                &format!("model.blocks.{name}"),
+                &definition.node.at,
+                "a block is a table with `layers`",
+            );
+            return None;
+        };
+        let block_key = format!("model.blocks.{name}");
+        for (k, entry) in &definition.entries {
+            if !BLOCK_KEYS.contains(&k.as_str()) {
+                let help = did_you_mean(k, BLOCK_KEYS.iter().copied())
+                    .or_else(|| Some(format!("a block takes {}", BLOCK_KEYS.join(", "))));
+                self.error_with_help(
+                    &block_key,
+                    &entry.key_at,
+                    format!("unknown key `{}`", excerpt(k)),
+                    help,
+                );
+            }
+        }
+        let repeat = match table.get("repeat") {
+            Some(e) => self.count(key, &e.node, outer, "repeat", 1..=256)?,
+            None => 1,
+        };
+        // The parameters this use passes, resolved in the scope it is written in.
+        let mut passed = BTreeMap::new();
+        for (k, entry) in &table.entries {
+            if k != "block" && k != "repeat" {
+                passed.insert(
+                    k.clone(),
+                    (self.number(key, &entry.node, outer, k)?, entry.key_at.clone()),
+                );
+            }
+        }
+        let mut defaults = BTreeMap::new();
+        if let Some(entry) = definition.get("defaults") {
+            match &entry.node.value {
+                Value::Table(t) => {
+                    for (k, e) in &t.entries {
+                        match e.node.value {
+                            Value::Integer(i) => {
+                                defaults.insert(k.clone(), Number::Integer(i));
+                            }
+                            Value::Float(x) => {
+                                defaults.insert(k.clone(), Number::Float(x));
+                            }
+                            _ => {
+                                self.error(&block_key, &e.node.at, format!("default `{k}` must be a number"))
+                            }
+                        }
+                    }
+                }
+                _ => self.error(
+                    &block_key,
+                    &entry.node.at,
+                    "`defaults` is a table: { stride = 1 }",
+                ),
+            }
+        }
+        let residual = match definition.get("residual") {
+            Some(Entry { node, .. }) => match node.value {
+                Value::Boolean(b) => b,
+                _ => {
+                    self.error(&block_key, &node.at, "`residual` is true or false");
+                    false
+                }
+            },
+            None => false,
+        };
+        if !residual {
+            for k in ["projection", "after_add"] {
+                if let Some(e) = definition.get(k) {
+                    self.error(
+                        &block_key,
+                        &e.key_at,
+                        format!("`{k}` only applies with `residual = true`"),
+                    );
+                }
+            }
+        }
+        let Some(layers) = definition.get("layers") else {
+            self.error(
+                &block_key,
+                &definition_at(definition, item),
+                "a block needs `layers = [...]`",
+            );
+            return None;
+        };
+
+        self.stack.push(name.clone());
+        let mut uses = Vec::new();
+        let mut read = BTreeSet::new();
+        for r in 0..repeat {
+            let mut values = defaults.clone();
+            for (k, (v, _)) in &passed {
+                // A stage downsamples once: `stride` applies to the first use only.
+                if !(r > 0 && k == "stride") {
+                    values.insert(k.clone(), *v);
+                }
+            }
+            if r > 0 && !defaults.contains_key("stride") {
+                values.insert("stride".into(), Number::Integer(1));
+            }
+            let mut scope = Scope {
+                block: Some(name.clone()),
+                values,
+                read: BTreeSet::new(),
+            };
+            let input = *flow;
+            let body = self.list(&format!("{block_key}.layers"), &layers.node, &mut scope, flow);
+            let output = *flow;
+            let shortcut = if !residual {
+                Shortcut::None
+            } else if input == output && !strides(&body) {
+                Shortcut::Identity
+            } else if let Some(projection) = definition.get("projection") {
+                let mut through = input;
+                let layers = self.list(
+                    &format!("{block_key}.projection"),
+                    &projection.node,
+                    &mut scope,
+                    &mut through,
+                );
+                Shortcut::Projection { layers }
+            } else {
+                self.error_with_help(
+                    key,
+                    &item.at,
+                    format!(
+                        "block \"{name}\" changes the shape of its input ({} to {}{}), so its input cannot be added to its output",
+                        flow_text(input),
+                        flow_text(output),
+                        if strides(&body) { ", with a stride" } else { "" }
+                    ),
+                    Some(format!(
+                        "add `projection = [{{ conv = \"filters\", kernel = 1, stride = \"stride\" }}, \"batchnorm\"]` to [model.blocks.{name}]"
+                    )),
+                );
+                Shortcut::Identity
+            };
+            let after_add = match definition.get("after_add") {
+                Some(e) if residual => {
+                    self.list(&format!("{block_key}.after_add"), &e.node, &mut scope, flow)
+                }
+                _ => Vec::new(),
+            };
+            read.extend(scope.read);
+            uses.push(BlockUse {
+                body,
+                shortcut,
+                after_add,
+            });
+        }
+        self.stack.pop();
+        for (k, (_, at)) in &passed {
+            if !read.contains(k) {
+                let help = did_you_mean(k, read.iter().map(String::as_str)).or_else(|| {
+                    Some(if read.is_empty() {
+                        format!("block \"{name}\" takes no parameters")
+                    } else {
+                        format!(
+                            "its parameters are {}",
+                            read.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+                        )
+                    })
+                });
+                self.error_with_help(
+                    key,
+                    at,
+                    format!("block \"{name}\" has no parameter `{}`", excerpt(k)),
+                    help,
+                );
+            }
+        }
+        Some(Op::Block {
+            name: name.clone(),
+            uses,
+        })
+    }
+}
+
+fn definition_at(definition: &Table, item: &Node) -> Location {
+    definition
+        .entries
+        .values()
+        .next()
+        .map_or_else(|| item.at.clone(), |e| e.key_at.clone())
+}
+
+/// Whether any layer of `layers` (or of blocks in them) moves with a stride
+/// above 1: then the body shrinks the map, and a shortcut must too.
+fn strides(layers: &[Layer]) -> bool {
+    layers.iter().any(|l| match &l.op {
+        Op::Conv { stride, .. } | Op::MaxPool { stride, .. } | Op::AvgPool { stride, .. } => *stride > 1,
+        Op::Block { uses, .. } => uses.iter().any(|u| strides(&u.body)),
+        _ => false,
+    })
+}
+
+fn next_flow(op: &Op, flow: Flow) -> Flow {
+    match op {
+        Op::Conv { filters, .. } => Flow::Map(*filters),
+        Op::Flatten | Op::GlobalAvgPool | Op::Dense { .. } => Flow::Flat,
+        _ => flow,
+    }
+}
+
+fn flow_text(flow: Flow) -> String {
+    match flow {
+        Flow::Map(c) => format!("{c} channels"),
+        Flow::Flat => "flat features".into(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::SourceFile;
+
+    /// Reads `text`, a `[model]` table's body, into a graph and the error messages.
+    pub(crate) fn read(text: &str) -> (Graph, Vec<String>) {
+        let file = Arc::new(SourceFile::new(PathBuf::from("/p/model.toml"), text.to_string()));
+        let document = toml_edit::Document::parse(text.to_string()).unwrap();
+        let table = Table::from_document(&file, document.as_table());
+        let blocks = match table.get("blocks").map(|e| &e.node.value) {
+            Some(Value::Table(t)) => Some(t),
+            _ => None,
+        };
+        let mut reader = GraphReader::new(blocks);
+        let graph = reader.graph(
+            "custom".into(),
+            1,
+            &table.get("layers").unwrap().node,
+            table.get("head").map(|e| &e.node),
+        );
+        (graph, reader.finish().iter().map(|e| e.to_string()).collect())
+    }
+
+    const SKETCH: &str = r#"
+layers = [
+  { conv = 32, kernel = 3 }, "relu", { maxpool = 2 }, { dropout = 0.1 },
+  { block = "basic", filters = 64, repeat = 2, stride = 2 },
+  "global_avg_pool", { dense = 500 }, "relu", { dropout = 0.5 },
+]
+[blocks.basic]
+layers = [{ conv = "filters", kernel = 3, stride = "stride" }, "batchnorm", "relu",
+          { conv = "filters", kernel = 3 }, "batchnorm"]
+residual = true
+projection = [{ conv = "filters", kernel = 1, stride = "stride" }, "batchnorm"]
+"#;
+
+    #[test]
+    fn the_issue_sketch_reads_with_its_simple_forms() {
+        let (graph, errors) = read(SKETCH);
+        assert!(errors.is_empty(), "{errors:#?}");
+        assert_eq!(graph.layers.len(), 9);
+        assert_eq!(
+            graph.layers[0].op,
+            Op::Conv {
+                filters: 32,
+                kernel: 3,
+                stride: 1,
+                padding: 0,
+                bias: true
+            }
+        );
+        assert_eq!(
+            graph.layers[2].op,
+            Op::MaxPool {
+                kernel: 2,
+                stride: 2,
+                padding: 0
+            }
+        );
+        let Op::Block { name, uses } = &graph.layers[4].op else {
+            panic!("{:?}", graph.layers[4].op)
+        };
+        assert_eq!((name.as_str(), uses.len()), ("basic", 2));
+        // The first use downsamples and projects; the second keeps the shape.
+        let conv = |u: &BlockUse| u.body[0].op.clone();
+        assert!(matches!(
+            conv(&uses[0]),
+            Op::Conv {
+                filters: 64,
+                stride: 2,
+                bias: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            conv(&uses[1]),
+            Op::Conv {
+                filters: 64,
+                stride: 1,
+                ..
+            }
+        ));
+        assert!(matches!(uses[0].shortcut, Shortcut::Projection { .. }));
+        assert_eq!(uses[1].shortcut, Shortcut::Identity);
+    }
+
+    fn one_error(text: &str) -> String {
+        let (_, errors) = read(text);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        errors[0].clone()
+    }
+
+    #[test]
+    fn mistakes_name_the_line_and_what_is_wrong() {
+        let e = one_error("layers = [\"relu\",\n  \"rleu\"]\n");
+        assert!(e.contains("unknown layer kind \"rleu\""), "{e}");
+        assert!(e.contains("/p/model.toml:2:3"), "{e}");
+        assert!(e.contains("did you mean `relu`?"), "{e}");
+
+        let e = one_error("layers = [{ conv = 8 }]\n");
+        assert!(e.contains("a conv needs `kernel`"), "{e}");
+
+        let e = one_error("layers = [{ conv = 8, kernel = 3, strid = 2 }]\n");
+        assert!(
+            e.contains("unknown key `strid` for a conv layer") && e.contains("did you mean `stride`?"),
+            "{e}"
+        );
+
+        let e = one_error("layers = [{ conv = 8.5, kernel = 3 }]\n");
+        assert!(e.contains("filters must be a whole number, not 8.5"), "{e}");
+
+        let e = one_error("layers = [{ conv = \"filters\", kernel = 3 }]\n");
+        assert!(e.contains("only a block's layers take parameters"), "{e}");
+
+        let e = one_error("layers = [{ block = \"basc\" }]\n[blocks.basic]\nlayers = [\"relu\"]\n");
+        assert!(
+            e.contains("there is no block \"basc\"") && e.contains("did you mean `basic`?"),
+            "{e}"
+        );
+
+        let e = one_error(
+            "layers = [{ block = \"a\" }]\n[blocks.a]\nlayers = [{ block = \"b\" }]\n[blocks.b]\nlayers = [{ block = \"a\" }]\n",
+        );
+        assert!(
+            e.contains("block \"a\" uses itself: \"a\" -> \"b\" -> \"a\""),
+            "{e}"
+        );
+
+        let e = one_error(
+            "layers = [{ block = \"a\", filtres = 3 }]\n[blocks.a]\nlayers = [{ conv = \"filters\", kernel = 3 }]\ndefaults = { filters = 4 }\n",
+        );
+        assert!(
+            e.contains("block \"a\" has no parameter `filtres`") && e.contains("did you mean `filters`?"),
+            "{e}"
+        );
+
+        let e = one_error(
+            "layers = [{ block = \"a\" }]\n[blocks.a]\nlayers = [{ conv = \"filters\", kernel = 3 }]\n",
+        );
+        assert!(e.contains("parameter `filters` has no value"), "{e}");
+
+        let e = one_error(
+            "layers = [{ conv = 8, kernel = 3 }, { block = \"a\" }]\n[blocks.a]\nlayers = [{ conv = 16, kernel = 3 }]\nresidual = true\n",
+        );
+        assert!(
+            e.contains("block \"a\" changes the shape of its input (8 channels to 16 channels)"),
+            "{e}"
+        );
+        assert!(e.contains("add `projection = ["), "{e}");
+
+        let e = one_error("layers = [{ maxpool = 2, dense = 3 }]\n");
+        assert!(
+            e.contains("a layer has one kind, this one has maxpool and dense"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_conv_has_no_bias_before_batch_norm_unless_it_says_so() {
+        let (graph, errors) = read(
+            "layers = [{ conv = 8, kernel = 3 }, \"batchnorm\", { conv = 8, kernel = 3, bias = true }, \"batchnorm\", { conv = 8, kernel = 1 }]\n",
+        );
+        assert!(errors.is_empty(), "{errors:#?}");
+        let biases: Vec<bool> = graph
+            .layers
+            .iter()
+            .filter_map(|l| match l.op {
+                Op::Conv { bias, .. } => Some(bias),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(biases, [false, true, true]);
+    }
+
+    #[test]
+    fn formatting_and_comments_change_nothing_and_the_graph_is_the_key() {
+        let (a, _) = read("layers = [{ conv = 8, kernel = 3 }, \"relu\", \"flatten\"]\n");
+        let (b, _) = read(
+            "# a comment\nlayers = [\n  { kernel = 3, conv = 8, stride = 1 },   # same\n  \"relu\",\n  \"flatten\",\n]\n",
+        );
+        let (c, _) = read("layers = [{ conv = 8, kernel = 3 }, \"relu\", { dropout = 0.1 }, \"flatten\"]\n");
+        let json = |g: &Graph| serde_json::to_string(g).unwrap();
+        assert_eq!(json(&a), json(&b));
+        assert_ne!(json(&a), json(&c));
+    }
+}

@@ -1,0 +1,260 @@
+//! Following an image through a [`Graph`]: the shape after every layer, each
+//! layer's parameters and multiply-adds, and a clear error where a layer
+//! cannot take what it gets.
+
+use std::fmt;
+
+use super::{BlockUse, Graph, Layer, Op, Shortcut};
+use crate::config::Location;
+
+/// What flows between layers, for one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Channels, height, width.
+    Map(usize, usize, usize),
+    Flat(usize),
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shape::Map(c, h, w) => write!(f, "{c}x{h}x{w}"),
+            Shape::Flat(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// One row of `fkp model`: a layer, or a block's residual sum.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The layer's name, as its weights are named: `layers.4.0.body.1`.
+    pub path: String,
+    /// How many blocks deep it sits.
+    pub depth: usize,
+    pub what: String,
+    pub output: Shape,
+    pub parameters: usize,
+    pub mult_adds: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub input: Shape,
+    pub rows: Vec<Row>,
+    pub parameters: usize,
+    pub mult_adds: u64,
+}
+
+/// A layer that cannot take its input.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{path} ({what}) {message}")]
+pub struct ShapeError {
+    pub path: String,
+    pub what: String,
+    pub message: String,
+    pub at: Option<Location>,
+}
+
+/// Follows a `side` x `side` grey image through `graph` and its output layer of
+/// `outputs` units.
+pub fn infer(graph: &Graph, side: usize, outputs: usize) -> Result<Summary, ShapeError> {
+    let mut walk = Walk {
+        side,
+        rows: Vec::new(),
+    };
+    let input = Shape::Map(graph.channels, side, side);
+    let mut shape = walk.list("layers", 0, &graph.layers, input)?;
+    shape = walk.list("head", 0, &graph.head, shape)?;
+    let output = Layer {
+        op: Op::Dense { units: outputs },
+        at: None,
+    };
+    if let Shape::Map(..) = shape {
+        return Err(ShapeError {
+            path: "output".into(),
+            what: format!("dense {outputs}, one unit per coordinate"),
+            message: format!(
+                "gets a {shape} map: end `layers` or `head` with \"flatten\" or \"global_avg_pool\""
+            ),
+            at: graph
+                .head
+                .last()
+                .or(graph.layers.last())
+                .and_then(|l| l.at.clone()),
+        });
+    }
+    walk.layer("output", 0, &output, shape)?;
+    Ok(Summary {
+        input,
+        parameters: walk.rows.iter().map(|r| r.parameters).sum(),
+        mult_adds: walk.rows.iter().map(|r| r.mult_adds).sum(),
+        rows: walk.rows,
+    })
+}
+
+struct Walk {
+    side: usize,
+    rows: Vec<Row>,
+}
+
+impl Walk {
+    fn list(
+        &mut self,
+        path: &str,
+        depth: usize,
+        layers: &[Layer],
+        mut shape: Shape,
+    ) -> Result<Shape, ShapeError> {
+        for (i, layer) in layers.iter().enumerate() {
+            shape = self.layer(&format!("{path}.{i}"), depth, layer, shape)?;
+        }
+        Ok(shape)
+    }
+
+    fn layer(&mut self, path: &str, depth: usize, layer: &Layer, input: Shape) -> Result<Shape, ShapeError> {
+        let fail = |message: String| ShapeError {
+            path: path.to_string(),
+            what: layer.op.describe(),
+            message,
+            at: layer.at.clone(),
+        };
+        let side = self.side;
+        let map = |what: &str| match input {
+            Shape::Map(c, h, w) => Ok((c, h, w)),
+            Shape::Flat(n) => Err(fail(format!(
+                "gets {n} flat features, but {what} needs a map: move it before the flatten"
+            ))),
+        };
+        // The side of a window's output, or why there is none.
+        let window = |kernel: usize, stride: usize, padding: usize, (h, w): (usize, usize), why: &str| {
+            let fits = |s: usize| s + 2 * padding >= kernel;
+            if fits(h) && fits(w) {
+                Ok((
+                    (h + 2 * padding - kernel) / stride + 1,
+                    (w + 2 * padding - kernel) / stride + 1,
+                ))
+            } else {
+                Err(fail(format!(
+                    "gets a {h}x{w} map from a {side}x{side} input, smaller than its {kernel}x{kernel} window: {why}"
+                )))
+            }
+        };
+        let (output, parameters, mult_adds) = match &layer.op {
+            Op::Conv {
+                filters,
+                kernel,
+                stride,
+                padding,
+                bias,
+            } => {
+                let (c, h, w) = map("a conv")?;
+                let (oh, ow) = window(*kernel, *stride, *padding, (h, w), "too many poolings or strides")?;
+                let weights = filters * c * kernel * kernel;
+                let macs = (weights * oh * ow) as u64;
+                (
+                    Shape::Map(*filters, oh, ow),
+                    weights + if *bias { *filters } else { 0 },
+                    macs,
+                )
+            }
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+            }
+            | Op::AvgPool {
+                kernel,
+                stride,
+                padding,
+            } => {
+                let (c, h, w) = map("a pooling")?;
+                let (oh, ow) = window(*kernel, *stride, *padding, (h, w), "too many poolings")?;
+                (Shape::Map(c, oh, ow), 0, 0)
+            }
+            Op::BatchNorm => {
+                let channels = match input {
+                    Shape::Map(c, ..) => c,
+                    Shape::Flat(n) => n,
+                };
+                (input, 2 * channels, 0)
+            }
+            Op::Relu | Op::LeakyRelu { .. } | Op::Dropout { .. } => (input, 0, 0),
+            Op::GlobalAvgPool => {
+                let (c, ..) = map("global_avg_pool")?;
+                (Shape::Flat(c), 0, 0)
+            }
+            Op::Flatten => match input {
+                Shape::Map(c, h, w) => (Shape::Flat(c * h * w), 0, 0),
+                Shape::Flat(n) => return Err(fail(format!("gets {n} features that are flat already"))),
+            },
+            Op::Dense { units } => match input {
+                Shape::Flat(n) => (Shape::Flat(*units), n * units + units, (n * units) as u64),
+                Shape::Map(..) => {
+                    return Err(fail(format!(
+                        "gets a {input} map, but dense needs flat features: add \"flatten\" or \"global_avg_pool\" before it"
+                    )));
+                }
+            },
+            Op::Block { name, uses } => {
+                let mut shape = input;
+                for (r, block_use) in uses.iter().enumerate() {
+                    shape =
+                        self.block_use(&format!("{path}.{r}"), depth + 1, name, block_use, shape, layer)?;
+                }
+                return Ok(shape);
+            }
+        };
+        self.rows.push(Row {
+            path: path.to_string(),
+            depth,
+            what: layer.op.describe(),
+            output,
+            parameters,
+            mult_adds,
+        });
+        if let Shape::Map(_, 0, _) | Shape::Map(_, _, 0) = output {
+            return Err(fail(format!("leaves an empty map from a {side}x{side} input")));
+        }
+        Ok(output)
+    }
+
+    fn block_use(
+        &mut self,
+        path: &str,
+        depth: usize,
+        name: &str,
+        block_use: &BlockUse,
+        input: Shape,
+        layer: &Layer,
+    ) -> Result<Shape, ShapeError> {
+        let body = self.list(&format!("{path}.body"), depth, &block_use.body, input)?;
+        let shortcut = match &block_use.shortcut {
+            Shortcut::None => {
+                return self.list(&format!("{path}.after_add"), depth, &block_use.after_add, body);
+            }
+            Shortcut::Identity => input,
+            Shortcut::Projection { layers } => {
+                self.list(&format!("{path}.projection"), depth, layers, input)?
+            }
+        };
+        if body != shortcut {
+            return Err(ShapeError {
+                path: path.to_string(),
+                what: format!("block {name}"),
+                message: format!(
+                    "cannot add its input to its output: the layers give {body}, the shortcut {shortcut}"
+                ),
+                at: layer.at.clone(),
+            });
+        }
+        self.rows.push(Row {
+            path: format!("{path}.add"),
+            depth,
+            what: "add shortcut".into(),
+            output: body,
+            parameters: 0,
+            mult_adds: 0,
+        });
+        self.list(&format!("{path}.after_add"), depth, &block_use.after_add, body)
+    }
+}

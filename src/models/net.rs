@@ -1,0 +1,769 @@
+//! The one network type fkp trains: a [`Graph`] built into dfdx layers whose
+//! sizes are known at run time. Presets and custom graphs alike become a
+//! [`GraphNet`].
+//!
+//! Weights are named after the graph (`layers.4.0.body.0.weight`,
+//! `head.0.weight`, `output.weight`), which is how they appear in the
+//! safetensors checkpoint. They are created in that order from the device's
+//! random numbers: convolutions uniform in ±1/sqrt(fan_in) without a random
+//! bias, dense layers as torch.nn.Linear, batch norm at scale 1 and shift 0.
+
+use dfdx::nn::modules::{Module, ModuleMut};
+use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection, TensorOptions};
+use dfdx::nn::{batch_norm_infer, batch_norm_train};
+use dfdx::prelude::*;
+use dfdx::tensor_ops::Pool2DKind;
+use num_traits::Float;
+use rand_distr::uniform::SampleUniform;
+
+use super::graph::{BlockUse, Graph, Layer, Op, Shortcut};
+use super::layers::RtLinear;
+use super::{Backend, Images, Outputs};
+
+/// Batch norm's constants, as PyTorch's defaults.
+const BN_EPSILON: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+
+type Map<E, D, T> = Tensor<(usize, usize, usize, usize), E, D, T>;
+type Flat<E, D, T> = Tensor<(usize, usize), E, D, T>;
+type Vector<E, D> = Tensor<(usize,), E, D>;
+
+/// What flows between layers: a batch of maps, or of flat features.
+enum Act<D: Storage<f32>, T> {
+    Map(Map<f32, D, T>),
+    Flat(Flat<f32, D, T>),
+}
+
+#[derive(Debug, Clone)]
+pub struct GraphNet<E: Dtype, D: Storage<E>> {
+    channels: usize,
+    pub layers: Layers<E, D>,
+    pub head: Layers<E, D>,
+    pub output: RtLinear<E, D>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Layers<E: Dtype, D: Storage<E>>(Vec<NetLayer<E, D>>);
+
+#[derive(Debug, Clone)]
+pub enum NetLayer<E: Dtype, D: Storage<E>> {
+    Conv(Conv<E, D>),
+    BatchNorm(Norm<E, D>),
+    Relu,
+    LeakyRelu(f64),
+    Pool(Pool2DKind, Window),
+    GlobalAvgPool,
+    Dropout(f64),
+    Flatten,
+    Dense(RtLinear<E, D>),
+    Block(Vec<NetBlock<E, D>>),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Conv<E: Dtype, D: Storage<E>> {
+    /// `(out, in, k, k)`, like torch.nn.Conv2d.weight.
+    weight: Map<E, D, NoneTape>,
+    bias: Option<Vector<E, D>>,
+    stride: usize,
+    padding: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Norm<E: Dtype, D: Storage<E>> {
+    scale: Vector<E, D>,
+    bias: Vector<E, D>,
+    running_mean: Vector<E, D>,
+    running_var: Vector<E, D>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NetBlock<E: Dtype, D: Storage<E>> {
+    body: Layers<E, D>,
+    residual: bool,
+    /// Empty for an identity shortcut.
+    projection: Layers<E, D>,
+    after_add: Layers<E, D>,
+}
+
+/// Uniform in ±sqrt(1/fan_in), computed in `E` as dfdx's Conv2D does.
+fn reset_conv<E: Dtype + Float + SampleUniform, D: Device<E>>(
+    t: &mut Map<E, D, NoneTape>,
+) -> Result<(), D::Err> {
+    let (_, inputs, k, _) = *t.shape();
+    let bound = E::from_f64(1.0 / (inputs * k * k).max(1) as f64)
+        .unwrap_or(E::one())
+        .sqrt();
+    t.try_fill_with_distr(rand_distr::Uniform::new(-bound, bound))
+}
+
+impl<E: Dtype + Float + SampleUniform, D: Device<E>> GraphNet<E, D> {
+    /// Builds `graph` with an output layer of `outputs` units for images of
+    /// `side` pixels. The graph must have passed [`super::graph::shape::infer`].
+    pub fn build(dev: &D, graph: &Graph, side: usize, outputs: usize) -> Result<Self, D::Err> {
+        let mut builder = Builder {
+            dev,
+            shape: (graph.channels, side, side),
+            flat: None,
+        };
+        let layers = builder.list(&graph.layers)?;
+        let head = builder.list(&graph.head)?;
+        let output = RtLinear::new(dev, builder.width(), outputs)?;
+        Ok(GraphNet {
+            channels: graph.channels,
+            layers,
+            head,
+            output,
+        })
+    }
+}
+
+/// Creates layers in order, following the shape to size each one.
+struct Builder<'a, D> {
+    dev: &'a D,
+    /// (channels, height, width) of the map so far.
+    shape: (usize, usize, usize),
+    /// The width of flat features, once flattened.
+    flat: Option<usize>,
+}
+
+impl<D> Builder<'_, D> {
+    fn width(&self) -> usize {
+        let (c, h, w) = self.shape;
+        self.flat.unwrap_or(c * h * w)
+    }
+}
+
+impl<D> Builder<'_, D> {
+    fn list<E: Dtype + Float + SampleUniform>(&mut self, layers: &[Layer]) -> Result<Layers<E, D>, D::Err>
+    where
+        D: Device<E>,
+    {
+        layers
+            .iter()
+            .map(|l| self.layer(&l.op))
+            .collect::<Result<_, _>>()
+            .map(Layers)
+    }
+
+    fn layer<E: Dtype + Float + SampleUniform>(&mut self, op: &Op) -> Result<NetLayer<E, D>, D::Err>
+    where
+        D: Device<E>,
+    {
+        let window = |kernel: usize, stride: usize, padding: usize, side: usize| {
+            (side + 2 * padding - kernel) / stride + 1
+        };
+        Ok(match op {
+            Op::Conv {
+                filters,
+                kernel,
+                stride,
+                padding,
+                bias,
+            } => {
+                let (c, h, w) = self.shape;
+                let mut weight = self.dev.try_zeros_like(&(*filters, c, *kernel, *kernel))?;
+                reset_conv(&mut weight)?;
+                let bias = match bias {
+                    true => Some(self.dev.try_zeros_like(&(*filters,))?),
+                    false => None,
+                };
+                self.shape = (
+                    *filters,
+                    window(*kernel, *stride, *padding, h),
+                    window(*kernel, *stride, *padding, w),
+                );
+                NetLayer::Conv(Conv {
+                    weight,
+                    bias,
+                    stride: *stride,
+                    padding: *padding,
+                })
+            }
+            Op::BatchNorm => {
+                let n = match self.flat {
+                    Some(n) => n,
+                    None => self.shape.0,
+                };
+                NetLayer::BatchNorm(Norm {
+                    scale: self.dev.try_ones_like(&(n,))?,
+                    bias: self.dev.try_zeros_like(&(n,))?,
+                    running_mean: self.dev.try_zeros_like(&(n,))?,
+                    running_var: self.dev.try_ones_like(&(n,))?,
+                })
+            }
+            Op::Relu => NetLayer::Relu,
+            Op::LeakyRelu { slope } => NetLayer::LeakyRelu(*slope),
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+            }
+            | Op::AvgPool {
+                kernel,
+                stride,
+                padding,
+            } => {
+                let (c, h, w) = self.shape;
+                self.shape = (
+                    c,
+                    window(*kernel, *stride, *padding, h),
+                    window(*kernel, *stride, *padding, w),
+                );
+                let kind = match op {
+                    Op::MaxPool { .. } => Pool2DKind::Max,
+                    _ => Pool2DKind::Avg,
+                };
+                NetLayer::Pool(
+                    kind,
+                    Window {
+                        kernel: *kernel,
+                        stride: *stride,
+                        padding: *padding,
+                    },
+                )
+            }
+            Op::GlobalAvgPool => {
+                self.flat = Some(self.shape.0);
+                NetLayer::GlobalAvgPool
+            }
+            Op::Dropout { p } => NetLayer::Dropout(*p),
+            Op::Flatten => {
+                self.flat = Some(self.width());
+                NetLayer::Flatten
+            }
+            Op::Dense { units } => {
+                let dense = RtLinear::new(self.dev, self.width(), *units)?;
+                self.flat = Some(*units);
+                NetLayer::Dense(dense)
+            }
+            Op::Block { uses, .. } => {
+                NetLayer::Block(uses.iter().map(|u| self.block(u)).collect::<Result<_, _>>()?)
+            }
+        })
+    }
+
+    fn block<E: Dtype + Float + SampleUniform>(&mut self, block: &BlockUse) -> Result<NetBlock<E, D>, D::Err>
+    where
+        D: Device<E>,
+    {
+        let (input, input_flat) = (self.shape, self.flat);
+        let body = self.list(&block.body)?;
+        let (output, output_flat) = (self.shape, self.flat);
+        let projection = match &block.shortcut {
+            Shortcut::Projection { layers } => {
+                (self.shape, self.flat) = (input, input_flat);
+                let projection = self.list(layers)?;
+                (self.shape, self.flat) = (output, output_flat);
+                projection
+            }
+            _ => Layers(Vec::new()),
+        };
+        Ok(NetBlock {
+            body,
+            residual: block.shortcut != Shortcut::None,
+            projection,
+            after_add: self.list(&block.after_add)?,
+        })
+    }
+}
+
+// ---- Forward ----
+
+impl<D: Device<f32>, T: Tape<f32, D>> Act<D, T> {
+    fn flat(self) -> Result<Flat<f32, D, T>, D::Err> {
+        match self {
+            Act::Flat(x) => Ok(x),
+            Act::Map(x) => {
+                let (b, c, h, w) = *x.shape();
+                x.try_reshape_like(&(b, c * h * w))
+            }
+        }
+    }
+
+    fn with_empty_tape(&self) -> Act<D, T> {
+        match self {
+            Act::Map(x) => Act::Map(x.with_empty_tape()),
+            Act::Flat(x) => Act::Flat(x.with_empty_tape()),
+        }
+    }
+
+    fn add(self, other: Act<D, T>) -> Result<Act<D, T>, D::Err> {
+        Ok(match (self, other) {
+            (Act::Map(a), Act::Map(b)) => Act::Map(a.try_add(b)?),
+            (Act::Flat(a), Act::Flat(b)) => Act::Flat(a.try_add(b)?),
+            (a, b) => Act::Flat(a.flat()?.try_add(b.flat()?)?),
+        })
+    }
+}
+
+impl<D: Backend> NetLayer<f32, D> {
+    /// Every layer but batch norm and blocks: the same in training and inference,
+    /// except dropout, which only drops in training.
+    fn apply<T: Tape<f32, D>>(&self, x: Act<D, T>, training: bool) -> Result<Act<D, T>, D::Err> {
+        Ok(match (self, x) {
+            (NetLayer::Conv(conv), Act::Map(x)) => {
+                let y = D::conv2d(x, conv.weight.clone(), conv.stride, conv.padding)?;
+                Act::Map(match &conv.bias {
+                    Some(bias) => {
+                        let shape = *y.shape();
+                        y.try_add(
+                            bias.retaped::<T>()
+                                .try_broadcast_like::<_, Axes3<0, 2, 3>>(&shape)?,
+                        )?
+                    }
+                    None => y,
+                })
+            }
+            (NetLayer::Relu, x) => x.map(|t| t.try_relu(), |t| t.try_relu())?,
+            (NetLayer::LeakyRelu(slope), x) => {
+                let slope = *slope as f32;
+                x.map(|t| t.try_prelu(slope), |t| t.try_prelu(slope))?
+            }
+            (NetLayer::Pool(kind, window), Act::Map(x)) => {
+                Act::Map(D::pool2d(x, *kind, window.kernel, window.stride, window.padding)?)
+            }
+            (NetLayer::GlobalAvgPool, Act::Map(x)) => Act::Flat(x.try_mean::<_, Axes2<2, 3>>()?),
+            (NetLayer::Dropout(p), x) if training && *p > 0.0 => {
+                x.map(|t| t.try_dropout(*p), |t| t.try_dropout(*p))?
+            }
+            (NetLayer::Dropout(_), x) => x,
+            (NetLayer::Flatten, x) => Act::Flat(x.flat()?),
+            (NetLayer::Dense(dense), x) => Act::Flat(dense.try_forward(x.flat()?)?),
+            // The shape check before building rules these out.
+            (_, x) => x,
+        })
+    }
+
+    fn infer(&self, x: Act<D, NoneTape>) -> Result<Act<D, NoneTape>, D::Err> {
+        match self {
+            NetLayer::BatchNorm(n) => {
+                let args = (&n.running_var, &n.running_mean, &n.scale, &n.bias, BN_EPSILON);
+                Ok(match x {
+                    Act::Map(x) => Act::Map(batch_norm_infer::<usize, _, f32, D, Axes3<0, 2, 3>>(
+                        x, args.0, args.1, args.2, args.3, args.4,
+                    )?),
+                    Act::Flat(x) => Act::Flat(batch_norm_infer::<usize, _, f32, D, Axis<0>>(
+                        x, args.0, args.1, args.2, args.3, args.4,
+                    )?),
+                })
+            }
+            NetLayer::Block(uses) => uses.iter().try_fold(x, |x, block| block.infer(x)),
+            layer => layer.apply(x, false),
+        }
+    }
+
+    fn train(&mut self, x: Act<D, OwnedTape<f32, D>>) -> Result<Act<D, OwnedTape<f32, D>>, D::Err> {
+        match self {
+            NetLayer::BatchNorm(n) => Ok(match x {
+                Act::Map(x) => Act::Map(batch_norm_train::<usize, _, f32, D, _, Axes3<0, 2, 3>>(
+                    x,
+                    &mut n.running_var,
+                    &mut n.running_mean,
+                    &n.scale,
+                    &n.bias,
+                    BN_EPSILON,
+                    BN_MOMENTUM,
+                )?),
+                Act::Flat(x) => Act::Flat(batch_norm_train::<usize, _, f32, D, _, Axis<0>>(
+                    x,
+                    &mut n.running_var,
+                    &mut n.running_mean,
+                    &n.scale,
+                    &n.bias,
+                    BN_EPSILON,
+                    BN_MOMENTUM,
+                )?),
+            }),
+            NetLayer::Block(uses) => uses.iter_mut().try_fold(x, |x, block| block.train(x)),
+            layer => layer.apply(x, true),
+        }
+    }
+}
+
+impl<D: Device<f32>, T: Tape<f32, D>> Act<D, T> {
+    fn map(
+        self,
+        on_map: impl FnOnce(Map<f32, D, T>) -> Result<Map<f32, D, T>, D::Err>,
+        on_flat: impl FnOnce(Flat<f32, D, T>) -> Result<Flat<f32, D, T>, D::Err>,
+    ) -> Result<Act<D, T>, D::Err> {
+        Ok(match self {
+            Act::Map(x) => Act::Map(on_map(x)?),
+            Act::Flat(x) => Act::Flat(on_flat(x)?),
+        })
+    }
+}
+
+impl<D: Backend> Layers<f32, D> {
+    fn infer(&self, x: Act<D, NoneTape>) -> Result<Act<D, NoneTape>, D::Err> {
+        self.0.iter().try_fold(x, |x, layer| layer.infer(x))
+    }
+
+    fn train(&mut self, x: Act<D, OwnedTape<f32, D>>) -> Result<Act<D, OwnedTape<f32, D>>, D::Err> {
+        self.0.iter_mut().try_fold(x, |x, layer| layer.train(x))
+    }
+}
+
+// A residual block adds its input, taken off the tape first, as dfdx's
+// Residual and GeneralizedResidual do, so gradients accumulate in their order.
+impl<D: Backend> NetBlock<f32, D> {
+    fn infer(&self, x: Act<D, NoneTape>) -> Result<Act<D, NoneTape>, D::Err> {
+        let y = match (self.residual, self.projection.0.is_empty()) {
+            (false, _) => self.body.infer(x)?,
+            (true, true) => self.body.infer(x.with_empty_tape())?.add(x)?,
+            (true, false) => self
+                .body
+                .infer(x.with_empty_tape())?
+                .add(self.projection.infer(x)?)?,
+        };
+        self.after_add.infer(y)
+    }
+
+    fn train(&mut self, x: Act<D, OwnedTape<f32, D>>) -> Result<Act<D, OwnedTape<f32, D>>, D::Err> {
+        let y = match (self.residual, self.projection.0.is_empty()) {
+            (false, _) => self.body.train(x)?,
+            (true, true) => self.body.train(x.with_empty_tape())?.add(x)?,
+            (true, false) => {
+                let body = self.body.train(x.with_empty_tape())?;
+                body.add(self.projection.train(x)?)?
+            }
+        };
+        self.after_add.train(y)
+    }
+}
+
+impl<D: Device<f32>> GraphNet<f32, D> {
+    /// Grey images to `channels` channels (a copy of the grey one each).
+    fn input<T: Tape<f32, D>>(&self, x: Images<D, T>) -> Result<Act<D, T>, D::Err> {
+        let (b, _, h, w) = *x.shape();
+        let c = self.channels;
+        if c == 1 {
+            return Ok(Act::Map(x.try_reshape_like(&(b, 1, h, w))?));
+        }
+        let x: Tensor<(usize, usize, usize), f32, D, T> = x.try_reshape_like(&(b, h, w))?;
+        // A broadcast is a strided view; convolutions need contiguous memory,
+        // which reshaping a non-contiguous tensor provides.
+        let x = x.try_broadcast_like::<_, Axis<1>>(&(b, c, h, w))?;
+        Ok(Act::Map(x.try_reshape_like(&(b, c, h, w))?))
+    }
+}
+
+impl<D: Backend> Module<Images<D>> for GraphNet<f32, D> {
+    type Output = Outputs<D>;
+    type Error = D::Err;
+
+    fn try_forward(&self, x: Images<D>) -> Result<Outputs<D>, D::Err> {
+        let x = self.head.infer(self.layers.infer(self.input(x)?)?)?;
+        self.output.try_forward(x.flat()?)
+    }
+}
+
+impl<D: Backend> ModuleMut<Images<D, OwnedTape<f32, D>>> for GraphNet<f32, D> {
+    type Output = Outputs<D, OwnedTape<f32, D>>;
+    type Error = D::Err;
+
+    fn try_forward_mut(&mut self, x: Images<D, OwnedTape<f32, D>>) -> Result<Self::Output, D::Err> {
+        let x = self.input(x)?;
+        let x = self.layers.train(x)?;
+        let x = self.head.train(x)?;
+        self.output.try_forward(x.flat()?)
+    }
+}
+
+// ---- Tensors: names, gradients, optimisers and safetensors ----
+//
+// dfdx lists a module's tensors from its type; a graph's are only known at run
+// time, so each level reads them from the module the walk holds (patch 0009).
+// Only dfdx's BuildModule walks without one, and it never builds a GraphNet.
+
+impl<E: Dtype + Float + SampleUniform, D: Device<E>> TensorCollection<E, D> for GraphNet<E, D> {
+    type To<E2: Dtype, D2: Device<E2>> = GraphNet<E2, D2>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        let channels = visitor.module().map_or(1, |m| m.channels);
+        visitor.visit_fields(
+            (
+                Self::module("layers", |s| &s.layers, |s| &mut s.layers),
+                Self::module("head", |s| &s.head, |s| &mut s.head),
+                Self::module("output", |s| &s.output, |s| &mut s.output),
+            ),
+            move |(layers, head, output)| GraphNet {
+                channels,
+                layers,
+                head,
+                output,
+            },
+        )
+    }
+}
+
+impl<E: Dtype + Float + SampleUniform, D: Device<E>> TensorCollection<E, D> for Layers<E, D> {
+    type To<E2: Dtype, D2: Device<E2>> = Layers<E2, D2>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        let count = visitor.module().map_or(0, |m| m.0.len());
+        let names: Vec<String> = (0..count).map(|i| i.to_string()).collect();
+        let fields = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Self::module(name, move |s| &s.0[i], move |s| &mut s.0[i]))
+            .collect::<Vec<_>>();
+        visitor.visit_fields(fields, Layers)
+    }
+}
+
+impl<E: Dtype + Float + SampleUniform, D: Device<E>> TensorCollection<E, D> for NetBlock<E, D> {
+    type To<E2: Dtype, D2: Device<E2>> = NetBlock<E2, D2>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        let residual = visitor.module().is_some_and(|m| m.residual);
+        visitor.visit_fields(
+            (
+                Self::module("body", |s| &s.body, |s| &mut s.body),
+                Self::module("projection", |s| &s.projection, |s| &mut s.projection),
+                Self::module("after_add", |s| &s.after_add, |s| &mut s.after_add),
+            ),
+            move |(body, projection, after_add)| NetBlock {
+                body,
+                residual,
+                projection,
+                after_add,
+            },
+        )
+    }
+}
+
+const WRONG_VARIANT: &str = "the walk lists the fields of the variant it holds";
+
+/// The parts of one variant, for the walk that lists that variant's fields.
+impl<E: Dtype, D: Storage<E>> NetLayer<E, D> {
+    fn conv(&self) -> &Conv<E, D> {
+        match self {
+            NetLayer::Conv(c) => c,
+            _ => unreachable!("{WRONG_VARIANT}"),
+        }
+    }
+    fn conv_mut(&mut self) -> &mut Conv<E, D> {
+        match self {
+            NetLayer::Conv(c) => c,
+            _ => unreachable!("{WRONG_VARIANT}"),
+        }
+    }
+    fn norm(&self) -> &Norm<E, D> {
+        match self {
+            NetLayer::BatchNorm(n) => n,
+            _ => unreachable!("{WRONG_VARIANT}"),
+        }
+    }
+    fn norm_mut(&mut self) -> &mut Norm<E, D> {
+        match self {
+            NetLayer::BatchNorm(n) => n,
+            _ => unreachable!("{WRONG_VARIANT}"),
+        }
+    }
+    fn dense(&self) -> &RtLinear<E, D> {
+        match self {
+            NetLayer::Dense(d) => d,
+            _ => unreachable!("{WRONG_VARIANT}"),
+        }
+    }
+    fn dense_mut(&mut self) -> &mut RtLinear<E, D> {
+        match self {
+            NetLayer::Dense(d) => d,
+            _ => unreachable!("{WRONG_VARIANT}"),
+        }
+    }
+    fn uses(&self) -> &[NetBlock<E, D>] {
+        match self {
+            NetLayer::Block(uses) => uses,
+            _ => unreachable!("{WRONG_VARIANT}"),
+        }
+    }
+    fn uses_mut(&mut self) -> &mut [NetBlock<E, D>] {
+        match self {
+            NetLayer::Block(uses) => uses,
+            _ => unreachable!("{WRONG_VARIANT}"),
+        }
+    }
+    fn conv_bias(&self) -> &Vector<E, D> {
+        self.conv().bias.as_ref().expect(WRONG_VARIANT)
+    }
+    fn conv_bias_mut(&mut self) -> &mut Vector<E, D> {
+        self.conv_mut().bias.as_mut().expect(WRONG_VARIANT)
+    }
+}
+
+impl<E: Dtype + Float + SampleUniform, D: Device<E>> TensorCollection<E, D> for NetLayer<E, D> {
+    type To<E2: Dtype, D2: Device<E2>> = NetLayer<E2, D2>;
+
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        // The variant, its settings, and for blocks the number of uses.
+        enum Kind {
+            Conv {
+                stride: usize,
+                padding: usize,
+                bias: bool,
+            },
+            BatchNorm,
+            Dense,
+            Block(usize),
+            Plain,
+        }
+        let Some(layer) = visitor.module() else {
+            return visitor.visit_fields((), |()| NetLayer::Relu);
+        };
+        let kind = match layer {
+            NetLayer::Conv(c) => Kind::Conv {
+                stride: c.stride,
+                padding: c.padding,
+                bias: c.bias.is_some(),
+            },
+            NetLayer::BatchNorm(_) => Kind::BatchNorm,
+            NetLayer::Dense(_) => Kind::Dense,
+            NetLayer::Block(uses) => Kind::Block(uses.len()),
+            _ => Kind::Plain,
+        };
+        let settings = layer.settings();
+        let conv_weight = TensorOptions::with_shape((0, 0, 0, 0), true, reset_conv::<E, D>);
+        let zeros = |do_gradient_update| {
+            TensorOptions::with_shape((0,), do_gradient_update, |t| t.try_fill_with_zeros())
+        };
+        let ones = |do_gradient_update| {
+            TensorOptions::with_shape((0,), do_gradient_update, |t| t.try_fill_with_ones())
+        };
+        match kind {
+            Kind::Conv {
+                stride,
+                padding,
+                bias,
+            } => {
+                let weight = Self::tensor(
+                    "weight",
+                    |s| &s.conv().weight,
+                    |s| &mut s.conv_mut().weight,
+                    conv_weight,
+                );
+                if bias {
+                    let bias = Self::tensor("bias", |s| s.conv_bias(), |s| s.conv_bias_mut(), zeros(true));
+                    visitor.visit_fields((weight, bias), move |(weight, bias)| {
+                        NetLayer::Conv(Conv {
+                            weight,
+                            bias: Some(bias),
+                            stride,
+                            padding,
+                        })
+                    })
+                } else {
+                    visitor.visit_fields(weight, move |weight| {
+                        NetLayer::Conv(Conv {
+                            weight,
+                            bias: None,
+                            stride,
+                            padding,
+                        })
+                    })
+                }
+            }
+            Kind::BatchNorm => visitor.visit_fields(
+                (
+                    Self::tensor(
+                        "scale",
+                        |s| &s.norm().scale,
+                        |s| &mut s.norm_mut().scale,
+                        ones(true),
+                    ),
+                    Self::tensor(
+                        "bias",
+                        |s| &s.norm().bias,
+                        |s| &mut s.norm_mut().bias,
+                        zeros(true),
+                    ),
+                    Self::tensor(
+                        "running_mean",
+                        |s| &s.norm().running_mean,
+                        |s| &mut s.norm_mut().running_mean,
+                        zeros(false),
+                    ),
+                    Self::tensor(
+                        "running_var",
+                        |s| &s.norm().running_var,
+                        |s| &mut s.norm_mut().running_var,
+                        ones(false),
+                    ),
+                ),
+                |(scale, bias, running_mean, running_var)| {
+                    NetLayer::BatchNorm(Norm {
+                        scale,
+                        bias,
+                        running_mean,
+                        running_var,
+                    })
+                },
+            ),
+            Kind::Dense => visitor.visit_fields(
+                Self::module("", |s| s.dense(), |s| s.dense_mut()),
+                NetLayer::Dense,
+            ),
+            Kind::Block(count) => {
+                let names: Vec<String> = (0..count).map(|i| i.to_string()).collect();
+                let fields = names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| Self::module(name, move |s| &s.uses()[i], move |s| &mut s.uses_mut()[i]))
+                    .collect::<Vec<_>>();
+                visitor.visit_fields(fields, NetLayer::Block)
+            }
+            Kind::Plain => visitor.visit_fields((), move |()| NetLayer::from_settings(settings)),
+        }
+    }
+}
+
+/// A parameterless layer's settings, which carry over to any dtype and device.
+#[derive(Clone, Copy)]
+enum Settings {
+    Relu,
+    LeakyRelu(f64),
+    Pool(Pool2DKind, Window),
+    GlobalAvgPool,
+    Dropout(f64),
+    Flatten,
+}
+
+impl<E: Dtype, D: Storage<E>> NetLayer<E, D> {
+    /// A parameterless layer's settings (any other layer's are never read).
+    fn settings(&self) -> Settings {
+        match self {
+            NetLayer::LeakyRelu(s) => Settings::LeakyRelu(*s),
+            NetLayer::Pool(k, w) => Settings::Pool(*k, *w),
+            NetLayer::GlobalAvgPool => Settings::GlobalAvgPool,
+            NetLayer::Dropout(p) => Settings::Dropout(*p),
+            NetLayer::Flatten => Settings::Flatten,
+            _ => Settings::Relu,
+        }
+    }
+
+    fn from_settings(settings: Settings) -> Self {
+        match settings {
+            Settings::Relu => NetLayer::Relu,
+            Settings::LeakyRelu(s) => NetLayer::LeakyRelu(s),
+            Settings::Pool(k, w) => NetLayer::Pool(k, w),
+            Settings::GlobalAvgPool => NetLayer::GlobalAvgPool,
+            Settings::Dropout(p) => NetLayer::Dropout(p),
+            Settings::Flatten => NetLayer::Flatten,
+        }
+    }
+}
