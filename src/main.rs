@@ -303,7 +303,11 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
             print_out(&if dot { graph.to_dot() } else { graph.to_text() })?;
         }
         Command::Model { pipeline, dot } => {
-            let summary = fkp::model_summary::summarise(&pipeline, &workspace)?;
+            // A pipeline that does not load is a configuration error (exit 2), as for `run`.
+            let summary = fkp::model_summary::summarise(&pipeline, &workspace).map_err(|e| match e {
+                fkp::model_summary::ModelSummaryError::Dag(dag) => anyhow::Error::new(dag),
+                other => anyhow::Error::new(other),
+            })?;
             print_out(&if dot { summary.to_dot() } else { summary.to_text() })?;
         }
         Command::Predict {

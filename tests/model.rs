@@ -170,3 +170,45 @@ fn a_network_that_cannot_work_is_refused_before_anything_runs() {
         "{err}"
     );
 }
+
+#[test]
+fn a_preset_can_be_extended_in_a_pipeline() {
+    let s = Scratch::new();
+    s.write(
+        "p.toml",
+        "[ingest]\ntrain = \"x.csv\"\n[prepare]\n[model]\narch = \"lenet\"\nside = 96\n\
+         head = [{ dense = 1000 }, \"relu\", { dropout = 0.2 }]\ndropout = 0.4\n[train]\n",
+    );
+    let text = stdout(&s.fkp(&["model", "p.toml"]));
+    assert!(text.starts_with("lenet (modified) network"), "{text}");
+    assert!(
+        text.contains("head.0") && text.contains("dense 1000") && text.contains("dropout 0.4"),
+        "{text}"
+    );
+    assert!(!text.contains("dense 500"), "{text}");
+    // The preset's blocks merge with the pipeline's, key by key.
+    s.write(
+        "p.toml",
+        "[ingest]\ntrain = \"x.csv\"\n[prepare]\n[model]\narch = \"resnet18\"\nside = 64\n\
+         [model.blocks.basic]\nafter_add = [{ leaky_relu = 0.1 }]\n[train]\n",
+    );
+    let text = stdout(&s.fkp(&["model", "p.toml"]));
+    assert!(
+        text.contains("leaky_relu 0.1") && text.contains("11,185,630"),
+        "{text}"
+    );
+    // `dropout` with a head that has none is an error, as is a [model] with no network.
+    s.write(
+        "p.toml",
+        "[ingest]\ntrain = \"x.csv\"\n[prepare]\n[model]\nlayers = [\"flatten\"]\ndropout = 0.3\n[train]\n",
+    );
+    let (code, err) = s.fails(&["model", "p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("this network's head has none"), "{err}");
+    s.write(
+        "p.toml",
+        "[ingest]\ntrain = \"x.csv\"\n[prepare]\n[model]\nchannels = 1\n[train]\n",
+    );
+    let (_, err) = s.fails(&["model", "p.toml"]);
+    assert!(err.contains("missing required key `arch` in [model]"), "{err}");
+}

@@ -1,9 +1,8 @@
-//! Modules dfdx lacks: layers whose sizes are known only at run time (the output
-//! width comes from the data: 30 for Kaggle, 136 for 68 landmarks; the flattened
-//! width from the image side), a grey-to-N-channel input adapter, and
-//! Darknet's LeakyReLU with slope 0.1.
+//! A dense layer dfdx lacks: one whose sizes are known only at run time (the
+//! output width comes from the data: 30 for Kaggle, 136 for 68 landmarks; the
+//! input width from the graph before it).
 
-use dfdx::nn::modules::{Module, NonMutableModule, ZeroSizedModule};
+use dfdx::nn::modules::{Module, NonMutableModule};
 use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection, TensorOptions};
 use dfdx::prelude::*;
 use num_traits::Float;
@@ -90,63 +89,6 @@ impl<B: Dim, K: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>> Module<Tensor<(B, K)
     }
 }
 
-/// `(B, C, H, W)` to `(B, C*H*W)` with runtime H and W.
-#[derive(Default, Clone, Copy, Debug)]
-pub struct RtFlatten;
-impl ZeroSizedModule for RtFlatten {}
-impl NonMutableModule for RtFlatten {}
-
-impl<B: Dim, C: Dim, H: Dim, W: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>>
-    Module<Tensor<(B, C, H, W), E, D, T>> for RtFlatten
-{
-    type Output = Tensor<(B, usize), E, D, T>;
-    type Error = D::Err;
-
-    fn try_forward(&self, x: Tensor<(B, C, H, W), E, D, T>) -> Result<Self::Output, D::Err> {
-        let (b, c, h, w) = *x.shape();
-        x.try_reshape_like(&(b, c.size() * h.size() * w.size()))
-    }
-}
-
-/// Repeats a grey image over `C` channels, as the paper did to feed ResNet-50
-/// and YOLOv3 three-channel input. With `C = 1` it changes nothing.
-#[derive(Default, Clone, Copy, Debug)]
-pub struct GreyTo<const C: usize>;
-impl<const C: usize> ZeroSizedModule for GreyTo<C> {}
-impl<const C: usize> NonMutableModule for GreyTo<C> {}
-
-impl<const C: usize, B: Dim, H: Dim, W: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>>
-    Module<Tensor<(B, Const<1>, H, W), E, D, T>> for GreyTo<C>
-{
-    type Output = Tensor<(B, Const<C>, H, W), E, D, T>;
-    type Error = D::Err;
-
-    fn try_forward(&self, x: Tensor<(B, Const<1>, H, W), E, D, T>) -> Result<Self::Output, D::Err> {
-        let (b, _, h, w) = *x.shape();
-        let x: Tensor<(B, H, W), E, D, T> = x.try_reshape_like(&(b, h, w))?;
-        let shape = (b, Const::<C>, h, w);
-        // A broadcast is a strided view; convolutions need contiguous memory,
-        // which reshaping a non-contiguous tensor provides.
-        x.try_broadcast_like::<_, Axis<1>>(&shape)?
-            .try_reshape_like(&shape)
-    }
-}
-
-/// LeakyReLU with Darknet's slope of 0.1 (dfdx's builder fixes 0.05).
-#[derive(Default, Clone, Copy, Debug)]
-pub struct LeakyRelu01;
-impl ZeroSizedModule for LeakyRelu01 {}
-impl NonMutableModule for LeakyRelu01 {}
-
-impl<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>> Module<Tensor<S, E, D, T>> for LeakyRelu01 {
-    type Output = Tensor<S, E, D, T>;
-    type Error = D::Err;
-
-    fn try_forward(&self, x: Tensor<S, E, D, T>) -> Result<Self::Output, D::Err> {
-        x.try_prelu(E::from_f64(0.1).unwrap_or(E::default()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,24 +100,5 @@ mod tests {
         let x: Tensor<(usize, usize), f32, Cpu> = dev.sample_normal_like(&(4, 7));
         let y = layer.forward(x);
         assert_eq!(*y.shape(), (4, 3));
-    }
-
-    #[test]
-    fn grey_to_three_repeats_the_channel() {
-        let dev = Cpu::default();
-        let x: Tensor<(usize, Const<1>, usize, usize), f32, Cpu> =
-            dev.tensor_from_vec(vec![1.0, 2.0, 3.0, 4.0], (1, Const, 2, 2));
-        let y = GreyTo::<3>.forward(x);
-        assert_eq!(
-            y.as_vec(),
-            [1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0]
-        );
-    }
-
-    #[test]
-    fn leaky_relu_has_slope_one_tenth() {
-        let dev = Cpu::default();
-        let x = dev.tensor([-2.0f32, 3.0]);
-        assert_eq!(LeakyRelu01.forward(x).array(), [-0.2, 3.0]);
     }
 }

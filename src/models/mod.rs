@@ -8,8 +8,6 @@
 //! coordinates.
 
 pub mod graph;
-#[cfg(test)]
-mod hand;
 mod layers;
 pub mod loss;
 pub mod net;

@@ -2,7 +2,7 @@
 //! `[train.early_stopping]` and `[train.augment]`).
 
 use crate::config::TableReader;
-use crate::config::{Node, Value};
+use crate::config::{ConfigError, ConfigErrorKind, Node, Value};
 use crate::data::augment::Augment;
 use crate::models::graph::Op;
 use crate::models::graph::read::GraphReader;
@@ -83,8 +83,13 @@ impl ModelConfig {
             (None, _) => "custom".to_string(),
         };
         let Some(layers) = table.get("layers") else {
-            if arch.is_none() && !r.states("arch") {
-                r.missing("arch");
+            if arch.is_none() {
+                let kind = ConfigErrorKind::MissingKey {
+                    key: "arch".into(),
+                    table: "model".into(),
+                };
+                let help = "name a preset (`arch = \"lenet\"`) or write the network (`layers = [...]`)";
+                r.report(vec![ConfigError::new(kind, &r.location("arch")).with_help(help)]);
             }
             return ModelConfig {
                 graph: Graph::empty(channels as usize),
