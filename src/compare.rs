@@ -139,7 +139,14 @@ pub fn compare(
     let mut timing = Vec::new();
     for (index, info) in &infos {
         let entry = |kind: StageKind| entry_dir(&status, *index, kind);
-        let data = |kind: StageKind, file: &str| entry(kind).join(dag::DATA_DIR).join(file);
+        // A stage the pipeline lacks (no [eda], say) has no file: an empty path.
+        let data = |kind: StageKind, file: &str| {
+            let dir = entry(kind);
+            match dir.as_os_str().is_empty() {
+                true => PathBuf::new(),
+                false => dir.join(dag::DATA_DIR).join(file),
+            }
+        };
         members.push((
             info,
             MemberFiles {

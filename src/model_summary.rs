@@ -118,10 +118,15 @@ impl ModelSummary {
                 Cell::Text(thousands(row.mult_adds)),
             ]);
         }
-        let megabytes = self.summary.parameters as f64 * 4.0 / 1e6;
+        let bytes = self.summary.parameters as f64 * 4.0;
+        let size = if bytes >= 1e6 {
+            format!("{:.1} MB", bytes / 1e6)
+        } else {
+            format!("{:.1} kB", bytes / 1e3)
+        };
         format!(
             "{} network of pipeline `{}`, for {side}x{side} images and {} outputs ({}):\n\n{}\n\
-             parameters: {} ({megabytes:.1} MB of f32 weights)\n\
+             parameters: {} ({size} of f32 weights)\n\
              multiply-adds per image: {}\n",
             self.network.name,
             self.pipeline,

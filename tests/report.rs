@@ -437,3 +437,19 @@ fn the_shipped_pipelines_and_the_paper_report_load() {
     assert_eq!(last["stage"], "report");
     assert_eq!(last["state"], "missing");
 }
+
+#[test]
+fn compare_takes_pipelines_without_eda() {
+    let s = Scratch::new();
+    s.write("faces.csv", blob_csv(40, 24, 5));
+    s.write(
+        "p.toml",
+        "[ingest]\ntrain = \"faces.csv\"\n[prepare]\nmissing = \"mask\"\nval = 0.25\n[model]\narch = \"lenet\"\n\
+         [train]\ndevice = \"cpu\"\nepochs = 1\nbatch_size = 16\n[evaluate]\n",
+    );
+    s.ok(&["run", "-q", "p.toml"]);
+    let out = s.fkp(&["compare", "p.toml", "--format", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 1, "{json}");
+}

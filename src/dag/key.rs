@@ -107,6 +107,8 @@ impl KeyInputs {
     }
 }
 
+/// Objects by key and arrays by index, so a change names the one value that
+/// changed (`train.model.graph.layers[3].kernel`), not a whole network.
 fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
     match value {
         Value::Object(map) => {
@@ -114,10 +116,34 @@ fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
                 flatten(&format!("{prefix}.{key}"), inner, out);
             }
         }
+        Value::Array(items) if !items.is_empty() => {
+            for (index, inner) in items.iter().enumerate() {
+                flatten(&format!("{prefix}[{index}]"), inner, out);
+            }
+        }
         other => {
             out.insert(prefix.to_string(), other.clone());
         }
     }
+}
+
+/// The most changes a reason lists; the rest are counted.
+const LISTED_CHANGES: usize = 5;
+/// The most characters of a value a change shows.
+const SHOWN_VALUE_CHARS: usize = 80;
+
+/// Why a stage must run again, in one line: the first few changes.
+pub fn describe(changes: &[Change]) -> String {
+    let mut text = changes
+        .iter()
+        .take(LISTED_CHANGES)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if changes.len() > LISTED_CHANGES {
+        text += &format!("; and {} more", changes.len() - LISTED_CHANGES);
+    }
+    text
 }
 
 /// Why a stage must run again.
@@ -148,7 +174,13 @@ pub enum Change {
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let show = |v: &Option<Value>| v.as_ref().map_or("(unset)".to_string(), Value::to_string);
+        let show = |v: &Option<Value>| {
+            let text = v.as_ref().map_or("(unset)".to_string(), Value::to_string);
+            match text.char_indices().nth(SHOWN_VALUE_CHARS) {
+                Some((end, _)) => format!("{}… ({} characters)", &text[..end], text.chars().count()),
+                None => text,
+            }
+        };
         match self {
             Change::Config { key, old, new } => write!(f, "`{key}` changed: {} -> {}", show(old), show(new)),
             Change::Input { name, path } => write!(f, "input `{name}` changed ({})", path.display()),

@@ -41,13 +41,7 @@ impl State {
     pub fn reason(&self) -> Option<String> {
         match self {
             State::Cached(_) => None,
-            State::Stale(changes) => Some(
-                changes
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ),
+            State::Stale(changes) => Some(super::key::describe(changes)),
             State::Missing => Some("never built".to_string()),
         }
     }

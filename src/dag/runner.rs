@@ -500,11 +500,7 @@ fn describe(changes: &[Change]) -> String {
     if changes.is_empty() {
         return "never built".to_string();
     }
-    changes
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    super::key::describe(changes)
 }
 
 /// Which nodes `--until` keeps: the named stage and its ancestors, per pipeline.

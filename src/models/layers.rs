@@ -36,35 +36,36 @@ impl<E: Dtype + Float + SampleUniform, D: Device<E>> RtLinear<E, D> {
     }
 }
 
+impl<E: Dtype + Float + SampleUniform, D: Device<E>> RtLinear<E, D> {
+    /// The options dfdx's walks see for the weight and the bias. Their shapes only
+    /// matter to dfdx's BuildModule, which cannot build a runtime-sized layer;
+    /// [`RtLinear::new`] does. Optimisers, gradients and safetensors all work
+    /// from the live tensors.
+    pub fn weight_options() -> TensorOptions<(usize, usize), E, D> {
+        TensorOptions::with_shape((0, 0), true, |t| {
+            let fan_in = t.shape().1;
+            reset_uniform(t, fan_in)
+        })
+    }
+
+    pub fn bias_options() -> TensorOptions<(usize,), E, D> {
+        TensorOptions::with_shape((0,), true, |t| {
+            let n = t.shape().0;
+            reset_uniform(t, n)
+        })
+    }
+}
+
 impl<E: Dtype + Float + SampleUniform, D: Device<E>> TensorCollection<E, D> for RtLinear<E, D> {
     type To<E2: Dtype, D2: Device<E2>> = RtLinear<E2, D2>;
 
     fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
         visitor: &mut V,
     ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
-        // The shapes given here only matter to dfdx's BuildModule, which cannot build
-        // a runtime-sized layer; RtLinear::new does. Optimisers, gradients and
-        // safetensors all work from the live tensors.
         visitor.visit_fields(
             (
-                Self::tensor(
-                    "weight",
-                    |s| &s.weight,
-                    |s| &mut s.weight,
-                    TensorOptions::with_shape((0, 0), true, |t| {
-                        let fan_in = t.shape().1;
-                        reset_uniform(t, fan_in)
-                    }),
-                ),
-                Self::tensor(
-                    "bias",
-                    |s| &s.bias,
-                    |s| &mut s.bias,
-                    TensorOptions::with_shape((0,), true, |t| {
-                        let n = t.shape().0;
-                        reset_uniform(t, n)
-                    }),
-                ),
+                Self::tensor("weight", |s| &s.weight, |s| &mut s.weight, Self::weight_options()),
+                Self::tensor("bias", |s| &s.bias, |s| &mut s.bias, Self::bias_options()),
             ),
             |(weight, bias)| RtLinear { weight, bias },
         )

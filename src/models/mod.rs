@@ -222,6 +222,39 @@ mod tests {
             !names.iter().any(|n| n.starts_with("layers.4.0.projection")),
             "identity shortcuts have no weights"
         );
+        // Dense layers are named like the others.
+        let lenet = ModelSpec {
+            graph: Arch::LeNet.graph(1),
+            side: 96,
+            outputs: 30,
+        };
+        let lenet_path = dir.path().join("lenet.safetensors");
+        lenet
+            .build(&Cpu::default())
+            .unwrap()
+            .save_safetensors(&lenet_path)
+            .unwrap();
+        let bytes = std::fs::read(&lenet_path).unwrap();
+        let file = ::safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut lenet_names: Vec<&str> = file.names().into_iter().collect();
+        lenet_names.sort();
+        assert_eq!(
+            lenet_names,
+            [
+                "head.0.bias",
+                "head.0.weight",
+                "head.3.bias",
+                "head.3.weight",
+                "layers.0.bias",
+                "layers.0.weight",
+                "layers.4.bias",
+                "layers.4.weight",
+                "layers.8.bias",
+                "layers.8.weight",
+                "output.bias",
+                "output.weight"
+            ]
+        );
         // And a checkpoint loads back into a network built the same way.
         let mut again = spec.build(&Cpu::seed_from_u64(9)).unwrap();
         again.load_safetensors(&path).unwrap();

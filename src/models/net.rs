@@ -714,9 +714,23 @@ impl<E: Dtype + Float + SampleUniform, D: Device<E>> TensorCollection<E, D> for 
                     })
                 },
             ),
+            // Named like a conv's (`head.0.weight`), not as a module of its own.
             Kind::Dense => visitor.visit_fields(
-                Self::module("", |s| s.dense(), |s| s.dense_mut()),
-                NetLayer::Dense,
+                (
+                    Self::tensor(
+                        "weight",
+                        |s| &s.dense().weight,
+                        |s| &mut s.dense_mut().weight,
+                        RtLinear::weight_options(),
+                    ),
+                    Self::tensor(
+                        "bias",
+                        |s| &s.dense().bias,
+                        |s| &mut s.dense_mut().bias,
+                        RtLinear::bias_options(),
+                    ),
+                ),
+                |(weight, bias)| NetLayer::Dense(RtLinear { weight, bias }),
             ),
             Kind::Block(count) => {
                 let names: Vec<String> = (0..count).map(|i| i.to_string()).collect();

@@ -25,6 +25,9 @@ pub struct Graph {
     pub channels: usize,
     pub layers: Vec<Layer>,
     pub head: Vec<Layer>,
+    /// Where `layers` is written, for errors about the network as a whole.
+    #[serde(skip)]
+    pub at: Option<Location>,
 }
 
 impl Graph {
@@ -35,7 +38,32 @@ impl Graph {
             channels,
             layers: Vec::new(),
             head: Vec::new(),
+            at: None,
         }
+    }
+
+    /// The network as the train stage's cache key holds it: its layers and
+    /// settings, without the names of the network and its blocks, which change
+    /// nothing it computes (a preset's layers written out by hand reuse its entry).
+    pub fn key(&self) -> serde_json::Value {
+        fn strip(value: &mut serde_json::Value) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if map.get("kind").and_then(|k| k.as_str()) == Some("block") {
+                        map.remove("name");
+                    }
+                    map.values_mut().for_each(strip);
+                }
+                serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+                _ => {}
+            }
+        }
+        let mut key = serde_json::to_value(self).unwrap_or_default();
+        if let Some(map) = key.as_object_mut() {
+            map.remove("name");
+        }
+        strip(&mut key);
+        key
     }
 }
 

@@ -29,6 +29,9 @@ const BLOCK_KEYS: [&str; 5] = ["layers", "residual", "projection", "after_add", 
 
 /// LeakyReLU's slope when none is given (PyTorch's default).
 const DEFAULT_SLOPE: f64 = 0.01;
+/// The most layers a network may have once its blocks are expanded: far above
+/// any real network (ResNet-152 has about 500), far below what exhausts memory.
+const MAX_LAYERS: usize = 10_000;
 
 /// A parameter's value: where a block is used, or in its `defaults`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,11 +40,18 @@ enum Number {
     Float(f64),
 }
 
+/// A parameter's value and where it is written (a block's use, or its defaults).
+#[derive(Debug, Clone)]
+struct Param {
+    value: Number,
+    at: Location,
+}
+
 /// The parameters visible to a block's layers, and which of them were read.
 #[derive(Default)]
 struct Scope {
     block: Option<String>,
-    values: BTreeMap<String, Number>,
+    values: BTreeMap<String, Param>,
     read: BTreeSet<String>,
 }
 
@@ -55,17 +65,27 @@ enum Flow {
 
 pub struct GraphReader<'a> {
     blocks: Option<&'a Table>,
+    /// Blocks a preset defines: not an error when unused.
+    preset_blocks: Vec<String>,
     /// Blocks being expanded, innermost last: a block may not use itself.
     stack: Vec<String>,
+    /// The parameters each used block read.
+    used: BTreeMap<String, BTreeSet<String>>,
+    /// Layers read so far, blocks expanded.
+    layers_read: usize,
     errors: Vec<ConfigError>,
 }
 
 impl<'a> GraphReader<'a> {
-    /// `blocks` is `[model.blocks]`, when the pipeline or preset has it.
-    pub fn new(blocks: Option<&'a Table>) -> Self {
+    /// `blocks` is `[model.blocks]`, when the pipeline or preset has it, and
+    /// `preset_blocks` the names of those a preset brought.
+    pub fn new(blocks: Option<&'a Table>, preset_blocks: Vec<String>) -> Self {
         GraphReader {
             blocks,
+            preset_blocks,
             stack: Vec::new(),
+            used: BTreeMap::new(),
+            layers_read: 0,
             errors: Vec::new(),
         }
     }
@@ -80,28 +100,70 @@ impl<'a> GraphReader<'a> {
     }
 
     /// Reads `layers` and `head` into a graph whose input has `channels` channels.
-    pub fn graph(&mut self, name: String, channels: usize, layers: &Node, head: Option<&Node>) -> Graph {
+    pub fn graph(&mut self, name: String, channels: usize, layers_node: &Node, head: Option<&Node>) -> Graph {
         let mut flow = Flow::Map(channels);
         let mut scope = Scope::default();
-        let layers = self.list("model.layers", layers, &mut scope, &mut flow);
+        let layers = self.list("model.layers", layers_node, &mut scope, &mut flow);
         let head = match head {
             Some(head) => self.list("model.head", head, &mut scope, &mut flow),
             None => Vec::new(),
         };
+        self.check_blocks();
         Graph {
             name,
             channels,
             layers,
             head,
+            at: Some(layers_node.at.clone()),
+        }
+    }
+
+    /// A block the pipeline defines and never uses is likely a typo (an
+    /// override of a preset's block under another name), as is a default no
+    /// use of its block reads.
+    fn check_blocks(&mut self) {
+        let Some(blocks) = self.blocks else {
+            return;
+        };
+        let read_by_block = std::mem::take(&mut self.used);
+        let used: Vec<&str> = read_by_block.keys().map(String::as_str).collect();
+        for (name, entry) in &blocks.entries {
+            match read_by_block.get(name) {
+                None if !self.preset_blocks.contains(name) => {
+                    let help = did_you_mean(name, used.iter().copied())
+                        .unwrap_or_else(|| "use it in `layers` as { block = \"NAME\" }, or remove it".into());
+                    let message = format!("block \"{}\" is defined but never used", excerpt(name));
+                    self.error_with_help("model.blocks", &entry.key_at, message, Some(help));
+                }
+                None => {}
+                Some(read) => {
+                    let defaults = match &entry.node.value {
+                        Value::Table(t) => t.get("defaults").map(|e| &e.node.value),
+                        _ => None,
+                    };
+                    let Some(Value::Table(defaults)) = defaults else {
+                        continue;
+                    };
+                    for (key, default) in &defaults.entries {
+                        if !read.contains(key) {
+                            let help = did_you_mean(key, read.iter().map(String::as_str));
+                            let message =
+                                format!("default `{}` is never read by block \"{name}\"", excerpt(key));
+                            self.error_with_help(
+                                &format!("model.blocks.{name}"),
+                                &default.key_at,
+                                message,
+                                help,
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 
     fn error(&mut self, key: &str, at: &Location, message: impl Into<String>) {
-        let kind = ConfigErrorKind::InvalidValue {
-            key: key.to_string(),
-            message: message.into(),
-        };
-        self.errors.push(ConfigError::new(kind, at));
+        self.error_with_help(key, at, message, None);
     }
 
     fn error_with_help(
@@ -111,10 +173,15 @@ impl<'a> GraphReader<'a> {
         message: impl Into<String>,
         help: Option<String>,
     ) {
-        self.error(key, at, message);
-        if let (Some(help), Some(last)) = (help, self.errors.pop()) {
-            self.errors.push(last.with_help(help));
-        }
+        let kind = ConfigErrorKind::InvalidValue {
+            key: key.to_string(),
+            message: message.into(),
+        };
+        let error = ConfigError::new(kind, at);
+        self.errors.push(match help {
+            Some(help) => error.with_help(help),
+            None => error,
+        });
     }
 
     /// An array of layers.
@@ -132,6 +199,17 @@ impl<'a> GraphReader<'a> {
         let mut bias_stated = Vec::new();
         for (index, item) in items.iter().enumerate() {
             let key = format!("{key}[{index}]");
+            self.layers_read += 1;
+            if self.layers_read == MAX_LAYERS + 1 {
+                self.error(
+                    &key,
+                    &item.at,
+                    format!("the network has more than {MAX_LAYERS} layers once its blocks are expanded"),
+                );
+            }
+            if self.layers_read > MAX_LAYERS {
+                break;
+            }
             if let Some((op, stated)) = self.layer(&key, item, scope, flow) {
                 layers.push(Layer {
                     op,
@@ -373,11 +451,18 @@ impl<'a> GraphReader<'a> {
         }
     }
 
-    /// A number as written, or the value of the parameter a string names.
-    fn number(&mut self, key: &str, node: &Node, scope: &mut Scope, what: &str) -> Option<Number> {
+    /// A number as written, or the value of the parameter a string names, with
+    /// where that value is written and, for a parameter, which one it is.
+    fn number(
+        &mut self,
+        key: &str,
+        node: &Node,
+        scope: &mut Scope,
+        what: &str,
+    ) -> Option<(Number, Location, String)> {
         match &node.value {
-            Value::Integer(i) => Some(Number::Integer(*i)),
-            Value::Float(x) => Some(Number::Float(*x)),
+            Value::Integer(i) => Some((Number::Integer(*i), node.at.clone(), String::new())),
+            Value::Float(x) => Some((Number::Float(*x), node.at.clone(), String::new())),
             Value::String(name) => {
                 let Some(block) = scope.block.clone() else {
                     self.error(
@@ -392,7 +477,11 @@ impl<'a> GraphReader<'a> {
                 };
                 scope.read.insert(name.clone());
                 match scope.values.get(name) {
-                    Some(value) => Some(*value),
+                    Some(param) => Some((
+                        param.value,
+                        param.at.clone(),
+                        format!(" (parameter `{}` of block \"{block}\")", excerpt(name)),
+                    )),
                     None => {
                         self.error(
                             key,
@@ -426,18 +515,23 @@ impl<'a> GraphReader<'a> {
         what: &str,
         range: std::ops::RangeInclusive<usize>,
     ) -> Option<usize> {
-        match self.number(key, node, scope, what)? {
+        let (value, at, param) = self.number(key, node, scope, what)?;
+        match value {
             Number::Integer(i) if i >= 0 && range.contains(&(i as usize)) => Some(i as usize),
             Number::Integer(i) => {
                 self.error(
                     key,
-                    &node.at,
-                    format!("{what} {i} is outside {}..={}", range.start(), range.end()),
+                    &at,
+                    format!("{what} {i}{param} is outside {}..={}", range.start(), range.end()),
                 );
                 None
             }
             Number::Float(x) => {
-                self.error(key, &node.at, format!("{what} must be a whole number, not {x}"));
+                self.error(
+                    key,
+                    &at,
+                    format!("{what}{param} must be a whole number, not {x:?}"),
+                );
                 None
             }
         }
@@ -445,7 +539,8 @@ impl<'a> GraphReader<'a> {
 
     /// A number in [0, max].
     fn fraction(&mut self, key: &str, node: &Node, scope: &mut Scope, what: &str, max: f64) -> Option<f64> {
-        let value = match self.number(key, node, scope, what)? {
+        let (value, at, param) = self.number(key, node, scope, what)?;
+        let value = match value {
             Number::Integer(i) => i as f64,
             Number::Float(x) => x,
         };
@@ -453,7 +548,7 @@ impl<'a> GraphReader<'a> {
             // `+ 0.0` turns -0.0 into 0.0: one value, one cache key.
             Some(value + 0.0)
         } else {
-            self.error(key, &node.at, format!("{what} {value} is outside 0..={max}"));
+            self.error(key, &at, format!("{what} {value}{param} is outside 0..={max}"));
             None
         }
     }
@@ -531,14 +626,13 @@ impl<'a> GraphReader<'a> {
             Some(e) => self.count(key, &e.node, outer, "repeat", 1..=256)?,
             None => 1,
         };
+        self.used.entry(name.clone()).or_default();
         // The parameters this use passes, resolved in the scope it is written in.
         let mut passed = BTreeMap::new();
         for (k, entry) in &table.entries {
             if k != "block" && k != "repeat" {
-                passed.insert(
-                    k.clone(),
-                    (self.number(key, &entry.node, outer, k)?, entry.key_at.clone()),
-                );
+                let (value, at, _) = self.number(key, &entry.node, outer, k)?;
+                passed.insert(k.clone(), (Param { value, at }, entry.key_at.clone()));
             }
         }
         let mut defaults = BTreeMap::new();
@@ -548,10 +642,24 @@ impl<'a> GraphReader<'a> {
                     for (k, e) in &t.entries {
                         match e.node.value {
                             Value::Integer(i) => {
-                                defaults.insert(k.clone(), Number::Integer(i));
+                                let at = e.node.at.clone();
+                                defaults.insert(
+                                    k.clone(),
+                                    Param {
+                                        value: Number::Integer(i),
+                                        at,
+                                    },
+                                );
                             }
                             Value::Float(x) => {
-                                defaults.insert(k.clone(), Number::Float(x));
+                                let at = e.node.at.clone();
+                                defaults.insert(
+                                    k.clone(),
+                                    Param {
+                                        value: Number::Float(x),
+                                        at,
+                                    },
+                                );
                             }
                             _ => {
                                 self.error(&block_key, &e.node.at, format!("default `{k}` must be a number"))
@@ -578,7 +686,11 @@ impl<'a> GraphReader<'a> {
         };
         if !residual {
             for k in ["projection", "after_add"] {
-                if let Some(e) = definition.get(k) {
+                // An empty list says "none", which undoes a preset's.
+                let stated = definition
+                    .get(k)
+                    .filter(|e| !matches!(&e.node.value, Value::Array(items) if items.is_empty()));
+                if let Some(e) = stated {
                     self.error(
                         &block_key,
                         &e.key_at,
@@ -601,14 +713,21 @@ impl<'a> GraphReader<'a> {
         let mut read = BTreeSet::new();
         for r in 0..repeat {
             let mut values = defaults.clone();
-            for (k, (v, _)) in &passed {
+            for (k, (param, _)) in &passed {
                 // A stage downsamples once: `stride` applies to the first use only.
                 if !(r > 0 && k == "stride") {
-                    values.insert(k.clone(), *v);
+                    values.insert(k.clone(), param.clone());
                 }
             }
             if r > 0 && !defaults.contains_key("stride") {
-                values.insert("stride".into(), Number::Integer(1));
+                let at = item.at.clone();
+                values.insert(
+                    "stride".into(),
+                    Param {
+                        value: Number::Integer(1),
+                        at,
+                    },
+                );
             }
             let mut scope = Scope {
                 block: Some(name.clone()),
@@ -654,6 +773,9 @@ impl<'a> GraphReader<'a> {
                 _ => Vec::new(),
             };
             read.extend(scope.read);
+            if self.layers_read > MAX_LAYERS {
+                break;
+            }
             uses.push(BlockUse {
                 body,
                 shortcut,
@@ -661,6 +783,10 @@ impl<'a> GraphReader<'a> {
             });
         }
         self.stack.pop();
+        self.used
+            .entry(name.clone())
+            .or_default()
+            .extend(read.iter().cloned());
         for (k, (_, at)) in &passed {
             if !read.contains(k) {
                 let help = did_you_mean(k, read.iter().map(String::as_str)).or_else(|| {
@@ -738,7 +864,7 @@ pub(crate) mod tests {
             Some(Value::Table(t)) => Some(t),
             _ => None,
         };
-        let mut reader = GraphReader::new(blocks);
+        let mut reader = GraphReader::new(blocks, Vec::new());
         let graph = reader.graph(
             "custom".into(),
             1,
@@ -839,7 +965,8 @@ projection = [{ conv = "filters", kernel = 1, stride = "stride" }, "batchnorm"]
         let e = one_error("layers = [{ conv = \"filters\", kernel = 3 }]\n");
         assert!(e.contains("only a block's layers take parameters"), "{e}");
 
-        let e = one_error("layers = [{ block = \"basc\" }]\n[blocks.basic]\nlayers = [\"relu\"]\n");
+        // (and "basic", now unused, is reported too)
+        let e = read("layers = [{ block = \"basc\" }]\n[blocks.basic]\nlayers = [\"relu\"]\n").1[0].clone();
         assert!(
             e.contains("there is no block \"basc\"") && e.contains("did you mean `basic`?"),
             "{e}"
@@ -879,6 +1006,61 @@ projection = [{ conv = "filters", kernel = 1, stride = "stride" }, "batchnorm"]
         assert!(
             e.contains("a layer has one kind, this one has maxpool and dense"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn nothing_is_dropped_or_left_unchecked() {
+        // A table without a known kind, whatever its keys, is an error.
+        for layer in ["{ foo = 2 }", "{}", "{ kernel = 3 }", "{ relu = true }"] {
+            let e = one_error(&format!("layers = [{layer}, \"flatten\"]\n"));
+            assert!(e.contains("a layer table needs one of the keys"), "{layer}: {e}");
+        }
+        // A block defined and never used (a misspelt override, say).
+        let e = one_error(
+            "layers = [{ block = \"basic\" }]\n[blocks.basic]\nlayers = [\"relu\"]\n[blocks.basci]\nlayers = [\"relu\"]\n",
+        );
+        assert!(
+            e.contains("block \"basci\" is defined but never used") && e.contains("did you mean `basic`?"),
+            "{e}"
+        );
+        // A default no use reads.
+        let e = one_error(
+            "layers = [{ block = \"a\" }]\n[blocks.a]\nlayers = [{ conv = 8, kernel = 3, stride = \"stride\" }]\ndefaults = { stride = 1, strid = 2 }\n",
+        );
+        assert!(e.contains("default `strid` is never read by block \"a\""), "{e}");
+        // A bad value passed to a block is reported where it is passed.
+        let e = one_error(
+            "layers = [{ block = \"a\", filters = 8 },\n  { block = \"a\", filters = 0 }]\n[blocks.a]\nlayers = [{ conv = \"filters\", kernel = 3 }]\n",
+        );
+        assert!(
+            e.contains("filters 0 (parameter `filters` of block \"a\") is outside 1..=65536"),
+            "{e}"
+        );
+        assert!(e.contains("/p/model.toml:2:"), "{e}");
+        // Expansion is bounded.
+        let e = one_error(
+            "layers = [{ block = \"a\", repeat = 256 }]\n[blocks.a]\nlayers = [{ block = \"b\", repeat = 256 }]\n[blocks.b]\nlayers = [\"relu\"]\n",
+        );
+        assert!(
+            e.contains("more than 10000 layers once its blocks are expanded"),
+            "{e}"
+        );
+        // An empty projection undoes one, even without residual.
+        let (_, errors) =
+            read("layers = [{ block = \"a\" }]\n[blocks.a]\nlayers = [\"relu\"]\nprojection = []\n");
+        assert!(errors.is_empty(), "{errors:#?}");
+    }
+
+    #[test]
+    fn the_key_ignores_names_so_a_preset_written_out_is_the_preset() {
+        let (by_hand, errors) = read(crate::models::presets::Arch::ResNet18.text());
+        assert!(errors.is_empty(), "{errors:#?}");
+        let preset = crate::models::presets::Arch::ResNet18.graph(1);
+        assert_eq!(by_hand.key(), preset.key());
+        assert_ne!(
+            serde_json::to_value(&by_hand).unwrap(),
+            serde_json::to_value(&preset).unwrap()
         );
     }
 

@@ -72,7 +72,7 @@ pub fn infer(graph: &Graph, side: usize, outputs: usize) -> Result<Summary, Shap
     if let Shape::Map(..) = shape {
         return Err(ShapeError {
             path: "output".into(),
-            what: format!("dense {outputs}, one unit per coordinate"),
+            what: "dense, one unit per coordinate".into(),
             message: format!(
                 "gets a {shape} map: end `layers` or `head` with \"flatten\" or \"global_avg_pool\""
             ),
@@ -80,7 +80,8 @@ pub fn infer(graph: &Graph, side: usize, outputs: usize) -> Result<Summary, Shap
                 .head
                 .last()
                 .or(graph.layers.last())
-                .and_then(|l| l.at.clone()),
+                .and_then(|l| l.at.clone())
+                .or(graph.at.clone()),
         });
     }
     walk.layer("output", 0, &output, shape)?;

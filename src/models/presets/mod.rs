@@ -29,7 +29,7 @@ impl Arch {
         Arch::Darknet53,
     ];
 
-    fn text(self) -> &'static str {
+    pub(crate) fn text(self) -> &'static str {
         match self {
             Arch::LeNet => include_str!("lenet.toml"),
             Arch::AlexNet => include_str!("alexnet.toml"),
@@ -60,7 +60,10 @@ impl Arch {
             Some(crate::config::Value::Table(t)) => Some(t),
             _ => None,
         };
-        let mut reader = crate::models::graph::read::GraphReader::new(blocks);
+        let names = blocks
+            .map(|b| b.entries.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut reader = crate::models::graph::read::GraphReader::new(blocks, names);
         let graph = reader.graph(
             self.name().to_string(),
             channels,

@@ -412,10 +412,10 @@ fn read_history(path: &Path) -> Result<Vec<EpochLog>, String> {
 }
 
 /// One summary per distinct data set (members with byte-identical EDA numbers
-/// share one).
+/// share one). Members without [eda] (an empty path) have none.
 fn data_summaries(eda: &[(&MemberInfo, &Path)]) -> Result<Vec<DataSummary>, ReportStageError> {
     let mut seen: Vec<(Vec<u8>, DataSummary)> = Vec::new();
-    for (member, path) in eda {
+    for (member, path) in eda.iter().filter(|(_, path)| !path.as_os_str().is_empty()) {
         let member_error = |message: String| ReportStageError::Member {
             pipeline: member.name.clone(),
             path: path.to_path_buf(),

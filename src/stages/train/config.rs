@@ -76,6 +76,10 @@ impl ModelConfig {
         let modified = stated.contains(&true);
         // The pipeline's keys replace the preset's; blocks merge by name.
         let mut table = arch.map(Arch::table).unwrap_or_default();
+        let preset_blocks: Vec<String> = match table.get("blocks").map(|e| &e.node.value) {
+            Some(Value::Table(blocks)) => blocks.entries.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
         table.merge(own);
         let name = match (arch, modified) {
             (Some(arch), false) => arch.name().to_string(),
@@ -107,7 +111,7 @@ impl ModelConfig {
             }
             None => None,
         };
-        let mut reader = GraphReader::new(blocks);
+        let mut reader = GraphReader::new(blocks, preset_blocks);
         let mut graph = reader.graph(
             name,
             channels as usize,

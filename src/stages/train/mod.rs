@@ -174,7 +174,7 @@ impl Stage for TrainStage {
     /// with.
     fn config(&self) -> serde_json::Value {
         let mut config = super::key_config(&self.config);
-        config["model"] = super::key_config(&self.model);
+        config["model"] = serde_json::json!({ "graph": self.model.graph.key() });
         config["device"] = self.device.key().into();
         config["numerics"] = crate::training::numerics::patches_version().into();
         config
