@@ -149,7 +149,7 @@ fn bad_model_and_train_values_are_clear_errors() {
     s.write(
         "p.toml",
         "[ingest]\ntrain = \"faces.csv\"\n[prepare]\n[model]\narch = \"resnet19\"\nchannels = 2\n\
-         [train]\nepochs = 0\noptimizer = \"adamw\"\n[train.schedule]\nkind = \"step\"\n",
+         [train]\nepochs = 0\noptimizer = \"adamax\"\n[train.schedule]\nkind = \"step\"\n",
     );
     let (code, err) = s.fails(&["run", "p.toml"]);
     assert_eq!(code, 2, "{err}");
@@ -158,7 +158,7 @@ fn bad_model_and_train_values_are_clear_errors() {
         "did you mean `resnet18`?",
         "`model.channels`: 2 channels",
         "`train.epochs`: 0 is outside 1..=100000",
-        "`train.optimizer`: \"adamw\" is not one of \"adam\", \"sgd\"",
+        "`train.optimizer`: \"adamax\" is not one of \"adam\", \"adamw\", \"sgd\"",
         "`train.schedule.kind`: \"step\" is not one of",
     ] {
         assert!(err.contains(expected), "expected {expected:?} in:\n{err}");
@@ -225,4 +225,60 @@ fn evaluate_without_train_is_a_config_error() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("stage [evaluate] needs [train]"), "{err}");
     assert!(err.contains("p.toml:4:2"), "{err}");
+}
+
+fn history(s: &Scratch) -> Vec<Vec<String>> {
+    let entry = s.entries("train").pop().unwrap();
+    let text = std::fs::read_to_string(entry.join("data/history.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn adamw_warm_up_and_cosine_set_the_rate_batch_by_batch() {
+    let s = Scratch::new();
+    // 240 training rows in batches of 16: 15 batches an epoch, 30 warming up.
+    pipeline(
+        &s,
+        "epochs = 4\noptimizer = \"adamw\"\nclip_grad_norm = 1.0\n[train.schedule]\nkind = \"cosine\"\nwarmup_epochs = 2\n",
+        "",
+    );
+    s.ok(&["run", "p.toml"]);
+    let rates: Vec<String> = history(&s).iter().map(|row| row[5].clone()).collect();
+    // Each epoch logs its first batch's rate: 1/30 and 16/30 of 1e-3 warming up,
+    // then the cosine over the 2 epochs left: its start, and its middle.
+    assert_eq!(rates, ["3.333e-5", "5.333e-4", "1.000e-3", "5.000e-4"]);
+
+    // One cycle warms up by itself; asking for both is an error.
+    pipeline(
+        &s,
+        "epochs = 4\n[train.schedule]\nkind = \"onecycle\"\nwarmup_epochs = 1\n",
+        "",
+    );
+    let (code, err) = s.fails(&["run", "p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("\"onecycle\" warms up by itself"), "{err}");
+}
+
+#[test]
+fn clipping_the_gradient_norm_bounds_each_step() {
+    let s = Scratch::new();
+    let losses = |s: &Scratch| -> Vec<f64> { history(s).iter().map(|row| row[2].parse().unwrap()).collect() };
+    // With SGD, a tiny norm means tiny steps: the validation loss stays put.
+    pipeline(
+        &s,
+        "epochs = 2\noptimizer = \"sgd\"\nlr = 0.05\nclip_grad_norm = 1e-6\n",
+        "",
+    );
+    s.ok(&["run", "p.toml"]);
+    let clipped = losses(&s);
+    let s = Scratch::new();
+    pipeline(&s, "epochs = 2\noptimizer = \"sgd\"\nlr = 0.05\n", "");
+    s.ok(&["run", "p.toml"]);
+    let free = losses(&s);
+    let (moved_clipped, moved_free) = ((clipped[1] - clipped[0]).abs(), (free[1] - free[0]).abs());
+    assert!(moved_clipped < 1e-4 * clipped[0], "{clipped:?}");
+    assert!(moved_free > 100.0 * moved_clipped, "{free:?} vs {clipped:?}");
 }

@@ -8,7 +8,7 @@ mod schedule;
 mod session;
 
 pub use batch::{Batch, Normalisation, assemble};
-pub use schedule::{EarlyStopping, EarlyStoppingState, Schedule, ScheduleState};
+pub use schedule::{EarlyStopping, EarlyStoppingState, Schedule, ScheduleState, Step};
 pub use session::{OptimizerKind, OptimizerSettings, Session, open_session, predict_pixels};
 
 #[derive(Debug, thiserror::Error)]

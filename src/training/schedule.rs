@@ -19,6 +19,37 @@ pub enum Schedule {
     },
     /// Cosine annealing from the base rate to `min_lr` over all epochs.
     Cosine { min_lr: f64 },
+    /// Smith's one-cycle policy, as PyTorch's OneCycleLR: up from
+    /// `base / div_factor` to `base` over the first `pct_start` of training,
+    /// then down to `base / (div_factor * final_div_factor)`, both halves cosine.
+    OneCycle {
+        pct_start: f64,
+        div_factor: f64,
+        final_div_factor: f64,
+    },
+}
+
+/// Where training stands, for a per-batch rate: `epoch` (1-based) and the
+/// batch within it.
+#[derive(Debug, Clone, Copy)]
+pub struct Step {
+    pub epoch: usize,
+    pub batch: usize,
+    pub batches: usize,
+    pub epochs: usize,
+}
+
+impl Step {
+    /// Epochs done before this batch, with a fraction: 0 at the first batch.
+    fn progress(&self) -> f64 {
+        (self.epoch - 1) as f64 + self.batch as f64 / self.batches.max(1) as f64
+    }
+}
+
+/// Cosine interpolation from `from` (at 0) to `to` (at 1).
+fn cosine(from: f64, to: f64, fraction: f64) -> f64 {
+    let fraction = fraction.clamp(0.0, 1.0);
+    to + (from - to) * (1.0 + (std::f64::consts::PI * fraction).cos()) / 2.0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,16 +70,54 @@ impl ScheduleState {
 }
 
 impl Schedule {
-    /// The rate for the epoch after `epoch` (1-based, just finished), given its
-    /// validation loss.
-    pub fn advance(&self, state: &mut ScheduleState, base: f64, epoch: usize, epochs: usize, val_loss: f64) {
-        state.lr = match *self {
+    /// The rate for one batch: the schedule followed per batch, after a linear
+    /// warm-up over the first `warmup_epochs` (its batches rise to the
+    /// scheduled rate in equal steps; the schedule starts after it). Plateau's
+    /// rate changes between epochs only, from `state`.
+    pub fn rate(&self, state: &ScheduleState, base: f64, warmup_epochs: f64, at: Step) -> f64 {
+        let t = at.progress();
+        let after = (t - warmup_epochs).max(0.0);
+        let span = (at.epochs as f64 - warmup_epochs).max(f64::MIN_POSITIVE);
+        let scheduled = match *self {
             Schedule::None => base,
-            Schedule::Exponential { gamma } => base * gamma.powi(epoch as i32),
-            Schedule::Cosine { min_lr } => {
-                let progress = (epoch as f64 / epochs.max(1) as f64).min(1.0);
-                min_lr + (base - min_lr) * (1.0 + (std::f64::consts::PI * progress).cos()) / 2.0
+            Schedule::Exponential { gamma } => base * gamma.powf(after),
+            Schedule::Cosine { min_lr } => cosine(base, min_lr, after / span),
+            Schedule::Plateau { .. } => state.lr,
+            Schedule::OneCycle {
+                pct_start,
+                div_factor,
+                final_div_factor,
+            } => {
+                let fraction = t / at.epochs.max(1) as f64;
+                let start = base / div_factor;
+                if fraction < pct_start {
+                    cosine(start, base, fraction / pct_start)
+                } else {
+                    cosine(
+                        base,
+                        start / final_div_factor,
+                        (fraction - pct_start) / (1.0 - pct_start),
+                    )
+                }
             }
+        };
+        if t < warmup_epochs {
+            let step = t * at.batches.max(1) as f64 + 1.0;
+            scheduled * (step / (warmup_epochs * at.batches.max(1) as f64)).min(1.0)
+        } else {
+            scheduled
+        }
+    }
+
+    /// After an epoch (1-based, just finished) with this validation loss:
+    /// plateau's rate for the epochs that follow. Other schedules depend on the
+    /// batch alone ([`Schedule::rate`]).
+    pub fn advance(&self, state: &mut ScheduleState, epoch: usize, warmup_epochs: f64, val_loss: f64) {
+        // Epochs still warming up do not count against the plateau's patience.
+        if (epoch as f64) <= warmup_epochs {
+            return;
+        }
+        state.lr = match *self {
             Schedule::Plateau {
                 factor,
                 patience,
@@ -68,6 +137,7 @@ impl Schedule {
                     }
                 }
             }
+            _ => state.lr,
         };
     }
 }
@@ -110,15 +180,58 @@ impl EarlyStoppingState {
 mod tests {
     use super::*;
 
+    fn at(epoch: usize, batch: usize) -> Step {
+        Step {
+            epoch,
+            batch,
+            batches: 4,
+            epochs: 10,
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
     #[test]
-    fn exponential_and_cosine_follow_their_formulas() {
-        let mut state = ScheduleState::new(0.1);
-        Schedule::Exponential { gamma: 0.5 }.advance(&mut state, 0.1, 2, 10, 1.0);
-        assert!((state.lr - 0.025).abs() < 1e-12);
-        Schedule::Cosine { min_lr: 0.0 }.advance(&mut state, 0.1, 5, 10, 1.0);
-        assert!((state.lr - 0.05).abs() < 1e-12);
-        Schedule::Cosine { min_lr: 0.0 }.advance(&mut state, 0.1, 10, 10, 1.0);
-        assert!(state.lr.abs() < 1e-12);
+    fn schedules_follow_their_formulas_batch_by_batch() {
+        let state = ScheduleState::new(0.1);
+        let exponential = Schedule::Exponential { gamma: 0.5 };
+        assert!(close(exponential.rate(&state, 0.1, 0.0, at(3, 0)), 0.025));
+        assert!(close(
+            exponential.rate(&state, 0.1, 0.0, at(3, 2)),
+            0.1 * 0.5f64.powf(2.5)
+        ));
+        let cosine = Schedule::Cosine { min_lr: 0.0 };
+        assert!(close(cosine.rate(&state, 0.1, 0.0, at(1, 0)), 0.1));
+        assert!(close(cosine.rate(&state, 0.1, 0.0, at(6, 0)), 0.05));
+        assert!(cosine.rate(&state, 0.1, 0.0, at(10, 3)) < 0.1 * 1e-2);
+        // One cycle: from base/25 up to base at 30%, then down to base/25/1e4.
+        let one = Schedule::OneCycle {
+            pct_start: 0.3,
+            div_factor: 25.0,
+            final_div_factor: 1e4,
+        };
+        assert!(close(one.rate(&state, 0.1, 0.0, at(1, 0)), 0.004));
+        assert!(close(one.rate(&state, 0.1, 0.0, at(4, 0)), 0.1));
+        let last = one.rate(&state, 0.1, 0.0, at(10, 3));
+        assert!(last < 0.004 && last > 0.004 / 1e4, "{last}");
+    }
+
+    #[test]
+    fn warm_up_rises_linearly_then_the_schedule_starts() {
+        let state = ScheduleState::new(0.1);
+        let cosine = Schedule::Cosine { min_lr: 0.0 };
+        // Two warm-up epochs of 4 batches: 1/8, 2/8, ... 8/8 of the rate.
+        let rates: Vec<f64> = (0..8)
+            .map(|b| cosine.rate(&state, 0.1, 2.0, at(1 + b / 4, b % 4)))
+            .collect();
+        for (b, rate) in rates.iter().enumerate() {
+            assert!(close(*rate, 0.1 * (b + 1) as f64 / 8.0), "batch {b}: {rate}");
+        }
+        // The cosine then runs over the 8 epochs left.
+        assert!(close(cosine.rate(&state, 0.1, 2.0, at(3, 0)), 0.1));
+        assert!(close(cosine.rate(&state, 0.1, 2.0, at(7, 0)), 0.05));
     }
 
     #[test]
@@ -139,7 +252,7 @@ mod tests {
             (7, 0.6, 0.0001),
             (8, 0.6, 0.0001),
         ] {
-            schedule.advance(&mut state, 0.01, epoch, 10, loss);
+            schedule.advance(&mut state, epoch, 0.0, loss);
             assert!((state.lr - expected).abs() < 1e-12, "epoch {epoch}: {}", state.lr);
         }
     }

@@ -20,6 +20,8 @@ use crate::models::{Backend, GraphNet, Images, ModelSpec, Outputs};
 crate::config_choice! {
     pub enum OptimizerKind {
         Adam = "adam",
+        /// Adam with decoupled weight decay (Loshchilov and Hutter).
+        AdamW = "adamw",
         Sgd = "sgd",
     }
 }
@@ -33,6 +35,8 @@ pub struct OptimizerSettings {
     pub momentum: f64,
     /// SGD only.
     pub nesterov: bool,
+    /// Scale the gradients down to this global L2 norm when it is above it.
+    pub clip_grad_norm: Option<f64>,
 }
 
 /// What the training loop does with a network.
@@ -83,6 +87,7 @@ struct NetSession<D: Backend> {
     net: GraphNet<f32, D>,
     grads: Option<Gradients<f32, D>>,
     optim: Optim<GraphNet<f32, D>, D>,
+    clip: Option<f64>,
     side: usize,
     outputs: usize,
 }
@@ -106,8 +111,12 @@ impl<D: Backend> NetSession<D> {
     }
 }
 
+/// L2 decay (added to the gradient) for Adam and SGD, decoupled for AdamW.
 fn weight_decay(settings: &OptimizerSettings) -> Option<WeightDecay> {
-    (settings.weight_decay > 0.0).then_some(WeightDecay::L2(settings.weight_decay))
+    (settings.weight_decay > 0.0).then_some(match settings.kind {
+        OptimizerKind::AdamW => WeightDecay::Decoupled(settings.weight_decay),
+        _ => WeightDecay::L2(settings.weight_decay),
+    })
 }
 
 /// Builds the network `spec` describes with its optimiser, on `dev`.
@@ -119,7 +128,7 @@ pub fn open_session<D: Backend + 'static>(
 ) -> Result<Box<dyn Session>, TrainError> {
     let net = spec.build(&dev)?;
     let optim = match settings.kind {
-        OptimizerKind::Adam => Optim::Adam(Adam::new(
+        OptimizerKind::Adam | OptimizerKind::AdamW => Optim::Adam(Adam::new(
             &net,
             AdamConfig {
                 lr: settings.lr,
@@ -146,6 +155,7 @@ pub fn open_session<D: Backend + 'static>(
         net,
         grads: None,
         optim,
+        clip: settings.clip_grad_norm,
         side: spec.side,
         outputs: spec.outputs,
     }))
@@ -177,6 +187,9 @@ impl<D: Backend> Session for NetSession<D> {
         let loss = masked_mse(prediction, y, mask);
         let value = loss.array();
         let mut grads = loss.backward();
+        if let Some(max_norm) = self.clip {
+            clip_grad_norm(&self.net, &mut grads, max_norm).map_err(|e| self.fail(e))?;
+        }
         let update = match &mut self.optim {
             Optim::Adam(opt) => opt.update(&mut self.net, &grads),
             Optim::Sgd(opt) => opt.update(&mut self.net, &grads),
@@ -283,6 +296,59 @@ impl<D: Backend> Session for NetSession<D> {
             message: format!("{e:?}"),
         })
     }
+}
+
+/// Scales every gradient by `max_norm / norm` when the L2 norm of all of them
+/// together is above `max_norm` (PyTorch's clip_grad_norm_). The norm is summed
+/// in a fixed order, so clipping does not depend on the thread count.
+fn clip_grad_norm<D: Backend>(
+    net: &GraphNet<f32, D>,
+    grads: &mut Gradients<f32, D>,
+    max_norm: f64,
+) -> Result<(), D::Err> {
+    struct Norm<'a, D: Storage<f32>> {
+        grads: &'a mut Gradients<f32, D>,
+        sum_squares: f64,
+        /// `Some(factor)`: the second walk, scaling.
+        scale: Option<f32>,
+    }
+    impl<D: Backend> TensorVisitor<f32, D> for Norm<'_, D> {
+        type Viewer = ViewTensorRef;
+        type Err = D::Err;
+        type E2 = f32;
+        type D2 = D;
+
+        fn visit<S: Shape>(
+            &mut self,
+            opts: TensorOptions<S, f32, D>,
+            t: &Tensor<S, f32, D>,
+        ) -> Result<Option<Tensor<S, f32, D>>, D::Err> {
+            if !opts.do_gradient_update {
+                return Ok(None);
+            }
+            match self.scale {
+                None => {
+                    self.grads.try_alloc_for(t)?;
+                    let square = self.grads.get(t).try_square()?;
+                    self.sum_squares += f64::from(square.try_sum::<Rank0, _>()?.array());
+                }
+                Some(factor) => self.grads.try_scale(t, factor)?,
+            }
+            Ok(None)
+        }
+    }
+    let mut walk = Norm {
+        grads,
+        sum_squares: 0.0,
+        scale: None,
+    };
+    GraphNet::iter_tensors(&mut RecursiveWalker { m: net, f: &mut walk })?;
+    let norm = walk.sum_squares.sqrt();
+    if norm > max_norm {
+        walk.scale = Some((max_norm / norm) as f32);
+        GraphNet::iter_tensors(&mut RecursiveWalker { m: net, f: &mut walk })?;
+    }
+    Ok(())
 }
 
 type Moments = HashMap<String, (Vec<f32>, Vec<f32>)>;

@@ -25,6 +25,7 @@ crate::config_choice! {
         Exponential = "exponential",
         Plateau = "plateau",
         Cosine = "cosine",
+        OneCycle = "onecycle",
     }
 }
 
@@ -35,12 +36,16 @@ crate::config_choice! {
     }
 }
 
-/// The keys of `[train.schedule]` besides `kind`, with the kinds that take them.
-const SCHEDULE_KEYS: [(&str, &[ScheduleKind]); 4] = [
+/// The keys of `[train.schedule]` besides `kind` and `warmup_epochs`, with the
+/// kinds that take them.
+const SCHEDULE_KEYS: [(&str, &[ScheduleKind]); 7] = [
     ("gamma", &[ScheduleKind::Exponential]),
     ("factor", &[ScheduleKind::Plateau]),
     ("patience", &[ScheduleKind::Plateau]),
     ("min_lr", &[ScheduleKind::Plateau, ScheduleKind::Cosine]),
+    ("pct_start", &[ScheduleKind::OneCycle]),
+    ("div_factor", &[ScheduleKind::OneCycle]),
+    ("final_div_factor", &[ScheduleKind::OneCycle]),
 ];
 
 /// `[model]`: a preset (`arch`), layers of the pipeline's own, or a preset
@@ -159,12 +164,17 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// `seed`: weights, shuffling, dropout and augmentation (default 42).
     pub seed: u64,
-    /// `optimizer` ("adam" or "sgd"), `lr` (adam 1e-3, sgd 1e-2), `weight_decay` (0),
-    /// `momentum` (sgd, 0.9), `nesterov` (sgd, false).
+    /// `optimizer` ("adam", "adamw" or "sgd"), `lr` (adam and adamw 1e-3, sgd
+    /// 1e-2), `weight_decay` (adamw 1e-2, decoupled; others 0, L2), `momentum`
+    /// (sgd, 0.9), `nesterov` (sgd, false), `clip_grad_norm` (none).
     pub optimizer: OptimizerSettings,
     /// `[train.schedule]`: `kind` = "none" (default), "exponential" (`gamma`, 0.95),
-    /// "plateau" (`factor` 0.1, `patience` 10, `min_lr` 0) or "cosine" (`min_lr` 0).
+    /// "plateau" (`factor` 0.1, `patience` 10, `min_lr` 0), "cosine" (`min_lr` 0)
+    /// or "onecycle" (`pct_start` 0.3, `div_factor` 25, `final_div_factor` 1e4).
     pub schedule: Schedule,
+    /// `[train.schedule] warmup_epochs` (0): a linear warm-up in front of the
+    /// schedule (not with "onecycle", which has its own).
+    pub warmup_epochs: f64,
     /// `[train.early_stopping]`: `patience` (10), `min_delta` (0), `restore_best` (true).
     pub early_stopping: Option<EarlyStopping>,
     /// `loss`: "mse" (default).
@@ -179,21 +189,28 @@ impl TrainConfig {
         let batch_size = r.usize_in("batch_size", 64, 1..=65_536);
         let kind = r.choice("optimizer", OptimizerKind::Adam);
         let default_lr = match kind {
-            OptimizerKind::Adam => 1e-3,
+            OptimizerKind::Adam | OptimizerKind::AdamW => 1e-3,
             OptimizerKind::Sgd => 1e-2,
+        };
+        let default_decay = match kind {
+            OptimizerKind::AdamW => 1e-2,
+            _ => 0.0,
         };
         let optimizer = OptimizerSettings {
             kind,
             lr: r.f64_in("lr", default_lr, 1e-9..=10.0),
-            weight_decay: r.f64_in("weight_decay", 0.0, 0.0..=1.0),
+            weight_decay: r.f64_in("weight_decay", default_decay, 0.0..=1.0),
             momentum: r.f64_in(
                 "momentum",
                 if kind == OptimizerKind::Sgd { 0.9 } else { 0.0 },
                 0.0..=0.999,
             ),
             nesterov: r.bool("nesterov", false),
+            clip_grad_norm: r
+                .states("clip_grad_norm")
+                .then(|| r.f64_in("clip_grad_norm", 1.0, 1e-6..=1e6)),
         };
-        if kind == OptimizerKind::Adam {
+        if kind != OptimizerKind::Sgd {
             for key in ["momentum", "nesterov"] {
                 r.not_here(
                     key,
@@ -201,9 +218,23 @@ impl TrainConfig {
                 );
             }
         }
+        let mut warmup_epochs = 0.0;
         let schedule = match r.table("schedule") {
             Some(mut t) => {
                 let kind = t.choice("kind", ScheduleKind::None);
+                warmup_epochs = t.f64_in("warmup_epochs", 0.0, 0.0..=100_000.0);
+                if kind == ScheduleKind::OneCycle && warmup_epochs > 0.0 {
+                    t.invalid(
+                        "warmup_epochs",
+                        "\"onecycle\" warms up by itself, over the first `pct_start` of training",
+                    );
+                }
+                if warmup_epochs >= epochs as f64 {
+                    t.invalid(
+                        "warmup_epochs",
+                        format!("{warmup_epochs} warm-up epochs leave none of the {epochs} to train at the full rate"),
+                    );
+                }
                 // Keys of the other kinds are named as such, not as unknown.
                 for (key, kinds) in SCHEDULE_KEYS {
                     if !kinds.contains(&kind) {
@@ -230,6 +261,11 @@ impl TrainConfig {
                     },
                     ScheduleKind::Cosine => Schedule::Cosine {
                         min_lr: t.f64_in("min_lr", 0.0, 0.0..=10.0),
+                    },
+                    ScheduleKind::OneCycle => Schedule::OneCycle {
+                        pct_start: t.f64_in("pct_start", 0.3, 0.01..=0.99),
+                        div_factor: t.f64_in("div_factor", 25.0, 1.0..=1e6),
+                        final_div_factor: t.f64_in("final_div_factor", 1e4, 1.0..=1e9),
                     },
                 };
                 r.absorb(t);
@@ -268,6 +304,7 @@ impl TrainConfig {
             seed: r.u64("seed", 42),
             optimizer,
             schedule,
+            warmup_epochs,
             early_stopping,
             loss: r.choice("loss", Loss::Mse),
             augment,

@@ -85,6 +85,7 @@ pub fn open_inference(trained_on: &str, spec: &ModelSpec) -> Result<Box<dyn Sess
         weight_decay: 0.0,
         momentum: 0.0,
         nesterov: false,
+        clip_grad_norm: None,
     };
     if trained_on == "cuda"
         && let Some(session) = cuda_inference(spec, &settings)?

@@ -39,7 +39,7 @@ use crate::models::ModelSpec;
 use crate::report::{Cell, ReportError, ReportTable, plot};
 use crate::stages::prepare::PREPARED_FILE;
 use crate::training::{
-    EarlyStoppingState, Normalisation, ScheduleState, Session, TrainError, assemble, predict_pixels,
+    EarlyStoppingState, Normalisation, ScheduleState, Session, Step, TrainError, assemble, predict_pixels,
 };
 
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -166,7 +166,8 @@ impl Stage for TrainStage {
 
     fn version(&self) -> u32 {
         // 3: networks built from graphs; weights named after the graph.
-        3
+        // 4: the learning rate follows its schedule batch by batch.
+        4
     }
 
     /// The configuration, with the device `device` resolves to (so "auto" files
@@ -253,7 +254,14 @@ impl TrainStage {
         while progress.epochs_done < config.epochs && !progress.stopped_early {
             let epoch = progress.epochs_done + 1;
             let started = std::time::Instant::now();
-            let train_loss = self.train_epoch(session.as_mut(), &prepared, &flips, epoch, ctx)?;
+            let train_loss = self.train_epoch(
+                session.as_mut(),
+                &prepared,
+                &flips,
+                &progress.schedule,
+                epoch,
+                ctx,
+            )?;
             let train_seconds = started.elapsed().as_secs_f64();
             let (val_loss, errors) = validate(session.as_ref(), &prepared)?;
             let log = EpochLog {
@@ -262,7 +270,7 @@ impl TrainStage {
                 val_loss,
                 val_rmse_px: errors.rmse,
                 val_mae_px: errors.mae,
-                lr: progress.schedule.lr,
+                lr: self.rate(&progress.schedule, epoch, 0, prepared.train.len()),
             };
             let timing = EpochTiming {
                 epoch,
@@ -282,14 +290,9 @@ impl TrainStage {
             if improved && config.early_stopping.is_some_and(|r| r.restore_best) {
                 checkpoint.save_best(session.as_ref(), epoch)?;
             }
-            config.schedule.advance(
-                &mut progress.schedule,
-                config.optimizer.lr,
-                epoch,
-                config.epochs,
-                val_loss,
-            );
-            session.set_lr(progress.schedule.lr);
+            config
+                .schedule
+                .advance(&mut progress.schedule, epoch, config.warmup_epochs, val_loss);
             progress.epochs_done = epoch;
             progress.stopped_early = stop;
             if stop {
@@ -339,11 +342,26 @@ impl TrainStage {
     }
 
     /// One pass over the shuffled training split; returns the mean batch loss.
+    /// The learning rate for batch `batch` of `epoch`, with `rows` training rows.
+    fn rate(&self, schedule: &ScheduleState, epoch: usize, batch: usize, rows: usize) -> f64 {
+        let config = &self.config;
+        let at = Step {
+            epoch,
+            batch,
+            batches: rows.div_ceil(config.batch_size),
+            epochs: config.epochs,
+        };
+        config
+            .schedule
+            .rate(schedule, config.optimizer.lr, config.warmup_epochs, at)
+    }
+
     fn train_epoch(
         &self,
         session: &mut dyn Session,
         prepared: &Prepared,
         flips: &FlipMap,
+        schedule: &ScheduleState,
         epoch: usize,
         ctx: &StageContext,
     ) -> Result<f64, TrainStageError> {
@@ -367,7 +385,7 @@ impl TrainStage {
             Unit::Items,
         );
         let (mut total, mut rows) = (0.0f64, 0usize);
-        for chunk in order.chunks(config.batch_size) {
+        for (index, chunk) in order.chunks(config.batch_size).enumerate() {
             if ctx.cancel.now() {
                 bar.finish_and_clear();
                 return Err(TrainStageError::Cancelled {
@@ -381,6 +399,7 @@ impl TrainStage {
                 coords,
                 augment.map(|a| (a, flips, &mut augment_rng)),
             );
+            session.set_lr(self.rate(schedule, epoch, index, train.len()));
             let loss = session.step(&batch)?;
             total += f64::from(loss) * chunk.len() as f64;
             rows += chunk.len();
