@@ -138,6 +138,10 @@ enum Command {
         /// Write Kaggle's `RowId,Location` submission, using [ingest] lookup.
         #[arg(long)]
         submission: bool,
+        /// Plain predictions, without the test-time augmentation of the
+        /// pipeline's `[evaluate] tta`.
+        #[arg(long)]
+        no_tta: bool,
     },
     /// Compare pipelines already run: the report table, read from the cache.
     ///
@@ -315,12 +319,14 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
             input,
             output,
             submission,
+            no_tta,
         } => {
             let graph = Graph::load(&[pipeline])?;
             let request = PredictRequest {
                 input: &input,
                 output: &output,
                 submission,
+                tta: !no_tta,
             };
             let lock = lock(&workspace, cli.global.no_wait, console)?;
             let rows = predict(&graph, &lock, &request, console)?;

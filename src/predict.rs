@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 
 use crate::console::Console;
 use crate::dag::{self, DagError, Graph, RunOptions};
+use crate::data::augment::FlipMap;
 use crate::data::{DataError, lookup};
 use crate::pipeline::Pipeline;
 use crate::stages::StageKind;
 use crate::stages::ingest::{self, Labels};
 use crate::stages::train::{MODEL_FILE, MODEL_META, load_trained};
-use crate::training::{TrainError, predict_pixels};
+use crate::training::{TrainError, Tta, predict_pixels_tta};
 use crate::workspace::WorkspaceLock;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,8 @@ pub struct PredictRequest<'a> {
     pub input: &'a Path,
     pub output: &'a Path,
     pub submission: bool,
+    /// Use the test-time augmentation of the pipeline's `[evaluate] tta`.
+    pub tta: bool,
 }
 
 /// Trains first if the model is not cached, then predicts. Returns the number of
@@ -94,7 +97,29 @@ pub fn predict(
     let (session, trained) = load_trained(&train_dir.join(MODEL_META), &train_dir.join(MODEL_FILE))?;
     let rules = ingest::ReadingRules::read(&data_dir(StageKind::Ingest)?.join(ingest::RULES_FILE))?;
     let faces = ingest::read_like_training(request.input, &rules, Labels::Ignored, console)?;
-    let predictions = predict_pixels(session.as_ref(), &faces.pixels, faces.len(), faces.side)?;
+    // The pipeline's own evaluate settings, as its scores were computed.
+    let tta: Vec<Tta> = match request.tta {
+        true => pipeline
+            .stage(StageKind::Evaluate)
+            .and_then(|s| serde_json::from_value(s.config()["tta"].clone()).ok())
+            .unwrap_or_default(),
+        false => Vec::new(),
+    };
+    if !tta.is_empty() {
+        let names: Vec<&str> = tta.iter().map(|t| t.name()).collect();
+        console.status(&format!(
+            "predicting with test-time augmentation ([evaluate] tta = {names:?}; --no-tta for plain predictions)"
+        ));
+    }
+    let flips = FlipMap::from_keypoint_names(&trained.keypoint_names);
+    let predictions = predict_pixels_tta(
+        session.as_ref(),
+        &faces.pixels,
+        faces.len(),
+        faces.side,
+        &tta,
+        &flips,
+    )?;
     let coords = trained.coordinate_names.len();
 
     let mut text = String::new();

@@ -212,3 +212,39 @@ fn a_preset_can_be_extended_in_a_pipeline() {
     let (_, err) = s.fails(&["model", "p.toml"]);
     assert!(err.contains("missing required key `arch` in [model]"), "{err}");
 }
+
+#[test]
+fn blocks_from_elsewhere_may_go_unused_but_a_written_override_may_not() {
+    let s = Scratch::new();
+    s.write(
+        "base.toml",
+        "[ingest]\ntrain = \"x.csv\"\n[prepare]\n[model]\nside = 32\nlayers = [{ block = \"s\", f = 8 }, \"global_avg_pool\"]\n\
+         [model.blocks.s]\nlayers = [{ conv = \"f\", kernel = 3 }]\n[train]\n",
+    );
+    s.write(
+        "p.toml",
+        "[pipeline]\nextends = \"base.toml\"\n[model]\nlayers = [{ conv = 4, kernel = 3 }, \"global_avg_pool\"]\n",
+    );
+    let out = s.fkp(&["model", "p.toml"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // An override the pipeline writes of a block its layers do not use is a mistake.
+    s.write(
+        "p.toml",
+        "[ingest]\ntrain = \"x.csv\"\n[prepare]\n[model]\narch = \"resnet18\"\nside = 64\n\
+         layers = [{ conv = 8, kernel = 3 }, \"global_avg_pool\"]\n[model.blocks.basic]\nafter_add = [\"leaky_relu\"]\n[train]\n",
+    );
+    let (code, err) = s.fails(&["model", "p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("block \"basic\" is defined but never used"), "{err}");
+    // A use with a bad `repeat` still counts as a use.
+    s.write(
+        "p.toml",
+        "[ingest]\ntrain = \"x.csv\"\n[prepare]\n[model]\nlayers = [{ block = \"a\", repeat = 0 }, \"flatten\"]\n\
+         [model.blocks.a]\nlayers = [\"relu\"]\n[train]\n",
+    );
+    let (_, err) = s.fails(&["model", "p.toml"]);
+    assert!(
+        err.contains("repeat 0 is outside 1..=256") && !err.contains("never used"),
+        "{err}"
+    );
+}

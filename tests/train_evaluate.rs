@@ -282,3 +282,76 @@ fn clipping_the_gradient_norm_bounds_each_step() {
     assert!(moved_clipped < 1e-4 * clipped[0], "{clipped:?}");
     assert!(moved_free > 100.0 * moved_clipped, "{free:?} vs {clipped:?}");
 }
+
+#[test]
+fn test_time_flips_are_scored_beside_plain_predictions_and_predict_uses_them() {
+    let s = Scratch::new();
+    pipeline(
+        &s,
+        "epochs = 3\n[train.augment]\nhflip = true\n",
+        "tta = [\"hflip\"]\n",
+    );
+    s.ok(&["run", "p.toml"]);
+    let m = metrics(&s);
+    assert_eq!(m["tta"], serde_json::json!(["hflip"]));
+    let with = m["validation"]["rmse_px"].as_f64().unwrap();
+    let without = m["without_tta"]["validation"]["rmse_px"].as_f64().unwrap();
+    assert!(
+        with.is_finite() && without.is_finite() && with != without,
+        "{with} {without}"
+    );
+    let md = std::fs::read_to_string(s.path("reports/p/metrics.md")).unwrap();
+    assert!(
+        md.contains("validation (sparse labels), with TTA")
+            && md.contains("validation (sparse labels), without TTA"),
+        "{md}"
+    );
+
+    let err = s.ok(&["predict", "p.toml", "--input", "faces.csv", "--output", "tta.csv"]);
+    assert!(err.contains("predicting with test-time augmentation"), "{err}");
+    s.ok(&[
+        "predict",
+        "p.toml",
+        "--input",
+        "faces.csv",
+        "--output",
+        "plain.csv",
+        "--no-tta",
+    ]);
+    let (tta, plain) = (
+        std::fs::read(s.path("tta.csv")).unwrap(),
+        std::fs::read(s.path("plain.csv")).unwrap(),
+    );
+    assert_ne!(tta, plain);
+
+    // Without `tta`, metrics.json says so and has no second set of scores.
+    let s = Scratch::new();
+    pipeline(&s, "epochs = 1\n", "");
+    s.ok(&["run", "p.toml"]);
+    let m = metrics(&s);
+    assert_eq!(m["tta"], serde_json::json!([]));
+    assert!(m.get("without_tta").is_none(), "{m}");
+}
+
+#[test]
+fn a_diverging_training_stops_with_advice_and_caches_nothing() {
+    let s = Scratch::new();
+    pipeline(&s, "epochs = 2\noptimizer = \"sgd\"\nlr = 10.0\n", "");
+    let (code, err) = s.fails(&["run", "p.toml"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("training diverged in epoch 1") && err.contains("try a lower `lr`"),
+        "{err}"
+    );
+    assert!(s.entries("train").is_empty() && s.entries("evaluate").is_empty());
+
+    // A floor above the rate would make it rise.
+    pipeline(
+        &s,
+        "epochs = 2\nlr = 1e-3\n[train.schedule]\nkind = \"cosine\"\nmin_lr = 1e-2\n",
+        "",
+    );
+    let (code, err) = s.fails(&["run", "p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("0.01 is not below lr = 0.001"), "{err}");
+}

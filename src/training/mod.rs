@@ -6,10 +6,12 @@ mod batch;
 pub mod numerics;
 mod schedule;
 mod session;
+pub mod tta;
 
 pub use batch::{Batch, Normalisation, assemble};
 pub use schedule::{EarlyStopping, EarlyStoppingState, Schedule, ScheduleState, Step};
 pub use session::{OptimizerKind, OptimizerSettings, Session, open_session, predict_pixels};
+pub use tta::{Tta, predict_pixels_tta};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {

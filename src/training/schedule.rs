@@ -88,15 +88,18 @@ impl Schedule {
                 div_factor,
                 final_div_factor,
             } => {
-                let fraction = t / at.epochs.max(1) as f64;
+                let batches = at.batches.max(1);
+                let steps = (at.epochs * batches) as f64;
+                let step = ((at.epoch - 1) * batches + at.batch) as f64;
+                let (peak, last) = (pct_start * steps - 1.0, steps - 1.0);
                 let start = base / div_factor;
-                if fraction < pct_start {
-                    cosine(start, base, fraction / pct_start)
+                if step <= peak {
+                    cosine(start, base, step / peak.max(f64::MIN_POSITIVE))
                 } else {
                     cosine(
                         base,
                         start / final_div_factor,
-                        (fraction - pct_start) / (1.0 - pct_start),
+                        (step - peak) / (last - peak).max(f64::MIN_POSITIVE),
                     )
                 }
             }
@@ -212,10 +215,11 @@ mod tests {
             div_factor: 25.0,
             final_div_factor: 1e4,
         };
+        // 40 steps: the peak at step 0.3 x 40 - 1 = 11, the floor at step 39.
         assert!(close(one.rate(&state, 0.1, 0.0, at(1, 0)), 0.004));
-        assert!(close(one.rate(&state, 0.1, 0.0, at(4, 0)), 0.1));
-        let last = one.rate(&state, 0.1, 0.0, at(10, 3));
-        assert!(last < 0.004 && last > 0.004 / 1e4, "{last}");
+        assert!(close(one.rate(&state, 0.1, 0.0, at(3, 3)), 0.1));
+        assert!(one.rate(&state, 0.1, 0.0, at(4, 0)) < 0.1);
+        assert!(close(one.rate(&state, 0.1, 0.0, at(10, 3)), 0.004 / 1e4));
     }
 
     #[test]

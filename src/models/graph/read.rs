@@ -65,8 +65,6 @@ enum Flow {
 
 pub struct GraphReader<'a> {
     blocks: Option<&'a Table>,
-    /// Blocks a preset defines: not an error when unused.
-    preset_blocks: Vec<String>,
     /// Blocks being expanded, innermost last: a block may not use itself.
     stack: Vec<String>,
     /// The parameters each used block read.
@@ -77,12 +75,10 @@ pub struct GraphReader<'a> {
 }
 
 impl<'a> GraphReader<'a> {
-    /// `blocks` is `[model.blocks]`, when the pipeline or preset has it, and
-    /// `preset_blocks` the names of those a preset brought.
-    pub fn new(blocks: Option<&'a Table>, preset_blocks: Vec<String>) -> Self {
+    /// `blocks` is `[model.blocks]`, when the pipeline or preset has it.
+    pub fn new(blocks: Option<&'a Table>) -> Self {
         GraphReader {
             blocks,
-            preset_blocks,
             stack: Vec::new(),
             used: BTreeMap::new(),
             layers_read: 0,
@@ -108,7 +104,7 @@ impl<'a> GraphReader<'a> {
             Some(head) => self.list("model.head", head, &mut scope, &mut flow),
             None => Vec::new(),
         };
-        self.check_blocks();
+        self.check_blocks(&layers_node.at);
         Graph {
             name,
             channels,
@@ -118,10 +114,11 @@ impl<'a> GraphReader<'a> {
         }
     }
 
-    /// A block the pipeline defines and never uses is likely a typo (an
-    /// override of a preset's block under another name), as is a default no
-    /// use of its block reads.
-    fn check_blocks(&mut self) {
+    /// A block written in the file that writes `layers` and never used is
+    /// likely a typo (an override of a preset's block under another name), as is
+    /// a default no use of its block reads. Blocks from elsewhere (a preset, a
+    /// pipeline this one extends) may go unused when `layers` is replaced.
+    fn check_blocks(&mut self, layers_at: &Location) {
         let Some(blocks) = self.blocks else {
             return;
         };
@@ -129,7 +126,7 @@ impl<'a> GraphReader<'a> {
         let used: Vec<&str> = read_by_block.keys().map(String::as_str).collect();
         for (name, entry) in &blocks.entries {
             match read_by_block.get(name) {
-                None if !self.preset_blocks.contains(name) => {
+                None if written_in(entry, layers_at) => {
                     let help = did_you_mean(name, used.iter().copied())
                         .unwrap_or_else(|| "use it in `layers` as { block = \"NAME\" }, or remove it".into());
                     let message = format!("block \"{}\" is defined but never used", excerpt(name));
@@ -622,11 +619,12 @@ impl<'a> GraphReader<'a> {
                 );
             }
         }
+        // Used, even when the use has mistakes of its own.
+        self.used.entry(name.clone()).or_default();
         let repeat = match table.get("repeat") {
             Some(e) => self.count(key, &e.node, outer, "repeat", 1..=256)?,
             None => 1,
         };
-        self.used.entry(name.clone()).or_default();
         // The parameters this use passes, resolved in the scope it is written in.
         let mut passed = BTreeMap::new();
         for (k, entry) in &table.entries {
@@ -822,6 +820,16 @@ fn definition_at(definition: &Table, item: &Node) -> Location {
         .map_or_else(|| item.at.clone(), |e| e.key_at.clone())
 }
 
+/// Whether a block's definition, or any key in it, is written in the file of `at`.
+fn written_in(block: &Entry, at: &Location) -> bool {
+    let same = |l: &Location| std::sync::Arc::ptr_eq(&l.file, &at.file);
+    same(&block.key_at)
+        || match &block.node.value {
+            Value::Table(t) => t.entries.values().any(|e| same(&e.key_at)),
+            _ => false,
+        }
+}
+
 /// Whether any layer of `layers` (or of blocks in them) moves with a stride
 /// above 1: then the body shrinks the map, and a shortcut must too.
 fn strides(layers: &[Layer]) -> bool {
@@ -864,7 +872,7 @@ pub(crate) mod tests {
             Some(Value::Table(t)) => Some(t),
             _ => None,
         };
-        let mut reader = GraphReader::new(blocks, Vec::new());
+        let mut reader = GraphReader::new(blocks);
         let graph = reader.graph(
             "custom".into(),
             1,

@@ -60,10 +60,7 @@ impl Arch {
             Some(crate::config::Value::Table(t)) => Some(t),
             _ => None,
         };
-        let names = blocks
-            .map(|b| b.entries.keys().cloned().collect())
-            .unwrap_or_default();
-        let mut reader = crate::models::graph::read::GraphReader::new(blocks, names);
+        let mut reader = crate::models::graph::read::GraphReader::new(blocks);
         let graph = reader.graph(
             self.name().to_string(),
             channels,

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::config::TableReader;
+use crate::training::Tta;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EvaluateConfig {
@@ -16,6 +17,9 @@ pub struct EvaluateConfig {
     pub truth: Option<PathBuf>,
     /// `samples`: validation faces in the prediction grid (default 16, 1 to 64).
     pub samples: usize,
+    /// `tta`: test-time augmentation, `["hflip"]` or none (default); the scores
+    /// without it are kept too. `fkp predict` uses it unless `--no-tta`.
+    pub tta: Vec<Tta>,
 }
 
 impl EvaluateConfig {
@@ -24,6 +28,7 @@ impl EvaluateConfig {
             data: r.path("data"),
             truth: r.path("truth"),
             samples: r.usize_in("samples", 16, 1..=64),
+            tta: r.choice_list("tta", &[]),
         }
     }
 }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use config::EvaluateConfig;
 
 use super::{FileInput, Stage, StageContext, StageDef, StageError, StageKind, StageOutcome, StageTables};
+use crate::data::augment::FlipMap;
 use crate::data::parquet::{FacePredictions, write_predictions};
 use crate::data::prepared::{Prepared, Split};
 use crate::data::{DataError, FaceTable};
@@ -25,7 +26,7 @@ use crate::report::{Cell, ReportError, ReportTable, plot};
 use crate::stages::ingest::{self, Labels};
 use crate::stages::prepare::PREPARED_FILE;
 use crate::stages::train::{self, TrainedModel};
-use crate::training::{TrainError, predict_pixels};
+use crate::training::{TrainError, Tta, predict_pixels, predict_pixels_tta};
 
 pub const METRICS_FILE: &str = "metrics.json";
 pub const PREDICTIONS_FILE: &str = "predictions.parquet";
@@ -71,7 +72,8 @@ impl Stage for EvaluateStage {
     }
 
     fn version(&self) -> u32 {
-        3
+        // 4: metrics.json says which test-time augmentation its scores use.
+        4
     }
 
     /// The configuration, with the numerics its predictions are computed with
@@ -132,6 +134,21 @@ pub struct Metrics {
     pub validation_full_labels: Option<Scores>,
     /// Every row of the `data` file.
     pub data: Option<Scores>,
+    /// `[evaluate] tta`: the scores above average each face's prediction with
+    /// these transforms' (none: plain predictions).
+    #[serde(default)]
+    pub tta: Vec<Tta>,
+    /// With `tta`, the same scores from plain predictions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub without_tta: Option<PlainScores>,
+}
+
+/// The scores of [`Metrics`] without test-time augmentation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlainScores {
+    pub validation: Scores,
+    pub validation_full_labels: Option<Scores>,
+    pub data: Option<Scores>,
 }
 
 impl Metrics {
@@ -169,12 +186,16 @@ impl EvaluateStage {
         let keypoints = &trained.keypoint_names;
         let mean_shape = mean_shape(&prepared.train, prepared.coordinate_names.len());
 
+        let tta = &self.config.tta;
+        let flips = FlipMap::from_keypoint_names(keypoints);
         let started = std::time::Instant::now();
-        let val_pixels = predict_pixels(
+        let val_pixels = predict_pixels_tta(
             session.as_ref(),
             &prepared.val.images,
             prepared.val.len(),
             prepared.side,
+            tta,
+            &flips,
         )?;
         // Volatile: kept in timing.json beside training's images/s, never in a key.
         let inference = serde_json::json!({
@@ -207,19 +228,60 @@ impl EvaluateStage {
             &ctx.data_dir.join(PREDICTIONS_FILE),
             &face_predictions(&prepared, &val_pixels, targets, labelled),
         )?;
-        let data = match &self.config.data {
-            Some(path) => {
-                let faces = ingest::read_like_training(path, &rules, Labels::Required, ctx.console)?;
-                let pixels = predict_pixels(session.as_ref(), &faces.pixels, faces.len(), faces.side)?;
-                let labelled: Vec<u8> = faces.coords.iter().map(|v| u8::from(!v.is_nan())).collect();
-                let targets: Vec<f32> = faces
-                    .coords
-                    .iter()
-                    .map(|v| if v.is_nan() { 0.0 } else { *v })
-                    .collect();
-                Some(score(&pixels, &targets, &labelled, keypoints, &mean_shape))
-            }
+        let data_faces = match &self.config.data {
+            Some(path) => Some(ingest::read_like_training(
+                path,
+                &rules,
+                Labels::Required,
+                ctx.console,
+            )?),
             None => None,
+        };
+        // Scores every row of the data file, predicted with these transforms.
+        let score_data = |with: &[Tta]| -> Result<Option<Scores>, EvaluateError> {
+            let Some(faces) = &data_faces else {
+                return Ok(None);
+            };
+            let pixels = predict_pixels_tta(
+                session.as_ref(),
+                &faces.pixels,
+                faces.len(),
+                faces.side,
+                with,
+                &flips,
+            )?;
+            let labelled: Vec<u8> = faces.coords.iter().map(|v| u8::from(!v.is_nan())).collect();
+            let targets: Vec<f32> = faces
+                .coords
+                .iter()
+                .map(|v| if v.is_nan() { 0.0 } else { *v })
+                .collect();
+            Ok(Some(score(&pixels, &targets, &labelled, keypoints, &mean_shape)))
+        };
+        let data = score_data(tta)?;
+        let without_tta = match tta.is_empty() {
+            true => None,
+            false => {
+                let plain = predict_pixels(
+                    session.as_ref(),
+                    &prepared.val.images,
+                    prepared.val.len(),
+                    prepared.side,
+                )?;
+                Some(PlainScores {
+                    validation: score(
+                        &plain,
+                        &prepared.val.targets,
+                        &prepared.val.labelled,
+                        keypoints,
+                        &mean_shape,
+                    ),
+                    validation_full_labels: full_labels
+                        .as_ref()
+                        .map(|(targets, labelled)| score(&plain, targets, labelled, keypoints, &mean_shape)),
+                    data: score_data(&[])?,
+                })
+            }
         };
 
         let metrics = Metrics {
@@ -227,6 +289,8 @@ impl EvaluateStage {
             validation,
             validation_full_labels,
             data,
+            tta: tta.clone(),
+            without_tta,
         };
         let json = serde_json::to_vec_pretty(&metrics).map_err(|e| ReportError::write(ctx.data_dir, e))?;
         let write =
@@ -416,18 +480,32 @@ fn overall_table(metrics: &Metrics) -> ReportTable {
         ],
         3,
     );
+    let with = if metrics.tta.is_empty() { "" } else { ", with TTA" };
+    let plain = metrics.without_tta.as_ref();
     let sets = [
-        ("validation (sparse labels)", Some(&metrics.validation)),
+        ("validation (sparse labels)", with, Some(&metrics.validation)),
         (
             "validation (full labels)",
+            with,
             metrics.validation_full_labels.as_ref(),
         ),
-        ("data file", metrics.data.as_ref()),
+        ("data file", with, metrics.data.as_ref()),
+        (
+            "validation (sparse labels)",
+            ", without TTA",
+            plain.map(|p| &p.validation),
+        ),
+        (
+            "validation (full labels)",
+            ", without TTA",
+            plain.and_then(|p| p.validation_full_labels.as_ref()),
+        ),
+        ("data file", ", without TTA", plain.and_then(|p| p.data.as_ref())),
     ];
-    for (name, scores) in sets {
+    for (name, how, scores) in sets {
         if let Some(s) = scores {
             table.push(vec![
-                name.into(),
+                format!("{name}{how}").into(),
                 s.rows.into(),
                 s.labelled_points.into(),
                 s.rmse_px.into(),

@@ -81,10 +81,6 @@ impl ModelConfig {
         let modified = stated.contains(&true);
         // The pipeline's keys replace the preset's; blocks merge by name.
         let mut table = arch.map(Arch::table).unwrap_or_default();
-        let preset_blocks: Vec<String> = match table.get("blocks").map(|e| &e.node.value) {
-            Some(Value::Table(blocks)) => blocks.entries.keys().cloned().collect(),
-            _ => Vec::new(),
-        };
         table.merge(own);
         let name = match (arch, modified) {
             (Some(arch), false) => arch.name().to_string(),
@@ -116,7 +112,7 @@ impl ModelConfig {
             }
             None => None,
         };
-        let mut reader = GraphReader::new(blocks, preset_blocks);
+        let mut reader = GraphReader::new(blocks);
         let mut graph = reader.graph(
             name,
             channels as usize,
@@ -149,6 +145,19 @@ impl ModelConfig {
         }
         ModelConfig { graph, side }
     }
+}
+
+/// `min_lr` of a schedule: below the base rate, which it anneals or cuts towards.
+fn min_lr_below(t: &mut TableReader, lr: f64) -> f64 {
+    let min_lr = t.f64_in("min_lr", 0.0, 0.0..=10.0);
+    if min_lr >= lr && t.states("min_lr") {
+        t.invalid(
+            "min_lr",
+            format!("{min_lr} is not below lr = {lr}: the rate would rise"),
+        );
+        return 0.0;
+    }
+    min_lr
 }
 
 /// `[train]`. (`[model]` is part of the train stage's configuration and key too.)
@@ -257,10 +266,10 @@ impl TrainConfig {
                     ScheduleKind::Plateau => Schedule::Plateau {
                         factor: t.f64_in("factor", 0.1, 1e-6..=0.999),
                         patience: t.u64("patience", 10) as usize,
-                        min_lr: t.f64_in("min_lr", 0.0, 0.0..=10.0),
+                        min_lr: min_lr_below(&mut t, optimizer.lr),
                     },
                     ScheduleKind::Cosine => Schedule::Cosine {
-                        min_lr: t.f64_in("min_lr", 0.0, 0.0..=10.0),
+                        min_lr: min_lr_below(&mut t, optimizer.lr),
                     },
                     ScheduleKind::OneCycle => Schedule::OneCycle {
                         pct_start: t.f64_in("pct_start", 0.3, 0.01..=0.99),

@@ -58,6 +58,15 @@ pub enum TrainStageError {
     Report(#[from] ReportError),
     #[error("{0}")]
     Device(String),
+    #[error(
+        "training diverged in epoch {epoch} (train loss {train_loss}, validation loss {val_loss}): \
+         try a lower `lr`, `clip_grad_norm`, or a warm-up ([train.schedule] warmup_epochs)"
+    )]
+    Diverged {
+        epoch: usize,
+        train_loss: f64,
+        val_loss: f64,
+    },
     /// Stopped between batches on request; the last epoch's checkpoint stays.
     #[error("training cancelled after epoch {epochs_done}")]
     Cancelled { epochs_done: usize },
@@ -264,6 +273,14 @@ impl TrainStage {
             )?;
             let train_seconds = started.elapsed().as_secs_f64();
             let (val_loss, errors) = validate(session.as_ref(), &prepared)?;
+            // Nothing good comes of the epochs after a NaN: stop, and cache nothing.
+            if !(train_loss.is_finite() && val_loss.is_finite()) {
+                return Err(TrainStageError::Diverged {
+                    epoch,
+                    train_loss,
+                    val_loss,
+                });
+            }
             let log = EpochLog {
                 epoch,
                 train_loss,
