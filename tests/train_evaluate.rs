@@ -355,3 +355,16 @@ fn a_diverging_training_stops_with_advice_and_caches_nothing() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("0.01 is not below lr = 0.001"), "{err}");
 }
+
+#[test]
+fn schedule_keys_in_train_and_a_wrong_case_get_a_pointer() {
+    let s = Scratch::new();
+    pipeline(&s, "warmup_epochs = 1\noptimizer = \"AdamW\"\n", "");
+    let (code, err) = s.fails(&["run", "p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`warmup_epochs` belongs in [train.schedule]"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `adamw`?"), "{err}");
+}

@@ -129,7 +129,8 @@ impl From<ConfigError> for ConfigErrors {
 pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(name, c), c))
+        // Case does not count: `AdamW` is close to `adamw`.
+        .map(|c| (strsim::jaro_winkler(&name.to_lowercase(), &c.to_lowercase()), c))
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| format!("did you mean `{c}`?"))

@@ -227,6 +227,18 @@ impl TrainConfig {
                 );
             }
         }
+        // Keys of [train.schedule] written in [train] itself.
+        for key in [
+            "kind",
+            "warmup_epochs",
+            "gamma",
+            "factor",
+            "patience",
+            "min_lr",
+            "pct_start",
+        ] {
+            r.not_here(key, format!("`{key}` belongs in [train.schedule]"));
+        }
         let mut warmup_epochs = 0.0;
         let schedule = match r.table("schedule") {
             Some(mut t) => {
