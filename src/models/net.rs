@@ -16,6 +16,7 @@ use dfdx::tensor_ops::Pool2DKind;
 use num_traits::Float;
 use rand_distr::uniform::SampleUniform;
 
+use super::graph::shape::window_side;
 use super::graph::{BlockUse, Graph, Layer, Op, Shortcut};
 use super::layers::RtLinear;
 use super::{Backend, Images, Outputs};
@@ -156,9 +157,8 @@ impl<D> Builder<'_, D> {
     where
         D: Device<E>,
     {
-        let window = |kernel: usize, stride: usize, padding: usize, side: usize| {
-            (side + 2 * padding - kernel) / stride + 1
-        };
+        // Built after `shape::infer` accepted the graph: every window fits.
+        let window = |kernel, stride, padding, side| window_side(side, kernel, stride, padding).unwrap_or(0);
         Ok(match op {
             Op::Conv {
                 filters,
@@ -547,56 +547,37 @@ impl<E: Dtype + Float + SampleUniform, D: Device<E>> TensorCollection<E, D> for 
 
 const WRONG_VARIANT: &str = "the walk lists the fields of the variant it holds";
 
-/// The parts of one variant, for the walk that lists that variant's fields.
+/// `$get`/`$get_mut`: the payload of variant `$variant`, for the walk that
+/// lists that variant's fields.
+macro_rules! variant_accessors {
+    ($($get:ident, $get_mut:ident, $variant:ident, $payload:ty;)+) => {
+        impl<E: Dtype, D: Storage<E>> NetLayer<E, D> {
+            $(
+                fn $get(&self) -> &$payload {
+                    match self {
+                        NetLayer::$variant(v) => v,
+                        _ => unreachable!("{WRONG_VARIANT}"),
+                    }
+                }
+                fn $get_mut(&mut self) -> &mut $payload {
+                    match self {
+                        NetLayer::$variant(v) => v,
+                        _ => unreachable!("{WRONG_VARIANT}"),
+                    }
+                }
+            )+
+        }
+    };
+}
+
+variant_accessors! {
+    conv, conv_mut, Conv, Conv<E, D>;
+    norm, norm_mut, BatchNorm, Norm<E, D>;
+    dense, dense_mut, Dense, RtLinear<E, D>;
+    uses, uses_mut, Block, Vec<NetBlock<E, D>>;
+}
+
 impl<E: Dtype, D: Storage<E>> NetLayer<E, D> {
-    fn conv(&self) -> &Conv<E, D> {
-        match self {
-            NetLayer::Conv(c) => c,
-            _ => unreachable!("{WRONG_VARIANT}"),
-        }
-    }
-    fn conv_mut(&mut self) -> &mut Conv<E, D> {
-        match self {
-            NetLayer::Conv(c) => c,
-            _ => unreachable!("{WRONG_VARIANT}"),
-        }
-    }
-    fn norm(&self) -> &Norm<E, D> {
-        match self {
-            NetLayer::BatchNorm(n) => n,
-            _ => unreachable!("{WRONG_VARIANT}"),
-        }
-    }
-    fn norm_mut(&mut self) -> &mut Norm<E, D> {
-        match self {
-            NetLayer::BatchNorm(n) => n,
-            _ => unreachable!("{WRONG_VARIANT}"),
-        }
-    }
-    fn dense(&self) -> &RtLinear<E, D> {
-        match self {
-            NetLayer::Dense(d) => d,
-            _ => unreachable!("{WRONG_VARIANT}"),
-        }
-    }
-    fn dense_mut(&mut self) -> &mut RtLinear<E, D> {
-        match self {
-            NetLayer::Dense(d) => d,
-            _ => unreachable!("{WRONG_VARIANT}"),
-        }
-    }
-    fn uses(&self) -> &[NetBlock<E, D>] {
-        match self {
-            NetLayer::Block(uses) => uses,
-            _ => unreachable!("{WRONG_VARIANT}"),
-        }
-    }
-    fn uses_mut(&mut self) -> &mut [NetBlock<E, D>] {
-        match self {
-            NetLayer::Block(uses) => uses,
-            _ => unreachable!("{WRONG_VARIANT}"),
-        }
-    }
     fn conv_bias(&self) -> &Vector<E, D> {
         self.conv().bias.as_ref().expect(WRONG_VARIANT)
     }

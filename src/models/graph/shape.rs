@@ -55,6 +55,12 @@ pub struct ShapeError {
     pub at: Option<Location>,
 }
 
+/// The side of a convolution's or pooling's output for an input of `side`,
+/// or None when the padded input is smaller than the window.
+pub fn window_side(side: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
+    (side + 2 * padding >= kernel).then(|| (side + 2 * padding - kernel) / stride + 1)
+}
+
 /// Follows a `side` x `side` grey image through `graph` and its output layer of
 /// `outputs` units.
 pub fn infer(graph: &Graph, side: usize, outputs: usize) -> Result<Summary, ShapeError> {
@@ -127,18 +133,14 @@ impl Walk {
             ))),
         };
         // The side of a window's output, or why there is none.
-        let window = |kernel: usize, stride: usize, padding: usize, (h, w): (usize, usize), why: &str| {
-            let fits = |s: usize| s + 2 * padding >= kernel;
-            if fits(h) && fits(w) {
-                Ok((
-                    (h + 2 * padding - kernel) / stride + 1,
-                    (w + 2 * padding - kernel) / stride + 1,
-                ))
-            } else {
-                Err(fail(format!(
-                    "gets a {h}x{w} map from a {side}x{side} input, smaller than its {kernel}x{kernel} window: {why}"
-                )))
-            }
+        let window = |kernel: usize, stride: usize, padding: usize, (h, w): (usize, usize), why: &str| match (
+            window_side(h, kernel, stride, padding),
+            window_side(w, kernel, stride, padding),
+        ) {
+            (Some(oh), Some(ow)) => Ok((oh, ow)),
+            _ => Err(fail(format!(
+                "gets a {h}x{w} map from a {side}x{side} input, smaller than its {kernel}x{kernel} window: {why}"
+            ))),
         };
         let (output, parameters, mult_adds) = match &layer.op {
             Op::Conv {

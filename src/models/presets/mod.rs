@@ -20,15 +20,6 @@ crate::config_choice! {
 }
 
 impl Arch {
-    pub const ALL: [Arch; 6] = [
-        Arch::LeNet,
-        Arch::AlexNet,
-        Arch::ResNet18,
-        Arch::ResNet34,
-        Arch::ResNet50,
-        Arch::Darknet53,
-    ];
-
     pub(crate) fn text(self) -> &'static str {
         match self {
             Arch::LeNet => include_str!("lenet.toml"),

@@ -52,14 +52,13 @@ const SCHEDULE_KEYS: [(&str, &[ScheduleKind]); 7] = [
 /// with some of its keys replaced. The graph is read by
 /// [`crate::models::graph::read`]; the keys are documented in
 /// docs/pipeline-reference.md.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct ModelConfig {
     /// `arch`, `channels`, `layers`, `head`, `[model.blocks.*]` and `dropout`,
     /// as the network they describe (this, not the text, is the cache key).
     pub graph: Graph,
     /// `side`: the image side to check the network against before the data
     /// is there (and for `fkp model`). Not part of the key: the data decides.
-    #[serde(skip)]
     pub side: Option<usize>,
 }
 
