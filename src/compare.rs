@@ -157,11 +157,14 @@ pub fn compare(
                 prepared: data(StageKind::Prepare, prepare::PREPARED_FILE),
             },
         ));
-        let train_timing = std::fs::read(entry(StageKind::Train).join(dag::TIMING_FILE))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .and_then(|t: serde_json::Value| train_timing(&t));
-        timing.push((info.name.clone(), train_timing));
+        // Every training of a seed ensemble.
+        for dir in entry_dirs(&status, *index, StageKind::Train) {
+            let train_timing = std::fs::read(dir.join(dag::TIMING_FILE))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .and_then(|t: serde_json::Value| train_timing(&t));
+            timing.push((info.name.clone(), train_timing));
+        }
     }
     let baseline = baseline.filter(|b| infos.iter().any(|(_, i)| &i.name == b));
     let compared = report::gather(this.as_ref(), &members, baseline.as_deref(), sort_by)?;
@@ -182,12 +185,20 @@ pub fn compare(
 /// The entry folder of a pipeline's (first) node of `kind`; status knows it
 /// for every cached node.
 fn entry_dir(status: &StatusReport, pipeline: usize, kind: StageKind) -> PathBuf {
+    entry_dirs(status, pipeline, kind)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
+/// The entry of every instance of `kind` (each training of a seed ensemble).
+fn entry_dirs(status: &StatusReport, pipeline: usize, kind: StageKind) -> Vec<PathBuf> {
     status.pipelines[pipeline]
         .stages
         .iter()
-        .find(|s| s.stage == kind.name() || s.stage.starts_with(&format!("{kind}#")))
-        .and_then(|s| s.entry.clone())
-        .unwrap_or_default()
+        .filter(|s| s.stage == kind.name() || s.stage.starts_with(&format!("{kind}#")))
+        .filter_map(|s| s.entry.clone())
+        .collect()
 }
 
 fn read_against(path: &Path) -> Result<Comparison, CompareError> {

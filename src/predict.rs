@@ -13,7 +13,7 @@ use crate::pipeline::Pipeline;
 use crate::stages::StageKind;
 use crate::stages::ingest::{self, Labels};
 use crate::stages::train::{MODEL_FILE, MODEL_META, load_trained};
-use crate::training::{TrainError, Tta, predict_pixels_tta};
+use crate::training::{TrainError, Tta, predict_ensemble};
 use crate::workspace::WorkspaceLock;
 
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +93,21 @@ pub fn predict(
             .data_dir(&pipeline.name, kind)
             .ok_or_else(|| PredictError::NoModel(pipeline.name.clone()))
     };
-    let train_dir = data_dir(StageKind::Train)?;
-    let (session, trained) = load_trained(&train_dir.join(MODEL_META), &train_dir.join(MODEL_FILE))?;
+    // One model, or every member of a seed ensemble: their predictions are averaged.
+    let mut sessions = Vec::new();
+    let mut trained = None;
+    for dir in report.data_dirs_of(&pipeline.name, StageKind::Train) {
+        let (session, model) = load_trained(&dir.join(MODEL_META), &dir.join(MODEL_FILE))?;
+        sessions.push(session);
+        trained.get_or_insert(model);
+    }
+    let trained = trained.ok_or_else(|| PredictError::NoModel(pipeline.name.clone()))?;
+    if sessions.len() > 1 {
+        console.status(&format!(
+            "predicting with an ensemble of {} models ([train] seeds): their predictions are averaged",
+            sessions.len()
+        ));
+    }
     let rules = ingest::ReadingRules::read(&data_dir(StageKind::Ingest)?.join(ingest::RULES_FILE))?;
     let faces = ingest::read_like_training(request.input, &rules, Labels::Ignored, console)?;
     // The pipeline's own evaluate settings, as its scores were computed.
@@ -112,14 +125,7 @@ pub fn predict(
         ));
     }
     let flips = FlipMap::from_keypoint_names(&trained.keypoint_names);
-    let predictions = predict_pixels_tta(
-        session.as_ref(),
-        &faces.pixels,
-        faces.len(),
-        faces.side,
-        &tta,
-        &flips,
-    )?;
+    let predictions = predict_ensemble(&sessions, &faces.pixels, faces.len(), faces.side, &tta, &flips)?;
     let coords = trained.coordinate_names.len();
 
     let mut text = String::new();

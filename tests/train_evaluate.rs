@@ -333,6 +333,109 @@ fn test_time_flips_are_scored_beside_plain_predictions_and_predict_uses_them() {
     assert!(m.get("without_tta").is_none(), "{m}");
 }
 
+/// The rows of a `fkp predict` CSV, as numbers.
+fn predicted(s: &Scratch, file: &str) -> Vec<Vec<f64>> {
+    std::fs::read_to_string(s.path(file))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect()
+}
+
+#[test]
+fn a_seed_ensemble_trains_one_shared_entry_per_seed_and_averages_them() {
+    let s = Scratch::new();
+    pipeline(
+        &s,
+        "epochs = 2
+seeds = [3, 5]
+",
+        "tta = [\"hflip\"]\n",
+    );
+    let out = s.ok(&["run", "p.toml"]);
+    assert!(
+        out.contains("train#seed-3") && out.contains("train#seed-5"),
+        "{out}"
+    );
+    assert_eq!(s.entries("train").len(), 2);
+    let m = metrics(&s);
+    let members = m["members"].as_array().unwrap();
+    let seeds: Vec<u64> = members.iter().map(|m| m["seed"].as_u64().unwrap()).collect();
+    assert_eq!(seeds, [3, 5]);
+    for member in members {
+        assert!(member["validation"]["rmse_px"].as_f64().unwrap().is_finite());
+        assert!(
+            member["without_tta"]["validation"]["rmse_px"]
+                .as_f64()
+                .unwrap()
+                .is_finite()
+        );
+    }
+    assert_ne!(
+        members[0]["validation"]["rmse_px"], members[1]["validation"]["rmse_px"],
+        "two seeds, two different models"
+    );
+    for file in ["seed-3/learning_curves.png", "seed-5/train/history.md"] {
+        assert!(s.path(&format!("reports/p/{file}")).is_file(), "{file}");
+    }
+    let md = std::fs::read_to_string(s.path("reports/p/metrics.md")).unwrap();
+    assert!(
+        md.contains("An ensemble of 2") && md.contains("seed-3/learning_curves.png"),
+        "{md}"
+    );
+
+    // predict averages the members; each member alone is the pipeline with its
+    // `seed`, whose training is the ensemble's cached entry.
+    s.ok(&[
+        "predict",
+        "p.toml",
+        "--input",
+        "faces.csv",
+        "--output",
+        "ensemble.csv",
+    ]);
+    let mut alone = Vec::new();
+    for seed in [3, 5] {
+        pipeline(&s, &format!("epochs = 2\nseed = {seed}\n"), "tta = [\"hflip\"]\n");
+        let out = s.ok(&["run", "p.toml"]);
+        assert!(out.contains("train      cached"), "{out}");
+        let file = format!("seed-{seed}.csv");
+        s.ok(&["predict", "p.toml", "--input", "faces.csv", "--output", &file]);
+        alone.push(predicted(&s, &file));
+    }
+    assert_eq!(s.entries("train").len(), 2);
+    let ensemble = predicted(&s, "ensemble.csv");
+    assert_eq!(ensemble.len(), 300);
+    for (row, values) in ensemble.iter().enumerate() {
+        for (c, value) in values.iter().enumerate() {
+            let mean = (alone[0][row][c] + alone[1][row][c]) / 2.0;
+            assert!((value - mean).abs() < 1e-3, "row {row}: {value} vs mean {mean}");
+        }
+    }
+}
+
+#[test]
+fn seeds_are_checked_where_they_are_written() {
+    let s = Scratch::new();
+    for (train, message) in [
+        ("seed = 1\nseeds = [1, 2]\n", "not both"),
+        ("seeds = []\n", "lists no seed"),
+        ("seeds = [1, 2, 1]\n", "1 is listed twice"),
+        ("seeds = [1, -2]\n", "-2 is negative"),
+        ("seeds = 3\n", "must be an array of non-negative integers"),
+    ] {
+        pipeline(&s, &format!("epochs = 1\n{train}"), "");
+        let (code, err) = s.fails(&["run", "p.toml"]);
+        assert_eq!(code, 2, "{train}: {err}");
+        assert!(
+            err.contains(message) && err.contains("train.seeds"),
+            "{train}: {err}"
+        );
+    }
+    assert!(s.entries("ingest").is_empty());
+}
+
 #[test]
 fn a_diverging_training_stops_with_advice_and_caches_nothing() {
     let s = Scratch::new();

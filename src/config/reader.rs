@@ -211,6 +211,30 @@ impl<'a> TableReader<'a> {
         paths
     }
 
+    /// An array of distinct non-negative integers (`seeds = [1, 2, 3]`), each
+    /// mistake reported where the item is written.
+    pub fn u64_list(&mut self, key: &'static str) -> Vec<u64> {
+        let Some(node) = self.get(key) else {
+            return Vec::new();
+        };
+        let Value::Array(items) = &node.value else {
+            self.wrong_type(key, node, "an array of non-negative integers");
+            return Vec::new();
+        };
+        let mut values = Vec::new();
+        for item in items {
+            match item.value {
+                Value::Integer(i) if i >= 0 && values.contains(&(i as u64)) => {
+                    self.invalid_at(key, &item.at, format!("{i} is listed twice"));
+                }
+                Value::Integer(i) if i >= 0 => values.push(i as u64),
+                Value::Integer(i) => self.invalid_at(key, &item.at, format!("{i} is negative")),
+                _ => self.wrong_type(key, item, "an array of non-negative integers"),
+            }
+        }
+        values
+    }
+
     /// Reports an unacceptable value at `at` (an item of an array).
     pub fn invalid_at(&mut self, key: &'static str, at: &Location, message: impl Into<String>) {
         let kind = ConfigErrorKind::InvalidValue {

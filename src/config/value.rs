@@ -45,6 +45,11 @@ pub struct Entry {
     pub node: Node,
 }
 
+/// Pairs of keys that say one thing two ways: a file that writes one drops the
+/// other from the files it extends (`seeds`, an ensemble, instead of `seed`).
+/// Written in one file, both stay, and the stage that reads them says which.
+pub const ALTERNATIVES: [(&str, &str); 1] = [("seed", "seeds")];
+
 #[derive(Debug, Clone, Default)]
 pub struct Table {
     pub entries: BTreeMap<String, Entry>,
@@ -60,9 +65,20 @@ impl Table {
     }
 
     /// Deep merge: tables merge key by key, anything else in `overlay` replaces
-    /// what `self` had. This is what `extends` means.
+    /// what `self` had, and a key replaces its alternative ([`ALTERNATIVES`]).
+    /// This is what `extends` means.
     pub fn merge(&mut self, overlay: Table) {
         for (key, entry) in overlay.entries {
+            for (a, b) in ALTERNATIVES {
+                let replaced = if key == a {
+                    b
+                } else if key == b {
+                    a
+                } else {
+                    continue;
+                };
+                self.entries.remove(replaced);
+            }
             match (self.entries.get_mut(&key), entry.node.value) {
                 (
                     Some(Entry {
@@ -251,6 +267,18 @@ mod tests {
         }
         assert!(ingest.get("test").is_some());
         assert!(base.get("eda").is_some());
+    }
+
+    #[test]
+    fn a_key_replaces_its_alternative_from_an_extended_file() {
+        let mut base = parse("[train]\nseed = 7\nepochs = 2\n");
+        base.merge(parse("[train]\nseeds = [1, 2]\n"));
+        let train = table(&base, "train");
+        assert!(train.get("seed").is_none() && train.get("seeds").is_some());
+        assert!(train.get("epochs").is_some());
+        base.merge(parse("[train]\nseed = 3\n"));
+        let train = table(&base, "train");
+        assert!(train.get("seeds").is_none() && train.get("seed").is_some());
     }
 
     #[test]

@@ -154,13 +154,19 @@ impl Graph {
         let mut out = String::new();
         for (index, pipeline) in self.pipelines.iter().enumerate() {
             out.push_str(&format!("{} ({})\n", pipeline.name, pipeline.file.display()));
+            let width = self
+                .nodes_of(index)
+                .map(|n| self.nodes[n].label.len())
+                .max()
+                .unwrap_or(0)
+                .max(10);
             for n in self.nodes_of(index) {
                 let node = &self.nodes[n];
                 let deps: Vec<String> = node.deps.iter().map(|&d| self.dep_label(n, d)).collect();
                 if deps.is_empty() {
                     out.push_str(&format!("  {}\n", node.label));
                 } else {
-                    out.push_str(&format!("  {:<10} <- {}\n", node.label, deps.join(", ")));
+                    out.push_str(&format!("  {:<width$} <- {}\n", node.label, deps.join(", ")));
                 }
             }
         }
@@ -190,20 +196,21 @@ impl Graph {
     }
 }
 
-/// Each node's label: the stage kind, plus `#<n>` when the pipeline has several
-/// instances of it.
+/// Each node's label: the stage kind, plus `#<instance>` when the pipeline has
+/// several instances of it (`train#seed-1`), or `#<n>` for unnamed ones.
 fn labels(pipeline: &Pipeline) -> Vec<String> {
     let kinds: Vec<StageKind> = pipeline.stages.iter().map(|s| s.kind()).collect();
     kinds
         .iter()
+        .zip(&pipeline.stages)
         .enumerate()
-        .map(|(position, kind)| {
+        .map(|(position, (kind, stage))| {
             let instances = kinds.iter().filter(|k| *k == kind).count();
             let earlier = kinds[..position].iter().filter(|k| *k == kind).count();
-            if instances > 1 {
-                format!("{kind}#{}", earlier + 1)
-            } else {
-                kind.name().to_string()
+            match (instances, stage.instance()) {
+                (1, _) => kind.name().to_string(),
+                (_, Some(name)) => format!("{kind}#{name}"),
+                (_, None) => format!("{kind}#{}", earlier + 1),
             }
         })
         .collect()

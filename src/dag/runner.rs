@@ -46,10 +46,17 @@ pub struct RunReport {
 
 impl RunReport {
     pub fn data_dir(&self, pipeline: &str, stage: StageKind) -> Option<&Path> {
+        self.data_dirs_of(pipeline, stage).into_iter().next()
+    }
+
+    /// The `data/` folder of every instance of a stage (each training of a seed
+    /// ensemble), in graph order.
+    pub fn data_dirs_of(&self, pipeline: &str, stage: StageKind) -> Vec<&Path> {
         self.data_dirs
             .iter()
-            .find(|(p, s, _)| p == pipeline && *s == stage)
+            .filter(|(p, s, _)| p == pipeline && *s == stage)
             .map(|(_, _, dir)| dir.as_path())
+            .collect()
     }
 }
 
@@ -408,18 +415,27 @@ impl<'a> Walk<'a> {
             path: reports.clone(),
             source,
         };
+        // One of several instances (a member of a seed ensemble) publishes into
+        // its own folder; the record keeps paths relative to `reports`.
+        let folder = PathBuf::from(self.graph.stage(n).instance().unwrap_or_default());
+        let previous: Vec<PathBuf> = previous
+            .iter()
+            .filter_map(|p| p.strip_prefix(&folder).ok().map(Path::to_path_buf))
+            .collect();
+        let target = reports.join(&folder);
         let mut published =
-            fsutil::publish_tree(&entry.join(REPORT_DIR), &reports, &previous).map_err(reports_error)?;
+            fsutil::publish_tree(&entry.join(REPORT_DIR), &target, &previous).map_err(reports_error)?;
         let views = self
             .graph
             .stage(n)
-            .render_views(entry, &reports)
+            .render_views(entry, &target)
             .map_err(|source| DagError::Stage {
                 pipeline: name.clone(),
                 stage: node.kind,
                 source: Box::new(source),
             })?;
         published.extend(views);
+        let mut published: Vec<PathBuf> = published.iter().map(|p| folder.join(p)).collect();
         published.sort();
         published.dedup();
         record.published.insert(node.label.clone(), published);

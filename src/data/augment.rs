@@ -300,6 +300,149 @@ mod tests {
         assert_eq!(counts, [false, false]);
     }
 
+    /// Normalised cross-correlation of two equal-sized patches.
+    fn ncc(a: &[f32], b: &[f32]) -> f32 {
+        let mean = |p: &[f32]| p.iter().sum::<f32>() / p.len() as f32;
+        let (ma, mb) = (mean(a), mean(b));
+        let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+        for (x, y) in a.iter().zip(b) {
+            ab += (x - ma) * (y - mb);
+            aa += (x - ma) * (x - ma);
+            bb += (y - mb) * (y - mb);
+        }
+        ab / (aa * bb).sqrt().max(1e-6)
+    }
+
+    /// The 9x9 patch around (x, y), mirrored left-right when asked; `None`
+    /// near the border.
+    fn patch(image: &[f32], side: usize, (x, y): (f32, f32), mirrored: bool) -> Option<Vec<f32>> {
+        const R: isize = 4;
+        let (cx, cy) = (x.round() as isize, y.round() as isize);
+        let inside = |v: isize| v - R >= 0 && v + R < side as isize;
+        if !(inside(cx) && inside(cy)) {
+            return None;
+        }
+        let mut out = Vec::new();
+        for dy in -R..=R {
+            for dx in -R..=R {
+                let dx = if mirrored { -dx } else { dx };
+                out.push(image[(cy + dy) as usize * side + (cx + dx) as usize]);
+            }
+        }
+        Some(out)
+    }
+
+    /// Real faces (the quickstart's fully labelled sample), through every
+    /// combination of the transforms at strong settings. Two checks that do
+    /// not reuse the transform code: the labels keep the face's anatomy (the
+    /// subject's left eye right of the right eye in the picture, top lip above
+    /// the bottom lip, ...), which a flip that forgot to swap partners breaks;
+    /// and the picture under each label looks like the original around that
+    /// keypoint (or its mirror partner, mirrored), far more than a few pixels
+    /// off does, which a transform applied to the image and not the labels, or
+    /// the wrong way round, breaks. `reports/<pipeline>/train/augmented.png`
+    /// draws the same faces for the eye.
+    #[test]
+    fn every_combination_keeps_each_keypoint_on_its_face_part() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/faces300-full.csv.gz");
+        let options = crate::data::kaggle_csv::ParseOptions {
+            skip_bad_rows: false,
+            coordinate_tolerance: 0.0,
+            ignore_coordinates: false,
+            side: None,
+        };
+        let faces = crate::data::kaggle_csv::read(&path, options, &crate::console::Console::silent())
+            .unwrap()
+            .table;
+        let names = faces.keypoint_names();
+        let index = |name: &str| names.iter().position(|n| n == name).unwrap();
+        // (a, b, axis): coordinate `axis` of keypoint a exceeds b's.
+        let anatomy = [
+            (index("left_eye_center"), index("right_eye_center"), 0),
+            (index("left_eye_outer_corner"), index("left_eye_inner_corner"), 0),
+            (
+                index("right_eye_inner_corner"),
+                index("right_eye_outer_corner"),
+                0,
+            ),
+            (index("mouth_left_corner"), index("mouth_right_corner"), 0),
+            (index("mouth_center_bottom_lip"), index("mouth_center_top_lip"), 1),
+            (index("nose_tip"), index("left_eye_center"), 1),
+        ];
+        let flips = FlipMap::from_keypoint_names(&names);
+        let side = faces.side;
+        let complete: Vec<usize> = (0..faces.len())
+            .filter(|&r| faces.row_coords(r).iter().all(|v| !v.is_nan()))
+            .take(24)
+            .collect();
+        assert_eq!(complete.len(), 24);
+        let (mut orders, mut broken) = (0usize, 0usize);
+        let (mut on, mut off, mut compared) = (0.0f64, 0.0f64, 0usize);
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(11);
+        for combination in 1..64u32 {
+            let on_if = |bit: u32, value: f32| if combination & (1 << bit) != 0 { value } else { 0.0 };
+            let augment = Augment {
+                hflip: combination & 1 != 0,
+                shift_px: on_if(1, 4.0),
+                rotate_deg: on_if(2, 15.0),
+                scale: on_if(3, 0.1),
+                brightness: on_if(4, 0.2),
+                contrast: on_if(5, 0.3),
+            };
+            for &row in &complete {
+                let original: Vec<f32> = faces.image(row).iter().map(|&p| f32::from(p) / 255.0).collect();
+                let (mut image, mut coords) = (original.clone(), faces.row_coords(row).to_vec());
+                let mut counts = vec![true; coords.len()];
+                let mut sample = Sample {
+                    image: &mut image,
+                    coords: &mut coords,
+                    counts: &mut counts,
+                    side,
+                };
+                augment.apply(&mut rng, &flips, &mut sample);
+                let point = |k: usize| (coords[2 * k], coords[2 * k + 1]);
+                for &(a, b, axis) in &anatomy {
+                    if counts[2 * a] && counts[2 * b] {
+                        orders += 1;
+                        broken += usize::from(coords[2 * a + axis] <= coords[2 * b + axis]);
+                    }
+                }
+                for k in 0..names.len() {
+                    let at = point(k);
+                    let source = |partner: usize, mirrored: bool| {
+                        let (x, y) = (
+                            faces.row_coords(row)[2 * partner],
+                            faces.row_coords(row)[2 * partner + 1],
+                        );
+                        patch(&original, side, (x, y), mirrored)
+                    };
+                    let (Some(here), Some(shifted), Some(plain), Some(mirror)) = (
+                        patch(&image, side, at, false),
+                        patch(&image, side, (at.0 + 7.0, at.1 + 7.0), false),
+                        source(k, false),
+                        source(flips.partner(k), true),
+                    ) else {
+                        continue;
+                    };
+                    let best = |p: &[f32]| ncc(p, &plain).max(ncc(p, &mirror));
+                    on += f64::from(best(&here));
+                    off += f64::from(best(&shifted));
+                    compared += 1;
+                }
+            }
+        }
+        let (on, off) = (on / compared as f64, off / compared as f64);
+        assert!(compared > 10_000, "{compared}");
+        assert!(
+            (broken as f64) < 0.01 * orders as f64,
+            "{broken} of {orders} left/right or top/bottom orders broken"
+        );
+        assert!(
+            on > 0.8 && on > off + 0.3,
+            "correlation under the labels {on:.3}, 7 px off {off:.3}"
+        );
+    }
+
     #[test]
     fn the_same_seed_gives_the_same_augmentation() {
         let augment = Augment {

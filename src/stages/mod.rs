@@ -7,10 +7,11 @@
 //! store and CLI take every stage list from here, so adding a stage is one variant,
 //! one match arm (the compiler asks for it) and one module.
 //!
-//! Two things the design leaves room for: a reader returns zero or more instances of
-//! its stage (several trainings of one pipeline, one per seed, get their own nodes
-//! and cache entries), and the graph resolves a stage's upstream in one place
-//! (`dag::graph`), where a stage reading other pipelines' outputs plugs in.
+//! A reader returns zero or more instances of its stage: the trainings of a seed
+//! ensemble get their own nodes and cache entries ([`Stage::instance`] names
+//! them), and a stage reading their outputs gets all of them. The graph resolves a
+//! stage's upstream in one place (`dag::graph`), where a stage reading other
+//! pipelines' outputs plugs in.
 
 pub mod eda;
 pub mod evaluate;
@@ -278,13 +279,20 @@ pub trait Stage: Send + Sync {
     /// out: the content of the files they name goes in instead.
     fn config(&self) -> serde_json::Value;
     fn file_inputs(&self) -> Vec<FileInput>;
-    /// What can be known to fail before anything runs (a device this machine
-    /// lacks), checked by `fkp run` before the first stage starts.
     /// The network of a stage that trains one (`fkp model` reads it).
     fn model(&self) -> Option<&train::ModelConfig> {
         None
     }
 
+    /// Names this instance among several of its kind in one pipeline (`seed-1`
+    /// of an ensemble): its node is `<kind>#<instance>`, and its reports go to
+    /// `reports/<pipeline>/<instance>/`.
+    fn instance(&self) -> Option<String> {
+        None
+    }
+
+    /// What can be known to fail before anything runs (a device this machine
+    /// lacks), checked by `fkp run` before the first stage starts.
     fn preflight(&self) -> Result<(), StageError> {
         Ok(())
     }
@@ -323,6 +331,18 @@ pub struct MemberInfo {
     /// Whether the pipeline itself reads other pipelines (is a report).
     #[serde(skip)]
     pub has_members: bool,
+}
+
+impl MemberInfo {
+    /// The key configuration of the pipeline's stage of `kind` (its first
+    /// instance: the trainings of an ensemble differ only in their seed).
+    pub fn stage(&self, kind: StageKind) -> Option<&serde_json::Value> {
+        let instance = format!("{kind}#");
+        self.stages
+            .iter()
+            .find(|(label, _)| *label == kind.name() || label.starts_with(&instance))
+            .map(|(_, config)| config)
+    }
 }
 
 #[cfg(test)]

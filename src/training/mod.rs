@@ -3,12 +3,14 @@
 //! The train stage (`src/stages/train/`) drives it epoch by epoch.
 
 mod batch;
+pub mod ensemble;
 pub mod numerics;
 mod schedule;
 mod session;
 pub mod tta;
 
 pub use batch::{Batch, Normalisation, assemble};
+pub use ensemble::predict_ensemble;
 pub use schedule::{EarlyStopping, EarlyStoppingState, Schedule, ScheduleState, Step};
 pub use session::{OptimizerKind, OptimizerSettings, Session, open_session, predict_pixels};
 pub use tta::{Tta, predict_pixels_tta};

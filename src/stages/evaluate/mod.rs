@@ -26,7 +26,7 @@ use crate::report::{Cell, ReportError, ReportTable, plot};
 use crate::stages::ingest::{self, Labels};
 use crate::stages::prepare::PREPARED_FILE;
 use crate::stages::train::{self, TrainedModel};
-use crate::training::{TrainError, Tta, predict_pixels, predict_pixels_tta};
+use crate::training::{Session, TrainError, Tta, ensemble, predict_pixels_tta};
 
 pub const METRICS_FILE: &str = "metrics.json";
 pub const PREDICTIONS_FILE: &str = "predictions.parquet";
@@ -73,7 +73,8 @@ impl Stage for EvaluateStage {
 
     fn version(&self) -> u32 {
         // 4: metrics.json says which test-time augmentation its scores use.
-        4
+        // 5: seed ensembles: averaged predictions, and `members`.
+        5
     }
 
     /// The configuration, with the numerics its predictions are computed with
@@ -128,42 +129,78 @@ pub struct KeypointScore {
 /// `metrics.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Metrics {
+    /// The train stage's `model.json` (an ensemble's first member's).
     pub model: TrainedModel,
-    pub validation: Scores,
-    /// The validation rows against the `truth` file's labels.
-    pub validation_full_labels: Option<Scores>,
-    /// Every row of the `data` file.
-    pub data: Option<Scores>,
+    /// What the pipeline predicts: the model's, or the ensemble's averaged
+    /// predictions, with `tta`.
+    #[serde(flatten)]
+    pub scores: ScoreSet,
     /// `[evaluate] tta`: the scores above average each face's prediction with
     /// these transforms' (none: plain predictions).
     #[serde(default)]
     pub tta: Vec<Tta>,
     /// With `tta`, the same scores from plain predictions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub without_tta: Option<PlainScores>,
+    pub without_tta: Option<ScoreSet>,
+    /// A seed ensemble's members, each scored alone, in `seeds` order; empty
+    /// for one model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberScores>,
 }
 
-/// The scores of [`Metrics`] without test-time augmentation.
+/// The scores of one set of predictions: the validation faces against their
+/// own labels and, with `truth`, against the full labels; every row of the
+/// `data` file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PlainScores {
+pub struct ScoreSet {
     pub validation: Scores,
+    /// The validation rows against the `truth` file's labels.
     pub validation_full_labels: Option<Scores>,
+    /// Every row of the `data` file.
     pub data: Option<Scores>,
+}
+
+impl ScoreSet {
+    /// The validation score a comparison uses: against full labels when there
+    /// are, else the validation labels; and which it is.
+    pub fn headline(&self) -> (&Scores, &'static str) {
+        match &self.validation_full_labels {
+            Some(full) => (full, "full labels"),
+            None => (&self.validation, "validation labels"),
+        }
+    }
+}
+
+/// One member of a seed ensemble, alone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberScores {
+    pub seed: u64,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    /// With `tta`, as the ensemble's.
+    #[serde(flatten)]
+    pub scores: ScoreSet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub without_tta: Option<ScoreSet>,
 }
 
 impl Metrics {
     /// The numbers to show first, in one line: RMSE over labelled points (on
     /// the full labels when there is a truth file) and PCK at 10%.
     pub fn headline(&self) -> String {
-        let mut line = format!("val RMSE {:.3} px", self.validation.rmse_px);
-        if let Some(full) = &self.validation_full_labels {
+        let scores = &self.scores;
+        let mut line = format!("val RMSE {:.3} px", scores.validation.rmse_px);
+        if let Some(full) = &scores.validation_full_labels {
             line.push_str(&format!(" ({:.3} px on full labels)", full.rmse_px));
         }
-        if let Some(pck) = self.validation.pck_10 {
+        if let Some(pck) = scores.validation.pck_10 {
             line.push_str(&format!(", PCK@10% {pck:.1}%"));
         }
-        if let Some(data) = &self.data {
+        if let Some(data) = &scores.data {
             line.push_str(&format!(", data RMSE {:.3} px", data.rmse_px));
+        }
+        if !self.members.is_empty() {
+            line.push_str(&format!(" (ensemble of {})", self.members.len()));
         }
         line
     }
@@ -175,41 +212,100 @@ impl Metrics {
     }
 }
 
+/// One model's (or the ensemble's) coordinates in pixels for the validation
+/// faces and the `data` file's.
+struct Predicted {
+    val: Vec<f32>,
+    data: Option<Vec<f32>>,
+}
+
+impl Predicted {
+    fn average(all: &[Predicted]) -> Predicted {
+        let vals: Vec<Vec<f32>> = all.iter().map(|p| p.val.clone()).collect();
+        let datas: Option<Vec<Vec<f32>>> = all.iter().map(|p| p.data.clone()).collect();
+        Predicted {
+            val: ensemble::average(&vals),
+            data: datas.map(|d| ensemble::average(&d)),
+        }
+    }
+}
+
+/// What predictions are scored against.
+struct Scorer<'a> {
+    prepared: &'a Prepared,
+    /// The `truth` file's labels for the validation rows.
+    full_labels: Option<(Vec<f32>, Vec<u8>)>,
+    /// The `data` file's faces and labels.
+    data: Option<(FaceTable, Vec<f32>, Vec<u8>)>,
+    keypoints: &'a [String],
+    mean_shape: Vec<f32>,
+}
+
+impl Scorer<'_> {
+    fn predict(
+        &self,
+        session: &dyn Session,
+        tta: &[Tta],
+        flips: &FlipMap,
+    ) -> Result<Predicted, EvaluateError> {
+        let val = &self.prepared.val;
+        let data = match &self.data {
+            Some((faces, _, _)) => Some(predict_pixels_tta(
+                session,
+                &faces.pixels,
+                faces.len(),
+                faces.side,
+                tta,
+                flips,
+            )?),
+            None => None,
+        };
+        Ok(Predicted {
+            val: predict_pixels_tta(session, &val.images, val.len(), self.prepared.side, tta, flips)?,
+            data,
+        })
+    }
+
+    fn score(&self, predicted: &Predicted) -> ScoreSet {
+        let val = &self.prepared.val;
+        let score = |pixels: &[f32], targets: &[f32], labelled: &[u8]| {
+            score(pixels, targets, labelled, self.keypoints, &self.mean_shape)
+        };
+        ScoreSet {
+            validation: score(&predicted.val, &val.targets, &val.labelled),
+            validation_full_labels: self
+                .full_labels
+                .as_ref()
+                .map(|(targets, labelled)| score(&predicted.val, targets, labelled)),
+            data: match (&self.data, &predicted.data) {
+                (Some((_, targets, labelled)), Some(pixels)) => Some(score(pixels, targets, labelled)),
+                _ => None,
+            },
+        }
+    }
+}
+
 impl EvaluateStage {
     fn evaluate(&self, ctx: &StageContext) -> Result<StageOutcome, EvaluateError> {
         let prepared = Prepared::read(&ctx.upstream_file(StageKind::Prepare, PREPARED_FILE)?)?;
         let rules = ingest::ReadingRules::read(&ctx.upstream_file(StageKind::Ingest, ingest::RULES_FILE)?)?;
-        let (session, trained) = train::load_trained(
-            &ctx.upstream_file(StageKind::Train, train::MODEL_META)?,
-            &ctx.upstream_file(StageKind::Train, train::MODEL_FILE)?,
-        )?;
+        // One model, or each member of a seed ensemble, in `seeds` order.
+        let metas = ctx.upstream_files(StageKind::Train, train::MODEL_META)?;
+        let weights = ctx.upstream_files(StageKind::Train, train::MODEL_FILE)?;
+        let models = metas
+            .iter()
+            .zip(&weights)
+            .map(|((_, meta), (_, weights))| train::load_trained(meta, weights))
+            .collect::<Result<Vec<_>, _>>()?;
+        let trained = &models
+            .first()
+            .ok_or(super::UpstreamError::Instances {
+                stage: StageKind::Evaluate,
+                upstream: StageKind::Train,
+                count: 0,
+            })?
+            .1;
         let keypoints = &trained.keypoint_names;
-        let mean_shape = mean_shape(&prepared.train, prepared.coordinate_names.len());
-
-        let tta = &self.config.tta;
-        let flips = FlipMap::from_keypoint_names(keypoints);
-        let started = std::time::Instant::now();
-        let val_pixels = predict_pixels_tta(
-            session.as_ref(),
-            &prepared.val.images,
-            prepared.val.len(),
-            prepared.side,
-            tta,
-            &flips,
-        )?;
-        // Volatile: kept in timing.json beside training's images/s, never in a key.
-        let inference = serde_json::json!({
-            "device": session.device(),
-            "images": prepared.val.len(),
-            "images_per_s": prepared.val.len() as f64 / started.elapsed().as_secs_f64().max(1e-9),
-        });
-        let validation = score(
-            &val_pixels,
-            &prepared.val.targets,
-            &prepared.val.labelled,
-            keypoints,
-            &mean_shape,
-        );
         let full_labels = match &self.config.truth {
             Some(path) => {
                 let truth = ingest::read_like_training(path, &rules, Labels::Required, ctx.console)?;
@@ -217,81 +313,82 @@ impl EvaluateStage {
             }
             None => None,
         };
-        let validation_full_labels = full_labels
-            .as_ref()
-            .map(|(targets, labelled)| score(&val_pixels, targets, labelled, keypoints, &mean_shape));
-        // Per face, against the best labels there are: what a report compares.
-        let (targets, labelled) = full_labels
-            .as_ref()
-            .map_or((&prepared.val.targets, &prepared.val.labelled), |(t, l)| (t, l));
-        write_predictions(
-            &ctx.data_dir.join(PREDICTIONS_FILE),
-            &face_predictions(&prepared, &val_pixels, targets, labelled),
-        )?;
-        let data_faces = match &self.config.data {
-            Some(path) => Some(ingest::read_like_training(
-                path,
-                &rules,
-                Labels::Required,
-                ctx.console,
-            )?),
+        let data = match &self.config.data {
+            Some(path) => {
+                let faces = ingest::read_like_training(path, &rules, Labels::Required, ctx.console)?;
+                let labelled: Vec<u8> = faces.coords.iter().map(|v| u8::from(!v.is_nan())).collect();
+                let targets: Vec<f32> = faces
+                    .coords
+                    .iter()
+                    .map(|v| if v.is_nan() { 0.0 } else { *v })
+                    .collect();
+                Some((faces, targets, labelled))
+            }
             None => None,
         };
-        // Scores every row of the data file, predicted with these transforms.
-        let score_data = |with: &[Tta]| -> Result<Option<Scores>, EvaluateError> {
-            let Some(faces) = &data_faces else {
-                return Ok(None);
-            };
-            let pixels = predict_pixels_tta(
-                session.as_ref(),
-                &faces.pixels,
-                faces.len(),
-                faces.side,
-                with,
-                &flips,
-            )?;
-            let labelled: Vec<u8> = faces.coords.iter().map(|v| u8::from(!v.is_nan())).collect();
-            let targets: Vec<f32> = faces
-                .coords
-                .iter()
-                .map(|v| if v.is_nan() { 0.0 } else { *v })
-                .collect();
-            Ok(Some(score(&pixels, &targets, &labelled, keypoints, &mean_shape)))
-        };
-        let data = score_data(tta)?;
-        let without_tta = match tta.is_empty() {
-            true => None,
-            false => {
-                let plain = predict_pixels(
-                    session.as_ref(),
-                    &prepared.val.images,
-                    prepared.val.len(),
-                    prepared.side,
-                )?;
-                Some(PlainScores {
-                    validation: score(
-                        &plain,
-                        &prepared.val.targets,
-                        &prepared.val.labelled,
-                        keypoints,
-                        &mean_shape,
-                    ),
-                    validation_full_labels: full_labels
-                        .as_ref()
-                        .map(|(targets, labelled)| score(&plain, targets, labelled, keypoints, &mean_shape)),
-                    data: score_data(&[])?,
-                })
-            }
+        let scorer = Scorer {
+            prepared: &prepared,
+            full_labels,
+            data,
+            keypoints,
+            mean_shape: mean_shape(&prepared.train, prepared.coordinate_names.len()),
         };
 
+        let tta = &self.config.tta;
+        let flips = FlipMap::from_keypoint_names(keypoints);
+        let started = std::time::Instant::now();
+        let with_tta = models
+            .iter()
+            .map(|(session, _)| scorer.predict(session.as_ref(), tta, &flips))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Volatile: kept in timing.json beside training's images/s, never in a key.
+        let predicted_images =
+            models.len() * (prepared.val.len() + scorer.data.as_ref().map_or(0, |d| d.0.len()));
+        let inference = serde_json::json!({
+            "device": models[0].0.device(),
+            "images": predicted_images,
+            "images_per_s": predicted_images as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        });
+        let plain = match tta.is_empty() {
+            true => Vec::new(),
+            false => models
+                .iter()
+                .map(|(session, _)| scorer.predict(session.as_ref(), &[], &flips))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let predicted = Predicted::average(&with_tta);
+        let members = match models.len() {
+            1 => Vec::new(),
+            _ => models
+                .iter()
+                .enumerate()
+                .map(|(i, (_, model))| MemberScores {
+                    seed: model.seed,
+                    epochs_run: model.epochs_run,
+                    best_epoch: model.best_epoch,
+                    scores: scorer.score(&with_tta[i]),
+                    without_tta: plain.get(i).map(|p| scorer.score(p)),
+                })
+                .collect(),
+        };
         let metrics = Metrics {
             model: trained.clone(),
-            validation,
-            validation_full_labels,
-            data,
+            scores: scorer.score(&predicted),
             tta: tta.clone(),
-            without_tta,
+            without_tta: (!plain.is_empty()).then(|| scorer.score(&Predicted::average(&plain))),
+            members,
         };
+
+        // Per face, against the best labels there are: what a report compares.
+        let (targets, labelled) = scorer
+            .full_labels
+            .as_ref()
+            .map_or((&prepared.val.targets, &prepared.val.labelled), |(t, l)| (t, l));
+        let val_pixels = &predicted.val;
+        write_predictions(
+            &ctx.data_dir.join(PREDICTIONS_FILE),
+            &face_predictions(&prepared, val_pixels, targets, labelled),
+        )?;
         let json = serde_json::to_vec_pretty(&metrics).map_err(|e| ReportError::write(ctx.data_dir, e))?;
         let write =
             |path: &Path, bytes: &[u8]| std::fs::write(path, bytes).map_err(|e| ReportError::write(path, e));
@@ -300,16 +397,17 @@ impl EvaluateStage {
 
         let overall = overall_table(&metrics);
         let per_keypoint = keypoint_table(&metrics);
+        let members_section = match members_table(&metrics) {
+            Some(table) => format!("\n\n## Members of the ensemble\n\n{}", table.to_markdown()),
+            None => String::new(),
+        };
         let markdown = format!(
-            "# Evaluation\n\n{} ({} parameters), {} epochs on {}; best epoch {}.\n\n{}\n\n## Per keypoint (RMSE, pixels)\n\n{}\n\n\
-             ![learning curves](learning_curves.png)\n\n![validation faces: dots true, crosses predicted](predictions.png)\n",
-            trained.spec.graph.name,
-            trained.parameters,
-            trained.epochs_run,
-            trained.device,
-            trained.best_epoch,
+            "# Evaluation\n\n{}\n\n{}{members_section}\n\n## Per keypoint (RMSE, pixels)\n\n{}\n\n\
+             {}\n\n![validation faces: dots true, crosses predicted](predictions.png)\n",
+            describe_models(&metrics),
             overall.to_markdown(),
-            per_keypoint.to_markdown()
+            per_keypoint.to_markdown(),
+            curve_links(&metrics),
         );
         write(&ctx.report_dir.join("metrics.md"), markdown.as_bytes())?;
         overall.write_parquet(&ctx.report_dir.join("metrics.parquet"))?;
@@ -364,15 +462,107 @@ impl EvaluateStage {
             columns: None,
         };
         plot::save(&grid, ctx.report_dir, "predictions")?;
+        let mut summary = format!("{}\n{}", overall.to_terminal(), per_keypoint.to_terminal());
+        if let Some(table) = members_table(&metrics) {
+            summary = format!("{}\n{summary}", table.to_terminal());
+        }
         Ok(StageOutcome {
-            summary: Some(format!(
-                "{}\n{}",
-                overall.to_terminal(),
-                per_keypoint.to_terminal()
-            )),
+            summary: Some(summary),
             timing: Some(serde_json::json!({ "inference": inference })),
         })
     }
+}
+
+/// The first line of `metrics.md`: which model, or which ensemble.
+fn describe_models(metrics: &Metrics) -> String {
+    let model = &metrics.model;
+    match metrics.members.as_slice() {
+        [] => format!(
+            "{} ({} parameters), {} epochs on {}; best epoch {}.",
+            model.spec.graph.name, model.parameters, model.epochs_run, model.device, model.best_epoch
+        ),
+        members => {
+            let seeds: Vec<String> = members.iter().map(|m| m.seed.to_string()).collect();
+            format!(
+                "An ensemble of {} {} models ({} parameters each) on {}, trained with seeds {}: \
+                 the scores average their predictions.",
+                members.len(),
+                model.spec.graph.name,
+                model.parameters,
+                model.device,
+                seeds.join(", ")
+            )
+        }
+    }
+}
+
+/// Links to the learning curves: the model's, or each member's in its folder.
+fn curve_links(metrics: &Metrics) -> String {
+    match metrics.members.as_slice() {
+        [] => "![learning curves](learning_curves.png)".to_string(),
+        members => members
+            .iter()
+            .map(|m| {
+                format!(
+                    "![learning curves, seed {0}](seed-{0}/learning_curves.png)",
+                    m.seed
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+    }
+}
+
+/// Each member of an ensemble alone, beside the ensemble: validation RMSE
+/// (on full labels where there are), with and without TTA.
+fn members_table(metrics: &Metrics) -> Option<ReportTable> {
+    if metrics.members.is_empty() {
+        return None;
+    }
+    let (_, scored_on) = metrics.scores.headline();
+    let has_tta = !metrics.tta.is_empty();
+    let mut columns = vec![
+        "model".to_string(),
+        "epochs run".to_string(),
+        "best epoch".to_string(),
+        format!("RMSE px ({scored_on})"),
+        format!("PCK@10% ({scored_on})"),
+    ];
+    if has_tta {
+        columns.push(format!("RMSE px without TTA ({scored_on})"));
+    }
+    let mut table = ReportTable::new(columns, 3);
+    let mut push = |name: String, epochs: Cell, best: Cell, scores: &ScoreSet, plain: Option<&ScoreSet>| {
+        let (headline, _) = scores.headline();
+        let mut row = vec![
+            Cell::from(name),
+            epochs,
+            best,
+            headline.rmse_px.into(),
+            headline.pck_10.into(),
+        ];
+        if has_tta {
+            row.push(plain.map(|p| p.headline().0.rmse_px).into());
+        }
+        table.push(row);
+    };
+    for member in &metrics.members {
+        push(
+            format!("seed {}", member.seed),
+            member.epochs_run.into(),
+            member.best_epoch.into(),
+            &member.scores,
+            member.without_tta.as_ref(),
+        );
+    }
+    push(
+        "ensemble (mean of predictions)".to_string(),
+        Cell::Text(String::new()),
+        Cell::Text(String::new()),
+        &metrics.scores,
+        metrics.without_tta.as_ref(),
+    );
+    Some(table)
 }
 
 /// The training split's mean of each coordinate over real labels.
@@ -483,13 +673,17 @@ fn overall_table(metrics: &Metrics) -> ReportTable {
     let with = if metrics.tta.is_empty() { "" } else { ", with TTA" };
     let plain = metrics.without_tta.as_ref();
     let sets = [
-        ("validation (sparse labels)", with, Some(&metrics.validation)),
+        (
+            "validation (sparse labels)",
+            with,
+            Some(&metrics.scores.validation),
+        ),
         (
             "validation (full labels)",
             with,
-            metrics.validation_full_labels.as_ref(),
+            metrics.scores.validation_full_labels.as_ref(),
         ),
-        ("data file", with, metrics.data.as_ref()),
+        ("data file", with, metrics.scores.data.as_ref()),
         (
             "validation (sparse labels)",
             ", without TTA",
@@ -520,13 +714,13 @@ fn overall_table(metrics: &Metrics) -> ReportTable {
 }
 
 fn keypoint_table(metrics: &Metrics) -> ReportTable {
-    let full = metrics.validation_full_labels.as_ref();
+    let full = metrics.scores.validation_full_labels.as_ref();
     let mut columns = vec!["keypoint", "points", "validation RMSE px"];
     if full.is_some() {
         columns.extend(["points (full labels)", "RMSE px (full labels)"]);
     }
     let mut table = ReportTable::new(columns, 3);
-    for (k, score) in metrics.validation.per_keypoint.iter().enumerate() {
+    for (k, score) in metrics.scores.validation.per_keypoint.iter().enumerate() {
         let mut row = vec![
             Cell::from(score.keypoint.clone()),
             score.labelled_points.into(),

@@ -7,9 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::report::{Cell, ReportTable};
-use crate::stages::MemberInfo;
 use crate::stages::evaluate::{Metrics, Scores};
 use crate::stages::train::EpochLog;
+use crate::stages::{MemberInfo, StageKind};
 
 pub const SCHEMA: &str = "fkp.report/1";
 
@@ -82,6 +82,19 @@ pub struct Row {
     pub pck_5: Option<f64>,
     pub pck_10: Option<f64>,
     pub mean_shape_rmse_px: f64,
+    /// `[evaluate] tta`: the transforms the scores above average over.
+    #[serde(default)]
+    pub tta: Vec<String>,
+    /// With `tta`, the RMSE of plain predictions, scored on the same labels.
+    #[serde(default)]
+    pub rmse_without_tta_px: Option<f64>,
+    /// How many models predict: 1, or the size of a seed ensemble (`[train]
+    /// seeds`), whose averaged predictions the scores above are.
+    #[serde(default = "one")]
+    pub models: usize,
+    /// An ensemble's members, each alone (with `tta`), in `seeds` order.
+    #[serde(default)]
+    pub member_rmse_px: Vec<f64>,
     /// Against the baseline pipeline; `None` without one (and 0 for itself).
     pub delta_rmse_px: Option<f64>,
     pub delta_rmse_pct: Option<f64>,
@@ -164,13 +177,11 @@ pub fn build(
 }
 
 fn row(index: usize, member: &MemberResult) -> Row {
-    let (scores, scored_on): (&Scores, &str) = match &member.metrics.validation_full_labels {
-        Some(full) => (full, "full labels"),
-        None => (&member.metrics.validation, "validation labels"),
-    };
+    let (scores, scored_on): (&Scores, &str) = member.metrics.scores.headline();
     let model = &member.metrics.model;
-    let train = member.info.stages.get("train");
-    let prepare = member.info.stages.get("prepare");
+    let train = member.info.stage(StageKind::Train);
+    let prepare = member.info.stage(StageKind::Prepare);
+    let metrics = &member.metrics;
     let text = |value: Option<&serde_json::Value>| value.and_then(|v| v.as_str()).unwrap_or("").to_string();
     Row {
         rank: 0,
@@ -194,6 +205,17 @@ fn row(index: usize, member: &MemberResult) -> Row {
         pck_5: scores.pck_5,
         pck_10: scores.pck_10,
         mean_shape_rmse_px: scores.mean_shape_rmse_px,
+        tta: metrics.tta.iter().map(|t| t.name().to_string()).collect(),
+        rmse_without_tta_px: metrics
+            .without_tta
+            .as_ref()
+            .map(|plain| plain.headline().0.rmse_px),
+        models: metrics.members.len().max(1),
+        member_rmse_px: metrics
+            .members
+            .iter()
+            .map(|m| m.scores.headline().0.rmse_px)
+            .collect(),
         delta_rmse_px: None,
         delta_rmse_pct: None,
         keypoint_rmse_px: scores.per_keypoint.iter().map(|k| k.rmse_px).collect(),
@@ -209,6 +231,10 @@ fn row(index: usize, member: &MemberResult) -> Row {
         config: member.info.toml.clone(),
         timing: None,
     }
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The augmentations an `[train.augment]` configuration switches on.
@@ -242,6 +268,9 @@ impl Comparison {
     /// The main table. It has the timing columns when the rows carry timings.
     pub fn table(&self) -> ReportTable {
         let timed = self.rows.iter().any(|r| r.timing.is_some());
+        // Columns that only some studies need: test-time flips, ensembles.
+        let flipped = self.rows.iter().any(|r| !r.tta.is_empty());
+        let ensembles = self.rows.iter().any(|r| r.models > 1);
         let mut columns = vec![
             "rank",
             "pipeline",
@@ -256,6 +285,12 @@ impl Comparison {
         ];
         if timed {
             columns.extend(["train s", "images/s"]);
+        }
+        if ensembles {
+            columns.extend(["models", "mean member RMSE px"]);
+        }
+        if flipped {
+            columns.extend(["TTA", "RMSE px without TTA"]);
         }
         columns.extend([
             "scored on",
@@ -294,6 +329,19 @@ impl Comparison {
             if timed {
                 cells.push(row.timing.as_ref().map(|t| t.train_seconds).into());
                 cells.push(row.timing.as_ref().and_then(|t| t.images_per_s).into());
+            }
+            if ensembles {
+                let members = &row.member_rmse_px;
+                let mean = (!members.is_empty()).then(|| members.iter().sum::<f64>() / members.len() as f64);
+                cells.extend([row.models.into(), mean.into()]);
+            }
+            if flipped {
+                let tta = if row.tta.is_empty() {
+                    "none".to_string()
+                } else {
+                    row.tta.join(" ")
+                };
+                cells.extend([tta.into(), row.rmse_without_tta_px.into()]);
             }
             cells.extend([
                 row.scored_on.clone().into(),
@@ -382,6 +430,10 @@ pub(super) fn sample_row(pipeline: &str, rmse: f64) -> Row {
         pck_5: Some(50.0),
         pck_10: None,
         mean_shape_rmse_px: 5.0,
+        tta: vec![],
+        rmse_without_tta_px: None,
+        models: 1,
+        member_rmse_px: vec![],
         delta_rmse_px: None,
         delta_rmse_pct: None,
         keypoint_rmse_px: vec![Some(rmse), None],

@@ -32,14 +32,26 @@ pub const FIGURES: [(&str, &str); 5] = [
     ),
 ];
 
-/// The comparison with each row's timing filled in from `timing`.
+/// The comparison with each row's timing filled in from `timing`, which has
+/// one entry per training: a seed ensemble's seconds add up, its images/s are
+/// the mean of its members'.
 pub fn with_timing(comparison: &Comparison, timing: &[(String, Option<RowTiming>)]) -> Comparison {
     let mut timed = comparison.clone();
     for row in &mut timed.rows {
-        row.timing = timing
+        let trainings: Vec<Option<&RowTiming>> = timing
             .iter()
-            .find(|(pipeline, _)| *pipeline == row.pipeline)
-            .and_then(|(_, t)| t.clone());
+            .filter(|(pipeline, _)| *pipeline == row.pipeline)
+            .map(|(_, t)| t.as_ref())
+            .collect();
+        let Some(all) = trainings.into_iter().collect::<Option<Vec<&RowTiming>>>() else {
+            row.timing = None;
+            continue;
+        };
+        let rates: Option<Vec<f64>> = all.iter().map(|t| t.images_per_s).collect();
+        row.timing = (!all.is_empty()).then(|| RowTiming {
+            train_seconds: all.iter().map(|t| t.train_seconds).sum(),
+            images_per_s: rates.map(|r| r.iter().sum::<f64>() / r.len() as f64),
+        });
     }
     timed
 }

@@ -159,6 +159,43 @@ fn min_lr_below(t: &mut TableReader, lr: f64) -> f64 {
     min_lr
 }
 
+/// Most models one `seeds` array may train.
+const MAX_SEEDS: usize = 64;
+
+/// `seeds = [1, 2, 3]`: one training per seed (an ensemble whose predictions
+/// evaluate and predict average), written instead of `seed`. Without it, the
+/// one `seed`.
+pub fn ensemble_seeds(r: &mut TableReader, seed: u64) -> Vec<u64> {
+    if !r.states("seeds") {
+        return vec![seed];
+    }
+    if r.states("seed") {
+        r.invalid(
+            "seeds",
+            "write `seed` for one model or `seeds` for an ensemble, not both",
+        );
+    }
+    let seeds = r.u64_list("seeds");
+    if seeds.is_empty() {
+        r.invalid(
+            "seeds",
+            "lists no seed: write at least one, e.g. seeds = [1, 2, 3]",
+        );
+        return vec![seed];
+    }
+    if seeds.len() > MAX_SEEDS {
+        r.invalid(
+            "seeds",
+            format!(
+                "{} seeds: an ensemble has at most {MAX_SEEDS} models",
+                seeds.len()
+            ),
+        );
+        return vec![seed];
+    }
+    seeds
+}
+
 /// `[train]`. (`[model]` is part of the train stage's configuration and key too.)
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TrainConfig {
@@ -170,7 +207,8 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// `batch_size` (default 64).
     pub batch_size: usize,
-    /// `seed`: weights, shuffling, dropout and augmentation (default 42).
+    /// `seed`: weights, shuffling, dropout and augmentation (default 42); one
+    /// of `seeds` for a member of an ensemble ([`ensemble_seeds`]).
     pub seed: u64,
     /// `optimizer` ("adam", "adamw" or "sgd"), `lr` (adam and adamw 1e-3, sgd
     /// 1e-2), `weight_decay` (adamw 1e-2, decoupled; others 0, L2), `momentum`

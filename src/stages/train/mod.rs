@@ -4,7 +4,8 @@
 //! Writes to `data/`: `model.safetensors` (the final weights: the best epoch's
 //! with `restore_best`), `model.json` (how to rebuild the network) and
 //! `history.csv` (one row per epoch). Reports: `reports/<pipeline>/train/`
-//! (history table) and `learning_curves.png`/`.svg`. Per-epoch wall times and
+//! (history table; with `[train.augment]`, `augmented.png`, faces as the
+//! network sees them) and `learning_curves.png`/`.svg`. Per-epoch wall times and
 //! images/s go to the entry's `timing.json` only: they differ from run to run.
 //!
 //! The checkpoint ([`checkpoint`]) lives in the cache's `checkpoints/train-<key>/`
@@ -14,6 +15,7 @@
 //! at the start of each epoch, so a resumed run ends bit-identical to an
 //! uninterrupted one.
 
+mod augmented;
 mod checkpoint;
 mod config;
 mod curves;
@@ -81,6 +83,8 @@ pub struct TrainedModel {
     pub coordinate_names: Vec<String>,
     pub keypoint_names: Vec<String>,
     pub device: String,
+    /// `[train] seed`, or this member's of `seeds`.
+    pub seed: u64,
     pub epochs_run: usize,
     pub best_epoch: usize,
     pub parameters: usize,
@@ -155,17 +159,34 @@ fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {
             .needs_table("model", "add [model] with `arch = \"lenet\"` (or another)");
         return Vec::new();
     };
-    vec![Box::new(TrainStage {
-        device: device::resolve(config.device),
-        model,
-        config,
-    })]
+    let seeds = config::ensemble_seeds(&mut tables.main, config.seed);
+    let ensemble = seeds.len() > 1;
+    let device = device::resolve(config.device);
+    seeds
+        .into_iter()
+        .map(|seed| {
+            Box::new(TrainStage {
+                device: device.clone(),
+                model: model.clone(),
+                config: TrainConfig {
+                    seed,
+                    ..config.clone()
+                },
+                ensemble,
+            }) as Box<dyn Stage>
+        })
+        .collect()
 }
 
 pub struct TrainStage {
     model: ModelConfig,
+    /// With the seed of this training (one of `seeds` in an ensemble).
     config: TrainConfig,
     device: device::Resolved,
+    /// One of several trainings of `seeds`: named by its seed, and its reports
+    /// go to their own folder. Not in the key: a training is the same whether
+    /// alone or in an ensemble, and shares its entry.
+    ensemble: bool,
 }
 
 impl Stage for TrainStage {
@@ -176,7 +197,8 @@ impl Stage for TrainStage {
     fn version(&self) -> u32 {
         // 3: networks built from graphs; weights named after the graph.
         // 4: the learning rate follows its schedule batch by batch.
-        4
+        // 5: model.json records the seed (which member of an ensemble it is).
+        5
     }
 
     /// The configuration, with the device `device` resolves to (so "auto" files
@@ -200,6 +222,10 @@ impl Stage for TrainStage {
 
     fn model(&self) -> Option<&ModelConfig> {
         Some(&self.model)
+    }
+
+    fn instance(&self) -> Option<String> {
+        self.ensemble.then(|| format!("seed-{}", self.config.seed))
     }
 
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
@@ -333,6 +359,7 @@ impl TrainStage {
             coordinate_names: prepared.coordinate_names.clone(),
             keypoint_names,
             device: device.to_string(),
+            seed: config.seed,
             epochs_run: progress.epochs_done,
             best_epoch: progress.early.best_epoch,
             parameters: session.parameters(),
@@ -345,6 +372,17 @@ impl TrainStage {
         let report = ctx.report_dir.join("train");
         std::fs::create_dir_all(&report).map_err(|e| write(&report, &e))?;
         table.write_both(&report, "history", "Training history")?;
+        if !config.augment.is_identity() {
+            augmented::draw(
+                &prepared.train,
+                prepared.side,
+                &prepared.coordinate_names,
+                &trained.keypoint_names,
+                &config.augment,
+                config.seed,
+                &report,
+            )?;
+        }
         plot::save(
             &curves::LearningCurves {
                 history: &progress.history,
