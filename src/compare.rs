@@ -338,9 +338,14 @@ impl CompareResult {
         let mut text = match self.comparison.rows.is_empty() {
             true => "no pipeline is fully cached yet: nothing to compare\n".to_string(),
             false => format!(
-                "{}\n{}\n{}",
+                "{}\n{}\n{}{}",
                 self.comparison.scored_on(),
                 self.comparison.table().to_terminal(),
+                self.comparison.seed_table().map_or(String::new(), |t| format!(
+                    "{}\n{}\n",
+                    views::SEEDS_TITLE,
+                    t.to_terminal()
+                )),
                 self.comparison.keypoint_table().to_terminal()
             ),
         };

@@ -105,6 +105,13 @@ pub fn publish_tree(from: &Path, to: &Path, previous: &[PathBuf]) -> std::io::Re
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
             _ => {}
         }
+        // Folders it leaves empty go too (`seed-1/train/` of a former ensemble).
+        let mut folder = to.join(gone);
+        while folder.pop() && folder.starts_with(to) && folder != to {
+            if std::fs::remove_dir(&folder).is_err() {
+                break;
+            }
+        }
     }
     let mut folders: Vec<PathBuf> = files
         .iter()

@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod predict;
 pub mod report;
 pub mod stages;
+pub mod sweep;
 pub mod text;
 pub mod training;
 pub mod watch;

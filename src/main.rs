@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use fkp::config::{ConfigErrors, discover_pipelines};
+use fkp::config::{ConfigErrors, Override, discover_pipelines};
 use fkp::console::{Console, Verbosity};
 use fkp::dag::{self, DagError, Graph, RunOptions};
 use fkp::predict::{PredictRequest, predict};
@@ -44,6 +44,11 @@ struct GlobalArgs {
     /// of waiting for it.
     #[arg(long, global = true)]
     no_wait: bool,
+    /// Change a key of every named pipeline that has its table, for this
+    /// command only: TABLE.KEY=VALUE, the value as in TOML (a bare word is a
+    /// string). Repeatable: --set train.epochs=2 --set model.arch=resnet18
+    #[arg(long = "set", global = true, value_name = "TABLE.KEY=VALUE")]
+    set: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -65,6 +70,11 @@ enum Command {
         /// Print what would run and why, without running anything.
         #[arg(long)]
         dry_run: bool,
+        /// Stop at the first pipeline that fails. Without it the others go on
+        /// (a report of the failed one is skipped) and the error lists every
+        /// failure.
+        #[arg(long)]
+        fail_fast: bool,
     },
     /// Run the pipelines, then rerun what each saved edit makes stale, until Ctrl-C.
     ///
@@ -256,6 +266,14 @@ fn lock(workspace: &Workspace, no_wait: bool, console: &Console) -> Result<Works
 fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let workspace = Workspace::new(&cwd, cli.global.cache_dir.as_deref());
+    let overrides = cli
+        .global
+        .set
+        .iter()
+        .map(|argument| Override::parse(argument))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| ConfigErrors(vec![error]))?;
+    let load = |files: &[PathBuf]| Graph::load_with(files, &overrides);
     match cli.command {
         Command::Run {
             pipelines,
@@ -263,12 +281,14 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
             force_stage,
             until,
             dry_run,
+            fail_fast,
         } => {
-            let graph = Graph::load(&pipelines)?;
+            let graph = load(&pipelines)?;
             let options = RunOptions {
                 force_all: force,
                 force_stages: force_stage,
                 until,
+                fail_fast,
                 ..RunOptions::default()
             };
             if dry_run {
@@ -285,16 +305,24 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
             poll_interval,
             clear,
         } => {
+            // No edit can fix a bad --set: say so now rather than wait for one.
+            if !overrides.is_empty()
+                && let Err(error) = load(&pipelines)
+                && Graph::load(&pipelines).is_ok()
+            {
+                return Err(error.into());
+            }
             let options = WatchOptions {
                 files: pipelines,
                 debounce: Duration::from_millis(debounce),
                 poll: poll.then(|| Duration::from_millis(poll_interval)),
                 clear,
+                overrides,
             };
             return Ok(ExitCode::from(fkp::watch::watch(&workspace, &options, console)?));
         }
         Command::Status { pipelines, json } => {
-            let graph = Graph::load(&pipelines)?;
+            let graph = load(&pipelines)?;
             let report = dag::status(&graph, &workspace)?;
             if json {
                 print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
@@ -303,15 +331,16 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
             }
         }
         Command::Dag { pipeline, dot } => {
-            let graph = Graph::load(&[pipeline])?;
+            let graph = load(&[pipeline])?;
             print_out(&if dot { graph.to_dot() } else { graph.to_text() })?;
         }
         Command::Model { pipeline, dot } => {
             // A pipeline that does not load is a configuration error (exit 2), as for `run`.
-            let summary = fkp::model_summary::summarise(&pipeline, &workspace).map_err(|e| match e {
-                fkp::model_summary::ModelSummaryError::Dag(dag) => anyhow::Error::new(dag),
-                other => anyhow::Error::new(other),
-            })?;
+            let summary =
+                fkp::model_summary::summarise(&pipeline, &overrides, &workspace).map_err(|e| match e {
+                    fkp::model_summary::ModelSummaryError::Dag(dag) => anyhow::Error::new(dag),
+                    other => anyhow::Error::new(other),
+                })?;
             print_out(&if dot { summary.to_dot() } else { summary.to_text() })?;
         }
         Command::Predict {
@@ -321,7 +350,7 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
             submission,
             no_tta,
         } => {
-            let graph = Graph::load(&[pipeline])?;
+            let graph = load(&[pipeline])?;
             let request = PredictRequest {
                 input: &input,
                 output: &output,
@@ -338,7 +367,7 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
             format,
             output,
         } => {
-            let graph = Graph::load(&pipelines)?;
+            let graph = load(&pipelines)?;
             let result = fkp::compare::compare(&graph, &workspace, against.as_deref())?;
             if let Some(dir) = &output {
                 result.write(dir)?;
@@ -356,7 +385,7 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
             } else {
                 Some(lock(&workspace, cli.global.no_wait, console)?)
             };
-            clean(&workspace, pipelines, lock.as_ref(), console)?
+            clean(&workspace, pipelines, &overrides, lock.as_ref(), console)?
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -366,6 +395,7 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
 fn clean(
     workspace: &Workspace,
     named: Vec<PathBuf>,
+    overrides: &[Override],
     lock: Option<&WorkspaceLock>,
     console: &Console,
 ) -> Result<()> {
@@ -386,7 +416,7 @@ fn clean(
         );
     }
     // A pipeline that fails to load must stop the clean: its entries would look unreferenced.
-    let graph = Graph::load(&files)?;
+    let graph = Graph::load_with(&files, overrides)?;
     let plan = dag::clean::plan(&graph, workspace)?;
     let verb = if lock.is_some() { "removed" } else { "would remove" };
     for dir in plan.entries.iter().chain(&plan.abandoned) {

@@ -46,8 +46,12 @@ pub struct ModelSummary {
 }
 
 /// Follows the network of the pipeline in `file` through its image side.
-pub fn summarise(file: &Path, workspace: &Workspace) -> Result<ModelSummary, ModelSummaryError> {
-    let graph = Graph::load(&[file.to_path_buf()])?;
+pub fn summarise(
+    file: &Path,
+    overrides: &[crate::config::Override],
+    workspace: &Workspace,
+) -> Result<ModelSummary, ModelSummaryError> {
+    let graph = Graph::load_with(&[file.to_path_buf()], overrides)?;
     let pipeline = &graph.pipelines[0];
     let Some(model) = pipeline.stage(StageKind::Train).and_then(|s| s.model()) else {
         return Err(ModelSummaryError::NoModel(pipeline.name.clone()));

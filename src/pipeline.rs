@@ -5,9 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{
-    ConfigError, ConfigErrorKind, ConfigErrors, Document, Location, TableReader, Value, did_you_mean,
+    ConfigError, ConfigErrorKind, ConfigErrors, Document, Entry, Location, Node, Override, TableReader,
+    Value, did_you_mean,
 };
 use crate::stages::{Stage, StageKind, StageTables};
+use crate::sweep::{self, SWEEP_TABLE, Variant};
 
 /// Pipeline names become folder and file names: keep them short and plain.
 const MAX_NAME_CHARS: usize = 100;
@@ -38,9 +40,77 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
-    /// Reads, merges and validates a pipeline file. Every error found is returned.
+    /// Reads, merges and validates a pipeline file without a sweep. Every
+    /// error found is returned.
     pub fn load(path: &Path) -> Result<Pipeline, ConfigErrors> {
-        let doc = Document::load(path)?;
+        let mut pipelines = Pipeline::load_all(path, &[], &mut [])?;
+        Ok(pipelines.swap_remove(0))
+    }
+
+    /// Reads a pipeline file into its pipelines: one, or one per variant of
+    /// its `[sweep]`. `--set` overrides are merged over the tables each has
+    /// (after `extends` and the sweep); `applied[i]` is set when override `i`
+    /// was. Every error found is returned, each once.
+    pub fn load_all(
+        path: &Path,
+        overrides: &[Override],
+        applied: &mut [bool],
+    ) -> Result<Vec<Pipeline>, ConfigErrors> {
+        let mut doc = Document::load(path)?;
+        let variants = match doc.table.remove(SWEEP_TABLE) {
+            None => vec![Variant::default()],
+            Some(Entry {
+                node:
+                    Node {
+                        value: Value::Table(sweep),
+                        ..
+                    },
+                key_at,
+            }) => sweep::variants(&sweep, &key_at).map_err(ConfigErrors)?,
+            Some(entry) => {
+                let kind = ConfigErrorKind::WrongType {
+                    key: SWEEP_TABLE.to_string(),
+                    expected: "a table",
+                    found: entry.node.value.type_name(),
+                };
+                return Err(ConfigErrors(vec![
+                    ConfigError::new(kind, &entry.key_at).with_help("write it as [sweep]"),
+                ]));
+            }
+        };
+        let several = variants.len() > 1;
+        let mut pipelines = Vec::new();
+        let mut errors: Vec<ConfigError> = Vec::new();
+        let mut said = std::collections::HashSet::new();
+        for variant in variants {
+            let mut doc = doc.clone();
+            doc.table.merge(variant.overlay);
+            for (i, change) in overrides.iter().enumerate() {
+                if doc.table.get(&change.table).is_some() {
+                    doc.table.merge(change.overlay.clone());
+                    if let Some(flag) = applied.get_mut(i) {
+                        *flag = true;
+                    }
+                }
+            }
+            match Pipeline::from_document(doc, &variant.suffix) {
+                Ok(pipeline) => pipelines.push(pipeline),
+                Err(ConfigErrors(found)) if !several => errors.extend(found),
+                // A mistake in a swept value shows in every variant holding it: once is enough.
+                Err(ConfigErrors(found)) => {
+                    errors.extend(found.into_iter().filter(|error| said.insert(error.to_string())));
+                }
+            }
+        }
+        match errors.is_empty() {
+            true => Ok(pipelines),
+            false => Err(ConfigErrors(errors)),
+        }
+    }
+
+    /// Validates a merged document into a pipeline whose name ends in `suffix`
+    /// (a sweep variant's).
+    fn from_document(doc: Document, suffix: &str) -> Result<Pipeline, ConfigErrors> {
         let file_start = Location::new(&doc.top, Some(0..0));
         let mut errors = Vec::new();
         let mut meta = Meta::default();
@@ -115,15 +185,22 @@ impl Pipeline {
             errors.push(ConfigError::new(ConfigErrorKind::NoStages, &file_start));
         }
 
+        let (from_name, from_file) = match suffix.is_empty() {
+            true => ("[pipeline] name", "the file name"),
+            false => (
+                "[pipeline] name and the [sweep] values",
+                "the file name and the [sweep] values",
+            ),
+        };
         let name = match meta.name {
-            Some((name, at)) => check_name(name, "[pipeline] name", &at, &mut errors),
+            Some((name, at)) => check_name(name + suffix, from_name, &at, &mut errors),
             None => {
                 let stem = doc
                     .file
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                check_name(stem, "the file name", &file_start, &mut errors)
+                check_name(stem + suffix, from_file, &file_start, &mut errors)
             }
         };
         // Report in reading order: by file, then position.

@@ -26,6 +26,11 @@ pub enum PredictError {
     Train(#[from] TrainError),
     #[error("pipeline `{0}` has no [train] stage: there is no model to predict with")]
     NoModel(String),
+    #[error(
+        "the file holds several pipelines ({0}, the variants of its [sweep]): predict uses one; \
+         write the variant you want as a pipeline of its own"
+    )]
+    SeveralPipelines(String),
     #[error("--submission needs `lookup` (Kaggle's IdLookupTable.csv) in [ingest] of pipeline `{0}`")]
     NoLookup(String),
     #[error("{path} has no `ImageId` column, which a submission needs to match the lookup table")]
@@ -78,7 +83,20 @@ pub fn predict(
     request: &PredictRequest,
     console: &Console,
 ) -> Result<usize, PredictError> {
-    let pipeline = &graph.pipelines[0];
+    // The named file's pipeline: not a report's members, and one, not a sweep's variants.
+    let named: Vec<&Pipeline> = (0..graph.pipelines.len())
+        .filter(|&i| !graph.is_member(i))
+        .map(|i| &graph.pipelines[i])
+        .collect();
+    let [pipeline] = named[..] else {
+        return Err(PredictError::SeveralPipelines(
+            named
+                .iter()
+                .map(|p| format!("`{}`", p.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+    };
     if pipeline.stage(StageKind::Train).is_none() {
         return Err(PredictError::NoModel(pipeline.name.clone()));
     }

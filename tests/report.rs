@@ -236,6 +236,10 @@ fn bad_reports_are_clear_errors() {
     let (_, err) = s.fails(&["run", "study.toml"]);
     assert!(err.contains("listed by report `study`"), "{err}");
     assert!(
+        err.contains("study (") && err.contains("skipped: it reads pipeline"),
+        "{err}"
+    );
+    assert!(
         !s.path("reports/study/index.html").exists(),
         "a stale report stayed"
     );

@@ -224,3 +224,31 @@ fn a_stage_reruns_only_when_the_upstream_files_it_reads_change() {
     assert!(out.contains("ingest     running"), "{out}");
     assert!(out.contains("prepare    cached"), "{out}");
 }
+
+#[test]
+fn a_failing_pipeline_does_not_stop_the_others_unless_fail_fast() {
+    let s = setup();
+    s.write("data/bad.csv", "left_eye_center_x,Image\nnot a number,1 2 3\n");
+    for name in ["bad1", "bad2"] {
+        s.write(&format!("{name}.toml"), "[ingest]\ntrain = \"data/bad.csv\"\n");
+    }
+    let (code, err) = s.fails(&["run", "bad1.toml", "p.toml", "bad2.toml"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        s.path("reports/p/ingest/summary.md").is_file(),
+        "p ran after bad1 failed: {err}"
+    );
+    assert!(err.contains("2 pipelines failed"), "{err}");
+    assert!(err.contains("`bad1`") && err.contains("`bad2`"), "{err}");
+
+    let s = setup();
+    s.write("data/bad.csv", "left_eye_center_x,Image\nnot a number,1 2 3\n");
+    s.write("bad1.toml", "[ingest]\ntrain = \"data/bad.csv\"\n");
+    let (code, err) = s.fails(&["run", "--fail-fast", "bad1.toml", "p.toml"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        !err.contains("pipelines failed"),
+        "one failure, said as itself: {err}"
+    );
+    assert!(!s.path("reports/p").exists(), "--fail-fast stops at bad1: {err}");
+}

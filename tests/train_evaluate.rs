@@ -44,6 +44,7 @@ fn training_learns_keypoints_far_better_than_the_mean_shape() {
         "learning_curves.svg",
         "predictions.png",
         "train/history.md",
+        "train/augmented.png",
     ] {
         assert!(s.path(&format!("reports/p/{file}")).is_file(), "{file}");
     }
@@ -379,6 +380,8 @@ seeds = [3, 5]
     for file in ["seed-3/learning_curves.png", "seed-5/train/history.md"] {
         assert!(s.path(&format!("reports/p/{file}")).is_file(), "{file}");
     }
+    // Without [train.augment] there is no picture of augmented faces.
+    assert!(!s.path("reports/p/seed-3/train/augmented.png").exists());
     let md = std::fs::read_to_string(s.path("reports/p/metrics.md")).unwrap();
     assert!(
         md.contains("An ensemble of 2") && md.contains("seed-3/learning_curves.png"),
@@ -434,6 +437,143 @@ fn seeds_are_checked_where_they_are_written() {
         );
     }
     assert!(s.entries("ingest").is_empty());
+}
+
+#[test]
+fn set_changes_a_key_for_one_command_and_its_mistakes_name_the_key() {
+    let s = Scratch::new();
+    pipeline(&s, "epochs = 1\n", "");
+    s.ok(&["run", "p.toml"]);
+    let out = stdout(&s, &["status", "p.toml", "--set", "train.epochs=2"]);
+    assert!(out.contains("train.epochs") && out.contains("stale"), "{out}");
+    let out = s.ok(&[
+        "run",
+        "p.toml",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "model.arch=lenet",
+    ]);
+    assert!(
+        out.contains("`train.epochs` changed: 1 -> 2") && out.contains("epoch   2/2"),
+        "{out}"
+    );
+    // Without it, the file's own value: its entry is still cached.
+    let out = s.ok(&["run", "p.toml"]);
+    assert!(out.contains("train      cached"), "{out}");
+
+    for (set, says) in [
+        ("train.epochs=zero", "`train.epochs` must be"),
+        ("train.epoch=2", "unknown key `epoch`"),
+        ("trian.epochs=2", "none of the pipelines has [trian]"),
+        ("train.epochs", "has no `=`"),
+        ("train.lr=[1,", "is not a TOML value"),
+    ] {
+        let (code, err) = s.fails(&["run", "p.toml", "--set", set]);
+        assert_eq!(code, 2, "{set}: {err}");
+        assert!(err.contains(says), "{set}: {err}");
+    }
+    let (_, err) = s.fails(&["run", "p.toml", "--set", "trian.epochs=2"]);
+    assert!(err.contains("train"), "a hint names the table: {err}");
+    let (_, err) = s.fails(&["run", "p.toml", "--set", "train.epochs=zero"]);
+    assert!(err.contains("--set"), "the error points at the argument: {err}");
+}
+
+fn stdout(s: &Scratch, args: &[&str]) -> String {
+    let out = s.fkp(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_sweep_expands_into_named_variants_that_share_what_they_can() {
+    let s = Scratch::new();
+    pipeline(&s, "epochs = 1\n", "");
+    // A report reads [eda] too.
+    let sweep = "[eda]\nplots = []\n[sweep]\n\"train.lr\" = [1e-3, 3e-4]\n\"train.seed\" = [1, 2]\n";
+    let text = std::fs::read_to_string(s.path("p.toml")).unwrap() + sweep;
+    s.write("p.toml", &text);
+    let names = [
+        "p--lr-1e-3--seed-1",
+        "p--lr-1e-3--seed-2",
+        "p--lr-3e-4--seed-1",
+        "p--lr-3e-4--seed-2",
+    ];
+    let dag = stdout(&s, &["dag", "p.toml"]);
+    for name in names {
+        assert!(dag.contains(&format!("{name} (")), "{name}: {dag}");
+    }
+    let out = s.ok(&["run", "p.toml"]);
+    for name in names {
+        assert!(
+            s.path(&format!("reports/{name}/metrics.json")).is_file(),
+            "{name}: {out}"
+        );
+    }
+    // One ingest, eda and prepare for all; a training per variant.
+    assert_eq!(s.entries("ingest").len(), 1);
+    assert_eq!(s.entries("prepare").len(), 1);
+    assert_eq!(s.entries("train").len(), 4);
+    // The comparison has every variant, and each learning rate's seeds as mean ± std.
+    let table = stdout(&s, &["compare", "p.toml", "--format", "md"]);
+    assert!(table.contains("4 pipelines"), "{table}");
+    assert!(
+        table.contains("| p--lr-1e-3 ") && table.contains("| p--lr-3e-4 ") && table.contains(" ± "),
+        "{table}"
+    );
+    let json: Value = serde_json::from_str(&stdout(&s, &["compare", "p.toml", "--format", "json"])).unwrap();
+    assert_eq!(json["seed_groups"].as_array().unwrap().len(), 2);
+    // --set changes every variant; a report lists the sweep as one file.
+    let out = s.ok(&["run", "p.toml", "--set", "evaluate.samples=2"]);
+    assert_eq!(out.matches("evaluate   running").count(), 4, "{out}");
+    s.write("report.toml", "[report]\npipelines = [\"p.toml\"]\n");
+    let out = s.ok(&["run", "report.toml"]);
+    assert!(out.contains("report     running"), "{out}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(s.path("reports/report/report.json")).unwrap()).unwrap();
+    assert_eq!(report["rows"].as_array().unwrap().len(), 4);
+
+    for (bad, says) in [
+        (
+            "[sweep]\n\"train.lr\" = 1e-3\n",
+            "write the values to try as an array",
+        ),
+        ("[sweep]\n\"train.lr\" = []\n", "lists no value"),
+        ("[sweep]\n\"lr\" = [1e-3]\n", "a swept key is a key of a table"),
+        (
+            "[sweep]\n\"train.lr\" = [1e-3, 0.001]\n",
+            "`0.001` is listed twice (as `1e-3`)",
+        ),
+        (
+            "[sweep]\n\"ingest.on_bad_row\" = [\"a/b\", \"a_b\"]\n",
+            "both name variants `a_b`",
+        ),
+        (
+            "[sweep]\n\"pipeline.extends\" = [\"x.toml\"]\n",
+            "`extends` cannot be swept",
+        ),
+        (
+            "[sweep]\n\"train.lr\" = [-1.0]\n\"train.seed\" = [1, 2]\n",
+            "-1 is outside",
+        ),
+        ("[sweep]\n\"train.lrr\" = [1e-3]\n", "unknown key `lrr`"),
+        ("[sweep]\n", "sweeps no key"),
+    ] {
+        pipeline(&s, "epochs = 1\n", "");
+        let text = std::fs::read_to_string(s.path("p.toml")).unwrap() + bad;
+        s.write("p.toml", &text);
+        let (code, err) = s.fails(&["run", "p.toml"]);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert_eq!(
+            err.matches(says).count(),
+            1,
+            "{bad}: said once, whatever the variants: {err}"
+        );
+    }
 }
 
 #[test]

@@ -14,7 +14,7 @@ const MAX_FILE_BYTES: u64 = 16 << 20;
 const DEEP_KEY_DOTS: usize = 100;
 
 /// A pipeline file with everything it extends merged in.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Document {
     /// The file named on the command line, absolute.
     pub file: PathBuf,

@@ -5,12 +5,14 @@
 
 mod document;
 mod error;
+mod overrides;
 mod reader;
 mod source;
 mod value;
 
 pub use document::{Document, discover_pipelines};
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, did_you_mean};
+pub use overrides::Override;
 pub use reader::{Choice, TableReader};
 pub use source::{Location, SourceFile};
 pub use value::{Entry, Node, Table, Value};

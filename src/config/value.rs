@@ -68,17 +68,15 @@ impl Table {
     /// what `self` had, and a key replaces its alternative ([`ALTERNATIVES`]).
     /// This is what `extends` means.
     pub fn merge(&mut self, overlay: Table) {
-        for (key, entry) in overlay.entries {
-            for (a, b) in ALTERNATIVES {
-                let replaced = if key == a {
-                    b
-                } else if key == b {
-                    a
-                } else {
-                    continue;
-                };
-                self.entries.remove(replaced);
+        // First, so that an overlay writing both keeps both (and is told off).
+        for (a, b) in ALTERNATIVES {
+            for (written, replaced) in [(a, b), (b, a)] {
+                if overlay.entries.contains_key(written) {
+                    self.entries.remove(replaced);
+                }
             }
+        }
+        for (key, entry) in overlay.entries {
             match (self.entries.get_mut(&key), entry.node.value) {
                 (
                     Some(Entry {
@@ -279,6 +277,10 @@ mod tests {
         base.merge(parse("[train]\nseed = 3\n"));
         let train = table(&base, "train");
         assert!(train.get("seeds").is_none() && train.get("seed").is_some());
+        // Both in one file stay both, for the reader to refuse.
+        base.merge(parse("[train]\nseed = 4\nseeds = [5, 6]\n"));
+        let train = table(&base, "train");
+        assert!(train.get("seeds").is_some() && train.get("seed").is_some());
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub enum DagError {
         file: PathBuf,
         source: Box<DagError>,
     },
+    /// Several pipelines failed (without `--fail-fast`), each with its error.
+    #[error("{} pipelines failed:{}", .0.len(), .0.iter().map(|e| format!("\n  - {}", crate::text::error_chain(e))).collect::<String>())]
+    Several(Vec<DagError>),
     #[error("pipeline `{pipeline}`: stage [{stage}] reads [{needs}], which the pipeline does not have")]
     MissingUpstream {
         pipeline: String,

@@ -149,6 +149,17 @@ impl Graph {
         found
     }
 
+    /// The width stage labels are padded to in listings: 10, or the longest
+    /// label (`train#seed-42`).
+    pub fn label_width(&self) -> usize {
+        self.nodes
+            .iter()
+            .map(|n| n.label.len())
+            .max()
+            .unwrap_or(0)
+            .max(10)
+    }
+
     /// Renders the graph of each pipeline as indented text.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
@@ -251,13 +262,16 @@ fn link_members(pipelines: &mut [Pipeline]) -> Result<BTreeMap<(usize, usize), V
             let mut members = Vec::new();
             for (file, at) in &files {
                 let wanted = file.canonicalize().unwrap_or_else(|_| file.clone());
-                let found = canonical.iter().position(|c| *c == wanted);
-                let refusal = match found {
-                    Some(member) if member == index => Some("a report cannot list its own file"),
-                    Some(member) if member_info(&pipelines[member]).has_members => {
-                        Some("it is itself a report; a report lists pipelines, not other reports")
-                    }
-                    _ => None,
+                // One pipeline, or every variant of a sweep.
+                let all_found: Vec<usize> =
+                    (0..canonical.len()).filter(|&i| canonical[i] == wanted).collect();
+                let found = all_found.first().copied();
+                let refusal = if all_found.contains(&index) {
+                    Some("a report cannot list its own file")
+                } else if found.is_some_and(|m| member_info(&pipelines[m]).has_members) {
+                    Some("it is itself a report; a report lists pipelines, not other reports")
+                } else {
+                    None
                 };
                 if let Some(why) = refusal {
                     let kind = ConfigErrorKind::InvalidValue {
@@ -285,13 +299,13 @@ fn link_members(pipelines: &mut [Pipeline]) -> Result<BTreeMap<(usize, usize), V
                         return Err(ConfigErrors(vec![ConfigError::new(kind, at).with_help(help)]).into());
                     }
                 }
-                let Some(member) = found.filter(|&m| m < index) else {
+                if found.is_none_or(|m| m >= index) {
                     return Err(DagError::MemberNotLoaded {
                         report: pipelines[index].name.clone(),
                         file: file.clone(),
                     });
-                };
-                members.push(member);
+                }
+                members.extend(all_found);
             }
             let infos = members.iter().map(|&m| member_info(&pipelines[m])).collect();
             let this = member_info(&pipelines[index]);

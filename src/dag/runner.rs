@@ -26,6 +26,10 @@ pub struct RunOptions {
     pub until: Option<StageKind>,
     /// Lets another thread stop the run between stages or inside a stage.
     pub cancel: Cancel,
+    /// `--fail-fast`: stop at the first pipeline that fails. Otherwise the
+    /// others go on (but a report of the failed one), and the error lists
+    /// every failure.
+    pub fail_fast: bool,
 }
 
 /// How one stage of one pipeline went.
@@ -146,6 +150,9 @@ struct Walk<'a> {
     selected: Vec<bool>,
     forced: Vec<bool>,
     cancel: Cancel,
+    fail_fast: bool,
+    /// Stage labels are padded to this, so an ensemble's keeps the columns.
+    label_width: usize,
     resolver: Resolver<'a>,
     /// The `data/` folder and outputs of every node that has an entry by now.
     data_dirs: Vec<Option<PathBuf>>,
@@ -174,6 +181,8 @@ impl<'a> Walk<'a> {
             selected,
             forced: forced_nodes(graph, options),
             cancel: options.cancel.clone(),
+            fail_fast: options.fail_fast,
+            label_width: graph.label_width(),
             resolver: Resolver::new(store, workspace),
             data_dirs: vec![None; graph.nodes.len()],
             outputs: vec![None; graph.nodes.len()],
@@ -182,29 +191,52 @@ impl<'a> Walk<'a> {
         }
     }
 
+    /// Runs every pipeline in order. One that fails does not stop the others
+    /// (unless `fail_fast`), but a report reading it is skipped; the error then
+    /// lists every failure.
     fn all(mut self) -> Result<RunReport, DagError> {
-        let mut result = Ok(());
-        for index in 0..self.graph.pipelines.len() {
-            result = self.pipeline(index);
-            if let Err(error) = result {
-                // A cancelled run is an interrupted one, not a failed one: like a
-                // killed run, it leaves the reports as they were.
-                result = match error {
-                    DagError::Cancelled { .. } => Err(error),
-                    _ => {
-                        if self.mode == Mode::Run {
-                            self.withdraw_reports_of(index)?;
-                        }
-                        Err(self.graph.in_report_context(error))
-                    }
-                };
+        let graph = self.graph;
+        let mut failed: Vec<usize> = Vec::new();
+        let mut errors: Vec<DagError> = Vec::new();
+        for index in 0..graph.pipelines.len() {
+            if let Some(&member) = failed.iter().find(|&&f| graph.reports_of(f).contains(&index)) {
+                self.console.status(&format!(
+                    "{} ({}): skipped: it reads pipeline `{}`, which failed",
+                    graph.pipelines[index].name,
+                    graph.pipelines[index].file.display(),
+                    graph.pipelines[member].name
+                ));
+                failed.push(index);
+                continue;
+            }
+            let Err(error) = self.pipeline(index) else {
+                continue;
+            };
+            // A cancelled run is an interrupted one, not a failed one: like a
+            // killed run, it leaves the reports as they were.
+            if matches!(error, DagError::Cancelled { .. }) {
+                errors.push(error);
+                break;
+            }
+            if self.mode == Mode::Run {
+                self.withdraw_reports_of(index)?;
+            }
+            // A broken cache or reports folder stops everything; so does --fail-fast.
+            let stop = self.fail_fast || error.pipeline().is_none();
+            errors.push(graph.in_report_context(error));
+            failed.push(index);
+            if stop {
                 break;
             }
         }
         if self.mode == Mode::Run {
             self.resolver.save_hashes()?;
         }
-        result.map(|()| self.report)
+        match errors.len() {
+            0 => Ok(self.report),
+            1 => Err(errors.remove(0)),
+            _ => Err(DagError::Several(errors)),
+        }
     }
 
     fn pipeline(&mut self, index: usize) -> Result<(), DagError> {
@@ -259,7 +291,11 @@ impl<'a> Walk<'a> {
         let manifest = match (reason, resolution.state) {
             (None, State::Cached(manifest)) => {
                 let note = shared_with.map_or(String::new(), |p| format!(" (shared with `{p}`)"));
-                console.status(&format!("  {:<10} cached   {key_text}{note}", node.label));
+                console.status(&format!(
+                    "  {:<w$} cached   {key_text}{note}",
+                    node.label,
+                    w = self.label_width
+                ));
                 self.report
                     .stages
                     .push((pipeline.name.clone(), node.kind, Outcome::Cached));
@@ -267,9 +303,10 @@ impl<'a> Walk<'a> {
             }
             (Some(changes), _) if self.mode == Mode::DryRun => {
                 console.status(&format!(
-                    "  {:<10} would run {key_text}: {}",
+                    "  {:<w$} would run {key_text}: {}",
                     node.label,
-                    describe(&changes)
+                    describe(&changes),
+                    w = self.label_width
                 ));
                 self.report
                     .stages
@@ -312,10 +349,11 @@ impl<'a> Walk<'a> {
             source,
         };
         console.status(&format!(
-            "  {:<10} running  {}: {}",
+            "  {:<w$} running  {}: {}",
             node.label,
             short(&key),
-            describe(changes)
+            describe(changes),
+            w = self.label_width
         ));
         let started = Instant::now();
         let upstream: Vec<UpstreamOutput> = node
@@ -361,7 +399,7 @@ impl<'a> Walk<'a> {
         let outcome = outcome.map_err(|source| {
             if self.cancel.now() || matches!(source, StageError::Cancelled) {
                 // The pending entry goes with `pending`; a checkpoint stays for a resume.
-                console.status(&format!("  {:<10} cancelled", node.label));
+                console.status(&format!("  {:<w$} cancelled", node.label, w = self.label_width));
                 DagError::Cancelled {
                     pipeline: pipeline.name.clone(),
                     stage: node.kind,
@@ -388,9 +426,10 @@ impl<'a> Walk<'a> {
             store.remove_entry(&checkpoint_dir).map_err(cache_error)?;
         }
         console.status(&format!(
-            "  {:<10} done     in {:.2} s",
+            "  {:<w$} done     in {:.2} s",
             node.label,
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            w = self.label_width
         ));
         if let Some(summary) = &manifest.summary {
             console.result(summary);

@@ -134,6 +134,14 @@ pub fn status(graph: &Graph, workspace: &Workspace) -> Result<StatusReport, DagE
 impl StatusReport {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
+        let width = self
+            .pipelines
+            .iter()
+            .flat_map(|p| &p.stages)
+            .map(|s| s.stage.len())
+            .max()
+            .unwrap_or(0)
+            .max(10);
         for pipeline in &self.pipelines {
             out.push_str(&format!("{} ({})\n", pipeline.name, pipeline.file.display()));
             for stage in &pipeline.stages {
@@ -146,7 +154,7 @@ impl StatusReport {
                     StateName::Stale => "stale",
                     StateName::Missing => "missing",
                 };
-                out.push_str(&format!("  {:<10} {:<8} {key}", stage.stage, state));
+                out.push_str(&format!("  {:<width$} {:<8} {key}", stage.stage, state));
                 if let Some(reason) = &stage.reason {
                     out.push_str(&format!("  {reason}"));
                 }

@@ -36,6 +36,8 @@ pub struct WatchOptions {
     pub poll: Option<Duration>,
     /// Clear the screen at the start of each round.
     pub clear: bool,
+    /// `--set` overrides, applied in every round.
+    pub overrides: Vec<crate::config::Override>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +162,7 @@ impl Watch<'_> {
 
     /// Reads the configuration again and runs it, or says what is wrong with it.
     fn reload(&mut self, why: String) -> Result<(), WatchError> {
-        let loaded = Graph::load(&self.options.files);
+        let loaded = Graph::load_with(&self.options.files, &self.options.overrides);
         let graph = match loaded {
             Ok(graph) => graph,
             Err(error) => {

@@ -52,6 +52,116 @@ pub struct Comparison {
     pub rows: Vec<Row>,
     /// The data the pipelines were trained on, one entry per distinct data set.
     pub data: Vec<DataSummary>,
+    /// Pipelines that differ only in `[train] seed` (a sweep over seeds), with
+    /// the mean ± standard deviation of their scores; in listed order.
+    #[serde(default)]
+    pub seed_groups: Vec<SeedGroup>,
+}
+
+/// Pipelines whose configurations differ only in `[train] seed`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SeedGroup {
+    /// What their names share (`sweep--lr-1e-3` of `sweep--lr-1e-3--seed-1`, ...).
+    pub name: String,
+    pub pipelines: Vec<String>,
+    pub rmse_px: Spread,
+    pub mae_px: Spread,
+    pub pck_5: Option<Spread>,
+    pub pck_10: Option<Spread>,
+}
+
+/// Mean and sample standard deviation (n - 1) of one metric over a group.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Spread {
+    pub mean: f64,
+    pub std: f64,
+}
+
+impl Spread {
+    fn of(values: &[f64]) -> Spread {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let square = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>();
+        Spread {
+            mean,
+            std: if values.len() > 1 {
+                (square / (n - 1.0)).sqrt()
+            } else {
+                0.0
+            },
+        }
+    }
+
+    fn text(&self) -> String {
+        format!("{:.3} ± {:.3}", self.mean, self.std)
+    }
+}
+
+/// Groups the rows whose configuration is the same but for `[train] seed`.
+fn seed_groups(rows: &[Row]) -> Vec<SeedGroup> {
+    let mut by_config: Vec<(String, Vec<&Row>)> = Vec::new();
+    let mut listed: Vec<&Row> = rows.iter().collect();
+    listed.sort_by_key(|r| r.member);
+    for row in listed {
+        let key = without_seed(&row.config);
+        match by_config.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, group)) => group.push(row),
+            None => by_config.push((key, vec![row])),
+        }
+    }
+    by_config
+        .into_iter()
+        .filter(|(_, group)| group.len() > 1)
+        .map(|(_, group)| {
+            let metric = |f: &dyn Fn(&Row) -> Option<f64>| -> Option<Spread> {
+                let values: Option<Vec<f64>> = group.iter().map(|r| f(r)).collect();
+                values.map(|v| Spread::of(&v))
+            };
+            let names: Vec<String> = group.iter().map(|r| r.pipeline.clone()).collect();
+            SeedGroup {
+                name: shared_name(&names),
+                rmse_px: metric(&|r| Some(r.rmse_px)).unwrap_or(Spread {
+                    mean: f64::NAN,
+                    std: f64::NAN,
+                }),
+                mae_px: metric(&|r| Some(r.mae_px)).unwrap_or(Spread {
+                    mean: f64::NAN,
+                    std: f64::NAN,
+                }),
+                pck_5: metric(&|r| r.pck_5),
+                pck_10: metric(&|r| r.pck_10),
+                pipelines: names,
+            }
+        })
+        .collect()
+}
+
+/// A pipeline's merged TOML without `[train] seed`, or the text as it is when
+/// it does not parse.
+fn without_seed(config: &str) -> String {
+    let Ok(mut document) = config.parse::<toml_edit::DocumentMut>() else {
+        return config.to_string();
+    };
+    if let Some(train) = document.get_mut("train").and_then(|t| t.as_table_like_mut()) {
+        train.remove("seed");
+    }
+    document.to_string()
+}
+
+/// The `--`-separated parts of the names that all of them share, in order:
+/// `s--lr-1e-3` for `s--lr-1e-3--seed-1` and `s--lr-1e-3--seed-2`.
+fn shared_name(names: &[String]) -> String {
+    let Some(first) = names.first() else {
+        return String::new();
+    };
+    let shared: Vec<&str> = first
+        .split("--")
+        .filter(|part| names.iter().all(|n| n.split("--").any(|p| p == *part)))
+        .collect();
+    match shared.is_empty() {
+        true => first.clone(),
+        false => shared.join("--"),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -171,6 +281,7 @@ pub fn build(
         baseline: baseline.map(str::to_string),
         sort_by: sort_by.name().to_string(),
         keypoints,
+        seed_groups: seed_groups(&rows),
         rows,
         data,
     }
@@ -246,8 +357,9 @@ fn augmentations(augment: &serde_json::Value) -> Vec<String> {
         .iter()
         .filter_map(|(name, value)| match value {
             serde_json::Value::Bool(true) => Some(name.clone()),
+            // Strengths are f32: printed as such (0.1, not 0.10000000149011612).
             serde_json::Value::Number(n) if n.as_f64().is_some_and(|v| v != 0.0) => {
-                Some(format!("{name}={n}"))
+                Some(format!("{name}={}", n.as_f64().unwrap_or_default() as f32))
             }
             _ => None,
         })
@@ -356,6 +468,29 @@ impl Comparison {
             table.push(cells);
         }
         table
+    }
+
+    /// The seed groups, each metric as mean ± std; `None` without groups.
+    pub fn seed_table(&self) -> Option<ReportTable> {
+        if self.seed_groups.is_empty() {
+            return None;
+        }
+        let mut table = ReportTable::new(
+            ["pipelines", "seeds", "RMSE px", "MAE px", "PCK@5%", "PCK@10%"],
+            3,
+        );
+        for group in &self.seed_groups {
+            let text = |s: &Option<Spread>| s.as_ref().map_or(String::new(), Spread::text);
+            table.push(vec![
+                group.name.clone().into(),
+                group.pipelines.len().into(),
+                group.rmse_px.text().into(),
+                group.mae_px.text().into(),
+                text(&group.pck_5).into(),
+                text(&group.pck_10).into(),
+            ]);
+        }
+        Some(table)
     }
 
     /// Training time per pipeline (volatile): measured when its entry was built.
@@ -470,6 +605,7 @@ mod tests {
             keypoints: vec!["nose_tip".into(), "mouth".into()],
             rows: vec![sample_row("a", 2.0), sample_row("b", 3.0)],
             data: vec![],
+            seed_groups: vec![],
         };
         let table = comparison.keypoint_table();
         assert_eq!(table.rows[0][1], Cell::Text("2.000 *".into()));
@@ -478,8 +614,44 @@ mod tests {
     }
 
     #[test]
+    fn pipelines_differing_only_in_their_seed_are_grouped() {
+        let config = |lr: &str, seed: u64| format!("[train]\nlr = {lr}\nseed = {seed}\n");
+        let mut rows = Vec::new();
+        for (i, (name, lr, seed, rmse)) in [
+            ("s--lr-1--seed-1", "1.0", 1, 2.0),
+            ("s--lr-1--seed-2", "1.0", 2, 4.0),
+            ("s--lr-2--seed-1", "2.0", 1, 5.0),
+            ("s--lr-1--seed-3", "1.0", 3, 3.0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut row = sample_row(name, rmse);
+            row.member = i;
+            row.config = config(lr, seed);
+            rows.push(row);
+        }
+        let groups = seed_groups(&rows);
+        assert_eq!(groups.len(), 1, "lr 2 has one seed: no group");
+        let group = &groups[0];
+        assert_eq!(group.name, "s--lr-1");
+        assert_eq!(
+            group.pipelines,
+            ["s--lr-1--seed-1", "s--lr-1--seed-2", "s--lr-1--seed-3"]
+        );
+        assert_eq!(group.rmse_px, Spread { mean: 3.0, std: 1.0 });
+        assert_eq!(group.pck_5.as_ref().unwrap().std, 0.0);
+        assert!(
+            group.pck_10.is_none(),
+            "a metric missing in a member has no spread"
+        );
+    }
+
+    #[test]
     fn augmentations_list_what_is_on() {
         let augment = serde_json::json!({"hflip": true, "shift_px": 2.0, "rotate_deg": 0.0, "contrast": 0});
-        assert_eq!(augmentations(&augment), ["hflip", "shift_px=2.0"]);
+        assert_eq!(augmentations(&augment), ["hflip", "shift_px=2"]);
+        let noisy = serde_json::json!({"brightness": f64::from(0.1f32)});
+        assert_eq!(augmentations(&noisy), ["brightness=0.1"]);
     }
 }

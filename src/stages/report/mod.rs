@@ -87,7 +87,9 @@ impl Stage for ReportStage {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: ensembles, test-time flips and seed groups in the comparison;
+        // augmentation strengths printed as f32.
+        2
     }
 
     /// Its table and everything it shows of each member besides the outputs it
@@ -358,9 +360,14 @@ impl ReportStage {
         );
         Ok(StageOutcome {
             summary: Some(format!(
-                "{}\n{}\n{}",
+                "{}\n{}\n{}{}",
                 comparison.scored_on(),
                 comparison.table().to_terminal(),
+                comparison.seed_table().map_or(String::new(), |t| format!(
+                    "{}\n{}\n",
+                    views::SEEDS_TITLE,
+                    t.to_terminal()
+                )),
                 keypoints.to_terminal()
             )),
             timing: Some(serde_json::to_value(&timing).unwrap_or_default()),

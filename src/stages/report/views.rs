@@ -112,6 +112,10 @@ fn title(comparison: &Comparison) -> String {
     format!("Report `{}`", comparison.report)
 }
 
+/// Heads the table of pipelines that differ only in their seed.
+pub const SEEDS_TITLE: &str =
+    "Pipelines that differ only in `[train] seed`: mean ± standard deviation (n - 1) over the seeds.";
+
 /// The per-keypoint table's title, with what it shows.
 const KEYPOINT_TITLE: &str = "RMSE per keypoint (pixels; * best per keypoint)";
 
@@ -131,6 +135,9 @@ pub fn markdown(comparison: &Comparison, figures: &Path, figure_prefix: &str) ->
             .map_or(String::new(), |b| format!("; Δ against `{b}`")),
         comparison.without_timing().table().to_markdown()
     ));
+    if let Some(seeds) = comparison.seed_table() {
+        md.push_str(&format!("\n{SEEDS_TITLE}\n\n{}\n", seeds.to_markdown()));
+    }
     md.push_str(&format!(
         "\n{TIMING_START}\n\n### Training time (measured when each model was trained; not part of any cache key)\n\n{}\n{TIMING_END}\n",
         comparison.timing_table().to_markdown()
@@ -218,6 +225,13 @@ pub fn html(comparison: &Comparison, figures: &Path, extra: &str) -> String {
         )),
         comparison.without_timing().table().to_html()
     ));
+    if let Some(seeds) = comparison.seed_table() {
+        body.push_str(&format!(
+            "<p class=\"note\">{}</p>\n{}",
+            escape_html(SEEDS_TITLE),
+            seeds.to_html()
+        ));
+    }
     body.push_str(&format!(
         "{TIMING_START}\n<h3>Training time</h3>\n<p class=\"note\">Measured when each model was trained; not part of any cache key.</p>\n{}{TIMING_END}\n",
         comparison.timing_table().to_html()

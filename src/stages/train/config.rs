@@ -175,12 +175,16 @@ pub fn ensemble_seeds(r: &mut TableReader, seed: u64) -> Vec<u64> {
             "write `seed` for one model or `seeds` for an ensemble, not both",
         );
     }
+    let before = r.error_count();
     let seeds = r.u64_list("seeds");
     if seeds.is_empty() {
-        r.invalid(
-            "seeds",
-            "lists no seed: write at least one, e.g. seeds = [1, 2, 3]",
-        );
+        // An array of the wrong items was reported as such already.
+        if r.error_count() == before {
+            r.invalid(
+                "seeds",
+                "lists no seed: write at least one, e.g. seeds = [1, 2, 3]",
+            );
+        }
         return vec![seed];
     }
     if seeds.len() > MAX_SEEDS {
