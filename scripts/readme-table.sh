@@ -4,18 +4,21 @@
 # come from the report, never typed in. Run after `fkp run REPORT.toml`.
 #   bash scripts/readme-table.sh pipelines/study-missing-labels.toml study
 #   bash scripts/readme-table.sh pipelines/ablation.toml ablation
-# (FKP=path/to/fkp to use a built binary)
+#   bash scripts/readme-table.sh pipelines/ablation.toml ablation --partial
+# (--partial: pipelines not run yet are listed under the table as not compared;
+# FKP=path/to/fkp to use a built binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 report=${1:?usage: readme-table.sh REPORT.toml MARKER}
 marker=${2:?usage: readme-table.sh REPORT.toml MARKER}
+partial=${3:-}
 fkp=(cargo run --release --quiet --)
 [[ -n ${FKP:-} ]] && fkp=("$FKP")
 
 table=$(mktemp)
 trap 'rm -f "$table" "$table.readme" "$table.readme.part"' EXIT
 "${fkp[@]}" compare "$report" --format md >"$table"
-if grep -q '^not compared:' "$table"; then
+if [[ $partial != --partial ]] && grep -q '^not compared:' "$table"; then
     grep '^not compared:' "$table" >&2
     echo "readme-table: run it first (fkp run $report)" >&2
     exit 1
@@ -23,6 +26,9 @@ fi
 # The summary line, the ranked table and the timing section: what comes before the
 # per-keypoint table, without the title and description.
 awk '/^## RMSE per keypoint/ { exit } NR > 4 { print }' "$table" >"$table.readme.part"
+if [[ $partial == --partial ]]; then
+    awk '/^not compared:/ { on = 1 } on { print }' "$table" | sed 's/^/    /' >>"$table.readme.part"
+fi
 awk -v part="$table.readme.part" -v start="<!-- $marker:start -->" -v end="<!-- $marker:end -->" '
     $0 == start { print; while ((getline line < part) > 0) print line; skip = 1; next }
     $0 == end { skip = 0 }
