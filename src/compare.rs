@@ -196,7 +196,7 @@ fn entry_dirs(status: &StatusReport, pipeline: usize, kind: StageKind) -> Vec<Pa
     status.pipelines[pipeline]
         .stages
         .iter()
-        .filter(|s| s.stage == kind.name() || s.stage.starts_with(&format!("{kind}#")))
+        .filter(|s| kind.matches_label(&s.stage))
         .filter_map(|s| s.entry.clone())
         .collect()
 }

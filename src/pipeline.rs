@@ -40,8 +40,8 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
-    /// Reads, merges and validates a pipeline file without a sweep. Every
-    /// error found is returned.
+    /// Reads, merges and validates a pipeline file (the first variant of a
+    /// sweep: see [`Pipeline::load_all`]). Every error found is returned.
     pub fn load(path: &Path) -> Result<Pipeline, ConfigErrors> {
         let mut pipelines = Pipeline::load_all(path, &[], &mut [])?;
         Ok(pipelines.swap_remove(0))

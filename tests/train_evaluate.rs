@@ -19,6 +19,13 @@ fn pipeline(s: &Scratch, train: &str, extra: &str) {
     );
 }
 
+/// `fkp run p.toml`, refused as a configuration error (exit 2): its stderr.
+fn refused(s: &Scratch) -> String {
+    let (code, err) = s.fails(&["run", "p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    err
+}
+
 fn metrics(s: &Scratch) -> Value {
     serde_json::from_slice(&std::fs::read(s.path("reports/p/metrics.json")).unwrap()).unwrap()
 }
@@ -152,8 +159,7 @@ fn bad_model_and_train_values_are_clear_errors() {
         "[ingest]\ntrain = \"faces.csv\"\n[prepare]\n[model]\narch = \"resnet19\"\nchannels = 2\n\
          [train]\nepochs = 0\noptimizer = \"adamax\"\n[train.schedule]\nkind = \"step\"\n",
     );
-    let (code, err) = s.fails(&["run", "p.toml"]);
-    assert_eq!(code, 2, "{err}");
+    let err = refused(&s);
     for expected in [
         "`model.arch`: \"resnet19\" is not one of \"lenet\", \"alexnet\", \"resnet18\", \"resnet34\", \"resnet50\", \"darknet53\"",
         "did you mean `resnet18`?",
@@ -222,8 +228,7 @@ fn evaluate_without_train_is_a_config_error() {
         "p.toml",
         "[ingest]\ntrain = \"faces.csv\"\n[prepare]\n[evaluate]\n",
     );
-    let (code, err) = s.fails(&["run", "p.toml"]);
-    assert_eq!(code, 2, "{err}");
+    let err = refused(&s);
     assert!(err.contains("stage [evaluate] needs [train]"), "{err}");
     assert!(err.contains("p.toml:4:2"), "{err}");
 }
@@ -258,8 +263,7 @@ fn adamw_warm_up_and_cosine_set_the_rate_batch_by_batch() {
         "epochs = 4\n[train.schedule]\nkind = \"onecycle\"\nwarmup_epochs = 1\n",
         "",
     );
-    let (code, err) = s.fails(&["run", "p.toml"]);
-    assert_eq!(code, 2, "{err}");
+    let err = refused(&s);
     assert!(err.contains("\"onecycle\" warms up by itself"), "{err}");
 }
 
@@ -594,8 +598,7 @@ fn a_diverging_training_stops_with_advice_and_caches_nothing() {
         "epochs = 2\nlr = 1e-3\n[train.schedule]\nkind = \"cosine\"\nmin_lr = 1e-2\n",
         "",
     );
-    let (code, err) = s.fails(&["run", "p.toml"]);
-    assert_eq!(code, 2, "{err}");
+    let err = refused(&s);
     assert!(err.contains("0.01 is not below lr = 0.001"), "{err}");
 }
 
@@ -603,8 +606,7 @@ fn a_diverging_training_stops_with_advice_and_caches_nothing() {
 fn schedule_keys_in_train_and_a_wrong_case_get_a_pointer() {
     let s = Scratch::new();
     pipeline(&s, "warmup_epochs = 1\noptimizer = \"AdamW\"\n", "");
-    let (code, err) = s.fails(&["run", "p.toml"]);
-    assert_eq!(code, 2, "{err}");
+    let err = refused(&s);
     assert!(
         err.contains("`warmup_epochs` belongs in [train.schedule]"),
         "{err}"

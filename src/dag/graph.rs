@@ -165,19 +165,18 @@ impl Graph {
         let mut out = String::new();
         for (index, pipeline) in self.pipelines.iter().enumerate() {
             out.push_str(&format!("{} ({})\n", pipeline.name, pipeline.file.display()));
-            let width = self
-                .nodes_of(index)
-                .map(|n| self.nodes[n].label.len())
-                .max()
-                .unwrap_or(0)
-                .max(10);
             for n in self.nodes_of(index) {
                 let node = &self.nodes[n];
                 let deps: Vec<String> = node.deps.iter().map(|&d| self.dep_label(n, d)).collect();
                 if deps.is_empty() {
                     out.push_str(&format!("  {}\n", node.label));
                 } else {
-                    out.push_str(&format!("  {:<width$} <- {}\n", node.label, deps.join(", ")));
+                    out.push_str(&format!(
+                        "  {:<width$} <- {}\n",
+                        node.label,
+                        deps.join(", "),
+                        width = self.label_width()
+                    ));
                 }
             }
         }

@@ -91,6 +91,14 @@ impl StageKind {
         kinds
     }
 
+    /// Whether a node label names an instance of this kind: `train`, or
+    /// `train#seed-1` of an ensemble.
+    pub fn matches_label(self, label: &str) -> bool {
+        label
+            .strip_prefix(self.name())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('#'))
+    }
+
     /// `ingest, eda, ...`: for messages that list the valid names.
     pub fn names() -> String {
         StageKind::all()
@@ -337,10 +345,9 @@ impl MemberInfo {
     /// The key configuration of the pipeline's stage of `kind` (its first
     /// instance: the trainings of an ensemble differ only in their seed).
     pub fn stage(&self, kind: StageKind) -> Option<&serde_json::Value> {
-        let instance = format!("{kind}#");
         self.stages
             .iter()
-            .find(|(label, _)| *label == kind.name() || label.starts_with(&instance))
+            .find(|(label, _)| kind.matches_label(label))
             .map(|(_, config)| config)
     }
 }
@@ -355,6 +362,8 @@ mod tests {
         assert_eq!(names, ["ingest", "eda", "prepare", "train", "evaluate", "report"]);
         for kind in StageKind::all() {
             assert_eq!(StageKind::from_name(kind.name()), Some(kind));
+            assert!(kind.matches_label(kind.name()) && kind.matches_label(&format!("{kind}#seed-1")));
+            assert!(!kind.matches_label(&format!("{kind}s")));
             for upstream in kind.upstream() {
                 assert!(upstream < kind, "{kind} reads {upstream}, which comes later");
             }

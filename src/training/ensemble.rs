@@ -6,13 +6,13 @@ use crate::data::augment::FlipMap;
 
 /// The element-wise mean of the members' predictions, summed in member order
 /// in f64, so it is the same on every run.
-pub fn average(members: &[Vec<f32>]) -> Vec<f32> {
+pub fn average<M: AsRef<[f32]>>(members: &[M]) -> Vec<f32> {
     let Some(first) = members.first() else {
         return Vec::new();
     };
     let count = members.len() as f64;
-    (0..first.len())
-        .map(|i| (members.iter().map(|m| f64::from(m[i])).sum::<f64>() / count) as f32)
+    (0..first.as_ref().len())
+        .map(|i| (members.iter().map(|m| f64::from(m.as_ref()[i])).sum::<f64>() / count) as f32)
         .collect()
 }
 
@@ -42,6 +42,6 @@ mod tests {
         let members = vec![vec![1.0, 10.0, -2.0], vec![3.0, 20.0, 2.0], vec![5.0, 30.0, 0.5]];
         assert_eq!(average(&members), [3.0, 20.0, 0.5 / 3.0]);
         assert_eq!(average(&members[..1]), members[0]);
-        assert!(average(&[]).is_empty());
+        assert!(average::<Vec<f32>>(&[]).is_empty());
     }
 }

@@ -221,8 +221,8 @@ struct Predicted {
 
 impl Predicted {
     fn average(all: &[Predicted]) -> Predicted {
-        let vals: Vec<Vec<f32>> = all.iter().map(|p| p.val.clone()).collect();
-        let datas: Option<Vec<Vec<f32>>> = all.iter().map(|p| p.data.clone()).collect();
+        let vals: Vec<&[f32]> = all.iter().map(|p| p.val.as_slice()).collect();
+        let datas: Option<Vec<&[f32]>> = all.iter().map(|p| p.data.as_deref()).collect();
         Predicted {
             val: ensemble::average(&vals),
             data: datas.map(|d| ensemble::average(&d)),
@@ -397,7 +397,8 @@ impl EvaluateStage {
 
         let overall = overall_table(&metrics);
         let per_keypoint = keypoint_table(&metrics);
-        let members_section = match members_table(&metrics) {
+        let members = members_table(&metrics);
+        let members_section = match &members {
             Some(table) => format!("\n\n## Members of the ensemble\n\n{}", table.to_markdown()),
             None => String::new(),
         };
@@ -463,7 +464,7 @@ impl EvaluateStage {
         };
         plot::save(&grid, ctx.report_dir, "predictions")?;
         let mut summary = format!("{}\n{}", overall.to_terminal(), per_keypoint.to_terminal());
-        if let Some(table) = members_table(&metrics) {
+        if let Some(table) = &members {
             summary = format!("{}\n{summary}", table.to_terminal());
         }
         Ok(StageOutcome {

@@ -113,23 +113,20 @@ fn seed_groups(rows: &[Row]) -> Vec<SeedGroup> {
         .into_iter()
         .filter(|(_, group)| group.len() > 1)
         .map(|(_, group)| {
-            let metric = |f: &dyn Fn(&Row) -> Option<f64>| -> Option<Spread> {
+            // A metric some member lacks (PCK without eye centres) has no spread.
+            let optional = |f: &dyn Fn(&Row) -> Option<f64>| -> Option<Spread> {
                 let values: Option<Vec<f64>> = group.iter().map(|r| f(r)).collect();
                 values.map(|v| Spread::of(&v))
             };
+            let spread =
+                |f: &dyn Fn(&Row) -> f64| Spread::of(&group.iter().map(|r| f(r)).collect::<Vec<_>>());
             let names: Vec<String> = group.iter().map(|r| r.pipeline.clone()).collect();
             SeedGroup {
                 name: shared_name(&names),
-                rmse_px: metric(&|r| Some(r.rmse_px)).unwrap_or(Spread {
-                    mean: f64::NAN,
-                    std: f64::NAN,
-                }),
-                mae_px: metric(&|r| Some(r.mae_px)).unwrap_or(Spread {
-                    mean: f64::NAN,
-                    std: f64::NAN,
-                }),
-                pck_5: metric(&|r| r.pck_5),
-                pck_10: metric(&|r| r.pck_10),
+                rmse_px: spread(&|r| r.rmse_px),
+                mae_px: spread(&|r| r.mae_px),
+                pck_5: optional(&|r| r.pck_5),
+                pck_10: optional(&|r| r.pck_10),
                 pipelines: names,
             }
         })
