@@ -3,7 +3,9 @@
 
 use std::io::{IsTerminal, Write};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::Arc;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verbosity {
@@ -16,6 +18,12 @@ pub enum Verbosity {
 pub struct Console {
     pub verbosity: Verbosity,
     interactive: bool,
+    /// Starts every line when several pipelines run at once (`fkp run -j`), so
+    /// each line says whose it is.
+    prefix: Option<Arc<str>>,
+    /// Shared by every stage running at once, so their bars and lines take
+    /// turns on the terminal instead of overwriting each other.
+    bars: Option<MultiProgress>,
 }
 
 impl Console {
@@ -23,6 +31,25 @@ impl Console {
         Console {
             verbosity,
             interactive: std::io::stderr().is_terminal(),
+            prefix: None,
+            bars: None,
+        }
+    }
+
+    /// The console for stages that run side by side: bars share the terminal
+    /// (and lines are printed between them) instead of fighting over it.
+    pub fn shared(&self) -> Console {
+        Console {
+            bars: self.interactive.then(MultiProgress::new),
+            ..self.clone()
+        }
+    }
+
+    /// This console, with every line it prints starting with `prefix`.
+    pub fn prefixed(&self, prefix: &str) -> Console {
+        Console {
+            prefix: Some(Arc::from(prefix)),
+            ..self.clone()
         }
     }
 
@@ -31,27 +58,29 @@ impl Console {
         Console {
             verbosity: Verbosity::Quiet,
             interactive: false,
+            prefix: None,
+            bars: None,
         }
     }
 
     /// A line of progress news on stderr (suppressed by `-q`).
     pub fn status(&self, line: &str) {
         if self.verbosity >= Verbosity::Normal {
-            say(&mut std::io::stderr(), line);
+            self.say(&mut std::io::stderr(), line);
         }
     }
 
     /// Detail shown with `-v` only.
     pub fn detail(&self, line: &str) {
         if self.verbosity >= Verbosity::Verbose {
-            say(&mut std::io::stderr(), line);
+            self.say(&mut std::io::stderr(), line);
         }
     }
 
     /// A warning: shown unless `-q`.
     pub fn warn(&self, line: &str) {
         if self.verbosity >= Verbosity::Normal {
-            say(&mut std::io::stderr(), &format!("warning: {line}"));
+            self.say(&mut std::io::stderr(), &format!("warning: {line}"));
         }
     }
 
@@ -63,7 +92,7 @@ impl Console {
 
     /// A line saying what failed, as written: shown even with `-q`.
     pub fn failure(&self, line: &str) {
-        say(&mut std::io::stderr(), line);
+        self.say(&mut std::io::stderr(), line);
     }
 
     /// Clears the terminal and its scrollback, as `watchexec --clear` does;
@@ -79,7 +108,7 @@ impl Console {
     /// Tables and other results on stdout (suppressed by `-q`).
     pub fn result(&self, text: &str) {
         if self.verbosity >= Verbosity::Normal {
-            say(&mut std::io::stdout(), text);
+            self.say(&mut std::io::stdout(), text);
         }
     }
 
@@ -93,21 +122,36 @@ impl Console {
             Unit::Bytes => "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
             Unit::Items => "{msg:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
         };
-        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
         bar.set_style(
             ProgressStyle::with_template(template)
                 .expect("the template is a constant")
                 .progress_chars("=> "),
         );
-        bar.set_message(message.to_string());
-        bar
+        bar.set_message(format!("{}{message}", self.prefix.as_deref().unwrap_or("")));
+        match &self.bars {
+            Some(bars) => bars.add(bar),
+            None => {
+                bar.set_draw_target(ProgressDrawTarget::stderr());
+                bar
+            }
+        }
     }
-}
 
-/// Writes a line, ignoring failure: news is not worth failing (or panicking, as
-/// `println!` does) a run whose terminal or pipe has gone away.
-fn say(out: &mut impl Write, line: &str) {
-    let _ = writeln!(out, "{line}");
+    /// Writes text, each line after the prefix, ignoring failure: news is not
+    /// worth failing (or panicking, as `println!` does) a run whose terminal or
+    /// pipe has gone away.
+    fn say(&self, out: &mut impl Write, text: &str) {
+        let text = match &self.prefix {
+            Some(prefix) => text.lines().map(|line| format!("{prefix}{line}\n")).collect(),
+            None => format!("{text}\n"),
+        };
+        match &self.bars {
+            Some(bars) => bars.suspend(|| out.write_all(text.as_bytes())),
+            None => out.write_all(text.as_bytes()),
+        }
+        .unwrap_or(());
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

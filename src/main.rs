@@ -75,6 +75,12 @@ enum Command {
         /// failure.
         #[arg(long)]
         fail_fast: bool,
+        /// Build up to N stages at once: independent pipelines, or eda beside
+        /// prepare. Lines then start with their pipeline's name. A training
+        /// already uses every core, so N above 1 pays off for the lighter
+        /// stages and for studies of many small pipelines.
+        #[arg(short = 'j', long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+        jobs: u16,
     },
     /// Run the pipelines, then rerun what each saved edit makes stale, until Ctrl-C.
     ///
@@ -282,6 +288,7 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
             until,
             dry_run,
             fail_fast,
+            jobs,
         } => {
             let graph = load(&pipelines)?;
             let options = RunOptions {
@@ -289,6 +296,7 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
                 force_stages: force_stage,
                 until,
                 fail_fast,
+                jobs: usize::from(jobs),
                 ..RunOptions::default()
             };
             if dry_run {

@@ -1,5 +1,6 @@
 //! A cache hit must mean exactly what a fresh run would produce. These tests build
-//! every stage from a clean cache several times (also on 1 and 2 threads, and
+//! every stage from a clean cache several times (also on 1 and 2 threads, with
+//! stages built side by side by `-j 3`, and
 //! once killed with SIGKILL and resumed) and compare every byte the stages wrote:
 //! entries (data, reports, manifests) and the published reports. Only the
 //! entries' `timing.json` (wall times, images/s) may differ.
@@ -43,9 +44,9 @@ fn outputs(s: &Scratch) -> BTreeMap<PathBuf, Vec<u8>> {
     files
 }
 
-fn run(s: &Scratch, threads: &str) {
+fn run(s: &Scratch, threads: &str, jobs: &str) {
     let out = s
-        .command(&["run", "p.toml", "-q"])
+        .command(&["run", "p.toml", "-q", "--jobs", jobs])
         .env("RAYON_NUM_THREADS", threads)
         .output()
         .unwrap();
@@ -67,7 +68,7 @@ fn differences(a: &BTreeMap<PathBuf, Vec<u8>>, b: &BTreeMap<PathBuf, Vec<u8>>) -
 #[test]
 fn every_output_is_byte_identical_across_clean_runs_and_thread_counts() {
     let reference = workspace();
-    run(&reference, "2");
+    run(&reference, "2", "1");
     let expected = outputs(&reference);
     let stages: Vec<String> = expected
         .keys()
@@ -81,13 +82,14 @@ fn every_output_is_byte_identical_across_clean_runs_and_thread_counts() {
     assert!(expected.keys().any(|p| p.ends_with("prepared.safetensors")));
     assert!(expected.keys().any(|p| p.ends_with("predictions.png")));
 
-    for threads in ["2", "1"] {
+    // Three jobs: eda builds beside prepare and train.
+    for (threads, jobs) in [("2", "1"), ("1", "1"), ("2", "3")] {
         let again = workspace();
-        run(&again, threads);
+        run(&again, threads, jobs);
         let differ = differences(&expected, &outputs(&again));
         assert!(
             differ.is_empty(),
-            "with {threads} thread(s), these files differ: {differ:#?}"
+            "with {threads} thread(s) and {jobs} job(s), these files differ: {differ:#?}"
         );
     }
 }
@@ -95,7 +97,7 @@ fn every_output_is_byte_identical_across_clean_runs_and_thread_counts() {
 #[test]
 fn a_run_killed_after_a_checkpoint_resumes_to_the_same_bytes() {
     let reference = workspace();
-    run(&reference, "2");
+    run(&reference, "2", "1");
     let expected = outputs(&reference);
 
     let s = workspace();

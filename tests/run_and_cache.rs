@@ -252,3 +252,42 @@ fn a_failing_pipeline_does_not_stop_the_others_unless_fail_fast() {
     );
     assert!(!s.path("reports/p").exists(), "--fail-fast stops at bad1: {err}");
 }
+
+#[test]
+fn parallel_jobs_prefix_each_line_and_build_a_shared_stage_once() {
+    let s = setup();
+    s.write(
+        "longer-name.toml",
+        "[pipeline]\ndescription = \"same data\"\n[ingest]\ntrain = \"data/train.csv\"\n[eda]\nsamples = 2\n",
+    );
+    let out = s.ok(&["run", "-j", "2", "p.toml", "longer-name.toml"]);
+    // Both pipelines want the same ingest key: one builds it, the other waits and finds it cached.
+    assert_eq!(out.matches("ingest     running").count(), 1, "{out}");
+    assert!(out.contains("p           |   ingest "), "{out}");
+    assert!(out.contains("longer-name |   eda        running"), "{out}");
+    for line in out.lines() {
+        assert!(
+            line.starts_with("p           | ") || line.starts_with("longer-name | "),
+            "every line says whose it is: {line:?}\n{out}"
+        );
+    }
+    assert!(s.path("reports/longer-name/eda").is_dir());
+    let again = s.ok(&["run", "-j", "2", "p.toml", "longer-name.toml"]);
+    assert!(!again.contains("running"), "{again}");
+}
+
+#[test]
+fn in_parallel_too_a_failing_pipeline_does_not_stop_the_others() {
+    let s = setup();
+    s.write("data/bad.csv", "left_eye_center_x,Image\nnot a number,1 2 3\n");
+    for name in ["bad1", "bad2"] {
+        s.write(&format!("{name}.toml"), "[ingest]\ntrain = \"data/bad.csv\"\n");
+    }
+    let (code, err) = s.fails(&["run", "-j", "2", "bad1.toml", "p.toml", "bad2.toml"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(s.path("reports/p/ingest/summary.md").is_file(), "{err}");
+    assert!(err.contains("2 pipelines failed"), "{err}");
+    // Listed in the order the pipelines were named, whichever failed first.
+    let (first, second) = (err.find("`bad1`").unwrap(), err.find("`bad2`").unwrap());
+    assert!(first < second, "{err}");
+}

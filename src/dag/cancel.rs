@@ -34,7 +34,8 @@ pub struct Cancel {
 #[derive(Debug, Default)]
 struct Inner {
     stop: AtomicU8,
-    running: Mutex<Option<RunningStage>>,
+    /// Every stage being built now (several under `fkp run -j`), in start order.
+    running: Mutex<Vec<RunningStage>>,
 }
 
 impl Cancel {
@@ -43,12 +44,12 @@ impl Cancel {
         self.inner.stop.fetch_max(stop as u8, Ordering::SeqCst);
     }
 
-    /// Asks the run to stop if it is still building `seen` (or still between
-    /// stages, for `None`): a request decided from what was running must not
-    /// apply to a stage that started meanwhile. Returns whether it applied.
-    pub fn request_if_still(&self, seen: &Option<RunningStage>, stop: Stop) -> bool {
+    /// Asks the run to stop if it is still building exactly `seen` (nothing,
+    /// between stages): a request decided from what was running must not apply
+    /// to a stage that started meanwhile. Returns whether it applied.
+    pub fn request_if_still(&self, seen: &[RunningStage], stop: Stop) -> bool {
         let running = self.lock_running();
-        let still = *running == *seen;
+        let still = running.as_slice() == seen;
         if still {
             self.request(stop);
         }
@@ -76,23 +77,23 @@ impl Cancel {
         self.inner.stop.load(Ordering::SeqCst) >= Stop::Now as u8
     }
 
-    /// The stage being built right now, if any.
-    pub fn running(&self) -> Option<RunningStage> {
+    /// The stages being built right now.
+    pub fn running(&self) -> Vec<RunningStage> {
         self.lock_running().clone()
     }
 
     /// Announces the stage about to be built; false if a stop was requested
     /// before it (then it must not start).
     pub(super) fn begin_stage(&self, stage: RunningStage) -> bool {
-        *self.lock_running() = Some(stage);
+        self.lock_running().push(stage);
         !self.stop_requested()
     }
 
-    pub(super) fn end_stage(&self) {
-        *self.lock_running() = None;
+    pub(super) fn end_stage(&self, stage: &RunningStage) {
+        self.lock_running().retain(|running| running != stage);
     }
 
-    fn lock_running(&self) -> std::sync::MutexGuard<'_, Option<RunningStage>> {
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, Vec<RunningStage>> {
         self.inner.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -129,8 +130,8 @@ mod tests {
             "train started meanwhile"
         );
         assert!(!cancel.stop_requested());
-        assert!(cancel.request_if_still(&Some(train.clone()), Stop::AfterStage));
-        cancel.end_stage();
+        assert!(cancel.request_if_still(std::slice::from_ref(&train), Stop::AfterStage));
+        cancel.end_stage(&train);
         assert!(!cancel.begin_stage(train), "no stage starts after a stop request");
         assert!(cancel.withdraw_after_stage());
         assert!(!cancel.stop_requested());

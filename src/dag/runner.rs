@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use super::DagError;
@@ -10,7 +11,7 @@ use super::cancel::{Cancel, RunningStage};
 use super::graph::Graph;
 use super::key::{Change, KeyInputs};
 use super::resolve::{Resolver, State, Upstream};
-use super::store::{DATA_DIR, Manifest, OutputFile, REPORT_DIR, Store};
+use super::store::{DATA_DIR, Manifest, OutputFile, Pending, REPORT_DIR, Store};
 use crate::console::Console;
 use crate::fsutil;
 use crate::stages::{StageContext, StageError, StageKind, UpstreamOutput};
@@ -30,6 +31,9 @@ pub struct RunOptions {
     /// others go on (but a report of the failed one), and the error lists
     /// every failure.
     pub fail_fast: bool,
+    /// `-j`: how many stages may build at once (0 counts as 1). The walk stays
+    /// in graph order; a stage starts as soon as what it reads is settled.
+    pub jobs: usize,
 }
 
 /// How one stage of one pipeline went.
@@ -140,13 +144,32 @@ enum Mode {
     DryRun,
 }
 
-/// One walk over the graph and what it has found so far.
+/// Where a node is in the walk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    /// Not visited yet (or waiting for another node building its key).
+    Waiting,
+    /// Handed to a worker.
+    Building,
+    /// Cached, built, or (in a dry run) found to need a run.
+    Settled,
+}
+
+/// One walk over the graph and what it has found so far. The walk itself runs
+/// on one thread: it resolves keys, publishes reports and keeps the records;
+/// only stage builds go to worker threads, at most `jobs` at once.
 struct Walk<'a> {
     graph: &'a Graph,
     workspace: &'a Workspace,
     store: &'a Store,
     mode: Mode,
-    console: &'a Console,
+    /// Per pipeline: the console its stages speak through (prefixed by its
+    /// name when several stages run at once).
+    consoles: Vec<Console>,
+    /// Whether each pipeline's lines carry its name (`-j` above 1): then no
+    /// pipeline header is printed before its stages.
+    prefixed: bool,
+    jobs: usize,
     selected: Vec<bool>,
     forced: Vec<bool>,
     cancel: Cancel,
@@ -154,12 +177,52 @@ struct Walk<'a> {
     /// Stage labels are padded to this, so an ensemble's keeps the columns.
     label_width: usize,
     resolver: Resolver<'a>,
+    progress: Vec<Progress>,
+    /// Nodes whose key another node is building now: they wait and then find
+    /// it cached, rather than building it twice.
+    waiting_for_key: HashMap<usize, String>,
+    /// Keys being built now, by the node building them.
+    building: HashMap<String, usize>,
+    begun: Vec<bool>,
+    /// Pipelines that failed, or were skipped because one they read failed.
+    failed: Vec<bool>,
+    /// No further stage starts (a cancel, `--fail-fast`, a broken cache).
+    stopping: bool,
+    /// Failures by pipeline index, listed in pipeline order at the end.
+    errors: Vec<(usize, DagError)>,
     /// The `data/` folder and outputs of every node that has an entry by now.
     data_dirs: Vec<Option<PathBuf>>,
     outputs: Vec<Option<Vec<OutputFile>>>,
     /// Keys built earlier in this invocation, with the pipeline that built them.
     built_now: HashMap<String, String>,
     report: RunReport,
+}
+
+/// A stage handed to a worker thread: everything it needs to build its entry.
+struct Build {
+    n: usize,
+    key: String,
+    inputs: KeyInputs,
+    pending: Pending,
+    checkpoint_dir: PathBuf,
+    upstream: Vec<UpstreamOutput>,
+    started: Instant,
+}
+
+/// What a worker sends back.
+struct Built {
+    n: usize,
+    key: String,
+    inputs: KeyInputs,
+    result: Result<Manifest, DagError>,
+}
+
+/// What visiting a node led to.
+enum Visit {
+    Settled,
+    Build(Box<Build>),
+    /// Another node is building the same key.
+    AwaitKey(String),
 }
 
 impl<'a> Walk<'a> {
@@ -172,66 +235,104 @@ impl<'a> Walk<'a> {
         mode: Mode,
         console: &'a Console,
     ) -> Self {
+        // A dry run only reads: it never has more than one thing to do at once.
+        let jobs = match mode {
+            Mode::Run => options.jobs.max(1),
+            Mode::DryRun => 1,
+        };
+        let prefixed = jobs > 1;
+        let consoles = match prefixed {
+            true => {
+                let shared = console.shared();
+                let width = graph.pipelines.iter().map(|p| p.name.len()).max().unwrap_or(0);
+                graph
+                    .pipelines
+                    .iter()
+                    .map(|p| shared.prefixed(&format!("{:<width$} | ", p.name)))
+                    .collect()
+            }
+            false => vec![console.clone(); graph.pipelines.len()],
+        };
+        let (nodes, pipelines) = (graph.nodes.len(), graph.pipelines.len());
         Walk {
             graph,
             workspace,
             store,
             mode,
-            console,
+            consoles,
+            prefixed,
+            jobs,
             selected,
             forced: forced_nodes(graph, options),
             cancel: options.cancel.clone(),
             fail_fast: options.fail_fast,
             label_width: graph.label_width(),
             resolver: Resolver::new(store, workspace),
-            data_dirs: vec![None; graph.nodes.len()],
-            outputs: vec![None; graph.nodes.len()],
+            progress: vec![Progress::Waiting; nodes],
+            waiting_for_key: HashMap::new(),
+            building: HashMap::new(),
+            begun: vec![false; pipelines],
+            failed: vec![false; pipelines],
+            stopping: false,
+            errors: Vec::new(),
+            data_dirs: vec![None; nodes],
+            outputs: vec![None; nodes],
             built_now: HashMap::new(),
             report: RunReport::default(),
         }
     }
 
-    /// Runs every pipeline in order. One that fails does not stop the others
-    /// (unless `fail_fast`), but a report reading it is skipped; the error then
-    /// lists every failure.
+    /// Runs every selected node once its upstream nodes are settled, the
+    /// earliest first, up to `jobs` builds at once. A pipeline that fails does
+    /// not stop the others (unless `fail_fast`), but a report reading it is
+    /// skipped; the error then lists every failure, in pipeline order.
     fn all(mut self) -> Result<RunReport, DagError> {
-        let graph = self.graph;
-        let mut failed: Vec<usize> = Vec::new();
-        let mut errors: Vec<DagError> = Vec::new();
-        for index in 0..graph.pipelines.len() {
-            if let Some(&member) = failed.iter().find(|&&f| graph.reports_of(f).contains(&index)) {
-                self.console.status(&format!(
-                    "{} ({}): skipped: it reads pipeline `{}`, which failed",
-                    graph.pipelines[index].name,
-                    graph.pipelines[index].file.display(),
-                    graph.pipelines[member].name
-                ));
-                failed.push(index);
-                continue;
+        let (sender, receiver) = mpsc::channel::<Built>();
+        // Workers borrow these for the whole scope, while the walk changes itself.
+        let (cancel, consoles) = (self.cancel.clone(), self.consoles.clone());
+        let (graph, store, label_width) = (self.graph, self.store, self.label_width);
+        std::thread::scope(|scope| {
+            let mut in_flight = 0;
+            loop {
+                while in_flight < self.jobs && !self.stopping {
+                    let Some(n) = self.next_ready() else { break };
+                    match self.visit(n) {
+                        Ok(Visit::Settled) => {}
+                        Ok(Visit::AwaitKey(key)) => {
+                            self.waiting_for_key.insert(n, key);
+                        }
+                        Ok(Visit::Build(build)) => {
+                            self.progress[n] = Progress::Building;
+                            self.building.insert(build.key.clone(), n);
+                            in_flight += 1;
+                            let (cancel, console) = (&cancel, &consoles[graph.nodes[n].pipeline]);
+                            let sender = sender.clone();
+                            scope.spawn(move || {
+                                let built = execute(*build, graph, store, console, cancel, label_width);
+                                // The walk waits for every worker it started.
+                                let _ = sender.send(built);
+                            });
+                        }
+                        Err(error) => self.fail(n, error),
+                    }
+                }
+                if in_flight == 0 {
+                    break;
+                }
+                let built = receiver.recv().expect("the walk keeps a sender");
+                in_flight -= 1;
+                self.finish_build(built);
             }
-            let Err(error) = self.pipeline(index) else {
-                continue;
-            };
-            // A cancelled run is an interrupted one, not a failed one: like a
-            // killed run, it leaves the reports as they were.
-            if matches!(error, DagError::Cancelled { .. }) {
-                errors.push(error);
-                break;
-            }
-            if self.mode == Mode::Run {
-                self.withdraw_reports_of(index)?;
-            }
-            // A broken cache or reports folder stops everything; so does --fail-fast.
-            let stop = self.fail_fast || error.pipeline().is_none();
-            errors.push(graph.in_report_context(error));
-            failed.push(index);
-            if stop {
-                break;
-            }
+        });
+        self.finish_untouched_pipelines();
+        if self.mode == Mode::Run
+            && let Err(error) = self.resolver.save_hashes()
+        {
+            self.errors.push((usize::MAX, error));
         }
-        if self.mode == Mode::Run {
-            self.resolver.save_hashes()?;
-        }
+        let mut errors = self.errors;
+        errors.sort_by_key(|(pipeline, _)| *pipeline);
+        let mut errors: Vec<DagError> = errors.into_iter().map(|(_, e)| e).collect();
         match errors.len() {
             0 => Ok(self.report),
             1 => Err(errors.remove(0)),
@@ -239,35 +340,71 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn pipeline(&mut self, index: usize) -> Result<(), DagError> {
+    /// The earliest selected node that can start: every node it reads is
+    /// settled and its pipeline has not failed. With one job this is the graph's
+    /// own order, pipeline after pipeline.
+    fn next_ready(&mut self) -> Option<usize> {
+        let graph = self.graph;
+        let n = (0..graph.nodes.len()).find(|&n| {
+            let node = &graph.nodes[n];
+            self.selected[n]
+                && self.progress[n] == Progress::Waiting
+                && !self.failed[node.pipeline]
+                && !self.waiting_for_key.contains_key(&n)
+                && node.deps.iter().all(|&d| self.progress[d] == Progress::Settled)
+        })?;
+        self.begin_pipeline(graph.nodes[n].pipeline);
+        Some(n)
+    }
+
+    fn begin_pipeline(&mut self, index: usize) {
+        if std::mem::replace(&mut self.begun[index], true) {
+            return;
+        }
         let pipeline = &self.graph.pipelines[index];
-        self.console
-            .status(&format!("{} ({})", pipeline.name, pipeline.file.display()));
+        let line = match self.prefixed {
+            true => pipeline.file.display().to_string(),
+            false => format!("{} ({})", pipeline.name, pipeline.file.display()),
+        };
+        self.consoles[index].status(&line);
         if self.mode == Mode::Run {
             self.resolver.record(&pipeline.name).file = pipeline.file.clone();
         }
-        let nodes: Vec<usize> = self.graph.nodes_of(index).filter(|&n| self.selected[n]).collect();
-        for n in nodes {
-            if let Err(error) = self.node(n) {
-                if self.mode == Mode::Run && !matches!(error, DagError::Cancelled { .. }) {
-                    // Reports of a stage that failed, and of those after it, would
-                    // show results of another configuration: they go.
-                    self.unpublish_from(n)?;
-                }
-                return Err(error);
-            }
-        }
-        if self.mode == Mode::Run {
-            self.forget_removed_stages(index)?;
-        }
-        Ok(())
     }
 
-    /// Resolves one node, runs it unless it is cached, and publishes its reports.
-    fn node(&mut self, n: usize) -> Result<(), DagError> {
-        let (graph, console) = (self.graph, self.console);
+    /// A pipeline none of whose stages was selected (`--until` a stage it lacks)
+    /// still drops the stages it no longer has from its record.
+    fn finish_untouched_pipelines(&mut self) {
+        if self.stopping {
+            return;
+        }
+        for index in 0..self.graph.pipelines.len() {
+            let untouched = self.graph.nodes_of(index).all(|n| !self.selected[n]);
+            if untouched && !self.failed[index] {
+                self.begin_pipeline(index);
+                self.finish_pipeline(index);
+            }
+        }
+    }
+
+    /// Once every selected node of a pipeline is settled, its record forgets the
+    /// stages it no longer has.
+    fn finish_pipeline(&mut self, index: usize) {
+        if self.mode != Mode::Run {
+            return;
+        }
+        if let Err(error) = self.forget_removed_stages(index) {
+            self.fail_pipeline(index, error);
+        }
+    }
+
+    /// Resolves one node: a cached one is settled at once, one that must run is
+    /// made ready for a worker.
+    fn visit(&mut self, n: usize) -> Result<Visit, DagError> {
+        let graph = self.graph;
         let node = &graph.nodes[n];
         let pipeline = &graph.pipelines[node.pipeline];
+        let console = &self.consoles[node.pipeline];
         if self.mode == Mode::Run && self.cancel.stop_requested() {
             return Err(DagError::Cancelled {
                 pipeline: pipeline.name.clone(),
@@ -276,6 +413,9 @@ impl<'a> Walk<'a> {
         }
         let upstream = Upstream::of(graph, n, &self.outputs);
         let resolution = self.resolver.resolve(graph, n, upstream)?;
+        if let Some(key) = resolution.key.as_ref().filter(|k| self.building.contains_key(*k)) {
+            return Ok(Visit::AwaitKey(key.clone()));
+        }
         let shared_with = resolution
             .key
             .as_ref()
@@ -288,7 +428,7 @@ impl<'a> Walk<'a> {
             (State::Missing, false) => Some(Vec::new()),
         };
         let key_text = resolution.key.as_deref().map_or("?".to_string(), short);
-        let manifest = match (reason, resolution.state) {
+        match (reason, resolution.state) {
             (None, State::Cached(manifest)) => {
                 let note = shared_with.map_or(String::new(), |p| format!(" (shared with `{p}`)"));
                 console.status(&format!(
@@ -299,7 +439,8 @@ impl<'a> Walk<'a> {
                 self.report
                     .stages
                     .push((pipeline.name.clone(), node.kind, Outcome::Cached));
-                *manifest
+                self.settle(n, *manifest, resolution.inputs)?;
+                Ok(Visit::Settled)
             }
             (Some(changes), _) if self.mode == Mode::DryRun => {
                 console.status(&format!(
@@ -311,51 +452,42 @@ impl<'a> Walk<'a> {
                 self.report
                     .stages
                     .push((pipeline.name.clone(), node.kind, Outcome::WouldRun));
-                return Ok(());
+                self.progress[n] = Progress::Settled;
+                Ok(Visit::Settled)
             }
             (Some(changes), _) => {
-                let (Some(inputs), Some(key)) = (resolution.inputs.clone(), resolution.key) else {
+                let (Some(inputs), Some(key)) = (resolution.inputs, resolution.key) else {
                     unreachable!("a stage runs only after its upstream outputs exist");
                 };
-                self.build(n, inputs, key, &changes)?
+                Ok(Visit::Build(Box::new(
+                    self.prepare_build(n, inputs, key, &changes)?,
+                )))
             }
             (None, _) => unreachable!("only a cached stage has no reason to run"),
-        };
-        let entry = self.store.entry_dir(node.kind, &manifest.key);
-        if self.mode == Mode::Run {
-            self.publish(n, &entry, resolution.inputs)?;
         }
-        self.data_dirs[n] = Some(entry.join(DATA_DIR));
-        self.report
-            .data_dirs
-            .push((pipeline.name.clone(), node.kind, entry.join(DATA_DIR)));
-        self.outputs[n] = Some(manifest.outputs);
-        Ok(())
     }
 
-    /// Runs a stage into a pending entry and commits it.
-    fn build(
+    /// Announces a build and sets up its pending entry and checkpoint.
+    fn prepare_build(
         &mut self,
         n: usize,
         inputs: KeyInputs,
         key: String,
         changes: &[Change],
-    ) -> Result<Manifest, DagError> {
-        let (graph, store, console) = (self.graph, self.store, self.console);
+    ) -> Result<Build, DagError> {
+        let (graph, store) = (self.graph, self.store);
         let node = &graph.nodes[n];
-        let pipeline = &graph.pipelines[node.pipeline];
         let cache_error = |source| DagError::Cache {
             path: store.root().to_path_buf(),
             source,
         };
-        console.status(&format!(
+        self.consoles[node.pipeline].status(&format!(
             "  {:<w$} running  {}: {}",
             node.label,
             short(&key),
             describe(changes),
             w = self.label_width
         ));
-        let started = Instant::now();
         let upstream: Vec<UpstreamOutput> = node
             .deps
             .iter()
@@ -373,72 +505,130 @@ impl<'a> Walk<'a> {
             // A forced rerun starts over rather than resuming.
             store.remove_entry(&checkpoint_dir).map_err(cache_error)?;
         }
-        let ctx = StageContext {
-            data_dir: &pending.data_dir(),
-            report_dir: &pending.report_dir(),
-            checkpoint_dir: &checkpoint_dir,
-            console,
-            kind: node.kind,
-            upstream: &upstream,
-            cancel: &self.cancel,
-        };
-        let may_run = self.cancel.begin_stage(RunningStage {
-            pipeline: pipeline.name.clone(),
-            label: node.label.clone(),
-            key: key.clone(),
-        });
-        let outcome = match may_run {
-            true => graph.stage(n).run(&ctx),
-            false => Err(StageError::Cancelled),
-        };
-        self.cancel.end_stage();
-        if outcome.is_err() {
-            // A stage stopped before its first checkpoint leaves no empty folder.
-            let _ = std::fs::remove_dir(&checkpoint_dir);
-        }
-        let outcome = outcome.map_err(|source| {
-            if self.cancel.now() || matches!(source, StageError::Cancelled) {
-                // The pending entry goes with `pending`; a checkpoint stays for a resume.
-                console.status(&format!("  {:<w$} cancelled", node.label, w = self.label_width));
-                DagError::Cancelled {
-                    pipeline: pipeline.name.clone(),
-                    stage: node.kind,
-                }
-            } else {
-                DagError::Stage {
-                    pipeline: pipeline.name.clone(),
-                    stage: node.kind,
-                    source: Box::new(source),
-                }
+        Ok(Build {
+            n,
+            key,
+            inputs,
+            pending,
+            checkpoint_dir,
+            upstream,
+            started: Instant::now(),
+        })
+    }
+
+    /// Takes a worker's answer: a built node is settled, a failed one fails its
+    /// pipeline, and nodes waiting for its key may go on.
+    fn finish_build(&mut self, built: Built) {
+        let Built {
+            n,
+            key,
+            inputs,
+            result,
+        } = built;
+        self.building.remove(&key);
+        self.waiting_for_key.retain(|_, waited| *waited != key);
+        let node = &self.graph.nodes[n];
+        let pipeline = &self.graph.pipelines[node.pipeline];
+        let settled = result.and_then(|manifest| {
+            if let Some(summary) = &manifest.summary {
+                self.consoles[node.pipeline].result(summary);
             }
-        })?;
-        let manifest = store
-            .commit(
-                pending,
-                inputs,
-                outcome.summary,
-                outcome.timing,
-                started.elapsed(),
-                &pipeline.name,
-            )
-            .map_err(cache_error)?;
-        if checkpoint_dir.exists() {
-            store.remove_entry(&checkpoint_dir).map_err(cache_error)?;
+            self.built_now.insert(key, pipeline.name.clone());
+            self.report
+                .stages
+                .push((pipeline.name.clone(), node.kind, Outcome::Ran));
+            self.settle(n, manifest, Some(inputs))
+        });
+        if let Err(error) = settled {
+            self.fail(n, error);
         }
-        console.status(&format!(
-            "  {:<w$} done     in {:.2} s",
-            node.label,
-            started.elapsed().as_secs_f64(),
-            w = self.label_width
+    }
+
+    /// Publishes a node's reports and makes its outputs available downstream;
+    /// the last node of a pipeline finishes it.
+    fn settle(&mut self, n: usize, manifest: Manifest, inputs: Option<KeyInputs>) -> Result<(), DagError> {
+        let node = &self.graph.nodes[n];
+        let entry = self.store.entry_dir(node.kind, &manifest.key);
+        if self.mode == Mode::Run {
+            self.publish(n, &entry, inputs)?;
+        }
+        self.data_dirs[n] = Some(entry.join(DATA_DIR));
+        self.report.data_dirs.push((
+            self.graph.pipelines[node.pipeline].name.clone(),
+            node.kind,
+            entry.join(DATA_DIR),
         ));
-        if let Some(summary) = &manifest.summary {
-            console.result(summary);
+        self.outputs[n] = Some(manifest.outputs);
+        self.progress[n] = Progress::Settled;
+        let index = node.pipeline;
+        let complete = self
+            .graph
+            .nodes_of(index)
+            .all(|m| !self.selected[m] || self.progress[m] == Progress::Settled);
+        if complete && !self.failed[index] {
+            self.finish_pipeline(index);
         }
-        self.built_now.insert(key, pipeline.name.clone());
-        self.report
-            .stages
-            .push((pipeline.name.clone(), node.kind, Outcome::Ran));
-        Ok(manifest)
+        Ok(())
+    }
+
+    /// Node `n` failed: its reports, and those of what reads it, go; its
+    /// pipeline starts nothing more.
+    fn fail(&mut self, n: usize, error: DagError) {
+        let index = self.graph.nodes[n].pipeline;
+        // A cancelled run is an interrupted one, not a failed one: like a killed
+        // run, it leaves the reports as they were, and is said once.
+        if matches!(error, DagError::Cancelled { .. }) {
+            self.stopping = true;
+            if !self
+                .errors
+                .iter()
+                .any(|(_, e)| matches!(e, DagError::Cancelled { .. }))
+            {
+                self.errors.push((index, error));
+            }
+            return;
+        }
+        if self.mode == Mode::Run
+            && let Err(unpublish_error) = self.unpublish_from(n)
+        {
+            self.errors.push((index, unpublish_error));
+            self.stopping = true;
+        }
+        self.fail_pipeline(index, error);
+    }
+
+    /// Marks a pipeline failed with `error`, withdraws the reports that read it
+    /// and skips the pipelines reading it.
+    fn fail_pipeline(&mut self, index: usize, error: DagError) {
+        // A broken cache or reports folder stops everything; so does --fail-fast.
+        if self.fail_fast || error.pipeline().is_none() {
+            self.stopping = true;
+        }
+        self.failed[index] = true;
+        self.errors.push((index, self.graph.in_report_context(error)));
+        if self.mode == Mode::Run
+            && let Err(error) = self.withdraw_reports_of(index)
+        {
+            self.errors.push((index, error));
+            self.stopping = true;
+        }
+        let graph = self.graph;
+        let mut failed = vec![index];
+        while let Some(member) = failed.pop() {
+            for reader in graph.reports_of(member) {
+                if std::mem::replace(&mut self.failed[reader], true) {
+                    continue;
+                }
+                let line = format!(
+                    "{} ({}): skipped: it reads pipeline `{}`, which failed",
+                    graph.pipelines[reader].name,
+                    graph.pipelines[reader].file.display(),
+                    graph.pipelines[member].name
+                );
+                self.consoles[reader].status(&line);
+                failed.push(reader);
+            }
+        }
     }
 
     /// Copies an entry's reports to `reports/<pipeline>/` and records, at once,
@@ -544,6 +734,102 @@ impl<'a> Walk<'a> {
             })?;
         }
         self.resolver.save_record(name)
+    }
+}
+
+/// Builds one stage into its pending entry and commits it; runs on a worker
+/// thread.
+fn execute(
+    build: Build,
+    graph: &Graph,
+    store: &Store,
+    console: &Console,
+    cancel: &Cancel,
+    label_width: usize,
+) -> Built {
+    let Build {
+        n,
+        key,
+        inputs,
+        pending,
+        checkpoint_dir,
+        upstream,
+        started,
+    } = build;
+    let node = &graph.nodes[n];
+    let pipeline = &graph.pipelines[node.pipeline];
+    let ctx = StageContext {
+        data_dir: &pending.data_dir(),
+        report_dir: &pending.report_dir(),
+        checkpoint_dir: &checkpoint_dir,
+        console,
+        kind: node.kind,
+        upstream: &upstream,
+        cancel,
+    };
+    let running = RunningStage {
+        pipeline: pipeline.name.clone(),
+        label: node.label.clone(),
+        key: key.clone(),
+    };
+    let outcome = match cancel.begin_stage(running.clone()) {
+        true => graph.stage(n).run(&ctx),
+        false => Err(StageError::Cancelled),
+    };
+    cancel.end_stage(&running);
+    if outcome.is_err() {
+        // A stage stopped before its first checkpoint leaves no empty folder.
+        let _ = std::fs::remove_dir(&checkpoint_dir);
+    }
+    let cache_error = |source| DagError::Cache {
+        path: store.root().to_path_buf(),
+        source,
+    };
+    let result = outcome
+        .map_err(|source| {
+            if cancel.now() || matches!(source, StageError::Cancelled) {
+                // The pending entry goes with `pending`; a checkpoint stays for a resume.
+                console.status(&format!("  {:<label_width$} cancelled", node.label));
+                DagError::Cancelled {
+                    pipeline: pipeline.name.clone(),
+                    stage: node.kind,
+                }
+            } else {
+                DagError::Stage {
+                    pipeline: pipeline.name.clone(),
+                    stage: node.kind,
+                    source: Box::new(source),
+                }
+            }
+        })
+        .and_then(|outcome| {
+            store
+                .commit(
+                    pending,
+                    inputs.clone(),
+                    outcome.summary,
+                    outcome.timing,
+                    started.elapsed(),
+                    &pipeline.name,
+                )
+                .map_err(cache_error)
+        })
+        .and_then(|manifest| {
+            if checkpoint_dir.exists() {
+                store.remove_entry(&checkpoint_dir).map_err(cache_error)?;
+            }
+            console.status(&format!(
+                "  {:<label_width$} done     in {:.2} s",
+                node.label,
+                started.elapsed().as_secs_f64(),
+            ));
+            Ok(manifest)
+        });
+    Built {
+        n,
+        key,
+        inputs,
+        result,
     }
 }
 

@@ -218,7 +218,7 @@ impl Watch<'_> {
         // Decided from the stage running now, applied only if it still runs.
         let note = loop {
             let running = round.cancel.running();
-            let (stop, note) = stop_for(&plan.graph, self.workspace, running.clone());
+            let (stop, note) = stop_for(&plan.graph, self.workspace, &running);
             if round.cancel.request_if_still(&running, stop) {
                 break note;
             }
@@ -329,39 +329,45 @@ impl Watch<'_> {
     }
 }
 
-/// How the round running `running` must stop for the new plan: at once when
-/// that stage's key changed (or cannot be known any more), else after it.
-fn stop_for(graph: &Graph, workspace: &Workspace, running: Option<RunningStage>) -> (Stop, String) {
+/// How the round building `running` must stop for the new plan: at once when
+/// a running stage's key changed (or cannot be known any more), else after them.
+fn stop_for(graph: &Graph, workspace: &Workspace, running: &[RunningStage]) -> (Stop, String) {
     // Between stages: stopping before the next one loses nothing.
-    let Some(running) = running else {
+    if running.is_empty() {
         return (Stop::AfterStage, "rerunning before the next stage".to_string());
-    };
-    // Unsure (the new plan's state cannot be read): let the stage finish, it is cached.
-    let Ok(status) = dag::status(graph, workspace) else {
-        return (
-            Stop::AfterStage,
-            format!("rerunning once [{}] finishes", running.label),
-        );
-    };
-    let key = status
-        .pipelines
+    }
+    let labels = running
         .iter()
-        .find(|p| p.name == running.pipeline)
-        .and_then(|p| p.stages.iter().find(|s| s.stage == running.label))
-        .and_then(|s| s.key.as_deref());
-    if key == Some(running.key.as_str()) {
-        (
+        .map(|stage| format!("[{}]", stage.label))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Unsure (the new plan's state cannot be read): let the stages finish, they are cached.
+    let Ok(status) = dag::status(graph, workspace) else {
+        return (Stop::AfterStage, format!("rerunning once {labels} finishes"));
+    };
+    let key_now = |stage: &RunningStage| {
+        status
+            .pipelines
+            .iter()
+            .find(|p| p.name == stage.pipeline)
+            .and_then(|p| p.stages.iter().find(|s| s.stage == stage.label))
+            .and_then(|s| s.key.clone())
+    };
+    match running
+        .iter()
+        .find(|stage| key_now(stage).as_deref() != Some(stage.key.as_str()))
+    {
+        None => (
             Stop::AfterStage,
-            format!("[{}] is unaffected; rerunning once it finishes", running.label),
-        )
-    } else {
-        (
+            format!("{labels} is unaffected; rerunning once it finishes"),
+        ),
+        Some(outdated) => (
             Stop::Now,
             format!(
                 "cancelling [{}] of `{}`, which the change outdates (its checkpoint is kept)",
-                running.label, running.pipeline
+                outdated.label, outdated.pipeline
             ),
-        )
+        ),
     }
 }
 
