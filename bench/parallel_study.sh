@@ -1,74 +1,61 @@
 #!/usr/bin/env bash
-# `fkp run -j N` on a 4-pipeline CPU study: wall time from a clean cache at each N,
-# and whether the outputs match the -j 1 run byte for byte.
+# `fkp run` on the 4-pipeline CPU study (bench/lib/study4.sh) from a clean cache, in
+# several modes, and whether each mode's outputs match the first mode's byte for byte.
 #
-#   bench/parallel_study.sh [FKP_BINARY] [REPEATS] [JOBS...]     (defaults: 3 repeats, -j 1 2)
+#   bench/parallel_study.sh [FKP_BINARY] [REPEATS] [MODE...]     (defaults: 3 repeats, 1 2)
 #
-# The study is one [sweep] over prepare.missing (median, mean, drop, mask): four
-# pipelines sharing ingest and eda, each with its own prepare, train (LeNet, 3 epochs,
-# hflip) and evaluate against the full labels, on the 300-face sample. Measure on a
-# quiet machine; each run starts from an empty cache.
+# A MODE is a number N (`fkp run -j N`) or `slurm` (`fkp run --executor slurm` on the
+# cluster `sinfo` answers for, e.g. scripts/slurm-local.sh's; the workspace is under
+# $TMPDIR, which the cluster's nodes must see). For slurm the script also reruns with
+# nothing changed and counts the jobs that rerun submitted (0 expected). Measure on a
+# quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=bench/lib/study4.sh
+source bench/lib/study4.sh
 FKP=$(realpath "${1:-${CARGO_TARGET_DIR:-target}/release/fkp}")
 REPEATS=${2:-3}
 shift $(( $# < 2 ? $# : 2 ))
-JOBS=("$@")
-[[ ${#JOBS[@]} -gt 0 ]] || JOBS=(1 2)
+MODES=("$@")
+[[ ${#MODES[@]} -gt 0 ]] || MODES=(1 2)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fkp-parallel.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+write_study "$WORK/study.toml" "$ROOT"
 
-cat >"$WORK/study.toml" <<TOML
-[pipeline]
-description = "four ways to treat missing labels, LeNet 3 epochs"
-[ingest]
-train = "$ROOT/datasets/faces300-sparse.csv.gz"
-[eda]
-samples = 8
-[prepare]
-val = 0.2
-seed = 42
-[model]
-arch = "lenet"
-[train]
-device = "cpu"
-epochs = 3
-batch_size = 16
-seed = 42
-[train.augment]
-hflip = true
-[evaluate]
-truth = "$ROOT/datasets/faces300-full.csv.gz"
-samples = 4
-[sweep]
-"prepare.missing" = ["median", "mean", "drop", "mask"]
-TOML
-
-# Everything a run wrote but the volatile timings, as one hash per file.
-fingerprint() {
-    (cd "$1" && find .fkp/entries reports -type f ! -name timing.json -print0 | sort -z | xargs -0 sha256sum)
+run_mode() { # MODE WORKSPACE
+    case $1 in
+        slurm) (cd "$2" && "$FKP" run -q --executor slurm "$WORK/study.toml") ;;
+        *) (cd "$2" && "$FKP" run -q -j "$1" "$WORK/study.toml") ;;
+    esac
 }
 
-printf '%-4s %-8s %s\n' "-j" "repeat" "wall s"
+printf '%-6s %-8s %s\n' "mode" "repeat" "wall s"
 declare -A TOTAL
 for repeat in $(seq 1 "$REPEATS"); do
-    for jobs in "${JOBS[@]}"; do
-        ws="$WORK/j$jobs"
+    for mode in "${MODES[@]}"; do
+        ws="$WORK/$mode"
         rm -rf "$ws" && mkdir -p "$ws"
-        start=$(date +%s.%N)
-        (cd "$ws" && "$FKP" run -q -j "$jobs" "$WORK/study.toml")
-        wall=$(echo "$(date +%s.%N) - $start" | bc)
-        printf '%-4s %-8s %.2f\n' "$jobs" "$repeat" "$wall"
-        TOTAL[$jobs]=$(echo "${TOTAL[$jobs]:-0} + $wall" | bc)
+        [[ $mode == slurm ]] && printf '[executor]\npoll_seconds = 0.5\n' >"$ws/fkp.toml"
+        start=$(now)
+        run_mode "$mode" "$ws"
+        wall=$(echo "$(now) - $start" | bc)
+        printf '%-6s %-8s %.2f\n' "$mode" "$repeat" "$wall"
+        TOTAL[$mode]=$(echo "${TOTAL[$mode]:-0} + $wall" | bc)
     done
 done
 echo
-base=${JOBS[0]}
-for jobs in "${JOBS[@]}"; do
-    mean=$(echo "scale=2; ${TOTAL[$jobs]} / $REPEATS" | bc)
-    ratio=$(echo "scale=3; ${TOTAL[$base]} / ${TOTAL[$jobs]}" | bc)
-    same=$([[ "$(fingerprint "$WORK/j$jobs")" == "$(fingerprint "$WORK/j$base")" ]] && echo yes || echo NO)
-    printf -- '-j %-3s mean %6.2f s   speed-up vs -j %s: %sx   outputs identical to -j %s: %s\n' \
-        "$jobs" "$mean" "$base" "$ratio" "$base" "$same"
+base=${MODES[0]}
+for mode in "${MODES[@]}"; do
+    mean=$(echo "scale=2; ${TOTAL[$mode]} / $REPEATS" | bc)
+    ratio=$(echo "scale=3; ${TOTAL[$base]} / ${TOTAL[$mode]}" | bc)
+    same=$([[ "$(fingerprint "$WORK/$mode")" == "$(fingerprint "$WORK/$base")" ]] && echo yes || echo NO)
+    printf '%-6s mean %6.2f s   speed-up vs %s: %sx   outputs identical to %s: %s\n' \
+        "$mode" "$mean" "$base" "$ratio" "$base" "$same"
 done
+if [[ " ${MODES[*]} " == *" slurm "* ]]; then
+    start=$(now)
+    rerun=$(cd "$WORK/slurm" && "$FKP" run --executor slurm "$WORK/study.toml" 2>&1)
+    submitted=$(grep -c "submitted job" <<<"$rerun" || true)
+    printf 'slurm rerun with nothing changed: %s jobs submitted, %.2f s\n' "$submitted" "$(echo "$(now) - $start" | bc)"
+fi

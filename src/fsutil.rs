@@ -58,6 +58,16 @@ pub fn process_alive(pid: u32) -> bool {
     !proc_root.is_dir() || proc_root.join(pid.to_string()).exists()
 }
 
+/// This machine's name, as the kernel has it (`localhost` where it cannot be
+/// read): tells apart processes of machines sharing one cache.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
 /// Every file under `dir`, as paths relative to it, sorted. Temporary siblings
 /// are left out.
 pub fn list_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {

@@ -20,6 +20,7 @@ pub mod models;
 pub mod pipeline;
 pub mod predict;
 pub mod report;
+pub mod settings;
 pub mod stages;
 pub mod sweep;
 pub mod text;

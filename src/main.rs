@@ -3,6 +3,7 @@
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -10,8 +11,10 @@ use clap::{Args, Parser, Subcommand};
 
 use fkp::config::{ConfigErrors, Override, discover_pipelines};
 use fkp::console::{Console, Verbosity};
-use fkp::dag::{self, DagError, Graph, RunOptions};
+use fkp::dag::remote::Remote;
+use fkp::dag::{self, DagError, Graph, RunOptions, SlurmRun};
 use fkp::predict::{PredictRequest, predict};
+use fkp::settings::{ExecutorKind, Settings};
 use fkp::stages::StageKind;
 use fkp::watch::WatchOptions;
 use fkp::workspace::{PIPELINES_DIR, Wait, Workspace, WorkspaceLock};
@@ -49,6 +52,12 @@ struct GlobalArgs {
     /// string). Repeatable: --set train.epochs=2 --set model.arch=resnet18
     #[arg(long = "set", global = true, value_name = "TABLE.KEY=VALUE")]
     set: Vec<String>,
+    /// A cache shared with other machines: s3://bucket/prefix (credentials and
+    /// endpoint from AWS_* variables) or a folder. `run` fetches entries from
+    /// it instead of building them, and uploads what it builds. Default:
+    /// fkp.toml's `[cache] remote`.
+    #[arg(long, global = true, env = "FKP_REMOTE", value_name = "URL")]
+    remote: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -78,9 +87,35 @@ enum Command {
         /// Build up to N stages at once: independent pipelines, or eda beside
         /// prepare. Lines then start with their pipeline's name. A training
         /// already uses every core, so N above 1 pays off for the lighter
-        /// stages and for studies of many small pipelines.
-        #[arg(short = 'j', long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-        jobs: u16,
+        /// stages and for studies of many small pipelines. Default: fkp.toml's
+        /// `[executor] jobs`, else 1.
+        #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+        jobs: Option<u16>,
+        /// Where stages build: `local` (this machine) or `slurm` (one sbatch job
+        /// per stage, on the cluster's shared filesystem). Default: fkp.toml's
+        /// `[executor] kind`, else local.
+        #[arg(long, value_name = "KIND", env = "FKP_EXECUTOR", value_parser = parse_executor)]
+        executor: Option<ExecutorKind>,
+    },
+    /// Build one stage into the cache: what a Slurm job of `fkp run --executor
+    /// slurm` runs. Checks it builds the plan (and key) it was sent.
+    #[command(hide = true)]
+    RunStage {
+        /// The pipeline's name.
+        #[arg(long)]
+        pipeline: String,
+        /// The stage's node label (`train`, `train#seed-1`).
+        #[arg(long)]
+        stage: String,
+        #[arg(long)]
+        plan: String,
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        force: bool,
+        /// The pipeline files of the submitting run.
+        #[arg(required = true, value_name = "PIPELINE.toml")]
+        pipelines: Vec<PathBuf>,
     },
     /// Run the pipelines, then rerun what each saved edit makes stale, until Ctrl-C.
     ///
@@ -178,6 +213,20 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         output: Option<PathBuf>,
     },
+    /// Upload the cached entries of pipelines to the remote cache (--remote,
+    /// FKP_REMOTE or fkp.toml's `[cache] remote`) that it lacks.
+    Push {
+        /// Pipeline files (TOML).
+        #[arg(required = true, value_name = "PIPELINE.toml")]
+        pipelines: Vec<PathBuf>,
+    },
+    /// Download from the remote cache the entries of pipelines that the local
+    /// cache lacks, so that `fkp run` finds them cached.
+    Pull {
+        /// Pipeline files (TOML).
+        #[arg(required = true, value_name = "PIPELINE.toml")]
+        pipelines: Vec<PathBuf>,
+    },
     /// Remove cache entries that no pipeline refers to, and leftovers of killed runs.
     ///
     /// Pipelines considered: every *.toml in ./pipelines/ plus those named here.
@@ -197,6 +246,21 @@ enum Format {
     Md,
     Json,
     Html,
+}
+
+fn parse_executor(name: &str) -> Result<ExecutorKind, String> {
+    use fkp::config::Choice;
+    ExecutorKind::NAMES
+        .iter()
+        .position(|n| *n == name)
+        .map(ExecutorKind::from_index)
+        .ok_or_else(|| {
+            format!(
+                "unknown executor `{}`; executors: {}",
+                fkp::text::excerpt(name),
+                ExecutorKind::NAMES.join(", ")
+            )
+        })
 }
 
 fn parse_stage(name: &str) -> Result<StageKind, String> {
@@ -289,14 +353,33 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
             dry_run,
             fail_fast,
             jobs,
+            executor,
         } => {
             let graph = load(&pipelines)?;
+            let settings = Settings::load(&workspace.root)?;
+            let slurm = match executor.unwrap_or(settings.executor) {
+                ExecutorKind::Local => None,
+                ExecutorKind::Slurm => Some(SlurmRun {
+                    settings: settings.slurm.clone(),
+                    files: pipelines
+                        .iter()
+                        .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()))
+                        .collect(),
+                    overrides: cli.global.set.clone(),
+                    workspace_root: workspace.root.clone(),
+                    cache_dir: workspace.cache_dir.clone(),
+                    program: std::env::current_exe()
+                        .context("cannot find this fkp binary for the jobs to run")?,
+                }),
+            };
             let options = RunOptions {
                 force_all: force,
                 force_stages: force_stage,
                 until,
                 fail_fast,
-                jobs: usize::from(jobs),
+                jobs: jobs.map_or(settings.jobs, usize::from),
+                slurm,
+                remote: remote(cli.global.remote.as_deref(), &settings)?.map(Arc::new),
                 ..RunOptions::default()
             };
             if dry_run {
@@ -305,6 +388,24 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
                 let lock = lock(&workspace, cli.global.no_wait, console)?;
                 dag::run(&graph, &lock, &options, console)?;
             }
+        }
+        Command::RunStage {
+            pipeline,
+            stage,
+            plan,
+            key,
+            force,
+            pipelines,
+        } => {
+            let graph = load(&pipelines)?;
+            let job = dag::StageJob {
+                pipeline,
+                label: stage,
+                plan,
+                key,
+                force,
+            };
+            dag::run_stage(&graph, &workspace, &job, console)?;
         }
         Command::Watch {
             pipelines,
@@ -387,6 +488,33 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
                 Format::Html => result.to_html()?,
             })?;
         }
+        Command::Push { pipelines } => {
+            let graph = load(&pipelines)?;
+            let settings = Settings::load(&workspace.root)?;
+            let remote = remote(cli.global.remote.as_deref(), &settings)?.context(NO_REMOTE)?;
+            let done = dag::push(&graph, &workspace, &remote, console)?;
+            console.status(&format!(
+                "pushed {} to {}; {} there already; {} not built here",
+                count(done.moved, "entry", "entries"),
+                remote.url(),
+                done.already,
+                done.missing
+            ));
+        }
+        Command::Pull { pipelines } => {
+            let graph = load(&pipelines)?;
+            let settings = Settings::load(&workspace.root)?;
+            let remote = remote(cli.global.remote.as_deref(), &settings)?.context(NO_REMOTE)?;
+            let lock = lock(&workspace, cli.global.no_wait, console)?;
+            let done = dag::pull(&graph, &lock, &remote, console)?;
+            console.status(&format!(
+                "pulled {} from {}; {} here already; {} not in the remote",
+                count(done.moved, "entry", "entries"),
+                remote.url(),
+                done.already,
+                done.missing
+            ));
+        }
         Command::Clean { pipelines, dry_run } => {
             let lock = if dry_run {
                 None
@@ -397,6 +525,17 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+const NO_REMOTE: &str =
+    "no remote cache: name one with --remote URL, FKP_REMOTE or [cache] remote in fkp.toml";
+
+/// The remote cache: `--remote` (or FKP_REMOTE), else fkp.toml's `[cache] remote`.
+fn remote(flag: Option<&str>, settings: &Settings) -> Result<Option<Remote>> {
+    match flag.or(settings.remote.as_deref()).filter(|url| !url.is_empty()) {
+        Some(url) => Ok(Some(Remote::open(url)?)),
+        None => Ok(None),
+    }
 }
 
 /// Plans the clean and, holding the lock, carries it out; without it, only says.

@@ -235,6 +235,27 @@ impl<'a> TableReader<'a> {
         values
     }
 
+    /// An array of non-empty strings (`sbatch_args = ["--qos=low"]`), each
+    /// mistake reported where the item is written.
+    pub fn string_list(&mut self, key: &'static str) -> Vec<String> {
+        let Some(node) = self.get(key) else {
+            return Vec::new();
+        };
+        let Value::Array(items) = &node.value else {
+            self.wrong_type(key, node, "an array of strings");
+            return Vec::new();
+        };
+        let mut values = Vec::new();
+        for item in items {
+            match &item.value {
+                Value::String(s) if s.is_empty() => self.invalid_at(key, &item.at, "an item is empty"),
+                Value::String(s) => values.push(s.clone()),
+                _ => self.wrong_type(key, item, "an array of strings"),
+            }
+        }
+        values
+    }
+
     /// Reports an unacceptable value at `at` (an item of an array).
     pub fn invalid_at(&mut self, key: &'static str, at: &Location, message: impl Into<String>) {
         let kind = ConfigErrorKind::InvalidValue {

@@ -16,7 +16,8 @@ pub struct CleanPlan {
     /// Entries no pipeline refers to.
     pub entries: Vec<PathBuf>,
     /// Temporary folders of runs that were killed, checkpoints of stages no
-    /// pipeline refers to any more, and the run records of workspaces that are gone.
+    /// pipeline refers to any more, the run records of workspaces that are gone,
+    /// and the logs of Slurm jobs no run waits for.
     pub abandoned: Vec<PathBuf>,
     /// Other workspaces whose last runs' entries were kept.
     pub other_workspaces: usize,
@@ -78,6 +79,10 @@ pub fn plan(graph: &Graph, workspace: &Workspace) -> Result<CleanPlan, DagError>
         plan.bytes += folder_size(&dir);
         plan.abandoned.push(dir);
     }
+    for file in store.ended_job_files().map_err(cache_error)? {
+        plan.bytes += file.metadata().map_or(0, |m| m.len());
+        plan.abandoned.push(file);
+    }
     for (key, dir) in store.checkpoints().map_err(cache_error)? {
         if !keep.contains(&key) {
             plan.bytes += folder_size(&dir);
@@ -91,9 +96,14 @@ pub fn plan(graph: &Graph, workspace: &Workspace) -> Result<CleanPlan, DagError>
 /// killed halfway leaves no partial entry; the caller holds the workspace lock.
 pub fn execute(plan: &CleanPlan, lock: &WorkspaceLock) -> Result<(), DagError> {
     let store = Store::open_read_only(&lock.workspace().cache_dir);
-    for dir in plan.entries.iter().chain(&plan.abandoned) {
-        store.remove_entry(dir).map_err(|source| DagError::Cache {
-            path: dir.clone(),
+    for path in plan.entries.iter().chain(&plan.abandoned) {
+        // A job's log is one file: nothing reads it, so it simply goes.
+        let removed = match path.is_file() {
+            true => std::fs::remove_file(path),
+            false => store.remove_entry(path),
+        };
+        removed.map_err(|source| DagError::Cache {
+            path: path.clone(),
             source,
         })?;
     }

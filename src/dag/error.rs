@@ -31,6 +31,8 @@ pub enum DagError {
     MemberNotLoaded { report: String, file: PathBuf },
     #[error(transparent)]
     Config(#[from] crate::config::ConfigErrors),
+    #[error(transparent)]
+    Remote(#[from] super::remote::RemoteError),
     #[error("{source} (pipeline `{member}` is listed by report `{report}`, {file})")]
     InReport {
         member: String,
@@ -41,6 +43,47 @@ pub enum DagError {
     /// Several pipelines failed (without `--fail-fast`), each with its error.
     #[error("{} pipelines failed:{}", .0.len(), .0.iter().map(|e| format!("\n  - {}", crate::text::error_chain(e))).collect::<String>())]
     Several(Vec<DagError>),
+    #[error(
+        "pipeline `{}`, stage [{}]: Slurm job {} ended {}; the end of its log {}:\n{}",
+        .0.pipeline, .0.stage, .0.job, .0.state, .0.log.display(), .0.tail
+    )]
+    Job(Box<JobFailure>),
+    #[error("pipeline `{pipeline}`, stage [{stage}]: cannot submit it to Slurm: {message}")]
+    Submit {
+        pipeline: String,
+        stage: StageKind,
+        message: String,
+    },
+    #[error(
+        "pipeline `{pipeline}`, stage [{stage}]: its job ended but left no entry for key {key}: \
+         did the job build another key? (its node's CPU kernels differ from this machine's, or a \
+         pipeline file changed meanwhile; see docs/execution.md)"
+    )]
+    JobLeftNoEntry {
+        pipeline: String,
+        stage: StageKind,
+        key: String,
+    },
+    #[error("pipeline `{pipeline}` has no stage [{label}] (fkp run-stage)")]
+    NoSuchStage { pipeline: String, label: String },
+    #[error(
+        "pipeline `{pipeline}`, stage [{stage}]: sent to build {what} {sent}, but here it is {found}: \
+         a pipeline or input file changed since it was submitted, or this machine's CPU kernels \
+         differ from the submitting one's (see docs/execution.md)"
+    )]
+    JobMismatch {
+        pipeline: String,
+        stage: StageKind,
+        what: &'static str,
+        sent: String,
+        found: String,
+    },
+    #[error("pipeline `{pipeline}`, stage [{stage}]: [{upstream}] has no entry yet (did its job fail?)")]
+    UpstreamNotBuilt {
+        pipeline: String,
+        stage: StageKind,
+        upstream: String,
+    },
     #[error("pipeline `{pipeline}`: stage [{stage}] reads [{needs}], which the pipeline does not have")]
     MissingUpstream {
         pipeline: String,
@@ -57,8 +100,27 @@ impl DagError {
             | DagError::Cancelled { pipeline, .. }
             | DagError::Input { pipeline, .. }
             | DagError::UntilMissing { pipeline, .. }
+            | DagError::Submit { pipeline, .. }
+            | DagError::JobLeftNoEntry { pipeline, .. }
+            | DagError::NoSuchStage { pipeline, .. }
+            | DagError::JobMismatch { pipeline, .. }
+            | DagError::UpstreamNotBuilt { pipeline, .. }
             | DagError::MissingUpstream { pipeline, .. } => Some(pipeline),
+            DagError::Job(failure) => Some(&failure.pipeline),
             _ => None,
         }
     }
+}
+
+/// A Slurm job that ended without building its stage.
+#[derive(Debug)]
+pub struct JobFailure {
+    pub pipeline: String,
+    pub stage: StageKind,
+    pub job: String,
+    /// `FAILED`, `CANCELLED`, `TIMEOUT (...)`.
+    pub state: String,
+    pub log: PathBuf,
+    /// The log's last lines.
+    pub tail: String,
 }

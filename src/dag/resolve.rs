@@ -84,6 +84,11 @@ pub struct Resolution {
     /// Known once every upstream output exists.
     pub inputs: Option<KeyInputs>,
     pub key: Option<String>,
+    /// Known before the upstream outputs: the key's inputs with each upstream
+    /// node's plan in place of its output hash. Outputs are a function of the
+    /// key, so two nodes with one plan get one key: a build can be named (and
+    /// shared, and found again) before what it reads exists.
+    pub plan: Option<String>,
     pub state: State,
 }
 
@@ -94,6 +99,8 @@ pub struct Resolver<'a> {
     workspace: &'a Workspace,
     hasher: FileHasher,
     records: BTreeMap<String, PipelineRecord>,
+    /// The plan of every node resolved so far (nodes resolve in graph order).
+    plans: BTreeMap<usize, String>,
 }
 
 impl<'a> Resolver<'a> {
@@ -103,6 +110,7 @@ impl<'a> Resolver<'a> {
             store,
             workspace,
             records: BTreeMap::new(),
+            plans: BTreeMap::new(),
         }
     }
 
@@ -124,20 +132,6 @@ impl<'a> Resolver<'a> {
         let pipeline = &graph.pipelines[node_ref.pipeline];
         let kind = node_ref.kind;
         let previous = self.record(&pipeline.name).stages.get(&node_ref.label).cloned();
-        let upstream = match upstream {
-            Upstream::Ready(hashes) => hashes,
-            Upstream::NotBuilt(stage) => {
-                let state = match previous {
-                    Some(_) => State::Stale(vec![Change::Upstream { stage }]),
-                    None => State::Missing,
-                };
-                return Ok(Resolution {
-                    inputs: None,
-                    key: None,
-                    state,
-                });
-            }
-        };
         let mut files = BTreeMap::new();
         for input in stage.file_inputs() {
             let hash = self.hasher.hash(&input.path).map_err(|source| DagError::Input {
@@ -155,12 +149,42 @@ impl<'a> Resolver<'a> {
                 },
             );
         }
-        let inputs = KeyInputs {
+        let mut inputs = KeyInputs {
             stage: kind,
             version: stage.version(),
             config: stage.config(),
             files,
-            upstream,
+            upstream: BTreeMap::new(),
+        };
+        let plan_upstream: Option<BTreeMap<String, String>> = node_ref
+            .deps
+            .iter()
+            .map(|&d| {
+                let plan = self.plans.get(&d)?;
+                Some((graph.dep_label(node, d), format!("plan:{plan}")))
+            })
+            .collect();
+        let plan = plan_upstream.map(|upstream| {
+            inputs.upstream = upstream;
+            inputs.key()
+        });
+        if let Some(plan) = &plan {
+            self.plans.insert(node, plan.clone());
+        }
+        inputs.upstream = match upstream {
+            Upstream::Ready(hashes) => hashes,
+            Upstream::NotBuilt(stage) => {
+                let state = match previous {
+                    Some(_) => State::Stale(vec![Change::Upstream { stage }]),
+                    None => State::Missing,
+                };
+                return Ok(Resolution {
+                    inputs: None,
+                    key: None,
+                    plan,
+                    state,
+                });
+            }
         };
         let key = inputs.key();
         let state = match (self.store.manifest(kind, &key), previous) {
@@ -177,6 +201,7 @@ impl<'a> Resolver<'a> {
         Ok(Resolution {
             inputs: Some(inputs),
             key: Some(key),
+            plan,
             state,
         })
     }

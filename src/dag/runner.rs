@@ -3,18 +3,20 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::Instant;
+use std::sync::Arc;
 
 use super::DagError;
-use super::cancel::{Cancel, RunningStage};
+use super::build::{BuildRequest, Builder, Built, LocalBuilder};
+use super::cancel::Cancel;
 use super::graph::Graph;
 use super::key::{Change, KeyInputs};
+use super::remote::{Fetched, Remote};
 use super::resolve::{Resolver, State, Upstream};
-use super::store::{DATA_DIR, Manifest, OutputFile, Pending, REPORT_DIR, Store};
+use super::slurm::{SlurmBuilder, SlurmRun};
+use super::store::{DATA_DIR, Manifest, OutputFile, REPORT_DIR, Store};
 use crate::console::Console;
 use crate::fsutil;
-use crate::stages::{StageContext, StageError, StageKind, UpstreamOutput};
+use crate::stages::{StageKind, UpstreamOutput};
 use crate::workspace::{Workspace, WorkspaceLock};
 
 #[derive(Debug, Default, Clone)]
@@ -34,12 +36,18 @@ pub struct RunOptions {
     /// `-j`: how many stages may build at once (0 counts as 1). The walk stays
     /// in graph order; a stage starts as soon as what it reads is settled.
     pub jobs: usize,
+    /// Build each stage as a Slurm job instead of on this machine.
+    pub slurm: Option<SlurmRun>,
+    /// Look for entries here before building them, and upload what was built.
+    pub remote: Option<Arc<Remote>>,
 }
 
 /// How one stage of one pipeline went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Cached,
+    /// Downloaded from the remote cache.
+    Fetched,
     Ran,
     WouldRun,
 }
@@ -79,7 +87,9 @@ pub fn run(
 ) -> Result<RunReport, DagError> {
     let workspace = lock.workspace();
     let selected = select(graph, options.until)?;
-    preflight(graph, &selected).map_err(|e| graph.in_report_context(e))?;
+    // Slurm jobs run elsewhere: whether their device works is for their node to say.
+    let stages_here = options.slurm.is_none();
+    preflight(graph, &selected, stages_here).map_err(|e| graph.in_report_context(e))?;
     let cache_error = |source| DagError::Cache {
         path: workspace.cache_dir.clone(),
         source,
@@ -105,8 +115,8 @@ pub fn dry_run(
 }
 
 /// Checks, before anything runs, that every input file of the selected stages is
-/// a readable regular file and that each stage can run here at all.
-fn preflight(graph: &Graph, selected: &[bool]) -> Result<(), DagError> {
+/// a readable regular file and, when they build here, that each can run here at all.
+fn preflight(graph: &Graph, selected: &[bool], stages_here: bool) -> Result<(), DagError> {
     for (n, node) in graph.nodes.iter().enumerate().filter(|(n, _)| selected[*n]) {
         let pipeline = &graph.pipelines[node.pipeline].name;
         let stage = graph.stage(n);
@@ -128,6 +138,9 @@ fn preflight(graph: &Graph, selected: &[bool]) -> Result<(), DagError> {
                     source,
                 });
             }
+        }
+        if !stages_here {
+            continue;
         }
         stage.preflight().map_err(|source| DagError::Stage {
             pipeline: pipeline.clone(),
@@ -178,11 +191,15 @@ struct Walk<'a> {
     label_width: usize,
     resolver: Resolver<'a>,
     progress: Vec<Progress>,
-    /// Nodes whose key another node is building now: they wait and then find
-    /// it cached, rather than building it twice.
-    waiting_for_key: HashMap<usize, String>,
-    /// Keys being built now, by the node building them.
+    /// Nodes whose plan another node is building now: they wait and then find
+    /// its entry cached, rather than building it twice.
+    waiting_for_plan: HashMap<usize, String>,
+    /// Plans being built now, by the node building them.
     building: HashMap<String, usize>,
+    /// Build as Slurm jobs: then a node is submitted as soon as what it reads
+    /// is settled or submitted, behind its upstream jobs.
+    slurm: Option<SlurmRun>,
+    remote: Option<Arc<Remote>>,
     begun: Vec<bool>,
     /// Pipelines that failed, or were skipped because one they read failed.
     failed: Vec<bool>,
@@ -198,31 +215,12 @@ struct Walk<'a> {
     report: RunReport,
 }
 
-/// A stage handed to a worker thread: everything it needs to build its entry.
-struct Build {
-    n: usize,
-    key: String,
-    inputs: KeyInputs,
-    pending: Pending,
-    checkpoint_dir: PathBuf,
-    upstream: Vec<UpstreamOutput>,
-    started: Instant,
-}
-
-/// What a worker sends back.
-struct Built {
-    n: usize,
-    key: String,
-    inputs: KeyInputs,
-    result: Result<Manifest, DagError>,
-}
-
 /// What visiting a node led to.
 enum Visit {
     Settled,
-    Build(Box<Build>),
-    /// Another node is building the same key.
-    AwaitKey(String),
+    Build(Box<BuildRequest>),
+    /// Another node is building the same plan (hence key).
+    AwaitPlan(String),
 }
 
 impl<'a> Walk<'a> {
@@ -236,9 +234,11 @@ impl<'a> Walk<'a> {
         console: &'a Console,
     ) -> Self {
         // A dry run only reads: it never has more than one thing to do at once.
-        let jobs = match mode {
-            Mode::Run => options.jobs.max(1),
-            Mode::DryRun => 1,
+        let jobs = match (mode, &options.slurm) {
+            (Mode::DryRun, _) => 1,
+            // Slurm queues and schedules every job: the walk submits all it can.
+            (Mode::Run, Some(_)) => usize::MAX,
+            (Mode::Run, None) => options.jobs.max(1),
         };
         let prefixed = jobs > 1;
         let consoles = match prefixed {
@@ -269,8 +269,10 @@ impl<'a> Walk<'a> {
             label_width: graph.label_width(),
             resolver: Resolver::new(store, workspace),
             progress: vec![Progress::Waiting; nodes],
-            waiting_for_key: HashMap::new(),
+            waiting_for_plan: HashMap::new(),
             building: HashMap::new(),
+            slurm: options.slurm.clone(),
+            remote: options.remote.clone(),
             begun: vec![false; pipelines],
             failed: vec![false; pipelines],
             stopping: false,
@@ -287,31 +289,44 @@ impl<'a> Walk<'a> {
     /// not stop the others (unless `fail_fast`), but a report reading it is
     /// skipped; the error then lists every failure, in pipeline order.
     fn all(mut self) -> Result<RunReport, DagError> {
-        let (sender, receiver) = mpsc::channel::<Built>();
-        // Workers borrow these for the whole scope, while the walk changes itself.
+        // Builders borrow these for the whole scope, while the walk changes itself.
         let (cancel, consoles) = (self.cancel.clone(), self.consoles.clone());
         let (graph, store, label_width) = (self.graph, self.store, self.label_width);
+        let slurm = self.slurm.clone();
         std::thread::scope(|scope| {
+            let mut builder: Box<dyn Builder> = match &slurm {
+                Some(run) => Box::new(SlurmBuilder::new(run, graph, store, &consoles, label_width)),
+                None => Box::new(LocalBuilder::new(
+                    scope,
+                    graph,
+                    store,
+                    &consoles,
+                    &cancel,
+                    label_width,
+                )),
+            };
             let mut in_flight = 0;
             loop {
                 while in_flight < self.jobs && !self.stopping {
                     let Some(n) = self.next_ready() else { break };
                     match self.visit(n) {
                         Ok(Visit::Settled) => {}
-                        Ok(Visit::AwaitKey(key)) => {
-                            self.waiting_for_key.insert(n, key);
-                        }
-                        Ok(Visit::Build(build)) => {
+                        Ok(Visit::AwaitPlan(plan)) => {
+                            // Building, as far as what reads it is concerned: a Slurm
+                            // job reading it waits for the job building its plan.
                             self.progress[n] = Progress::Building;
-                            self.building.insert(build.key.clone(), n);
-                            in_flight += 1;
-                            let (cancel, console) = (&cancel, &consoles[graph.nodes[n].pipeline]);
-                            let sender = sender.clone();
-                            scope.spawn(move || {
-                                let built = execute(*build, graph, store, console, cancel, label_width);
-                                // The walk waits for every worker it started.
-                                let _ = sender.send(built);
-                            });
+                            self.waiting_for_plan.insert(n, plan);
+                        }
+                        Ok(Visit::Build(request)) => {
+                            let plan = request.plan.clone();
+                            match builder.start(*request) {
+                                Ok(()) => {
+                                    self.progress[n] = Progress::Building;
+                                    self.building.insert(plan, n);
+                                    in_flight += 1;
+                                }
+                                Err(error) => self.fail(n, error),
+                            }
                         }
                         Err(error) => self.fail(n, error),
                     }
@@ -319,7 +334,7 @@ impl<'a> Walk<'a> {
                 if in_flight == 0 {
                     break;
                 }
-                let built = receiver.recv().expect("the walk keeps a sender");
+                let built = builder.next();
                 in_flight -= 1;
                 self.finish_build(built);
             }
@@ -341,8 +356,8 @@ impl<'a> Walk<'a> {
     }
 
     /// The earliest selected node that can start: every node it reads is
-    /// settled and its pipeline has not failed. With one job this is the graph's
-    /// own order, pipeline after pipeline.
+    /// settled (or, for Slurm, submitted) and its pipeline has not failed. With
+    /// one job this is the graph's own order, pipeline after pipeline.
     fn next_ready(&mut self) -> Option<usize> {
         let graph = self.graph;
         let n = (0..graph.nodes.len()).find(|&n| {
@@ -350,8 +365,11 @@ impl<'a> Walk<'a> {
             self.selected[n]
                 && self.progress[n] == Progress::Waiting
                 && !self.failed[node.pipeline]
-                && !self.waiting_for_key.contains_key(&n)
-                && node.deps.iter().all(|&d| self.progress[d] == Progress::Settled)
+                && node.deps.iter().all(|&d| match self.progress[d] {
+                    Progress::Settled => true,
+                    Progress::Building => self.slurm.is_some(),
+                    Progress::Waiting => false,
+                })
         })?;
         self.begin_pipeline(graph.nodes[n].pipeline);
         Some(n)
@@ -413,8 +431,12 @@ impl<'a> Walk<'a> {
         }
         let upstream = Upstream::of(graph, n, &self.outputs);
         let resolution = self.resolver.resolve(graph, n, upstream)?;
-        if let Some(key) = resolution.key.as_ref().filter(|k| self.building.contains_key(*k)) {
-            return Ok(Visit::AwaitKey(key.clone()));
+        if let Some(plan) = resolution
+            .plan
+            .as_ref()
+            .filter(|p| self.building.contains_key(*p))
+        {
+            return Ok(Visit::AwaitPlan(plan.clone()));
         }
         let shared_with = resolution
             .key
@@ -456,91 +478,154 @@ impl<'a> Walk<'a> {
                 Ok(Visit::Settled)
             }
             (Some(changes), _) => {
-                let (Some(inputs), Some(key)) = (resolution.inputs, resolution.key) else {
-                    unreachable!("a stage runs only after its upstream outputs exist");
-                };
-                Ok(Visit::Build(Box::new(
-                    self.prepare_build(n, inputs, key, &changes)?,
-                )))
+                if let Some(manifest) = self.fetch(n, resolution.key.as_deref(), &changes) {
+                    let console = &self.consoles[node.pipeline];
+                    console.status(&format!(
+                        "  {:<w$} fetched  {key_text} from the remote cache",
+                        node.label,
+                        w = self.label_width
+                    ));
+                    self.report
+                        .stages
+                        .push((pipeline.name.clone(), node.kind, Outcome::Fetched));
+                    self.settle(n, manifest, resolution.inputs)?;
+                    return Ok(Visit::Settled);
+                }
+                let plan = resolution.plan.expect("a node resolves after its upstream nodes");
+                let upstream = node
+                    .deps
+                    .iter()
+                    .filter_map(|&d| {
+                        self.data_dirs[d].clone().map(|data_dir| UpstreamOutput {
+                            kind: graph.nodes[d].kind,
+                            pipeline: graph.pipelines[graph.nodes[d].pipeline].name.clone(),
+                            data_dir,
+                        })
+                    })
+                    .collect();
+                Ok(Visit::Build(Box::new(BuildRequest {
+                    n,
+                    plan,
+                    key: resolution.key,
+                    inputs: resolution.inputs,
+                    upstream,
+                    // A node waiting for another's plan waits behind that one's build.
+                    after: node
+                        .deps
+                        .iter()
+                        .filter(|&&d| self.progress[d] == Progress::Building)
+                        .map(|d| {
+                            self.waiting_for_plan
+                                .get(d)
+                                .map_or(*d, |plan| self.building[plan])
+                        })
+                        .collect(),
+                    forced: self.forced[n],
+                    why: describe(&changes),
+                })))
             }
             (None, _) => unreachable!("only a cached stage has no reason to run"),
         }
     }
 
-    /// Announces a build and sets up its pending entry and checkpoint.
-    fn prepare_build(
-        &mut self,
-        n: usize,
-        inputs: KeyInputs,
-        key: String,
-        changes: &[Change],
-    ) -> Result<Build, DagError> {
-        let (graph, store) = (self.graph, self.store);
-        let node = &graph.nodes[n];
-        let cache_error = |source| DagError::Cache {
-            path: store.root().to_path_buf(),
-            source,
-        };
-        self.consoles[node.pipeline].status(&format!(
-            "  {:<w$} running  {}: {}",
-            node.label,
-            short(&key),
-            describe(changes),
-            w = self.label_width
-        ));
-        let upstream: Vec<UpstreamOutput> = node
-            .deps
-            .iter()
-            .filter_map(|&d| {
-                self.data_dirs[d].clone().map(|data_dir| UpstreamOutput {
-                    kind: graph.nodes[d].kind,
-                    pipeline: graph.pipelines[graph.nodes[d].pipeline].name.clone(),
-                    data_dir,
-                })
-            })
-            .collect();
-        let pending = store.begin(node.kind, &key).map_err(cache_error)?;
-        let checkpoint_dir = store.checkpoint_dir(node.kind, &key);
-        if self.forced[n] && checkpoint_dir.exists() {
-            // A forced rerun starts over rather than resuming.
-            store.remove_entry(&checkpoint_dir).map_err(cache_error)?;
+    /// The entry of `key` from the remote cache, when it has a sound one and the
+    /// node is not forced to rebuild. A remote that fails is worth a warning, not
+    /// a failed run: the stage is built here instead.
+    fn fetch(&self, n: usize, key: Option<&str>, changes: &[Change]) -> Option<Manifest> {
+        let (remote, key) = (self.remote.as_ref()?, key?);
+        if changes.contains(&Change::Forced) {
+            return None;
         }
-        Ok(Build {
-            n,
-            key,
-            inputs,
-            pending,
-            checkpoint_dir,
-            upstream,
-            started: Instant::now(),
-        })
+        let node = &self.graph.nodes[n];
+        let console = &self.consoles[node.pipeline];
+        match remote.fetch(self.store, node.kind, key) {
+            Ok(Fetched::Entry(manifest)) => Some(*manifest),
+            Ok(Fetched::Absent) => None,
+            Ok(Fetched::Corrupt(why)) => {
+                console.warn(&format!(
+                    "[{}]: the remote cache's entry {} is broken ({why}): building it here",
+                    node.label,
+                    short(key)
+                ));
+                None
+            }
+            Err(error) => {
+                console.warn(&format!("[{}]: {error}; building it here", node.label));
+                None
+            }
+        }
     }
 
-    /// Takes a worker's answer: a built node is settled, a failed one fails its
-    /// pipeline, and nodes waiting for its key may go on.
+    /// Uploads an entry built here to the remote cache, if there is one.
+    fn push(&self, n: usize, key: &str) {
+        let Some(remote) = &self.remote else { return };
+        let node = &self.graph.nodes[n];
+        if let Err(error) = remote.push(self.store, node.kind, key) {
+            self.consoles[node.pipeline].warn(&format!("[{}]: not uploaded: {error}", node.label));
+        }
+    }
+
+    /// Takes a builder's answer: a built node is settled, a failed one fails its
+    /// pipeline, and nodes waiting for its plan may go on.
     fn finish_build(&mut self, built: Built) {
         let Built {
             n,
-            key,
+            plan,
             inputs,
             result,
         } = built;
-        self.building.remove(&key);
-        self.waiting_for_key.retain(|_, waited| *waited != key);
+        self.building.remove(&plan);
+        let progress = &mut self.progress;
+        self.waiting_for_plan.retain(|&follower, waited| {
+            let done = *waited == plan;
+            if done {
+                // Visited again: it finds the entry cached (or builds it itself).
+                progress[follower] = Progress::Waiting;
+            }
+            !done
+        });
         let node = &self.graph.nodes[n];
         let pipeline = &self.graph.pipelines[node.pipeline];
-        let settled = result.and_then(|manifest| {
-            if let Some(summary) = &manifest.summary {
-                self.consoles[node.pipeline].result(summary);
+        let settled = result
+            .and_then(|manifest| match manifest {
+                Some(manifest) => Ok((manifest, inputs)),
+                None => self.read_built_entry(n),
+            })
+            .and_then(|(manifest, inputs)| {
+                if let Some(summary) = &manifest.summary {
+                    self.consoles[node.pipeline].result(summary);
+                }
+                self.built_now.insert(manifest.key.clone(), pipeline.name.clone());
+                self.push(n, &manifest.key);
+                self.report
+                    .stages
+                    .push((pipeline.name.clone(), node.kind, Outcome::Ran));
+                self.settle(n, manifest, inputs)
+            });
+        match settled {
+            Ok(()) => {}
+            // What a failed upstream job took with it says nothing new.
+            Err(_) if self.failed[node.pipeline] => self.progress[n] = Progress::Waiting,
+            Err(error) => self.fail(n, error),
+        }
+    }
+
+    /// The entry a Slurm job built, found by resolving the node again now that
+    /// its upstream nodes are settled.
+    fn read_built_entry(&mut self, n: usize) -> Result<(Manifest, Option<KeyInputs>), DagError> {
+        let graph = self.graph;
+        let upstream = Upstream::of(graph, n, &self.outputs);
+        let resolution = self.resolver.resolve(graph, n, upstream)?;
+        match resolution.state {
+            State::Cached(manifest) => Ok((*manifest, resolution.inputs)),
+            _ => {
+                let node = &graph.nodes[n];
+                Err(DagError::JobLeftNoEntry {
+                    pipeline: graph.pipelines[node.pipeline].name.clone(),
+                    stage: node.kind,
+                    key: resolution.key.unwrap_or_default(),
+                })
             }
-            self.built_now.insert(key, pipeline.name.clone());
-            self.report
-                .stages
-                .push((pipeline.name.clone(), node.kind, Outcome::Ran));
-            self.settle(n, manifest, Some(inputs))
-        });
-        if let Err(error) = settled {
-            self.fail(n, error);
         }
     }
 
@@ -734,102 +819,6 @@ impl<'a> Walk<'a> {
             })?;
         }
         self.resolver.save_record(name)
-    }
-}
-
-/// Builds one stage into its pending entry and commits it; runs on a worker
-/// thread.
-fn execute(
-    build: Build,
-    graph: &Graph,
-    store: &Store,
-    console: &Console,
-    cancel: &Cancel,
-    label_width: usize,
-) -> Built {
-    let Build {
-        n,
-        key,
-        inputs,
-        pending,
-        checkpoint_dir,
-        upstream,
-        started,
-    } = build;
-    let node = &graph.nodes[n];
-    let pipeline = &graph.pipelines[node.pipeline];
-    let ctx = StageContext {
-        data_dir: &pending.data_dir(),
-        report_dir: &pending.report_dir(),
-        checkpoint_dir: &checkpoint_dir,
-        console,
-        kind: node.kind,
-        upstream: &upstream,
-        cancel,
-    };
-    let running = RunningStage {
-        pipeline: pipeline.name.clone(),
-        label: node.label.clone(),
-        key: key.clone(),
-    };
-    let outcome = match cancel.begin_stage(running.clone()) {
-        true => graph.stage(n).run(&ctx),
-        false => Err(StageError::Cancelled),
-    };
-    cancel.end_stage(&running);
-    if outcome.is_err() {
-        // A stage stopped before its first checkpoint leaves no empty folder.
-        let _ = std::fs::remove_dir(&checkpoint_dir);
-    }
-    let cache_error = |source| DagError::Cache {
-        path: store.root().to_path_buf(),
-        source,
-    };
-    let result = outcome
-        .map_err(|source| {
-            if cancel.now() || matches!(source, StageError::Cancelled) {
-                // The pending entry goes with `pending`; a checkpoint stays for a resume.
-                console.status(&format!("  {:<label_width$} cancelled", node.label));
-                DagError::Cancelled {
-                    pipeline: pipeline.name.clone(),
-                    stage: node.kind,
-                }
-            } else {
-                DagError::Stage {
-                    pipeline: pipeline.name.clone(),
-                    stage: node.kind,
-                    source: Box::new(source),
-                }
-            }
-        })
-        .and_then(|outcome| {
-            store
-                .commit(
-                    pending,
-                    inputs.clone(),
-                    outcome.summary,
-                    outcome.timing,
-                    started.elapsed(),
-                    &pipeline.name,
-                )
-                .map_err(cache_error)
-        })
-        .and_then(|manifest| {
-            if checkpoint_dir.exists() {
-                store.remove_entry(&checkpoint_dir).map_err(cache_error)?;
-            }
-            console.status(&format!(
-                "  {:<label_width$} done     in {:.2} s",
-                node.label,
-                started.elapsed().as_secs_f64(),
-            ));
-            Ok(manifest)
-        });
-    Built {
-        n,
-        key,
-        inputs,
-        result,
     }
 }
 

@@ -11,6 +11,8 @@
 //!                                             used ("what changed") and what it published
 //! .fkp/file-hashes.json                      input hashes by path, size and mtime
 //! .fkp/lock                                   held by the command writing the workspace
+//! .fkp/locks/<stage>-<key>                   held while a process builds that key
+//! .fkp/jobs/                                  Slurm job scripts, logs and records
 //! ```
 //!
 //! An entry is built in `tmp/` and renamed into `entries/` only when its stage
@@ -29,7 +31,7 @@ use crate::fsutil;
 use crate::stages::StageKind;
 use crate::workspace::Workspace;
 
-const MANIFEST: &str = "manifest.json";
+pub const MANIFEST: &str = "manifest.json";
 const WORKSPACE_MARKER: &str = "workspace";
 pub const TIMING: &str = "timing.json";
 pub const DATA_DIR: &str = "data";
@@ -62,6 +64,15 @@ pub struct Manifest {
     /// The pipeline that built it (others may share it).
     pub built_by: String,
     pub fkp_version: String,
+}
+
+impl Manifest {
+    /// A manifest of this schema for `key`, from its JSON; `None` for anything else.
+    pub fn parse(bytes: &[u8], key: &str) -> Option<Manifest> {
+        serde_json::from_slice::<Manifest>(bytes)
+            .ok()
+            .filter(|m| m.schema == MANIFEST_SCHEMA && m.key == key)
+    }
 }
 
 /// An entry's volatile measurements, kept apart from its manifest so that a
@@ -98,6 +109,11 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// The folder being filled: it becomes the entry's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join(DATA_DIR)
     }
@@ -155,10 +171,7 @@ impl Store {
     /// killed halfway, counts as missing and is rebuilt).
     pub fn manifest(&self, kind: StageKind, key: &str) -> Option<Manifest> {
         let dir = self.entry_dir(kind, key);
-        let bytes = std::fs::read(dir.join(MANIFEST)).ok()?;
-        let manifest = serde_json::from_slice::<Manifest>(&bytes)
-            .ok()
-            .filter(|m| m.schema == MANIFEST_SCHEMA && m.key == key)?;
+        let manifest = Manifest::parse(&std::fs::read(dir.join(MANIFEST)).ok()?, key)?;
         let intact = manifest.outputs.iter().chain(&manifest.reports).all(|file| {
             std::fs::metadata(dir.join(&file.path)).is_ok_and(|m| m.is_file() && m.len() == file.bytes)
         });
@@ -168,10 +181,11 @@ impl Store {
     pub fn begin(&self, kind: StageKind, key: &str) -> std::io::Result<Pending> {
         let n = PENDING_COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = self.root.join("tmp").join(format!(
-            "{}-{}-{}-{n}",
+            "{}-{}-{}-{n}@{}",
             kind.name(),
             &key[..16],
-            std::process::id()
+            std::process::id(),
+            fsutil::host_name()
         ));
         let pending = Pending {
             dir,
@@ -217,15 +231,27 @@ impl Store {
             stage: stage_timing,
         };
         fsutil::write_json(&pending.dir.join(TIMING), &timing)?;
+        self.install(pending)?;
+        Ok(manifest)
+    }
 
+    /// Seals a pending entry filled from elsewhere (a remote cache), whose files
+    /// were checked against `manifest`.
+    pub fn commit_fetched(&self, pending: Pending, manifest: &Manifest) -> std::io::Result<()> {
+        fsutil::write_json(&pending.dir.join(MANIFEST), manifest)?;
+        self.install(pending)
+    }
+
+    /// Renames a pending entry into place, replacing an older entry of the same
+    /// key (a forced rerun).
+    fn install(&self, pending: Pending) -> std::io::Result<()> {
         let target = self.entry_dir(pending.kind, &pending.key);
         std::fs::create_dir_all(target.parent().expect("entries have a parent"))?;
         if target.exists() {
             // A rename cannot replace a non-empty folder: the old entry goes first.
             self.remove_entry(&target)?;
         }
-        std::fs::rename(&pending.dir, &target)?;
-        Ok(manifest)
+        std::fs::rename(&pending.dir, &target)
     }
 
     /// Removes an entry folder (or a checkpoint, or a leftover): renamed into
@@ -245,6 +271,52 @@ impl Store {
         std::fs::create_dir_all(self.root.join("tmp"))?;
         std::fs::rename(dir, &aside)?;
         std::fs::remove_dir_all(&aside)
+    }
+
+    /// Waits until no other process (another machine's Slurm job, say) is
+    /// building this key; the lock goes with the returned file.
+    pub fn build_lock(&self, kind: StageKind, key: &str) -> std::io::Result<std::fs::File> {
+        let dir = self.root.join("locks");
+        std::fs::create_dir_all(&dir)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(format!("{}-{key}", kind.name())))?;
+        file.lock()?;
+        Ok(file)
+    }
+
+    /// Where the Slurm executor keeps its job scripts, logs and records.
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.root.join("jobs")
+    }
+
+    /// The scripts and logs in `jobs/` of Slurm jobs that no record names any
+    /// more (a record goes once a run has seen its job end).
+    pub fn ended_job_files(&self) -> std::io::Result<Vec<PathBuf>> {
+        let items: Vec<PathBuf> = read_dir_if_any(&self.jobs_dir())?
+            .iter()
+            .map(|e| e.path())
+            .collect();
+        let plan_of = |path: &Path| {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            name.get(..16).unwrap_or_default().to_string()
+        };
+        let live: Vec<String> = items
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| plan_of(p))
+            .collect();
+        let mut ended: Vec<PathBuf> = items
+            .into_iter()
+            .filter(|p| p.extension().is_none_or(|x| x != "json") && !live.contains(&plan_of(p)))
+            .collect();
+        ended.sort();
+        Ok(ended)
     }
 
     /// Where a stage keeps progress that must survive a killed run of the same key.
@@ -364,7 +436,13 @@ impl Store {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            // `<stage>-<key16>-<pid>-<n>` or `removing-<name16>-<pid>-<n>`
+            // `<stage>-<key16>-<pid>-<n>@<host>` or `removing-<name16>-<pid>-<n>`. A
+            // process of another machine (a Slurm job's node) cannot be asked whether it
+            // still runs: its folder stays until `fkp clean`.
+            let (name, host) = name.split_once('@').unwrap_or((&name, ""));
+            if !host.is_empty() && host != fsutil::host_name() {
+                continue;
+            }
             let pid = name.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
             if pid.is_none_or(|pid| !fsutil::process_alive(pid)) {
                 found.push(path);

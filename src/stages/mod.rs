@@ -299,6 +299,11 @@ pub trait Stage: Send + Sync {
         None
     }
 
+    /// Whether a Slurm job building it asks for a GPU (`[executor] gpu_gres`).
+    fn needs_gpu(&self) -> bool {
+        false
+    }
+
     /// What can be known to fail before anything runs (a device this machine
     /// lacks), checked by `fkp run` before the first stage starts.
     fn preflight(&self) -> Result<(), StageError> {

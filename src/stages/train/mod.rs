@@ -220,6 +220,13 @@ impl Stage for TrainStage {
         Ok(device::usable(&self.device)?)
     }
 
+    fn needs_gpu(&self) -> bool {
+        matches!(
+            self.device,
+            device::Resolved::Cuda | device::Resolved::CudaUnavailable(_)
+        )
+    }
+
     fn model(&self) -> Option<&ModelConfig> {
         Some(&self.model)
     }

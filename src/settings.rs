@@ -1,0 +1,205 @@
+//! `fkp.toml` at the workspace root: settings of the workspace rather than of a
+//! pipeline. `[executor]` says where stages build (on this machine, or as Slurm
+//! jobs); `[cache]` names a remote cache shared with other machines. Flags and
+//! environment variables override them (`--executor`, `-j`, `--remote`,
+//! `FKP_EXECUTOR`, `FKP_REMOTE`). Every key is documented in docs/execution.md.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{ConfigError, ConfigErrorKind, ConfigErrors, Document, Location, TableReader, Value};
+
+pub const SETTINGS_FILE: &str = "fkp.toml";
+
+crate::config_choice! {
+    /// Where stages build.
+    pub enum ExecutorKind {
+        /// Threads of this process, `jobs` at once.
+        Local = "local",
+        /// One Slurm job per stage, submitted with `sbatch`.
+        Slurm = "slurm",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The file they came from, when the workspace has one.
+    pub file: Option<PathBuf>,
+    pub executor: ExecutorKind,
+    /// `[executor] jobs`: stages building at once on this machine (`-j`).
+    pub jobs: usize,
+    pub slurm: SlurmSettings,
+    /// `[cache] remote`: where entries are shared (`s3://bucket/prefix`, a path).
+    pub remote: Option<String>,
+}
+
+/// What each Slurm job asks for: `[executor]` keys passed to `sbatch`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlurmSettings {
+    pub partition: Option<String>,
+    /// `--time`, as Slurm writes it (`30`, `4:00:00`, `1-00:00:00`).
+    pub time: Option<String>,
+    /// `--mem` (`16G`).
+    pub mem: Option<String>,
+    /// `--cpus-per-task`; the job's kernels then use that many threads.
+    pub cpus: Option<u64>,
+    pub account: Option<String>,
+    /// `--gres` of a stage that trains or evaluates on `device = "cuda"`.
+    pub gpu_gres: String,
+    /// Passed to every `sbatch` as they are (`["--qos=short", "--constraint=avx512"]`).
+    pub sbatch_args: Vec<String>,
+    /// How often job states are read, in seconds.
+    pub poll_seconds: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            file: None,
+            executor: ExecutorKind::Local,
+            jobs: 1,
+            slurm: SlurmSettings {
+                partition: None,
+                time: None,
+                mem: None,
+                cpus: None,
+                account: None,
+                gpu_gres: "gpu:1".to_string(),
+                sbatch_args: Vec::new(),
+                poll_seconds: 2.0,
+            },
+            remote: None,
+        }
+    }
+}
+
+impl Settings {
+    /// The settings of the workspace at `root`: its `fkp.toml`, or the defaults
+    /// when it has none. Mistakes are reported with file, line and key.
+    pub fn load(root: &Path) -> Result<Settings, ConfigErrors> {
+        let path = root.join(SETTINGS_FILE);
+        if !path.exists() {
+            return Ok(Settings::default());
+        }
+        let doc = Document::load(&path)?;
+        let mut settings = Settings {
+            file: Some(path),
+            ..Settings::default()
+        };
+        let mut errors = Vec::new();
+        for (name, entry) in &doc.table.entries {
+            let Value::Table(table) = &entry.node.value else {
+                let kind = ConfigErrorKind::WrongType {
+                    key: name.clone(),
+                    expected: "a table",
+                    found: entry.node.value.type_name(),
+                };
+                errors.push(ConfigError::new(kind, &entry.key_at).with_help(format!("write it as [{name}]")));
+                continue;
+            };
+            let mut reader = TableReader::new(table, name.clone(), entry.key_at.clone());
+            match name.as_str() {
+                "executor" => settings.read_executor(&mut reader),
+                "cache" => settings.remote = reader.string("remote"),
+                _ => {
+                    errors.push(unknown_table(name, &entry.key_at));
+                    continue;
+                }
+            }
+            errors.extend(reader.finish());
+        }
+        match errors.is_empty() {
+            true => Ok(settings),
+            false => Err(ConfigErrors(errors)),
+        }
+    }
+
+    fn read_executor(&mut self, r: &mut TableReader) {
+        let defaults = Settings::default();
+        self.executor = r.choice("kind", ExecutorKind::Local);
+        self.jobs = r.usize_in("jobs", 1, 1..=256);
+        let slurm = &mut self.slurm;
+        slurm.partition = r.string("partition");
+        slurm.time = r.string("time");
+        slurm.mem = r.string("mem");
+        slurm.cpus = r.states("cpus").then(|| r.u64("cpus", 1));
+        if slurm.cpus == Some(0) {
+            r.invalid("cpus", "a job needs at least 1 CPU");
+        }
+        slurm.account = r.string("account");
+        slurm.gpu_gres = r.string("gpu_gres").unwrap_or(defaults.slurm.gpu_gres);
+        slurm.sbatch_args = r.string_list("sbatch_args");
+        slurm.poll_seconds = r.f64_in("poll_seconds", defaults.slurm.poll_seconds, 0.05..=600.0);
+        for (key, value) in [
+            ("partition", &slurm.partition),
+            ("time", &slurm.time),
+            ("mem", &slurm.mem),
+            ("account", &slurm.account),
+        ] {
+            if value
+                .as_deref()
+                .is_some_and(|v| v.is_empty() || v.contains(char::is_whitespace))
+            {
+                r.invalid(key, "write one word, as sbatch takes it");
+            }
+        }
+    }
+}
+
+fn unknown_table(name: &str, at: &Location) -> ConfigError {
+    let kind = ConfigErrorKind::UnknownTable {
+        name: crate::text::excerpt(name),
+    };
+    ConfigError::new(kind, at).with_help(format!("{SETTINGS_FILE} takes [executor] and [cache]"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Settings, String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SETTINGS_FILE), text).unwrap();
+        Settings::load(dir.path()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_workspace_without_the_file_has_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Settings::load(dir.path()).unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn reads_every_key() {
+        let settings = load(
+            "[executor]\nkind = \"slurm\"\njobs = 3\npartition = \"gpu\"\ntime = \"4:00:00\"\n\
+             mem = \"16G\"\ncpus = 8\naccount = \"lab\"\ngpu_gres = \"gpu:a100:1\"\n\
+             sbatch_args = [\"--qos=short\"]\npoll_seconds = 0.5\n[cache]\nremote = \"s3://b/p\"\n",
+        )
+        .unwrap();
+        assert_eq!(settings.executor, ExecutorKind::Slurm);
+        assert_eq!(settings.jobs, 3);
+        assert_eq!(settings.slurm.partition.as_deref(), Some("gpu"));
+        assert_eq!(settings.slurm.cpus, Some(8));
+        assert_eq!(settings.slurm.gpu_gres, "gpu:a100:1");
+        assert_eq!(settings.slurm.sbatch_args, ["--qos=short"]);
+        assert_eq!(settings.slurm.poll_seconds, 0.5);
+        assert_eq!(settings.remote.as_deref(), Some("s3://b/p"));
+    }
+
+    #[test]
+    fn mistakes_name_the_file_line_and_key() {
+        let error = load("[executor]\nkind = \"pbs\"\n").unwrap_err();
+        assert!(
+            error.contains("fkp.toml:2") && error.contains("executor.kind"),
+            "{error}"
+        );
+        let error = load("[executor]\npartiton = \"gpu\"\n").unwrap_err();
+        assert!(error.contains("partition"), "did you mean: {error}");
+        let error = load("[executor]\ncpus = 0\n").unwrap_err();
+        assert!(error.contains("executor.cpus"), "{error}");
+        let error = load("[executor]\ntime = \"4 hours\"\n").unwrap_err();
+        assert!(error.contains("executor.time"), "{error}");
+        let error = load("[train]\nepochs = 2\n").unwrap_err();
+        assert!(error.contains("[executor] and [cache]"), "{error}");
+    }
+}

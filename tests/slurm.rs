@@ -1,0 +1,272 @@
+//! `fkp run --executor slurm` against a real Slurm: the one-node cluster that
+//! `scripts/slurm-local.sh` starts (CI starts it and sets FKP_REQUIRE_SLURM=1, so
+//! these tests never skip there; elsewhere they skip when no cluster answers).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Scratch, blob_csv, files_under};
+
+/// Whether a Slurm cluster answers here; panics when CI requires one.
+fn slurm() -> bool {
+    let up = Command::new("sinfo")
+        .args(["--noheader", "--format=%t"])
+        .output()
+        .is_ok_and(|out| out.status.success() && !out.stdout.is_empty());
+    if !up && std::env::var_os("FKP_REQUIRE_SLURM").is_some() {
+        panic!("FKP_REQUIRE_SLURM is set but no Slurm cluster answers: run scripts/slurm-local.sh");
+    }
+    if !up {
+        eprintln!("skipped: no Slurm cluster answers (scripts/slurm-local.sh starts one)");
+    }
+    up
+}
+
+/// Two pipelines sharing ingest and prepare, each training LeNet briefly.
+fn study(s: &Scratch, settings: &str) {
+    s.write("faces.csv", blob_csv(120, 24, 5));
+    s.write(
+        "fkp.toml",
+        format!("[executor]\nkind = \"slurm\"\npoll_seconds = 0.2\n{settings}"),
+    );
+    let base = "[ingest]\ntrain = \"faces.csv\"\n[prepare]\nmissing = \"mask\"\n\
+                [model]\narch = \"lenet\"\n[train]\ndevice = \"cpu\"\nbatch_size = 16\nepochs = 2\n";
+    s.write("a.toml", format!("{base}seed = 1\n[evaluate]\n"));
+    s.write("b.toml", format!("{base}seed = 2\n[evaluate]\n"));
+}
+
+/// The entries (without their timings) and reports a run left.
+fn outputs(s: &Scratch) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    for root in [".fkp/entries", "reports"] {
+        for (path, bytes) in files_under(&s.path(root)) {
+            if path.file_name().is_some_and(|n| n != "timing.json") {
+                files.insert(PathBuf::from(root).join(path), bytes);
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn a_study_runs_as_jobs_like_a_local_run_and_a_rerun_submits_nothing() {
+    if !slurm() {
+        return;
+    }
+    let s = Scratch::new();
+    study(&s, "");
+    let out = s.ok(&["run", "a.toml", "b.toml"]);
+    // ingest, prepare, a's train and evaluate, b's train and evaluate: shared stages once.
+    assert_eq!(out.matches("submitted job").count(), 6, "{out}");
+    assert!(
+        out.contains("train      submitted job") && out.contains(" after "),
+        "{out}"
+    );
+    assert!(out.contains("(shared with `a`)"), "{out}");
+    assert!(s.path("reports/b/metrics.json").is_file());
+    let left: Vec<PathBuf> = s
+        .path(".fkp/jobs")
+        .read_dir()
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        left.iter().all(|p| p.extension().is_some_and(|x| x == "log")),
+        "jobs that succeeded leave their logs only: {left:?}"
+    );
+
+    let again = s.ok(&["run", "a.toml", "b.toml"]);
+    assert!(!again.contains("submitted"), "{again}");
+
+    let local = Scratch::new();
+    study(&local, "");
+    local.ok(&["run", "--executor", "local", "a.toml", "b.toml"]);
+    assert_eq!(
+        outputs(&s),
+        outputs(&local),
+        "the jobs built the same bytes as a local run"
+    );
+}
+
+#[test]
+fn a_failed_job_is_reported_with_its_id_and_log_and_the_next_run_resubmits_only_it() {
+    if !slurm() {
+        return;
+    }
+    let s = Scratch::new();
+    study(&s, "");
+    // Evaluate's job fails: its faces cannot be read (found only when it runs).
+    let broken = "[ingest]\ntrain = \"faces.csv\"\n[prepare]\nmissing = \"mask\"\n\
+                  [model]\narch = \"lenet\"\n[train]\ndevice = \"cpu\"\nbatch_size = 16\nepochs = 2\n\
+                  [evaluate]\ndata = \"gone.csv\"\n";
+    s.write("c.toml", broken);
+    s.write("gone.csv", "left_eye_center_x,Image\nnot a number,1 2 3\n");
+    let (code, err) = s.fails(&["run", "c.toml"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Slurm job") && err.contains("FAILED"), "{err}");
+    assert!(
+        err.contains("the end of its log") && err.contains("gone.csv"),
+        "the log's tail: {err}"
+    );
+    assert!(
+        s.path("reports/c/train").is_dir(),
+        "what succeeded is published: {err}"
+    );
+
+    s.write("gone.csv", blob_csv(10, 24, 9));
+    let fixed = s.ok(&["run", "c.toml"]);
+    assert_eq!(
+        fixed.matches("submitted job").count(),
+        1,
+        "only evaluate: {fixed}"
+    );
+    assert!(fixed.contains("evaluate   submitted job"), "{fixed}");
+}
+
+#[test]
+fn a_rerun_reattaches_to_jobs_still_queued_instead_of_submitting_them_again() {
+    if !slurm() {
+        return;
+    }
+    let s = Scratch::new();
+    // Held jobs stay queued until released: the first run is killed meanwhile.
+    study(&s, "sbatch_args = [\"--hold\"]\n");
+    let mut first = s
+        .command(&["run", "a.toml"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::fs::read_dir(s.path(".fkp/jobs"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .count()
+        })
+        .unwrap_or(0)
+        < 4
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run never submitted its jobs"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let second = s
+        .command(&["run", "a.toml"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Released once the second run has had time to find them.
+    std::thread::sleep(Duration::from_secs(2));
+    let held = Command::new("squeue")
+        .args(["--noheader", "--format=%i %j"])
+        .output()
+        .unwrap();
+    let mine: Vec<String> = String::from_utf8_lossy(&held.stdout)
+        .lines()
+        .filter(|line| line.contains("fkp:a:"))
+        .filter_map(|line| line.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert_eq!(mine.len(), 4, "still queued: {mine:?}");
+    for id in &mine {
+        assert!(
+            Command::new("scontrol")
+                .args(["release", id])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let out = second.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches("reattached to job").count(), 4, "{err}");
+    assert!(!err.contains("submitted job"), "{err}");
+    assert!(s.path("reports/a/metrics.json").is_file());
+}
+
+#[test]
+fn a_cancelled_training_job_is_reported_and_resumes_from_its_checkpoint() {
+    if !slurm() {
+        return;
+    }
+    let s = Scratch::new();
+    study(&s, "");
+    s.write("faces.csv", blob_csv(400, 32, 5));
+    s.write(
+        "long.toml",
+        "[ingest]\ntrain = \"faces.csv\"\n[prepare]\nmissing = \"mask\"\n\
+         [model]\narch = \"lenet\"\n[train]\ndevice = \"cpu\"\nbatch_size = 16\nepochs = 40\n[evaluate]\n",
+    );
+    let run = s
+        .command(&["run", "long.toml"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let checkpoint = loop {
+        let found = std::fs::read_dir(s.path(".fkp/checkpoints"))
+            .ok()
+            .and_then(|mut d| d.find_map(|e| e.ok().map(|e| e.path())))
+            .filter(|dir| dir.join("state.json").is_file());
+        if let Some(dir) = found {
+            break dir;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint was written"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let queue = Command::new("squeue")
+        .args(["--noheader", "--format=%i %j"])
+        .output()
+        .unwrap();
+    let train = String::from_utf8_lossy(&queue.stdout)
+        .lines()
+        .find(|line| line.ends_with("fkp:long:train"))
+        .and_then(|line| line.split_whitespace().next().map(str::to_string))
+        .expect("the training job is running");
+    assert!(Command::new("scancel").arg(&train).status().unwrap().success());
+    let out = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("Slurm job {train} ended CANCELLED")),
+        "{err}"
+    );
+    assert!(
+        checkpoint.join("state.json").is_file(),
+        "the checkpoint survives the cancel"
+    );
+    assert!(
+        !s.path(".fkp/entries/train").exists(),
+        "a cancelled job leaves no entry"
+    );
+
+    let again = s.ok(&["run", "long.toml"]);
+    assert_eq!(
+        again.matches("submitted job").count(),
+        2,
+        "train and evaluate only: {again}"
+    );
+    let logs: String = std::fs::read_dir(s.path(".fkp/jobs"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().contains("-train-"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(logs.contains("resuming after epoch"), "{logs}");
+    assert!(logs.contains("epoch  40/40"), "{logs}");
+}
