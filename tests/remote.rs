@@ -169,3 +169,23 @@ fn an_s3_remote_shares_entries_and_never_records_credentials() {
         }
     }
 }
+
+#[test]
+fn an_unreachable_remote_is_a_warning_and_the_run_builds_without_it() {
+    let s = Scratch::new();
+    study(&s);
+    let out = s
+        .command(&["run", "--remote", "s3://bucket/prefix", "a.toml"])
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+        .env("AWS_ACCESS_KEY_ID", "id")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Said once; the stages after it do not ask the remote again.
+    assert_eq!(err.matches("warning:").count(), 1, "{err}");
+    assert!(err.contains("without the remote cache"), "{err}");
+    assert!(s.path("reports/a/metrics.json").is_file());
+}

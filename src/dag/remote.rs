@@ -12,6 +12,7 @@
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -76,7 +77,19 @@ impl Remote {
             if bucket.is_empty() {
                 return Err(open_error("name a bucket: s3://bucket/prefix".to_string()));
             }
-            let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            // An endpoint that does not answer costs seconds, not the default's minutes of retries.
+            let retry = object_store::RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(30),
+                ..object_store::RetryConfig::default()
+            };
+            let client = object_store::ClientOptions::new()
+                .with_connect_timeout(Duration::from_secs(5))
+                .with_timeout(Duration::from_secs(300));
+            let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry)
+                .with_client_options(client);
             // The name the AWS CLI and SDKs read for a custom endpoint (MinIO, moto, Ceph).
             if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
                 builder = builder

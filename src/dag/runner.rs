@@ -200,6 +200,8 @@ struct Walk<'a> {
     /// is settled or submitted, behind its upstream jobs.
     slurm: Option<SlurmRun>,
     remote: Option<Arc<Remote>>,
+    /// Set once the remote fails: the rest of the run builds here without asking it.
+    remote_down: bool,
     begun: Vec<bool>,
     /// Pipelines that failed, or were skipped because one they read failed.
     failed: Vec<bool>,
@@ -273,6 +275,7 @@ impl<'a> Walk<'a> {
             building: HashMap::new(),
             slurm: options.slurm.clone(),
             remote: options.remote.clone(),
+            remote_down: false,
             begun: vec![false; pipelines],
             failed: vec![false; pipelines],
             stopping: false,
@@ -531,9 +534,9 @@ impl<'a> Walk<'a> {
     /// The entry of `key` from the remote cache, when it has a sound one and the
     /// node is not forced to rebuild. A remote that fails is worth a warning, not
     /// a failed run: the stage is built here instead.
-    fn fetch(&self, n: usize, key: Option<&str>, changes: &[Change]) -> Option<Manifest> {
+    fn fetch(&mut self, n: usize, key: Option<&str>, changes: &[Change]) -> Option<Manifest> {
         let (remote, key) = (self.remote.as_ref()?, key?);
-        if changes.contains(&Change::Forced) {
+        if self.remote_down || changes.contains(&Change::Forced) {
             return None;
         }
         let node = &self.graph.nodes[n];
@@ -550,18 +553,28 @@ impl<'a> Walk<'a> {
                 None
             }
             Err(error) => {
-                console.warn(&format!("[{}]: {error}; building it here", node.label));
+                console.warn(&format!(
+                    "[{}]: {error}; building it here, and what follows, without the remote cache",
+                    node.label
+                ));
+                self.remote_down = true;
                 None
             }
         }
     }
 
     /// Uploads an entry built here to the remote cache, if there is one.
-    fn push(&self, n: usize, key: &str) {
-        let Some(remote) = &self.remote else { return };
+    fn push(&mut self, n: usize, key: &str) {
+        let Some(remote) = self.remote.as_ref().filter(|_| !self.remote_down) else {
+            return;
+        };
         let node = &self.graph.nodes[n];
         if let Err(error) = remote.push(self.store, node.kind, key) {
-            self.consoles[node.pipeline].warn(&format!("[{}]: not uploaded: {error}", node.label));
+            self.consoles[node.pipeline].warn(&format!(
+                "[{}]: not uploaded, nor will what follows be: {error}",
+                node.label
+            ));
+            self.remote_down = true;
         }
     }
 
