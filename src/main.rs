@@ -488,33 +488,20 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
                 Format::Html => result.to_html()?,
             })?;
         }
-        Command::Push { pipelines } => {
-            let graph = load(&pipelines)?;
-            let settings = Settings::load(&workspace.root)?;
-            let remote = remote(cli.global.remote.as_deref(), &settings)?.context(NO_REMOTE)?;
-            let done = dag::push(&graph, &workspace, &remote, console)?;
-            console.status(&format!(
-                "pushed {} to {}; {} there already; {} not built here",
-                count(done.moved, "entry", "entries"),
-                remote.url(),
-                done.already,
-                done.missing
-            ));
-        }
-        Command::Pull { pipelines } => {
-            let graph = load(&pipelines)?;
-            let settings = Settings::load(&workspace.root)?;
-            let remote = remote(cli.global.remote.as_deref(), &settings)?.context(NO_REMOTE)?;
-            let lock = lock(&workspace, cli.global.no_wait, console)?;
-            let done = dag::pull(&graph, &lock, &remote, console)?;
-            console.status(&format!(
-                "pulled {} from {}; {} here already; {} not in the remote",
-                count(done.moved, "entry", "entries"),
-                remote.url(),
-                done.already,
-                done.missing
-            ));
-        }
+        Command::Push { pipelines } => transfer(
+            Direction::Push,
+            &load(&pipelines)?,
+            &workspace,
+            &cli.global,
+            console,
+        )?,
+        Command::Pull { pipelines } => transfer(
+            Direction::Pull,
+            &load(&pipelines)?,
+            &workspace,
+            &cli.global,
+            console,
+        )?,
         Command::Clean { pipelines, dry_run } => {
             let lock = if dry_run {
                 None
@@ -527,8 +514,45 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-const NO_REMOTE: &str =
-    "no remote cache: name one with --remote URL, FKP_REMOTE or [cache] remote in fkp.toml";
+enum Direction {
+    Push,
+    Pull,
+}
+
+/// `fkp push` and `fkp pull`: moves the graph's entries to or from the remote cache.
+fn transfer(
+    direction: Direction,
+    graph: &Graph,
+    workspace: &Workspace,
+    global: &GlobalArgs,
+    console: &Console,
+) -> Result<()> {
+    let settings = Settings::load(&workspace.root)?;
+    let remote = remote(global.remote.as_deref(), &settings)?
+        .context("no remote cache: name one with --remote URL, FKP_REMOTE or [cache] remote in fkp.toml")?;
+    let (done, words) = match direction {
+        Direction::Push => (
+            dag::push(graph, workspace, &remote, console)?,
+            ["pushed", "to", "there already", "not built here"],
+        ),
+        Direction::Pull => {
+            let lock = lock(workspace, global.no_wait, console)?;
+            (
+                dag::pull(graph, &lock, &remote, console)?,
+                ["pulled", "from", "here already", "not in the remote"],
+            )
+        }
+    };
+    let [verb, preposition, already, missing] = words;
+    console.status(&format!(
+        "{verb} {} {preposition} {}; {} {already}; {} {missing}",
+        count(done.moved, "entry", "entries"),
+        remote.url(),
+        done.already,
+        done.missing
+    ));
+    Ok(())
+}
 
 /// The remote cache: `--remote` (or FKP_REMOTE), else fkp.toml's `[cache] remote`.
 fn remote(flag: Option<&str>, settings: &Settings) -> Result<Option<Remote>> {

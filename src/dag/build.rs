@@ -102,7 +102,7 @@ impl Builder for LocalBuilder<'_, '_> {
         let sender = self.sender.clone();
         let (n, plan, upstream, forced) = (request.n, request.plan, request.upstream, request.forced);
         self.scope.spawn(move || {
-            let job = Job {
+            let build = StageBuild {
                 graph,
                 n,
                 key: &key,
@@ -110,7 +110,7 @@ impl Builder for LocalBuilder<'_, '_> {
                 upstream: &upstream,
                 forced,
             };
-            let result = job.build(store, console, cancel, label_width).map(Some);
+            let result = build.build(store, console, cancel, label_width).map(Some);
             // The walk waits for every build it started.
             let _ = sender.send(Built {
                 n,
@@ -128,7 +128,7 @@ impl Builder for LocalBuilder<'_, '_> {
 }
 
 /// One stage to build into the store.
-pub(super) struct Job<'a> {
+pub(super) struct StageBuild<'a> {
     pub graph: &'a Graph,
     pub n: usize,
     pub key: &'a str,
@@ -137,7 +137,7 @@ pub(super) struct Job<'a> {
     pub forced: bool,
 }
 
-impl Job<'_> {
+impl StageBuild<'_> {
     /// Runs the stage into a pending entry and commits it, holding the key's
     /// build lock: when another process built the key meanwhile (a Slurm job of
     /// another run), its entry is taken as it is.

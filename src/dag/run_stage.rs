@@ -5,7 +5,7 @@
 //! only its entry: records and reports are the submitting run's.
 
 use super::DagError;
-use super::build::Job;
+use super::build::StageBuild;
 use super::cancel::Cancel;
 use super::graph::Graph;
 use super::resolve::{Resolver, State, Upstream};
@@ -95,7 +95,7 @@ pub fn run_stage(
             })
             .collect();
         console.status(&format!("{pipeline}: [{}] key {key}", node.label));
-        let build = Job {
+        let build = StageBuild {
             graph,
             n,
             key: &key,

@@ -456,16 +456,8 @@ impl<'a> Walk<'a> {
         match (reason, resolution.state) {
             (None, State::Cached(manifest)) => {
                 let note = shared_with.map_or(String::new(), |p| format!(" (shared with `{p}`)"));
-                console.status(&format!(
-                    "  {:<w$} cached   {key_text}{note}",
-                    node.label,
-                    w = self.label_width
-                ));
-                self.report
-                    .stages
-                    .push((pipeline.name.clone(), node.kind, Outcome::Cached));
-                self.settle(n, *manifest, resolution.inputs)?;
-                Ok(Visit::Settled)
+                let said = format!("cached   {key_text}{note}");
+                self.settle_unbuilt(n, Outcome::Cached, &said, *manifest, resolution.inputs)
             }
             (Some(changes), _) if self.mode == Mode::DryRun => {
                 console.status(&format!(
@@ -482,17 +474,8 @@ impl<'a> Walk<'a> {
             }
             (Some(changes), _) => {
                 if let Some(manifest) = self.fetch(n, resolution.key.as_deref(), &changes) {
-                    let console = &self.consoles[node.pipeline];
-                    console.status(&format!(
-                        "  {:<w$} fetched  {key_text} from the remote cache",
-                        node.label,
-                        w = self.label_width
-                    ));
-                    self.report
-                        .stages
-                        .push((pipeline.name.clone(), node.kind, Outcome::Fetched));
-                    self.settle(n, manifest, resolution.inputs)?;
-                    return Ok(Visit::Settled);
+                    let said = format!("fetched  {key_text} from the remote cache");
+                    return self.settle_unbuilt(n, Outcome::Fetched, &said, manifest, resolution.inputs);
                 }
                 let plan = resolution.plan.expect("a node resolves after its upstream nodes");
                 let upstream = node
@@ -529,6 +512,25 @@ impl<'a> Walk<'a> {
             }
             (None, _) => unreachable!("only a cached stage has no reason to run"),
         }
+    }
+
+    /// Settles a node whose entry exists without building it (cached, or
+    /// fetched), saying so.
+    fn settle_unbuilt(
+        &mut self,
+        n: usize,
+        outcome: Outcome,
+        said: &str,
+        manifest: Manifest,
+        inputs: Option<KeyInputs>,
+    ) -> Result<Visit, DagError> {
+        let node = &self.graph.nodes[n];
+        let w = self.label_width;
+        self.consoles[node.pipeline].status(&format!("  {:<w$} {said}", node.label));
+        let pipeline = self.graph.pipelines[node.pipeline].name.clone();
+        self.report.stages.push((pipeline, node.kind, outcome));
+        self.settle(n, manifest, inputs)?;
+        Ok(Visit::Settled)
     }
 
     /// The entry of `key` from the remote cache, when it has a sound one and the
