@@ -56,7 +56,7 @@ struct GlobalArgs {
     /// endpoint from AWS_* variables) or a folder. `run` fetches entries from
     /// it instead of building them, and uploads what it builds. Default:
     /// fkp.toml's `[cache] remote`.
-    #[arg(long, global = true, env = "FKP_REMOTE", value_name = "URL")]
+    #[arg(long, global = true, env = "FKP_REMOTE", value_name = "URL", value_parser = parse_remote)]
     remote: Option<String>,
 }
 
@@ -246,6 +246,10 @@ enum Format {
     Md,
     Json,
     Html,
+}
+
+fn parse_remote(url: &str) -> Result<String, String> {
+    fkp::dag::remote::check_url(url).map(|()| url.to_string())
 }
 
 fn parse_executor(name: &str) -> Result<ExecutorKind, String> {
@@ -533,13 +537,13 @@ fn transfer(
     let (done, words) = match direction {
         Direction::Push => (
             dag::push(graph, workspace, &remote, console)?,
-            ["pushed", "to", "there already", "not built here"],
+            ["pushed", "to", "there already", "stages not built here"],
         ),
         Direction::Pull => {
             let lock = lock(workspace, global.no_wait, console)?;
             (
                 dag::pull(graph, &lock, &remote, console)?,
-                ["pulled", "from", "here already", "not in the remote"],
+                ["pulled", "from", "here already", "stages not in the remote"],
             )
         }
     };

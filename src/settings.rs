@@ -10,6 +10,20 @@ use crate::config::{ConfigError, ConfigErrorKind, ConfigErrors, Document, Locati
 
 pub const SETTINGS_FILE: &str = "fkp.toml";
 
+/// The keys of `[executor]`, for the hint when one is written outside it.
+const EXECUTOR_KEYS: &[&str] = &[
+    "kind",
+    "jobs",
+    "partition",
+    "time",
+    "mem",
+    "cpus",
+    "account",
+    "gpu_gres",
+    "sbatch_args",
+    "poll_seconds",
+];
+
 crate::config_choice! {
     /// Where stages build.
     pub enum ExecutorKind {
@@ -93,13 +107,23 @@ impl Settings {
                     expected: "a table",
                     found: entry.node.value.type_name(),
                 };
-                errors.push(ConfigError::new(kind, &entry.key_at).with_help(format!("write it as [{name}]")));
+                let help = match EXECUTOR_KEYS.contains(&name.as_str()) {
+                    true => format!("`{name}` goes under [executor]"),
+                    false if name == "remote" => "`remote` goes under [cache]".to_string(),
+                    false => format!("write it as [{name}]"),
+                };
+                errors.push(ConfigError::new(kind, &entry.key_at).with_help(help));
                 continue;
             };
             let mut reader = TableReader::new(table, name.clone(), entry.key_at.clone());
             match name.as_str() {
                 "executor" => settings.read_executor(&mut reader),
-                "cache" => settings.remote = reader.string("remote"),
+                "cache" => {
+                    settings.remote = reader.string("remote");
+                    if let Some(Err(why)) = settings.remote.as_deref().map(crate::dag::remote::check_url) {
+                        reader.invalid("remote", why);
+                    }
+                }
                 _ => {
                     errors.push(unknown_table(name, &entry.key_at));
                     continue;
@@ -130,16 +154,30 @@ impl Settings {
         slurm.sbatch_args = r.string_list("sbatch_args");
         slurm.poll_seconds = r.f64_in("poll_seconds", defaults.slurm.poll_seconds, 0.05..=600.0);
         for (key, value) in [
-            ("partition", &slurm.partition),
-            ("time", &slurm.time),
-            ("mem", &slurm.mem),
-            ("account", &slurm.account),
+            ("partition", slurm.partition.as_deref()),
+            ("time", slurm.time.as_deref()),
+            ("mem", slurm.mem.as_deref()),
+            ("account", slurm.account.as_deref()),
+            ("gpu_gres", Some(slurm.gpu_gres.as_str())),
         ] {
-            if value
-                .as_deref()
-                .is_some_and(|v| v.is_empty() || v.contains(char::is_whitespace))
+            if value.is_some_and(|v| v.is_empty() || v.contains(char::is_whitespace)) {
+                r.invalid(
+                    key,
+                    "sbatch takes it as one word without spaces (see docs/execution.md)",
+                );
+            }
+        }
+        // `16G`, `500M`, `16000` (megabytes): what sbatch --mem takes.
+        if let Some(mem) = &slurm.mem {
+            let digits = mem.trim_end_matches(['K', 'M', 'G', 'T']);
+            if digits.is_empty()
+                || !digits.chars().all(|c| c.is_ascii_digit())
+                || mem.len() - digits.len() > 1
             {
-                r.invalid(key, "write one word, as sbatch takes it");
+                r.invalid(
+                    "mem",
+                    "write a size as sbatch --mem takes it: 16G, 500M or 16000 (MB)",
+                );
             }
         }
     }
@@ -173,7 +211,7 @@ mod tests {
         let settings = load(
             "[executor]\nkind = \"slurm\"\njobs = 3\npartition = \"gpu\"\ntime = \"4:00:00\"\n\
              mem = \"16G\"\ncpus = 8\naccount = \"lab\"\ngpu_gres = \"gpu:a100:1\"\n\
-             sbatch_args = [\"--qos=short\"]\npoll_seconds = 0.5\n[cache]\nremote = \"s3://b/p\"\n",
+             sbatch_args = [\"--qos=short\"]\npoll_seconds = 0.5\n[cache]\nremote = \"s3://lab-cache/p\"\n",
         )
         .unwrap();
         assert_eq!(settings.executor, ExecutorKind::Slurm);
@@ -183,7 +221,7 @@ mod tests {
         assert_eq!(settings.slurm.gpu_gres, "gpu:a100:1");
         assert_eq!(settings.slurm.sbatch_args, ["--qos=short"]);
         assert_eq!(settings.slurm.poll_seconds, 0.5);
-        assert_eq!(settings.remote.as_deref(), Some("s3://b/p"));
+        assert_eq!(settings.remote.as_deref(), Some("s3://lab-cache/p"));
     }
 
     #[test]
@@ -201,5 +239,16 @@ mod tests {
         assert!(error.contains("executor.time"), "{error}");
         let error = load("[train]\nepochs = 2\n").unwrap_err();
         assert!(error.contains("[executor] and [cache]"), "{error}");
+        let error = load("jobs = 2\n").unwrap_err();
+        assert!(error.contains("goes under [executor]"), "{error}");
+        for bad in [
+            "[executor]\ngpu_gres = \"\"\n",
+            "[executor]\nmem = \"lots\"\n",
+            "[cache]\nremote = \"ftp://x\"\n",
+            "[cache]\nremote = \"\"\n",
+        ] {
+            let error = load(bad).unwrap_err();
+            assert!(error.contains("fkp.toml:2"), "{bad}: {error}");
+        }
     }
 }

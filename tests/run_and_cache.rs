@@ -291,3 +291,20 @@ fn in_parallel_too_a_failing_pipeline_does_not_stop_the_others() {
     let (first, second) = (err.find("`bad1`").unwrap(), err.find("`bad2`").unwrap());
     assert!(first < second, "{err}");
 }
+
+#[test]
+fn a_pipeline_whose_input_is_missing_fails_alone() {
+    let s = setup();
+    s.write("gone.toml", "[ingest]\ntrain = \"data/nowhere.csv\"\n");
+    for jobs in ["1", "2"] {
+        let (code, err) = s.fails(&["run", "-j", jobs, "gone.toml", "p.toml"]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("nowhere.csv"), "{err}");
+        assert!(s.path("reports/p/ingest/summary.md").is_file(), "p ran: {err}");
+    }
+    let s = setup();
+    s.write("gone.toml", "[ingest]\ntrain = \"data/nowhere.csv\"\n");
+    let (_, err) = s.fails(&["run", "--fail-fast", "gone.toml", "p.toml"]);
+    assert!(err.contains("nowhere.csv"), "{err}");
+    assert!(!s.path("reports/p").exists(), "--fail-fast: nothing runs: {err}");
+}

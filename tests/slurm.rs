@@ -270,3 +270,71 @@ fn a_cancelled_training_job_is_reported_and_resumes_from_its_checkpoint() {
     assert!(logs.contains("resuming after epoch"), "{logs}");
     assert!(logs.contains("epoch  40/40"), "{logs}");
 }
+
+/// The ids of the queued jobs whose name contains `name`.
+fn queued(name: &str) -> Vec<String> {
+    let out = Command::new("squeue")
+        .args(["--noheader", "--format=%i %j"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.contains(name))
+        .filter_map(|line| line.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_job_that_can_never_start_is_cancelled_and_reported() {
+    if !slurm() {
+        return;
+    }
+    let s = Scratch::new();
+    // More CPUs than the partition's nodes have: pending (PartitionConfig) for ever.
+    study(&s, "cpus = 100000\n");
+    let (code, err) = s.fails(&["run", "a.toml"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("never clears"), "{err}");
+    assert!(queued("fkp:a:").is_empty(), "fkp cancelled what could not start");
+}
+
+#[test]
+fn a_rerun_with_other_executor_settings_replaces_the_queued_jobs() {
+    if !slurm() {
+        return;
+    }
+    let s = Scratch::new();
+    study(&s, "sbatch_args = [\"--hold\"]\n");
+    let mut first = s
+        .command(&["run", "b.toml"])
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while queued("fkp:b:").len() < 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run never submitted its jobs"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let held = queued("fkp:b:");
+
+    study(&s, "");
+    let out = s.ok(&["run", "b.toml"]);
+    assert_eq!(
+        out.matches("asked for other [executor] settings: cancelled")
+            .count(),
+        4,
+        "{out}"
+    );
+    assert_eq!(out.matches("submitted job").count(), 4, "{out}");
+    let still: Vec<String> = queued("fkp:b:")
+        .into_iter()
+        .filter(|id| held.contains(id))
+        .collect();
+    assert!(still.is_empty(), "the held jobs are gone: {still:?}");
+}

@@ -53,6 +53,46 @@ pub struct Remote {
     runtime: tokio::runtime::Runtime,
 }
 
+/// Whether `url` names a remote fkp can use: `s3://bucket[/prefix]`, or a
+/// folder (`file:///path`, or a path). Says what is wrong otherwise.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if url.trim().is_empty() {
+        return Err("the remote is empty: write s3://bucket/prefix or a folder".to_string());
+    }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let bucket = rest.split('/').next().unwrap_or_default();
+        let valid = (3..=63).contains(&bucket.len())
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+        return match valid {
+            true => Ok(()),
+            false => Err(format!(
+                "`{bucket}` is not an S3 bucket name (3-63 lowercase letters, digits, `.` and `-`): \
+                 write s3://bucket/prefix"
+            )),
+        };
+    }
+    match url.split_once("://") {
+        Some(("file", path)) if path.starts_with('/') => Ok(()),
+        Some(("file", _)) => Err("a file:// remote needs an absolute path: file:///shared/fkp".to_string()),
+        Some((scheme, _)) => Err(format!(
+            "fkp does not speak {scheme}:// remotes: write s3://bucket/prefix, file:///path or a folder"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether an S3 endpoint is an http(s) URL with a host.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(endpoint).map_err(|e| format!("not a URL ({e})"))?;
+    match (url.scheme(), url.host_str()) {
+        ("http" | "https", Some(host)) if !host.is_empty() => Ok(()),
+        ("http" | "https", _) => Err("the URL names no host".to_string()),
+        (scheme, _) => Err(format!("an S3 endpoint is http:// or https://, not {scheme}://")),
+    }
+}
+
 impl std::fmt::Debug for Remote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Remote({})", self.url)
@@ -72,20 +112,29 @@ impl Remote {
             .map_err(|e| open_error(format!("cannot start its I/O runtime: {e}")))?;
         // TLS for https endpoints; once per process (a second install is refused, harmlessly).
         let _ = rustls::crypto::ring::default_provider().install_default();
+        check_url(url).map_err(open_error)?;
+        // object_store panics on an endpoint it cannot parse: it is checked first.
+        for variable in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"] {
+            if let Ok(endpoint) = std::env::var(variable)
+                && url.starts_with("s3://")
+            {
+                check_endpoint(&endpoint)
+                    .map_err(|why| open_error(format!("{variable}={endpoint:?}: {why}")))?;
+            }
+        }
         let (store, prefix): (Arc<dyn ObjectStore>, String) = if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(open_error("name a bucket: s3://bucket/prefix".to_string()));
-            }
             // An endpoint that does not answer costs seconds, not the default's minutes of retries.
             let retry = object_store::RetryConfig {
                 max_retries: 3,
                 retry_timeout: Duration::from_secs(30),
                 ..object_store::RetryConfig::default()
             };
+            // A server that accepts but never answers is given up on after 15 s of silence.
             let client = object_store::ClientOptions::new()
                 .with_connect_timeout(Duration::from_secs(5))
-                .with_timeout(Duration::from_secs(300));
+                .with_read_timeout(Duration::from_secs(15))
+                .with_timeout(Duration::from_secs(600));
             let mut builder = object_store::aws::AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_retry(retry)
@@ -100,11 +149,6 @@ impl Remote {
             (Arc::new(store), prefix.to_string())
         } else {
             let folder = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
-            if url.contains("://") && !url.starts_with("file://") {
-                return Err(open_error(
-                    "fkp speaks s3:// and file:// (or a plain path) remotes".to_string(),
-                ));
-            }
             std::fs::create_dir_all(&folder)
                 .map_err(|e| open_error(format!("cannot create the folder: {e}")))?;
             let store = object_store::local::LocalFileSystem::new_with_prefix(&folder)
@@ -235,5 +279,38 @@ impl Remote {
             )?;
         }
         self.put(&self.object(kind, key, MANIFEST), manifest_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_urls_are_checked_before_use() {
+        for good in [
+            "s3://fkp-cache/study",
+            "s3://my.bucket",
+            "/shared/fkp",
+            "file:///shared/fkp",
+            "rel/dir",
+        ] {
+            assert!(check_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            " ",
+            "s3://",
+            "s3://Bad_Bucket/x",
+            "s3://ab",
+            "ftp://x",
+            "file://relative",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_endpoint("http://127.0.0.1:5555").is_ok());
+        for bad in ["not a url", "http://", "http://[::1", "ftp://127.0.0.1:5555"] {
+            assert!(check_endpoint(bad).is_err(), "{bad:?}");
+        }
     }
 }

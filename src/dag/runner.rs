@@ -89,7 +89,10 @@ pub fn run(
     let selected = select(graph, options.until)?;
     // Slurm jobs run elsewhere: whether their device works is for their node to say.
     let stages_here = options.slurm.is_none();
-    preflight(graph, &selected, stages_here).map_err(|e| graph.in_report_context(e))?;
+    let mut problems = preflight(graph, &selected, stages_here);
+    if options.fail_fast && !problems.is_empty() {
+        return Err(graph.in_report_context(problems.remove(0).1));
+    }
     let cache_error = |source| DagError::Cache {
         path: workspace.cache_dir.clone(),
         source,
@@ -99,7 +102,12 @@ pub fn run(
     for dir in store.abandoned_temp_dirs().map_err(cache_error)? {
         std::fs::remove_dir_all(&dir).map_err(cache_error)?;
     }
-    Walk::new(graph, workspace, &store, options, selected, Mode::Run, console).all()
+    let mut walk = Walk::new(graph, workspace, &store, options, selected, Mode::Run, console);
+    // A pipeline that cannot start fails alone: the others run.
+    for (index, error) in problems {
+        walk.fail_pipeline(index, error);
+    }
+    walk.all()
 }
 
 /// Says what [`run`] would run and why; writes nothing, creates nothing.
@@ -115,40 +123,52 @@ pub fn dry_run(
 }
 
 /// Checks, before anything runs, that every input file of the selected stages is
-/// a readable regular file and, when they build here, that each can run here at all.
-fn preflight(graph: &Graph, selected: &[bool], stages_here: bool) -> Result<(), DagError> {
+/// a readable regular file and, when they build here, that each can run here at
+/// all. Returns the first problem of each pipeline that has one.
+fn preflight(graph: &Graph, selected: &[bool], stages_here: bool) -> Vec<(usize, DagError)> {
+    let mut problems: Vec<(usize, DagError)> = Vec::new();
     for (n, node) in graph.nodes.iter().enumerate().filter(|(n, _)| selected[*n]) {
-        let pipeline = &graph.pipelines[node.pipeline].name;
-        let stage = graph.stage(n);
-        for input in stage.file_inputs() {
-            let problem = match std::fs::metadata(&input.path) {
-                Ok(meta) if meta.is_file() => std::fs::File::open(&input.path).err(),
-                Ok(_) => Some(std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "it is not a regular file",
-                )),
-                Err(error) => Some(error),
-            };
-            if let Some(source) = problem {
-                return Err(DagError::Input {
-                    pipeline: pipeline.clone(),
-                    stage: node.kind,
-                    role: input.role.to_string(),
-                    path: input.path,
-                    source,
-                });
-            }
-        }
-        if !stages_here {
+        if problems.iter().any(|(p, _)| *p == node.pipeline) {
             continue;
         }
-        stage.preflight().map_err(|source| DagError::Stage {
-            pipeline: pipeline.clone(),
-            stage: node.kind,
-            source: Box::new(source),
-        })?;
+        if let Err(error) = preflight_node(graph, n, stages_here) {
+            problems.push((node.pipeline, error));
+        }
     }
-    Ok(())
+    problems
+}
+
+fn preflight_node(graph: &Graph, n: usize, stages_here: bool) -> Result<(), DagError> {
+    let node = &graph.nodes[n];
+    let pipeline = &graph.pipelines[node.pipeline].name;
+    let stage = graph.stage(n);
+    for input in stage.file_inputs() {
+        let problem = match std::fs::metadata(&input.path) {
+            Ok(meta) if meta.is_file() => std::fs::File::open(&input.path).err(),
+            Ok(_) => Some(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "it is not a regular file",
+            )),
+            Err(error) => Some(error),
+        };
+        if let Some(source) = problem {
+            return Err(DagError::Input {
+                pipeline: pipeline.clone(),
+                stage: node.kind,
+                role: input.role.to_string(),
+                path: input.path,
+                source,
+            });
+        }
+    }
+    if !stages_here {
+        return Ok(());
+    }
+    stage.preflight().map_err(|source| DagError::Stage {
+        pipeline: pipeline.clone(),
+        stage: node.kind,
+        source: Box::new(source),
+    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -688,6 +708,11 @@ impl<'a> Walk<'a> {
             }
             return;
         }
+        let (node, w) = (&self.graph.nodes[n], self.label_width);
+        self.consoles[index].status(&format!(
+            "  {:<w$} failed (the error follows at the end)",
+            node.label
+        ));
         if self.mode == Mode::Run
             && let Err(unpublish_error) = self.unpublish_from(n)
         {

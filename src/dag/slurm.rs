@@ -46,6 +46,9 @@ struct JobRecord {
     pipeline: String,
     label: String,
     log: PathBuf,
+    /// What it asked sbatch for (without its dependencies): a rerun whose
+    /// `[executor]` asks for something else does not reattach to it.
+    resources: Vec<String>,
 }
 
 struct Submitted {
@@ -101,6 +104,19 @@ impl<'a> SlurmBuilder<'a> {
         (!state.ended()).then_some((record, state))
     }
 
+    /// The sbatch options of node `n`'s job, but its dependencies.
+    fn resources(&self, n: usize, log: &Path) -> Vec<String> {
+        let node = &self.graph.nodes[n];
+        let pipeline = &self.graph.pipelines[node.pipeline].name;
+        sbatch_arguments(
+            &self.run.settings,
+            &format!("fkp:{pipeline}:{}", node.label),
+            log,
+            &self.run.workspace_root,
+            self.graph.stage(n).needs_gpu(),
+        )
+    }
+
     fn submit(&self, request: &BuildRequest, after: &[String]) -> Result<(String, PathBuf), String> {
         let graph = self.graph;
         let node = &graph.nodes[request.n];
@@ -113,15 +129,9 @@ impl<'a> SlurmBuilder<'a> {
         let text = job_script(self.run, pipeline, &node.label, request);
         fsutil::write_atomic(&script, text.as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", script.display()))?;
-        let gpu = graph.stage(request.n).needs_gpu();
-        let arguments = sbatch_arguments(
-            &self.run.settings,
-            &format!("fkp:{pipeline}:{}", node.label),
-            &log_pattern,
-            &self.run.workspace_root,
-            after,
-            gpu,
-        );
+        let resources = self.resources(request.n, &log_pattern);
+        let mut arguments = resources.clone();
+        arguments.extend(dependency(after));
         let output = Command::new("sbatch")
             .args(&arguments)
             .arg(&script)
@@ -146,6 +156,7 @@ impl<'a> SlurmBuilder<'a> {
             pipeline: pipeline.clone(),
             label: node.label.clone(),
             log: log.clone(),
+            resources,
         };
         fsutil::write_json(&self.record_path(&request.plan), &record)
             .map_err(|e| format!("job {id} was submitted but cannot be recorded: {e}"))?;
@@ -170,7 +181,7 @@ impl<'a> SlurmBuilder<'a> {
                 name: "ENDED".to_string(),
                 reason: String::new(),
             });
-            let stuck = state.name == "PENDING" && state.reason == "DependencyNeverSatisfied";
+            let stuck = state.name == "PENDING" && NEVER_STARTS.contains(&state.reason.as_str());
             if !state.ended() && !stuck {
                 if state.name != job.state {
                     let node = &self.graph.nodes[n];
@@ -210,6 +221,10 @@ impl<'a> SlurmBuilder<'a> {
                     stage: node.kind,
                     job: job.id.clone(),
                     state: match state.reason.as_str() {
+                        _ if stuck => format!(
+                            "without starting: it was pending for a reason that never clears ({}), so fkp cancelled it",
+                            state.reason
+                        ),
                         "" | "None" => state.name.clone(),
                         reason => format!("{} ({reason})", state.name),
                     },
@@ -232,7 +247,18 @@ impl Builder for SlurmBuilder<'_> {
         let node = &self.graph.nodes[request.n];
         let console = &self.consoles[node.pipeline];
         let w = self.label_width;
-        let (id, log, state) = match self.live_job(&request.plan) {
+        let live = self.live_job(&request.plan).filter(|(record, _)| {
+            let same = record.resources == self.resources(request.n, &log_pattern_of(&record.log));
+            if !same {
+                let _ = Command::new("scancel").arg(&record.id).status();
+                console.status(&format!(
+                    "  {:<w$} job {} asked for other [executor] settings: cancelled",
+                    node.label, record.id
+                ));
+            }
+            same
+        });
+        let (id, log, state) = match live {
             Some((record, state)) => {
                 console.status(&format!(
                     "  {:<w$} reattached to job {} ({})",
@@ -359,13 +385,46 @@ fn parse_squeue(text: &str) -> BTreeMap<String, JobState> {
         .collect()
 }
 
+/// Pending reasons that never clear by themselves: the job asks for more than
+/// the partition, account or QOS allows, or waits on a job that failed.
+const NEVER_STARTS: &[&str] = &[
+    "DependencyNeverSatisfied",
+    "PartitionConfig",
+    "PartitionNodeLimit",
+    "PartitionTimeLimit",
+    "BadConstraints",
+    "InvalidAccount",
+    "InvalidQOS",
+    "QOSMaxCpuPerJobLimit",
+    "QOSMaxNodePerJobLimit",
+    "QOSMaxWallDurationPerJobLimit",
+    "QOSMaxMemoryPerJob",
+    "AssocMaxCpuPerJobLimit",
+    "AssocMaxNodePerJobLimit",
+    "AssocMaxWallDurationPerJobLimit",
+];
+
+/// The `--output` pattern a job's log was named from (`<stem>-%j.log`).
+fn log_pattern_of(log: &Path) -> PathBuf {
+    log.with_file_name(format!("{}-%j.log", log_stem(log)))
+}
+
+/// `<stem>` of a job's log `<stem>-<id>.log`, which its script `<stem>.sh` shares.
+fn log_stem(log: &Path) -> String {
+    let name = log
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.rsplit_once('-')
+        .map_or(name.clone(), |(stem, _)| stem.to_string())
+}
+
 /// The options of one stage's `sbatch`, from `[executor]`.
 fn sbatch_arguments(
     settings: &SlurmSettings,
     name: &str,
     log: &Path,
     workdir: &Path,
-    after: &[String],
     gpu: bool,
 ) -> Vec<String> {
     let mut arguments = vec![
@@ -376,9 +435,6 @@ fn sbatch_arguments(
         // A job whose upstream job failed is cancelled, not left pending forever.
         "--kill-on-invalid-dep=yes".to_string(),
     ];
-    if !after.is_empty() {
-        arguments.push(format!("--dependency=afterok:{}", after.join(":")));
-    }
     let optional = [
         ("--partition", settings.partition.clone()),
         ("--time", settings.time.clone()),
@@ -394,6 +450,11 @@ fn sbatch_arguments(
     }
     arguments.extend(settings.sbatch_args.iter().cloned());
     arguments
+}
+
+/// Waits for the jobs `after` to succeed.
+fn dependency(after: &[String]) -> Option<String> {
+    (!after.is_empty()).then(|| format!("--dependency=afterok:{}", after.join(":")))
 }
 
 /// The job's shell script: `fkp run-stage` on one node of one pipeline.
@@ -437,12 +498,7 @@ fn job_script(run: &SlurmRun, pipeline: &str, label: &str, request: &BuildReques
 
 /// The script beside a job's log: `<stem>-<id>.log` was written by `<stem>.sh`.
 fn job_script_path(log: &Path) -> PathBuf {
-    let name = log
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.rsplit_once('-').map_or(name.as_str(), |(stem, _)| stem);
-    log.with_file_name(format!("{stem}.sh"))
+    log.with_file_name(format!("{}.sh", log_stem(log)))
 }
 
 /// `text` as one shell word.
@@ -478,8 +534,7 @@ mod tests {
         settings.gpu_gres = "gpu:a100:1".to_string();
         settings.sbatch_args = vec!["--qos=short".to_string()];
         let log = Path::new("/w/.fkp/jobs/x-%j.log");
-        let after = ["41".to_string(), "42".to_string()];
-        let gpu = sbatch_arguments(&settings, "fkp:p:train", log, Path::new("/w"), &after, true);
+        let gpu = sbatch_arguments(&settings, "fkp:p:train", log, Path::new("/w"), true);
         assert_eq!(
             gpu,
             [
@@ -488,7 +543,6 @@ mod tests {
                 "--output=/w/.fkp/jobs/x-%j.log",
                 "--chdir=/w",
                 "--kill-on-invalid-dep=yes",
-                "--dependency=afterok:41:42",
                 "--partition=gpu",
                 "--time=4:00:00",
                 "--mem=16G",
@@ -498,10 +552,18 @@ mod tests {
                 "--qos=short",
             ]
         );
-        let cpu = sbatch_arguments(&Settings::default().slurm, "n", log, Path::new("/w"), &[], false);
-        assert!(
-            !cpu.iter()
-                .any(|a| a.starts_with("--gres") || a.starts_with("--dependency"))
+        let cpu = sbatch_arguments(&Settings::default().slurm, "n", log, Path::new("/w"), false);
+        assert!(!cpu.iter().any(|a| a.starts_with("--gres")));
+        let after = ["41".to_string(), "42".to_string()];
+        assert_eq!(dependency(&after).as_deref(), Some("--dependency=afterok:41:42"));
+        assert_eq!(dependency(&[]), None);
+        assert_eq!(
+            log_pattern_of(Path::new("/j/ab12-train-41.log")),
+            Path::new("/j/ab12-train-%j.log")
+        );
+        assert_eq!(
+            job_script_path(Path::new("/j/ab12-train-41.log")),
+            Path::new("/j/ab12-train.sh")
         );
     }
 
