@@ -90,8 +90,19 @@ pub fn run(
     // Slurm jobs run elsewhere: whether their device works is for their node to say.
     let stages_here = options.slurm.is_none();
     let mut problems = preflight(graph, &selected, stages_here);
-    if options.fail_fast && !problems.is_empty() {
-        return Err(graph.in_report_context(problems.remove(0).1));
+    let runnable = (0..graph.pipelines.len())
+        .any(|p| !problems.iter().any(|(q, _)| *q == p) && graph.nodes_of(p).any(|n| selected[n]));
+    // Nothing can start: said before the cache is even opened.
+    if (options.fail_fast || !runnable) && !problems.is_empty() {
+        if problems.len() == 1 || options.fail_fast {
+            return Err(graph.in_report_context(problems.remove(0).1));
+        }
+        return Err(DagError::Several(
+            problems
+                .into_iter()
+                .map(|(_, e)| graph.in_report_context(e))
+                .collect(),
+        ));
     }
     let cache_error = |source| DagError::Cache {
         path: workspace.cache_dir.clone(),
