@@ -6,7 +6,9 @@
 //! stage kinds; [`dag`] makes a graph of them with content-addressed cache keys
 //! and runs what is not cached; [`data`] reads and writes the face data;
 //! [`compare`] lines up pipelines already run (the report stage's table, ad hoc);
-//! [`watch`] reruns what each saved edit made stale.
+//! [`watch`] reruns what each saved edit made stale. [`settings`] reads the
+//! workspace's `fkp.toml` (`[executor]`: local threads or Slurm jobs, in
+//! `dag::build` and `dag::slurm`; `[cache] remote`, in `dag::remote`).
 
 pub mod compare;
 pub mod config;

@@ -39,6 +39,55 @@ fn study(s: &Scratch, settings: &str) {
     s.write("b.toml", format!("{base}seed = 2\n[evaluate]\n"));
 }
 
+/// The ids of the queued jobs whose name contains `name` (`fkp:<pipeline>:<stage>`).
+fn queued(name: &str) -> Vec<String> {
+    let out = Command::new("squeue")
+        .args(["--noheader", "--format=%i %j"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.contains(name))
+        .filter_map(|line| line.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// Polls `found` until it gives something, failing after `limit` seconds.
+fn wait_for<T>(what: &str, limit: u64, mut found: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = found() {
+            return value;
+        }
+        assert!(started.elapsed() < Duration::from_secs(limit), "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts `fkp run FILE` (its jobs held by the study's settings), waits until
+/// it has submitted its four jobs, kills it, and returns their ids.
+fn submitted_then_killed(s: &Scratch, file: &str, jobs: &str) -> Vec<String> {
+    let mut run = s
+        .command(&["run", file])
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Queued, and recorded (a record is written just after its sbatch returns).
+    let ids = wait_for("the run never submitted its jobs", 60, || {
+        let records = std::fs::read_dir(s.path(".fkp/jobs")).map_or(0, |d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .count()
+        });
+        let ids = queued(jobs);
+        (ids.len() == 4 && records == 4).then_some(ids)
+    });
+    run.kill().unwrap();
+    run.wait().unwrap();
+    ids
+}
+
 /// The entries (without their timings) and reports a run left.
 fn outputs(s: &Scratch) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = BTreeMap::new();
@@ -135,30 +184,7 @@ fn a_rerun_reattaches_to_jobs_still_queued_instead_of_submitting_them_again() {
     let s = Scratch::new();
     // Held jobs stay queued until released: the first run is killed meanwhile.
     study(&s, "sbatch_args = [\"--hold\"]\n");
-    let mut first = s
-        .command(&["run", "a.toml"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::fs::read_dir(s.path(".fkp/jobs"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-                .count()
-        })
-        .unwrap_or(0)
-        < 4
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the run never submitted its jobs"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    first.kill().unwrap();
-    first.wait().unwrap();
+    submitted_then_killed(&s, "a.toml", "fkp:a:");
 
     let second = s
         .command(&["run", "a.toml"])
@@ -168,15 +194,7 @@ fn a_rerun_reattaches_to_jobs_still_queued_instead_of_submitting_them_again() {
         .unwrap();
     // Released once the second run has had time to find them.
     std::thread::sleep(Duration::from_secs(2));
-    let held = Command::new("squeue")
-        .args(["--noheader", "--format=%i %j"])
-        .output()
-        .unwrap();
-    let mine: Vec<String> = String::from_utf8_lossy(&held.stdout)
-        .lines()
-        .filter(|line| line.contains("fkp:a:"))
-        .filter_map(|line| line.split_whitespace().next().map(str::to_string))
-        .collect();
+    let mine = queued("fkp:a:");
     assert_eq!(mine.len(), 4, "still queued: {mine:?}");
     for id in &mine {
         assert!(
@@ -214,29 +232,14 @@ fn a_cancelled_training_job_is_reported_and_resumes_from_its_checkpoint() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    let checkpoint = loop {
-        let found = std::fs::read_dir(s.path(".fkp/checkpoints"))
+    let checkpoint = wait_for("no checkpoint was written", 120, || {
+        std::fs::read_dir(s.path(".fkp/checkpoints"))
             .ok()
             .and_then(|mut d| d.find_map(|e| e.ok().map(|e| e.path())))
-            .filter(|dir| dir.join("state.json").is_file());
-        if let Some(dir) = found {
-            break dir;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no checkpoint was written"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let queue = Command::new("squeue")
-        .args(["--noheader", "--format=%i %j"])
-        .output()
-        .unwrap();
-    let train = String::from_utf8_lossy(&queue.stdout)
-        .lines()
-        .find(|line| line.ends_with("fkp:long:train"))
-        .and_then(|line| line.split_whitespace().next().map(str::to_string))
+            .filter(|dir| dir.join("state.json").is_file())
+    });
+    let train = queued("fkp:long:train")
+        .pop()
         .expect("the training job is running");
     assert!(Command::new("scancel").arg(&train).status().unwrap().success());
     let out = run.wait_with_output().unwrap();
@@ -271,19 +274,6 @@ fn a_cancelled_training_job_is_reported_and_resumes_from_its_checkpoint() {
     assert!(logs.contains("epoch  40/40"), "{logs}");
 }
 
-/// The ids of the queued jobs whose name contains `name`.
-fn queued(name: &str) -> Vec<String> {
-    let out = Command::new("squeue")
-        .args(["--noheader", "--format=%i %j"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|line| line.contains(name))
-        .filter_map(|line| line.split_whitespace().next().map(str::to_string))
-        .collect()
-}
-
 #[test]
 fn a_job_that_can_never_start_is_cancelled_and_reported() {
     if !slurm() {
@@ -305,23 +295,7 @@ fn a_rerun_with_other_executor_settings_replaces_the_queued_jobs() {
     }
     let s = Scratch::new();
     study(&s, "sbatch_args = [\"--hold\"]\n");
-    let mut first = s
-        .command(&["run", "b.toml"])
-        .stderr(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while queued("fkp:b:").len() < 4 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the run never submitted its jobs"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    first.kill().unwrap();
-    first.wait().unwrap();
-    let held = queued("fkp:b:");
+    let held = submitted_then_killed(&s, "b.toml", "fkp:b:");
 
     study(&s, "");
     let out = s.ok(&["run", "b.toml"]);

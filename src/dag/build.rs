@@ -39,7 +39,7 @@ pub(super) struct Built {
     pub plan: String,
     pub inputs: Option<KeyInputs>,
     /// The entry's manifest; `None` when a Slurm job built it, so the walk
-    /// reads the entry from the cache.
+    /// reads the entry (and the inputs that made it) from the cache.
     pub result: Result<Option<Manifest>, DagError>,
 }
 
@@ -52,12 +52,12 @@ pub(super) trait Builder {
 
 /// Builds on threads of this process (`fkp run -j N`).
 pub(super) struct LocalBuilder<'scope, 'env> {
-    pub scope: &'scope Scope<'scope, 'env>,
-    pub graph: &'env Graph,
-    pub store: &'env Store,
-    pub consoles: &'env [Console],
-    pub cancel: &'env Cancel,
-    pub label_width: usize,
+    scope: &'scope Scope<'scope, 'env>,
+    graph: &'env Graph,
+    store: &'env Store,
+    consoles: &'env [Console],
+    cancel: &'env Cancel,
+    label_width: usize,
     sender: mpsc::Sender<Built>,
     receiver: mpsc::Receiver<Built>,
 }

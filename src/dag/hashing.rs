@@ -87,6 +87,11 @@ impl FileHasher {
     }
 }
 
+/// blake3 of bytes in memory: the same digest [`hash_file`] gives their file.
+pub fn hash_bytes(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
 /// blake3 of a file's bytes, memory-mapped and spread over all cores.
 pub fn hash_file(path: &Path) -> std::io::Result<String> {
     let mut hasher = blake3::Hasher::new();

@@ -17,7 +17,7 @@ use std::time::Duration;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use super::hashing::hash_file;
+use super::hashing::hash_bytes;
 use super::store::{MANIFEST, Manifest, Store, TIMING};
 use crate::stages::StageKind;
 
@@ -208,7 +208,12 @@ impl Remote {
     /// Whether the remote holds the manifest of this entry (its files are
     /// checked only when fetched).
     pub fn has(&self, kind: StageKind, key: &str) -> Result<bool, RemoteError> {
-        Ok(self.get(&self.object(kind, key, MANIFEST))?.is_some())
+        let path = self.object(kind, key, MANIFEST);
+        match self.runtime.block_on(self.store.head(&path)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(error) => Err(self.transfer_error("cannot look up", &path, error)),
+        }
     }
 
     /// Downloads the entry `kind`/`key` into the local cache: its files into a
@@ -232,15 +237,15 @@ impl Remote {
             let Some(bytes) = self.get(&self.object(kind, key, &relative))? else {
                 return Ok(Fetched::Corrupt(format!("{relative} is missing")));
             };
+            // Checked in memory: nothing unsound is written.
+            if bytes.len() as u64 != file.bytes || hash_bytes(&bytes) != file.hash {
+                return Ok(Fetched::Corrupt(format!("{relative} does not match its hash")));
+            }
             let target = pending.dir().join(&file.path);
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| local(parent, e))?;
             }
             std::fs::write(&target, &bytes).map_err(|e| local(&target, e))?;
-            let hash = hash_file(&target).map_err(|e| local(&target, e))?;
-            if bytes.len() as u64 != file.bytes || hash != file.hash {
-                return Ok(Fetched::Corrupt(format!("{relative} does not match its hash")));
-            }
         }
         // Volatile, never hashed: kept when there, not required.
         if let Some(timing) = self.get(&self.object(kind, key, TIMING))? {

@@ -20,7 +20,6 @@ use super::DagError;
 use super::build::{BuildRequest, Builder, Built};
 use super::error::JobFailure;
 use super::graph::Graph;
-use super::key::KeyInputs;
 use super::store::Store;
 use crate::console::Console;
 use crate::fsutil;
@@ -54,7 +53,6 @@ struct JobRecord {
 struct Submitted {
     id: String,
     plan: String,
-    inputs: Option<KeyInputs>,
     log: PathBuf,
     /// The state last seen (`PENDING`, `RUNNING`), said when it changes.
     state: String,
@@ -235,7 +233,8 @@ impl<'a> SlurmBuilder<'a> {
             self.ended.push_back(Built {
                 n,
                 plan: job.plan,
-                inputs: job.inputs,
+                // The walk reads the entry, and what made it, from the cache.
+                inputs: None,
                 result,
             });
         }
@@ -299,7 +298,6 @@ impl Builder for SlurmBuilder<'_> {
             Submitted {
                 id,
                 plan: request.plan,
-                inputs: request.inputs,
                 log,
                 state,
             },

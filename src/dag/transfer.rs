@@ -106,21 +106,23 @@ fn walk(
             continue;
         };
         let label = format!("{}/{}", graph.pipelines[node.pipeline].name, node.label);
-        let cached = matches!(resolution.state, State::Cached(_));
-        if !seen.insert(key.clone()) {
-            // Shared with an earlier pipeline: moved (or not) once already.
-            outputs[n] = store.manifest(node.kind, &key).map(|m| m.outputs);
-            continue;
-        }
-        match step(node.kind, &key, &label, cached).map_err(DagError::from)? {
-            Step::Moved => transfer.moved += 1,
-            Step::Already => transfer.already += 1,
-            Step::Missing => {
-                console.detail(&format!("nothing to move for {label}"));
-                transfer.missing += 1;
+        let cached = match resolution.state {
+            State::Cached(manifest) => Some(manifest.outputs),
+            _ => None,
+        };
+        // A key shared with an earlier pipeline was moved (or not) once already.
+        if seen.insert(key.clone()) {
+            match step(node.kind, &key, &label, cached.is_some()).map_err(DagError::from)? {
+                Step::Moved => transfer.moved += 1,
+                Step::Already => transfer.already += 1,
+                Step::Missing => {
+                    console.detail(&format!("nothing to move for {label}"));
+                    transfer.missing += 1;
+                }
             }
         }
-        outputs[n] = store.manifest(node.kind, &key).map(|m| m.outputs);
+        // What was not here before may have been pulled just now.
+        outputs[n] = cached.or_else(|| store.manifest(node.kind, &key).map(|m| m.outputs));
     }
     Ok(transfer)
 }
