@@ -1,5 +1,5 @@
-//! fkp's patched dfdx kernels (patches/dfdx/0002: batched conv2d and pool2d;
-//! 0007: elementwise ops and reductions)
+//! fkp's patched dfdx kernels (patches/dfdx/0002 and 0012: batched conv2d and
+//! pool2d; 0007: elementwise ops and reductions; 0013: leaky ReLU)
 //! checked against plain per-image reference implementations kept here, forward
 //! and backward, on random inputs. Shapes cover one image at a time, several
 //! images per GEMM chunk, and batches split into many chunks and lanes. Each is
@@ -193,7 +193,8 @@ fn conv2d_several_images_per_chunk() {
 
 #[test]
 fn conv2d_batches_split_into_chunks_and_lanes() {
-    // 144 output pixels: chunks of 8 images, 3 lanes; 1x1 kernels.
+    // 144 output pixels: chunks of 8 images, 3 chunks: fewer than the 8
+    // lanes, so they run in order with the work inside each spread; 1x1 kernels.
     let c = Conv {
         batch: 24,
         chan_in: 4,
@@ -229,6 +230,24 @@ fn conv2d_batches_split_into_chunks_and_lanes() {
         dilation: 2,
     };
     check_conv(c, 6);
+}
+
+#[test]
+fn conv2d_deep_layer_gemms_split_over_threads() {
+    // 36 output pixels: chunks of 29 images, 3 chunks (the last of 6 images),
+    // whose GEMMs (64 x 576 x 1044 forward) are large enough for gemm to split
+    // them over the 2 threads: the result must not change.
+    let c = Conv {
+        batch: 64,
+        chan_in: 64,
+        side: 6,
+        chan_out: 64,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        dilation: 1,
+    };
+    check_conv(c, 7);
 }
 
 /// A pooling case: kind, batch, channels, side, kernel, stride, padding.
@@ -382,8 +401,13 @@ fn unary_ops_forward_and_backward() {
     let x = random(N, 30);
     let g = random(N, 31);
     type Case = (&'static str, fn(f64) -> f64, fn(f64) -> f64);
-    let cases: [Case; 4] = [
+    let cases: [Case; 5] = [
         ("relu", |v| v.max(0.0), |v| if v > 0.0 { 1.0 } else { 0.0 }),
+        (
+            "leaky relu 0.1",
+            |v| if v < 0.0 { v * f64::from(0.1f32) } else { v },
+            |v| if v < 0.0 { f64::from(0.1f32) } else { 1.0 },
+        ),
         ("square", |v| v * v, |v| 2.0 * v),
         (
             "sigmoid",
@@ -402,6 +426,7 @@ fn unary_ops_forward_and_backward() {
             let traced = xt.leaky_trace();
             let out = match name {
                 "relu" => traced.relu(),
+                "leaky relu 0.1" => traced.prelu(0.1),
                 "square" => traced.square(),
                 "sigmoid" => traced.sigmoid(),
                 _ => traced * 0.5,
@@ -754,4 +779,50 @@ fn an_impossible_allocation_is_an_error() {
     let dev = Cpu::default();
     let huge: Result<Tensor<(usize,), f32, _>, _> = dev.try_zeros_like(&(1usize << 60,));
     assert!(huge.is_err(), "allocating 4 EiB succeeded");
+}
+
+// ---- gradients of intermediate tensors freed during backward (0014) --------
+
+/// A network's parameter gradients are the same, bit for bit, whether the tape
+/// frees each intermediate gradient as soon as the op that made it has run (a
+/// network's gradients, which know their leaves) or keeps every one (leaky).
+/// The residual block reads its input twice, so a gradient freed too early
+/// would lose a term or fail to be found.
+#[test]
+fn freeing_intermediate_gradients_changes_no_parameter_gradient() {
+    type Net = (Linear<6, 8>, ReLU, Residual<(Linear<8, 8>, Tanh)>, Linear<8, 3>);
+    let dev = Cpu::seed_from_u64(11);
+    let net = dev.build_module::<Net, f32>();
+    let x = dev.tensor_from_vec(random(4 * 6, 50), Rank2::<4, 6>::default());
+    let run = |grads: Gradients<f32, Cpu>| {
+        let out = net.forward(x.clone().trace(grads));
+        out.square().sum().backward()
+    };
+    let freed = run(net.alloc_grads());
+    let kept = run(Gradients::leaky());
+    let params = [
+        (
+            freed.get(&net.0.weight).as_vec(),
+            kept.get(&net.0.weight).as_vec(),
+        ),
+        (
+            freed.get(&net.2.0.0.weight).as_vec(),
+            kept.get(&net.2.0.0.weight).as_vec(),
+        ),
+        (
+            freed.get(&net.2.0.0.bias).as_vec(),
+            kept.get(&net.2.0.0.bias).as_vec(),
+        ),
+        (
+            freed.get(&net.3.weight).as_vec(),
+            kept.get(&net.3.weight).as_vec(),
+        ),
+    ];
+    for (i, (a, b)) in params.iter().enumerate() {
+        assert!(a.iter().any(|v| *v != 0.0), "parameter {i}: no gradient");
+        assert!(
+            a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits()),
+            "parameter {i} differs"
+        );
+    }
 }
