@@ -6,13 +6,13 @@
 #
 # For each model:
 #   fkp      `fkp run` on the shared faces15-train-sparse.csv.gz (missing = "mask", device = "cpu",
-#            batch 64, seed 42) in a temporary folder: lenet on all 3462 rows for 2 epochs, the
-#            others for 1 epoch on the first rows (resnet18 and alexnet 640, resnet50 256,
-#            darknet53 192: they are 4-40x slower). ingest and prepare run
+#            batch 64, seed 42) in a temporary folder, 2 epochs: lenet on all 3462 rows, the
+#            others on the first rows (alexnet 640, resnet18 384, resnet50 256, darknet53 192:
+#            they are 4-40x slower). ingest and prepare run
 #            first (`--until prepare`, untimed); then the train stage alone runs under
 #            `/usr/bin/time -v`, which gives its peak RSS and CPU time. img/s is the LAST epoch's
-#            `images_per_s` in the train entry's timing.json (the first epoch includes warm-up;
-#            with 1 epoch, as for resnet18 by default, that is all there is).
+#            `images_per_s` in the train entry's timing.json: the first epoch includes warm-up
+#            (memory faulted in, the buffer cache filled), as PyTorch's untimed first step does.
 #   PyTorch  bench/torch_train_speed.py --model M --batch 64 --threads 2 --steps N
 #            (lenet 20 steps, resnet18 6, resnet50 4, alexnet 10, darknet53 3; 1 untimed warm-up
 #            step first; parameter counts equal fkp's); img/s and peak RSS from
@@ -139,10 +139,10 @@ for MODEL in "${MODELS[@]}"; do
   # defaults: epochs rows steps
   case "$MODEL" in
     lenet)     set -- 2 all 20 ;;
-    resnet18)  set -- 1 640 6 ;;
-    resnet50)  set -- 1 256 4 ;;
-    alexnet)   set -- 1 640 10 ;;
-    darknet53) set -- 1 192 3 ;;
+    resnet18)  set -- 2 384 6 ;;
+    resnet50)  set -- 2 256 4 ;;
+    alexnet)   set -- 2 640 10 ;;
+    darknet53) set -- 2 192 3 ;;
   esac
   KEY=${MODEL^^}
   EPOCHS=$(printenv "${KEY}_EPOCHS" || echo "$1")
