@@ -248,3 +248,28 @@ fn blocks_from_elsewhere_may_go_unused_but_a_written_override_may_not() {
         "{err}"
     );
 }
+
+#[test]
+fn batch_norm_over_a_single_value_per_channel_is_refused() {
+    // After `flatten`, batch norm sees one value per channel per image: a batch
+    // of one image (here the last of each epoch: 16 training faces in batches of
+    // 15) would give it a NaN variance and teach the layers before it nothing.
+    let s = Scratch::new();
+    s.write("faces.csv", blob_csv(20, 32, 2));
+    let pipeline = "[ingest]\ntrain = \"faces.csv\"\n[prepare]\n[model]\nside = 32\nlayers = [\n  \
+                    { conv = 4, kernel = 3 }, { maxpool = 4 }, \"flatten\", { dense = 8 }, \"batchnorm\", \"relu\",\n]\n\
+                    [train]\ndevice = \"cpu\"\nepochs = 1\nbatch_size = 15\n";
+    s.write("p.toml", pipeline);
+    let (code, err) = s.fails(&["run", "p.toml"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "layers.4 (batchnorm) gets 1 value(s) per channel from each image, and a batch of 1 image(s)"
+        ) && err.contains("in batches of 15"),
+        "{err}"
+    );
+    assert!(s.entries("train").is_empty(), "nothing cached");
+    // Batches of two images or more are fine.
+    s.write("p.toml", pipeline.replace("batch_size = 15", "batch_size = 8"));
+    s.ok(&["run", "p.toml"]);
+}

@@ -38,6 +38,7 @@ use crate::data::prepared::{Prepared, Split};
 use crate::fsutil;
 use crate::metrics::pixel_errors;
 use crate::models::ModelSpec;
+use crate::models::graph::shape::Shape;
 use crate::report::{Cell, ReportError, ReportTable, plot};
 use crate::stages::prepare::PREPARED_FILE;
 use crate::training::{
@@ -72,6 +73,46 @@ pub enum TrainStageError {
     /// Stopped between batches on request; the last epoch's checkpoint stays.
     #[error("training cancelled after epoch {epochs_done}")]
     Cancelled { epochs_done: usize },
+    #[error(
+        "{layer} (batchnorm) gets {per_image} value(s) per channel from each image, and a batch of \
+         {smallest} image(s) comes every epoch ({rows} training faces in batches of {batch_size}): \
+         batch norm's training statistics need at least 2 values per channel (the variance of one \
+         is NaN). Change [train] batch_size so that no batch is that small, or move the batchnorm \
+         before the layer that flattens"
+    )]
+    BatchNormTooSmall {
+        layer: String,
+        per_image: usize,
+        smallest: usize,
+        rows: usize,
+        batch_size: usize,
+    },
+}
+
+/// Refuses a training whose batch norm would normalise a single value per
+/// channel (one image after a flat layer or onto a 1x1 map): its variance is
+/// NaN, and the network silently learns nothing before it.
+fn check_batch_norm(spec: &ModelSpec, rows: usize, batch_size: usize) -> Result<(), TrainStageError> {
+    let last = rows % batch_size;
+    let smallest = if last == 0 { batch_size.min(rows) } else { last };
+    // (the network was built from this spec already: its shapes check)
+    let summary = spec.check().map_err(|e| TrainStageError::Device(e.to_string()))?;
+    for row in summary.rows.iter().filter(|row| row.what == "batchnorm") {
+        let per_image = match row.output {
+            Shape::Map(_, h, w) => h * w,
+            Shape::Flat(_) => 1,
+        };
+        if smallest * per_image < 2 {
+            return Err(TrainStageError::BatchNormTooSmall {
+                layer: row.path.clone(),
+                per_image,
+                smallest,
+                rows,
+                batch_size,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What evaluate and predict need to rebuild the trained network.
@@ -259,6 +300,7 @@ impl TrainStage {
             outputs: prepared.coordinate_names.len(),
         };
         let (mut session, device) = device::open(&self.device, config, &spec, ctx.console)?;
+        check_batch_norm(&spec, prepared.train.len(), config.batch_size)?;
         ctx.console.status(&format!(
             "             {} on {device}: {} parameters, {} training and {} validation faces",
             spec.graph.name,
