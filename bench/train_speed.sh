@@ -25,8 +25,9 @@
 #   - PyTorch's covers forward + MSE + backward + Adam on ONE random tensor batch reused every
 #     step: no data loading at all.
 # So the ratio slightly favours PyTorch. Peak RSS: fkp's is the whole `fkp run` process for the
-# train stage (loading prepared.safetensors, all training and validation images as u8, the model,
-# Adam state, evaluation); PyTorch's includes the torch import (~300-400 MiB by itself).
+# train and evaluate stages (loading prepared.safetensors, all training and validation images as
+# u8, the model, Adam state, checkpoints, then [evaluate]'s predictions, whose images/s is the
+# inference column); PyTorch's includes the torch import (~300-400 MiB by itself).
 # "fkp cores" = (user + sys CPU seconds) / wall seconds of that fkp process.
 #
 # Threads: both sides get BENCH_THREADS (2): torch.set_num_threads, and RAYON_NUM_THREADS for fkp
@@ -102,7 +103,8 @@ time_field() { awk -v k="$2: " '{ sub(/^[ \t]+/, "") } index($0, k) == 1 { v = s
 # wall clock "h:mm:ss" or "m:ss.ss" -> seconds
 wall_seconds() { awk -F: '{ s = 0; for (i = 1; i <= NF; i++) s = s * 60 + $i; printf "%.3f", s }' <<<"$1"; }
 
-# run_fkp BIN DIR TOML: one `fkp run` of TOML in DIR; sets FKP_IPS FKP_EPOCH FKP_RSS WALL_S FKP_CORES
+# run_fkp BIN DIR TOML: one `fkp run` of TOML in DIR; sets FKP_IPS FKP_EPOCH FKP_INFER FKP_RSS WALL_S
+# FKP_CORES
 run_fkp() {
   local bin=$1 dir=$2 toml=$3
   note "$MODEL / $bin: ingest + prepare ($ROWS rows, untimed)"
@@ -114,13 +116,16 @@ run_fkp() {
   timing=$(cd "$dir" && "$bin" status --json "$toml" | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
-print(next(s["timing"] for s in d["pipelines"][0]["stages"] if s["stage"] == "train"))
+stages = d["pipelines"][0]["stages"]
+print(*(next(s["timing"] for s in stages if s["stage"] == kind) for kind in ("train", "evaluate")))
 ') || die "no timing.json in fkp status --json ($MODEL)"
-  # the LAST epoch's images/s (the first epoch includes warm-up)
-  read -r FKP_IPS FKP_EPOCH < <(python3 - "$timing" <<'EOF'
+  # the LAST epoch's images/s (the first epoch includes warm-up), and [evaluate]'s
+  # inference images/s (the validation faces, on the training device)
+  read -r FKP_IPS FKP_EPOCH FKP_INFER < <(python3 - $timing <<'EOF'
 import json, sys
 last = json.load(open(sys.argv[1]))["stage"]["epochs"][-1]
-print(f'{last["images_per_s"]:.2f} {last["epoch"]}')
+inference = json.load(open(sys.argv[2]))["stage"]["inference"]
+print(f'{last["images_per_s"]:.2f} {last["epoch"]} {inference["images_per_s"]:.1f}')
 EOF
   ) || die "cannot read $timing"
   FKP_RSS=$(awk '{ printf "%.0f", $1 / 1024 }' <<<"$(time_field "$dir/fkp.time" 'Maximum resident set size (kbytes)')")
@@ -130,7 +135,7 @@ EOF
   [[ -n $FKP_RSS && -n $user_s && -n $sys_s && $WALL_S != 0.000 ]] ||
     die "cannot read /usr/bin/time -v output: $dir/fkp.time"
   FKP_CORES=$(awk -v u="$user_s" -v s="$sys_s" -v w="$WALL_S" 'BEGIN { printf "%.2f", (w > 0 ? (u + s) / w : 0) }')
-  note "  $bin: $FKP_IPS img/s (epoch $FKP_EPOCH), peak RSS $FKP_RSS MiB, ${WALL_S} s wall, $FKP_CORES cores"
+  note "  $bin: $FKP_IPS img/s (epoch $FKP_EPOCH), inference $FKP_INFER img/s, peak RSS $FKP_RSS MiB, ${WALL_S} s wall, $FKP_CORES cores"
 }
 
 SECONDS=0
@@ -175,6 +180,8 @@ device = "cpu"
 epochs = $EPOCHS
 batch_size = $BATCH
 seed = 42
+
+[evaluate]
 EOF
 
   # ---- fkp (after the baseline build, when given, in a folder of its own)
@@ -202,7 +209,7 @@ EOF
 
   RATIO=$(awk -v a="$FKP_IPS" -v b="$TORCH_IPS" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
   DATA=$([[ $ROWS == all ]] && echo "all rows" || echo "first $ROWS rows")
-  ROWS_OUT+=("| $MODEL | $FKP_IPS | $TORCH_IPS | $RATIO | $FKP_RSS | $(printf '%.0f' "$TORCH_RSS") | $FKP_CORES |$BASE_COL $DATA, epoch $FKP_EPOCH of $EPOCHS; torch $STEPS steps |")
+  ROWS_OUT+=("| $MODEL | $FKP_IPS | $TORCH_IPS | $RATIO | $FKP_RSS | $(printf '%.0f' "$TORCH_RSS") | $FKP_CORES | $FKP_INFER |$BASE_COL $DATA, epoch $FKP_EPOCH of $EPOCHS; torch $STEPS steps |")
 done
 
 echo
@@ -211,14 +218,15 @@ echo
 if [[ -n $BASELINE ]]; then
   echo "Baseline fkp: $BASELINE"
   echo
-  echo "| model | fkp img/s | PyTorch img/s | fkp / PyTorch | fkp peak RSS MiB | PyTorch peak RSS MiB | fkp cores used | baseline img/s | fkp / baseline | run |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+  echo "| model | fkp img/s | PyTorch img/s | fkp / PyTorch | fkp peak RSS MiB | PyTorch peak RSS MiB | fkp cores used | fkp inference img/s | baseline img/s | fkp / baseline | run |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 else
-  echo "| model | fkp img/s | PyTorch img/s | fkp / PyTorch | fkp peak RSS MiB | PyTorch peak RSS MiB | fkp cores used | run |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+  echo "| model | fkp img/s | PyTorch img/s | fkp / PyTorch | fkp peak RSS MiB | PyTorch peak RSS MiB | fkp cores used | fkp inference img/s | run |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 fi
 printf '%s\n' "${ROWS_OUT[@]}"
 echo
 echo "fkp img/s: last epoch's training pass incl. batch assembly (u8 -> f32, augmentation off);"
 echo "PyTorch img/s: one random batch reused, no data loading. fkp cores = (user + sys) / wall of the train run."
+echo "fkp inference img/s: [evaluate] predicting the validation faces on the training device (batched, cache on)."
 echo "Whole benchmark: ${SECONDS} s wall."
