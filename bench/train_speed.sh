@@ -112,22 +112,19 @@ run_fkp() {
   note "$MODEL / $bin: train, $EPOCHS epoch(s), under /usr/bin/time -v"
   (cd "$dir" && RAYON_NUM_THREADS=$THREADS /usr/bin/time -v -o "$dir/fkp.time" \
      "$bin" run -q "$toml") || die "fkp run failed ($MODEL); see $dir/fkp.time"
-  local timing user_s sys_s
-  timing=$(cd "$dir" && "$bin" status --json "$toml" | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-stages = d["pipelines"][0]["stages"]
-print(*(next(s["timing"] for s in stages if s["stage"] == kind) for kind in ("train", "evaluate")))
-') || die "no timing.json in fkp status --json ($MODEL)"
+  local user_s sys_s
   # the LAST epoch's images/s (the first epoch includes warm-up), and [evaluate]'s
-  # inference images/s (the validation faces, on the training device)
-  read -r FKP_IPS FKP_EPOCH FKP_INFER < <(python3 - $timing <<'EOF'
+  # inference images/s (the validation faces, on the training device), from the timing.json
+  # files that `fkp status --json` names
+  read -r FKP_IPS FKP_EPOCH FKP_INFER < <(cd "$dir" && "$bin" status --json "$toml" | python3 -c '
 import json, sys
-last = json.load(open(sys.argv[1]))["stage"]["epochs"][-1]
-inference = json.load(open(sys.argv[2]))["stage"]["inference"]
-print(f'{last["images_per_s"]:.2f} {last["epoch"]} {inference["images_per_s"]:.1f}')
-EOF
-  ) || die "cannot read $timing"
+stages = json.load(sys.stdin)["pipelines"][0]["stages"]
+timing = {s["stage"]: json.load(open(s["timing"]))["stage"] for s in stages if s["stage"] in ("train", "evaluate")}
+last = timing["train"]["epochs"][-1]
+inference = timing["evaluate"]["inference"]["images_per_s"]
+print("%.2f %d %.1f" % (last["images_per_s"], last["epoch"], inference))
+') || die "no train/evaluate timing.json in fkp status --json ($MODEL)"
+  [[ -n $FKP_INFER ]] || die "no train/evaluate timing.json in fkp status --json ($MODEL)"
   FKP_RSS=$(awk '{ printf "%.0f", $1 / 1024 }' <<<"$(time_field "$dir/fkp.time" 'Maximum resident set size (kbytes)')")
   user_s=$(time_field "$dir/fkp.time" 'User time (seconds)')
   sys_s=$(time_field "$dir/fkp.time" 'System time (seconds)')
