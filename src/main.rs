@@ -278,6 +278,8 @@ fn parse_stage(name: &str) -> Result<StageKind, String> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: it decides how training keeps its buffers.
+    fkp::training::host_memory::keep_freed_memory();
     let cli = Cli::parse();
     let verbosity = match (cli.global.quiet, cli.global.verbose) {
         (true, _) => Verbosity::Quiet,

@@ -673,10 +673,12 @@ fn batch_norm_training_forward_and_backward() {
     );
 }
 
-/// Convolutions as fkp trains them: the allocation cache on, several steps (so
-/// scratch buffers come back from the cache, taken by parallel batch lanes).
+/// Convolutions as fkp trains them with the allocation cache on, several steps
+/// (so scratch buffers come back from the cache, taken by parallel batch lanes),
+/// give bit for bit what they give with the cache off (fresh, zeroed buffers:
+/// the `fkp` binary's CPU path, see `host_memory`).
 #[test]
-fn conv2d_with_the_allocation_cache_over_several_steps() {
+fn conv2d_with_and_without_the_allocation_cache_over_several_steps() {
     let c = Conv {
         batch: 24,
         chan_in: 3,
@@ -692,9 +694,11 @@ fn conv2d_with_the_allocation_cache_over_several_steps() {
     let w = random(c.chan_out * c.chan_in * c.kernel * c.kernel, 81);
     let g = random(c.batch * c.chan_out * so * so, 82);
     let want = reference_conv(c, &x, &w, &g);
-    let steps = || {
+    let steps = |cache: bool| {
         let dev = Cpu::default();
-        dev.enable_cache();
+        if cache {
+            dev.enable_cache();
+        }
         let mut last = Vec::new();
         for _ in 0..4 {
             let xt = dev.tensor_from_vec(x.clone(), (c.batch, c.chan_in, c.side, c.side));
@@ -713,10 +717,14 @@ fn conv2d_with_the_allocation_cache_over_several_steps() {
         last
     };
     for threads in [1, 2] {
-        let got = on_threads(threads, steps);
+        let got = on_threads(threads, || steps(true));
         for (k, name) in ["output", "input gradient", "filter gradient"].iter().enumerate() {
             assert_close(&format!("cached {name}, {threads} thread(s)"), &got[k], &want[k]);
         }
+        assert!(
+            got == on_threads(threads, || steps(false)),
+            "the cache changed a result ({threads} thread(s))"
+        );
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod batch;
 pub mod ensemble;
+pub mod host_memory;
 pub mod numerics;
 mod schedule;
 mod session;

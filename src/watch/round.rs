@@ -12,6 +12,7 @@ use crate::dag::{self, Cancel, DagError, Graph, RunOptions, RunReport};
 use crate::stages::StageKind;
 use crate::stages::evaluate::Metrics;
 use crate::text::error_chain;
+use crate::training::host_memory;
 use crate::workspace::{Wait, Workspace};
 
 /// How a round ended, as the watch loop reports it.
@@ -67,6 +68,8 @@ impl Round {
                     }
                 }
             };
+            // The watcher idles until the next edit: hand back what training held.
+            host_memory::release_free_memory();
             let _ = events.send(Event::RoundDone(end));
         });
         round

@@ -8,7 +8,9 @@ use super::TrainStageError;
 use super::config::{DeviceChoice, TrainConfig};
 use crate::console::Console;
 use crate::models::ModelSpec;
-use crate::training::{OptimizerKind, OptimizerSettings, Session, TrainError, numerics, open_session};
+use crate::training::{
+    OptimizerKind, OptimizerSettings, Session, TrainError, host_memory, numerics, open_session,
+};
 
 /// The device a `[train] device` choice resolves to on this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,9 +66,7 @@ pub fn open(
                 console.warn(&format!("device = \"auto\": {why}; training on the CPU"));
             }
             let dev = Cpu::seed_from_u64(config.seed);
-            // Reusing freed buffers instead of faulting in fresh memory for every
-            // operation about doubles dfdx's CPU speed.
-            dev.enable_cache();
+            reuse_freed_buffers(&dev);
             Ok((open_session(dev, "cpu", spec, &config.optimizer)?, "cpu"))
         }
         Resolved::Cuda => cuda(config, spec),
@@ -76,7 +76,7 @@ pub fn open(
 
 /// A session for predicting with a trained network: on the device it was
 /// trained on when this machine has it (a CUDA model on a machine without CUDA
-/// predicts on the CPU), with dfdx's allocation cache on.
+/// predicts on the CPU), reusing freed buffers as training does.
 pub fn open_inference(trained_on: &str, spec: &ModelSpec) -> Result<Box<dyn Session>, TrainError> {
     // The optimiser is never stepped; it only completes the session.
     let settings = OptimizerSettings {
@@ -93,8 +93,18 @@ pub fn open_inference(trained_on: &str, spec: &ModelSpec) -> Result<Box<dyn Sess
         return Ok(session);
     }
     let dev = Cpu::default();
-    dev.enable_cache();
+    reuse_freed_buffers(&dev);
     open_session(dev, "cpu", spec, &settings)
+}
+
+/// Reusing freed buffers instead of faulting in fresh memory for every operation
+/// about doubles dfdx's CPU speed. The process's heap does it where it keeps
+/// freed memory (see `host_memory`), for any size and with less memory held;
+/// elsewhere dfdx's exact-size cache does.
+fn reuse_freed_buffers(dev: &Cpu) {
+    if !host_memory::keeps_freed_memory() {
+        dev.enable_cache();
+    }
 }
 
 #[cfg(feature = "cuda")]
