@@ -225,5 +225,5 @@ printf '%s\n' "${ROWS_OUT[@]}"
 echo
 echo "fkp img/s: last epoch's training pass incl. batch assembly (u8 -> f32, augmentation off);"
 echo "PyTorch img/s: one random batch reused, no data loading. fkp cores = (user + sys) / wall of the train run."
-echo "fkp inference img/s: [evaluate] predicting the validation faces on the training device (batched, cache on)."
+echo "fkp inference img/s: [evaluate] predicting the validation faces on the training device (batched)."
 echo "Whole benchmark: ${SECONDS} s wall."
