@@ -1,5 +1,6 @@
 //! fkp's patched dfdx kernels (patches/dfdx/0002 and 0012: batched conv2d and
-//! pool2d; 0007: elementwise ops and reductions; 0013: leaky ReLU)
+//! pool2d; 0007: elementwise ops and reductions; 0013: leaky ReLU; 0015:
+//! zeroing large buffers)
 //! checked against plain per-image reference implementations kept here, forward
 //! and backward, on random inputs. Shapes cover one image at a time, several
 //! images per GEMM chunk, and batches split into many chunks and lanes. Each is
@@ -787,6 +788,39 @@ fn an_impossible_allocation_is_an_error() {
     let dev = Cpu::default();
     let huge: Result<Tensor<(usize,), f32, _>, _> = dev.try_zeros_like(&(1usize << 60,));
     assert!(huge.is_err(), "allocating 4 EiB succeeded");
+}
+
+/// Large buffers are zeroed, or refilled from the cache, over the threads
+/// (patches/dfdx/0015): every element, in fresh memory, in memory just freed
+/// (holding the last buffer's values) and in cached buffers; the size leaves a
+/// ragged last task.
+#[test]
+fn large_zeroed_and_filled_buffers_are_whole() {
+    let n = (1 << 20) + 12345;
+    for cache in [false, true] {
+        for threads in [1, 2] {
+            on_threads(threads, || {
+                let dev = Cpu::default();
+                if cache {
+                    dev.enable_cache();
+                }
+                for _ in 0..3 {
+                    drop(dev.tensor_from_vec(vec![7.5f32; n], (n,)));
+                    let zeros: Tensor<(usize,), f32, _> = dev.zeros_like(&(n,));
+                    assert!(
+                        zeros.as_vec().iter().all(|&v| v == 0.0),
+                        "a zeroed buffer holds a non-zero (cache {cache}, {threads} thread(s))"
+                    );
+                    drop(zeros);
+                    let ones: Tensor<(usize,), f32, _> = dev.ones_like(&(n,));
+                    assert!(
+                        ones.as_vec().iter().all(|&v| v == 1.0),
+                        "a filled buffer holds another value (cache {cache}, {threads} thread(s))"
+                    );
+                }
+            });
+        }
+    }
 }
 
 // ---- gradients of intermediate tensors freed during backward (0014) --------
