@@ -96,7 +96,7 @@ fn check_batch_norm(spec: &ModelSpec, rows: usize, batch_size: usize) -> Result<
     let last = rows % batch_size;
     let smallest = if last == 0 { batch_size.min(rows) } else { last };
     // (the network was built from this spec already: its shapes check)
-    let summary = spec.check().map_err(|e| TrainStageError::Device(e.to_string()))?;
+    let summary = spec.check().map_err(TrainError::from)?;
     for row in summary.rows.iter().filter(|row| row.what == "batchnorm") {
         let per_image = match row.output {
             Shape::Map(_, h, w) => h * w,
