@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use fkp::console::Console;
 use fkp::dag::Graph;
 use fkp::data::kaggle_csv::{self, ParseOptions};
+use fkp::data::source::Member;
 use fkp::pipeline::Pipeline;
 use fkp::workspace::Workspace;
 use rand::{RngExt, SeedableRng};
@@ -391,7 +392,7 @@ fn mutated_data_files_parse_or_fail_naming_the_file() {
         };
         let shown = path.display().to_string();
         let outcome = guarded(move || {
-            kaggle_csv::read(&path, options, &Console::silent())
+            kaggle_csv::read(&path, Member::Training, options, &Console::silent())
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         });

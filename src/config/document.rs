@@ -73,6 +73,11 @@ fn parse_file(path: &Path) -> Result<(Arc<SourceFile>, Table), ConfigError> {
             return Err(ConfigError::new(ConfigErrorKind::NotUtf8, &at));
         }
     };
+    // A byte-order mark (Windows editors write one) is no part of the TOML.
+    let text = match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    };
     let file = Arc::new(SourceFile::new(path.to_path_buf(), text));
     match toml_edit::Document::parse(file.text.as_str()) {
         Ok(doc) => {

@@ -351,9 +351,14 @@ mod tests {
             ignore_coordinates: false,
             side: None,
         };
-        let faces = crate::data::kaggle_csv::read(&path, options, &crate::console::Console::silent())
-            .unwrap()
-            .table;
+        let faces = crate::data::kaggle_csv::read(
+            &path,
+            crate::data::source::Member::Training,
+            options,
+            &crate::console::Console::silent(),
+        )
+        .unwrap()
+        .table;
         let names = faces.keypoint_names();
         let index = |name: &str| names.iter().position(|n| n == name).unwrap();
         // (a, b, axis): coordinate `axis` of keypoint a exceeds b's.

@@ -21,6 +21,18 @@ pub enum DataError {
         column: String,
         message: String,
     },
+    /// A row whose field count the header does not allow: a format error, not damage.
+    #[error(
+        "{path}:{line}: the row has {found} fields where the header `{header}` allows {expected}: `{row}`"
+    )]
+    Width {
+        path: PathBuf,
+        line: usize,
+        found: usize,
+        expected: String,
+        header: String,
+        row: String,
+    },
     #[error("{path}: no data rows")]
     Empty { path: PathBuf },
     #[error("{path}: every one of its {rows} rows was skipped as bad; the first: {first}")]

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
+use super::source::Member;
 use super::{DataError, FaceTable};
 use crate::console::{Console, Unit};
 use crate::text::{excerpt, excerpt_bytes};
@@ -49,6 +50,8 @@ enum Column {
 struct Layout {
     columns: Vec<Column>,
     names: Vec<String>,
+    /// The header line as written, for messages about a row's width.
+    header: String,
     coordinate_names: Vec<String>,
     has_image_id: bool,
 }
@@ -59,9 +62,15 @@ struct RowFault {
     message: String,
 }
 
-/// Reads a Kaggle-layout file (plain, gzip or zip) and parses it.
-pub fn read(path: &Path, options: ParseOptions, console: &Console) -> Result<Parsed, DataError> {
-    let bytes = super::source::read_text_file(path, console)?;
+/// Reads a Kaggle-layout file (plain, gzip, zip, or `member` of Kaggle's
+/// competition archive) and parses it.
+pub fn read(
+    path: &Path,
+    member: Member,
+    options: ParseOptions,
+    console: &Console,
+) -> Result<Parsed, DataError> {
+    let bytes = super::source::read_text_file(path, member, console)?;
     parse(path, &bytes, options, console)
 }
 
@@ -266,6 +275,7 @@ fn parse_header(path: &Path, line: &[u8]) -> Result<Layout, DataError> {
         )));
     }
     Ok(Layout {
+        header: excerpt(text),
         has_image_id: columns.contains(&Column::ImageId),
         columns,
         names,
@@ -400,10 +410,7 @@ fn parse_row(
             message,
         };
         let Some(field) = fields.next() else {
-            return Err(fault(format!(
-                "the row ends early: it has fewer than the header's {} fields",
-                layout.names.len()
-            )));
+            return Err(fault(width_message(line, layout, "ends early")));
         };
         let field = unquote(field);
         match column {
@@ -436,10 +443,21 @@ fn parse_row(
     if fields.next().is_some() {
         return Err(RowFault {
             column: layout.names.last().cloned().unwrap_or_default(),
-            message: format!("the row has more than the header's {} fields", layout.names.len()),
+            message: width_message(line, layout, "is too long"),
         });
     }
     Ok(())
+}
+
+/// A row whose field count differs from the header's, quoting both.
+fn width_message(line: &[u8], layout: &Layout, what: &str) -> String {
+    format!(
+        "the row {what}: it has {} fields where the header `{}` has {}: `{}`",
+        memchr::memchr_iter(b',', line).count() + 1,
+        layout.header,
+        layout.names.len(),
+        excerpt_bytes(line)
+    )
 }
 
 /// Hot loop of the ingest stage: decimal grey levels separated by single or
@@ -594,11 +612,13 @@ mod tests {
         );
         assert_eq!(
             bad_row("1,1,1,1"),
-            "f.csv:3: column `Image`: the row ends early: it has fewer than the header's 5 fields"
+            "f.csv:3: column `Image`: the row ends early: it has 4 fields where the header \
+             `a_x,a_y,b_x,b_y,Image` has 5: `1,1,1,1`"
         );
         assert_eq!(
             bad_row("1,1,1,1,0 0 0 0,7"),
-            "f.csv:3: column `Image`: the row has more than the header's 5 fields"
+            "f.csv:3: column `Image`: the row is too long: it has 6 fields where the header \
+             `a_x,a_y,b_x,b_y,Image` has 5: `1,1,1,1,0 0 0 0,7`"
         );
     }
 

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use super::DataError;
+use crate::text::{excerpt, excerpt_bytes};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LookupTable {
@@ -24,69 +25,113 @@ impl LookupTable {
 
 const COLUMNS: [&str; 3] = ["RowId", "ImageId", "FeatureName"];
 
-/// Reads the table (plain, gzip or zip) and checks it as [`parse_lookup`] does.
+/// Reads the table (plain, gzip, zip, or the competition archive's member) and
+/// checks it as [`parse_lookup`] does.
 pub fn read_lookup(
     path: &Path,
     coordinate_names: &[String],
     test_ids: Option<&[i64]>,
     console: &crate::console::Console,
 ) -> Result<LookupTable, DataError> {
-    let bytes = super::source::read_text_file(path, console)?;
+    let bytes = super::source::read_text_file(path, super::source::Member::Lookup, console)?;
     parse_lookup(path, &bytes, coordinate_names, test_ids)
 }
 
 /// Parses the table and checks every `FeatureName` against the training file's
 /// coordinate columns and every `ImageId` against the test file's ids (when given).
+///
+/// Kaggle's own file has CRLF line endings and rows of three fields under a header
+/// of four: the empty `Location` has no trailing comma. So a row may stop after
+/// `FeatureName`; fewer fields, or more than the header's, is an error naming it.
 pub fn parse_lookup(
     path: &Path,
     bytes: &[u8],
     coordinate_names: &[String],
     test_ids: Option<&[i64]>,
 ) -> Result<LookupTable, DataError> {
-    let mut reader = csv::ReaderBuilder::new().from_reader(bytes);
-    let header = reader.headers().map_err(|e| DataError::Header {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
+    let header_error = |message: String| DataError::Header {
         path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+        message,
+    };
+    let header = reader
+        .headers()
+        .map_err(|e| header_error(format!("the header is not CSV text: {e}")))?
+        .clone();
     let positions: Vec<usize> = COLUMNS
         .iter()
         .map(|name| {
-            header
-                .iter()
-                .position(|h| h == *name)
-                .ok_or_else(|| DataError::Header {
-                    path: path.to_path_buf(),
-                    message: format!(
-                        "no `{name}` column (an IdLookupTable has RowId,ImageId,FeatureName,Location)"
-                    ),
-                })
+            header.iter().position(|h| h == *name).ok_or_else(|| {
+                header_error(format!(
+                    "no `{name}` column (an IdLookupTable has RowId,ImageId,FeatureName,Location; found: {})",
+                    excerpt(&header.iter().collect::<Vec<_>>().join(","))
+                ))
+            })
         })
         .collect::<Result<_, _>>()?;
+    // The fewest fields a row may have: up to the last column that is read.
+    let needed = positions.iter().max().map_or(0, |&p| p + 1);
     let known_ids: Option<std::collections::HashSet<i64>> = test_ids.map(|ids| ids.iter().copied().collect());
     let mut table = LookupTable {
         row_ids: Vec::new(),
         image_ids: Vec::new(),
         feature_names: Vec::new(),
     };
-    for record in reader.records() {
-        let record = record.map_err(|e| DataError::Corrupt {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        let line = record.position().map_or(0, |p| p.line() as usize);
+    let mut record = csv::ByteRecord::new();
+    // Lines are counted from byte offsets: the reader's own count drifts on CRLF.
+    let (mut counted_to, mut line) = (0, 1);
+    loop {
+        let more = reader
+            .read_byte_record(&mut record)
+            .map_err(|e| DataError::Corrupt {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        if !more {
+            break;
+        }
+        let mut start = record
+            .position()
+            .map_or(counted_to, |p| p.byte() as usize)
+            .min(bytes.len());
+        // After a CR the reader may place the record at the LF that ends that line.
+        while start < bytes.len() && matches!(bytes[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        line += memchr::memchr_iter(b'\n', &bytes[counted_to..start]).count();
+        counted_to = start;
+        if record.len() < needed || record.len() > header.len() {
+            return Err(DataError::Width {
+                path: path.to_path_buf(),
+                line,
+                found: record.len(),
+                expected: match needed == header.len() {
+                    true => needed.to_string(),
+                    false => format!("{needed} to {}", header.len()),
+                },
+                header: excerpt(&header.iter().collect::<Vec<_>>().join(",")),
+                row: excerpt_bytes(&record.iter().collect::<Vec<_>>().join(&b","[..])),
+            });
+        }
         let bad = |column: &str, message: String| DataError::BadRow {
             path: path.to_path_buf(),
             line,
             column: column.to_string(),
             message,
         };
-        let field = |i: usize| record.get(positions[i]).unwrap_or("");
-        let row_id: i64 = field(0)
-            .parse()
-            .map_err(|_| bad("RowId", format!("`{}` is not an integer", field(0))))?;
-        let image_id: i64 = field(1)
-            .parse()
-            .map_err(|_| bad("ImageId", format!("`{}` is not an integer", field(1))))?;
+        let field = |i: usize| -> Result<&str, DataError> {
+            std::str::from_utf8(&record[positions[i]])
+                .map(str::trim)
+                .map_err(|_| bad(COLUMNS[i], "the field is not UTF-8 text".to_string()))
+        };
+        let integer = |i: usize| -> Result<i64, DataError> {
+            let text = field(i)?;
+            text.parse()
+                .map_err(|_| bad(COLUMNS[i], format!("`{}` is not an integer", excerpt(text))))
+        };
+        let row_id = integer(0)?;
+        let image_id = integer(1)?;
         if let Some(known) = &known_ids
             && !known.contains(&image_id)
         {
@@ -95,11 +140,14 @@ pub fn parse_lookup(
                 format!("image {image_id} is not in the test file"),
             ));
         }
-        let feature = field(2);
+        let feature = field(2)?;
         if !coordinate_names.iter().any(|c| c == feature) {
             return Err(bad(
                 "FeatureName",
-                format!("`{feature}` is not a coordinate column of the training file"),
+                format!(
+                    "`{}` is not a coordinate column of the training file",
+                    excerpt(feature)
+                ),
             ));
         }
         table.row_ids.push(row_id);
@@ -145,5 +193,41 @@ mod tests {
             err.to_string(),
             "l.csv:2: column `ImageId`: image 9 is not in the test file"
         );
+    }
+
+    #[test]
+    fn kaggles_own_layout_reads_rows_without_the_empty_location() {
+        // As Kaggle ships it: CRLF, four header columns, three fields a row.
+        let text = "RowId,ImageId,FeatureName,Location\r\n1,1,a_x\r\n2,1,a_y\r\n";
+        let table = parse_lookup(Path::new("l.csv"), text.as_bytes(), &names(), Some(&[1])).unwrap();
+        assert_eq!(table.row_ids, [1, 2]);
+        assert_eq!(table.feature_names, ["a_x", "a_y"]);
+    }
+
+    #[test]
+    fn bom_blank_lines_and_quotes_are_read() {
+        let text = "\u{feff}RowId,ImageId,FeatureName,Location\n\"1\",1,\"a_x\",\n\n2,1,a_y,\n\n";
+        let table = parse_lookup(Path::new("l.csv"), text.as_bytes(), &names(), None).unwrap();
+        assert_eq!(table.row_ids, [1, 2]);
+        assert_eq!(table.feature_names, ["a_x", "a_y"]);
+    }
+
+    #[test]
+    fn rows_of_the_wrong_width_are_format_errors_quoting_row_and_header() {
+        let text = "RowId,ImageId,FeatureName,Location\r\n1,1,a_x\r\n2,1,a_y,,9\r\n";
+        let err = parse_lookup(Path::new("l.csv"), text.as_bytes(), &names(), None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "l.csv:3: the row has 5 fields where the header `RowId,ImageId,FeatureName,Location` allows 3 to 4: `2,1,a_y,,9`"
+        );
+        let text = "RowId,ImageId,FeatureName,Location\n1,1\n";
+        let err = parse_lookup(Path::new("l.csv"), text.as_bytes(), &names(), None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "l.csv:2: the row has 2 fields where the header `RowId,ImageId,FeatureName,Location` allows 3 to 4: `1,1`"
+        );
+        let text = "RowId,ImageId,FeatureName,Location\n1,,a_x\n";
+        let err = parse_lookup(Path::new("l.csv"), text.as_bytes(), &names(), None).unwrap_err();
+        assert_eq!(err.to_string(), "l.csv:2: column `ImageId`: `` is not an integer");
     }
 }

@@ -1,6 +1,9 @@
 //! Reads a whole data file into memory, undoing gzip or zip compression. The format
 //! is told by the file's first bytes, not its name, so `training.zip`,
-//! `training.csv.gz` and `training.csv` all just work.
+//! `training.csv.gz` and `training.csv` all just work, and so does Kaggle's
+//! competition archive (`facial-keypoints-detection.zip`, holding `training.zip`,
+//! `test.zip`, `IdLookupTable.csv` and `SampleSubmission.csv`): a reader names the
+//! [`Member`] it wants and gets it, one level of nested zip undone.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -16,7 +19,55 @@ const EMPTY_ZIP_MAGIC: [u8; 4] = *b"PK\x05\x06";
 /// Inputs above this size get a progress bar (when stderr is a terminal).
 const BAR_THRESHOLD: u64 = 32 << 20;
 
-pub fn read_text_file(path: &Path, console: &Console) -> Result<Vec<u8>, DataError> {
+/// Which of Kaggle's files a reader wants, for an archive that holds several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Member {
+    /// `training.csv` or `training.zip`.
+    Training,
+    /// `test.csv` or `test.zip`.
+    Test,
+    /// `IdLookupTable.csv`.
+    Lookup,
+}
+
+impl Member {
+    /// The member's file name without its extension, lower-cased, as Kaggle names it.
+    fn stem(self) -> &'static str {
+        match self {
+            Member::Training => "training",
+            Member::Test => "test",
+            Member::Lookup => "idlookuptable",
+        }
+    }
+
+    fn kaggle_names(self) -> &'static str {
+        match self {
+            Member::Training => "`training.csv` or `training.zip`",
+            Member::Test => "`test.csv` or `test.zip`",
+            Member::Lookup => "`IdLookupTable.csv`",
+        }
+    }
+}
+
+/// Whether `path` is a zip archive holding `member` beside other files, as Kaggle's
+/// competition archive holds the test file and lookup table beside the training
+/// file. Anything unreadable answers no: the reader reports it when the file is read.
+pub fn archive_holds(path: &Path, member: Member) -> bool {
+    // Checked before opening: a FIFO would block the open.
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let Ok(archive) = zip::ZipArchive::new(BufReader::new(file)) else {
+        return false;
+    };
+    let candidates = data_members(&archive);
+    candidates.len() > 1 && candidates.iter().any(|name| stem_of(name) == member.stem())
+}
+
+pub fn read_text_file(path: &Path, member: Member, console: &Console) -> Result<Vec<u8>, DataError> {
     let io_error = |source| DataError::Io {
         path: path.to_path_buf(),
         source,
@@ -35,7 +86,8 @@ pub fn read_text_file(path: &Path, console: &Console) -> Result<Vec<u8>, DataErr
     drop(file);
 
     if magic.starts_with(&ZIP_MAGIC) {
-        return read_zip(path);
+        let file = File::open(path).map_err(io_error)?;
+        return read_zip(path, BufReader::new(file), member, true);
     }
     if magic.starts_with(&EMPTY_ZIP_MAGIC) {
         return Err(DataError::Archive {
@@ -87,40 +139,60 @@ fn corrupt_or_io(path: &Path, error: std::io::Error) -> DataError {
     }
 }
 
-/// The one `.csv` inside a zip archive (Kaggle ships `training.zip` holding `training.csv`).
-fn read_zip(path: &Path) -> Result<Vec<u8>, DataError> {
-    let file = File::open(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+/// The data files of an archive: `.csv` files and nested `.zip` archives, in the
+/// archive's order, without macOS's resource forks.
+fn data_members<R: Read + std::io::Seek>(archive: &zip::ZipArchive<R>) -> Vec<String> {
+    archive
+        .file_names()
+        .filter_map(Result::ok)
+        .filter(|name| {
+            let lower = name.to_ascii_lowercase();
+            (lower.ends_with(".csv") || lower.ends_with(".zip")) && !name.starts_with("__MACOSX/")
+        })
+        .map(|name| name.into_owned())
+        .collect()
+}
+
+/// A member's file name without folders and extension, lower-cased.
+fn stem_of(name: &str) -> String {
+    let file = name.rsplit('/').next().unwrap_or(name);
+    let stem = file.rsplit_once('.').map_or(file, |(stem, _)| stem);
+    stem.to_ascii_lowercase()
+}
+
+/// The archive's one data file, or, when it holds several, the one named as Kaggle
+/// names `member`. A member that is itself a zip (`training.zip` inside the
+/// competition archive) is opened in turn, one level deep.
+fn read_zip<R: Read + std::io::Seek>(
+    path: &Path,
+    reader: R,
+    member: Member,
+    may_nest: bool,
+) -> Result<Vec<u8>, DataError> {
     let corrupt = |e: zip::result::ZipError| DataError::Corrupt {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let mut archive = zip::ZipArchive::new(BufReader::new(file)).map_err(corrupt)?;
-    let csv_names: Vec<String> = archive
-        .file_names()
-        .filter_map(Result::ok)
-        .filter(|name| name.to_ascii_lowercase().ends_with(".csv") && !name.starts_with("__MACOSX/"))
-        .map(|name| name.into_owned())
-        .collect();
-    let name = match csv_names.as_slice() {
+    let archive_error = |message: String| DataError::Archive {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut archive = zip::ZipArchive::new(reader).map_err(corrupt)?;
+    let candidates = data_members(&archive);
+    let name = match candidates.as_slice() {
         [one] => one.clone(),
-        [] => {
-            return Err(DataError::Archive {
-                path: path.to_path_buf(),
-                message: "the zip archive holds no .csv file".to_string(),
-            });
-        }
-        many => {
-            return Err(DataError::Archive {
-                path: path.to_path_buf(),
-                message: format!(
-                    "the zip archive holds several .csv files ({}); unpack the one you mean",
-                    many.join(", ")
-                ),
-            });
-        }
+        [] => return Err(archive_error("the zip archive holds no .csv file".to_string())),
+        many => many
+            .iter()
+            .find(|name| stem_of(name) == member.stem())
+            .cloned()
+            .ok_or_else(|| {
+                archive_error(format!(
+                    "the zip archive holds several files ({}) and none is Kaggle's {}; unpack the one you mean",
+                    crate::text::excerpt(&many.join(", ")),
+                    member.kaggle_names()
+                ))
+            })?,
     };
     let mut entry = archive.by_name(&name).map_err(corrupt)?;
     let mut bytes = Vec::with_capacity(entry.size() as usize);
@@ -128,7 +200,22 @@ fn read_zip(path: &Path) -> Result<Vec<u8>, DataError> {
     entry
         .read_to_end(&mut bytes)
         .map_err(|e| corrupt_or_io(path, e))?;
-    Ok(bytes)
+    if !bytes.starts_with(&ZIP_MAGIC) {
+        return Ok(bytes);
+    }
+    if !may_nest {
+        return Err(archive_error(format!(
+            "`{}` is a zip inside a zip inside a zip: unpack the outer archive",
+            crate::text::excerpt(&name)
+        )));
+    }
+    read_zip(path, std::io::Cursor::new(bytes), member, false).map_err(|error| match error {
+        DataError::Archive { path, message } => DataError::Archive {
+            path,
+            message: format!("in `{}`: {message}", crate::text::excerpt(&name)),
+        },
+        other => other,
+    })
 }
 
 #[cfg(test)]
@@ -159,7 +246,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
-        read_text_file(&path, &Console::silent())
+        read_text_file(&path, Member::Training, &Console::silent())
     }
 
     #[test]
@@ -196,15 +283,61 @@ mod tests {
             "{error}"
         );
         let dir = tempfile::tempdir().unwrap();
-        let error = read_text_file(dir.path(), &Console::silent()).unwrap_err();
+        let error = read_text_file(dir.path(), Member::Training, &Console::silent()).unwrap_err();
         assert!(error.to_string().ends_with("is not a regular file"), "{error}");
     }
 
     #[test]
-    fn a_zip_must_hold_exactly_one_csv() {
+    fn a_zip_of_several_files_must_hold_the_one_asked_for() {
         let error = read(&zip_of(&[("a.csv", TEXT), ("b.csv", TEXT)]), "t.zip").unwrap_err();
-        assert!(error.to_string().contains("several .csv files"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .ends_with("holds several files (a.csv, b.csv) and none is Kaggle's `training.csv` or `training.zip`; unpack the one you mean"),
+            "{error}"
+        );
         let error = read(&zip_of(&[("readme.txt", TEXT)]), "t.zip").unwrap_err();
         assert!(error.to_string().contains("no .csv file"), "{error}");
+    }
+
+    #[test]
+    fn the_competition_archive_gives_each_member_its_file() {
+        let train = zip_of(&[("training.csv", b"train\n")]);
+        let test = zip_of(&[("test.csv", b"test\n")]);
+        let archive = zip_of(&[
+            ("IdLookupTable.csv", b"lookup\n"),
+            ("SampleSubmission.csv", b"sample\n"),
+            ("test.zip", &test),
+            ("training.zip", &train),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("facial-keypoints-detection.zip");
+        std::fs::write(&path, &archive).unwrap();
+        let read = |member| read_text_file(&path, member, &Console::silent()).unwrap();
+        assert_eq!(read(Member::Training), b"train\n");
+        assert_eq!(read(Member::Test), b"test\n");
+        assert_eq!(read(Member::Lookup), b"lookup\n");
+        assert!(archive_holds(&path, Member::Test) && archive_holds(&path, Member::Lookup));
+        // A plain training.zip is not an archive of several files.
+        let single = dir.path().join("training.zip");
+        std::fs::write(&single, &train).unwrap();
+        assert!(!archive_holds(&single, Member::Test));
+        assert_eq!(
+            read_text_file(&single, Member::Test, &Console::silent()).unwrap(),
+            b"train\n"
+        );
+    }
+
+    #[test]
+    fn zips_nest_one_level_only() {
+        let inner = zip_of(&[("training.csv", TEXT)]);
+        let middle = zip_of(&[("training.zip", &inner)]);
+        let outer = zip_of(&[("training.zip", &middle)]);
+        assert_eq!(read(&middle, "m.zip").unwrap(), TEXT);
+        let error = read(&outer, "o.zip").unwrap_err();
+        assert!(
+            error.to_string().contains("a zip inside a zip inside a zip"),
+            "{error}"
+        );
     }
 }

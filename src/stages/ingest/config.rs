@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::config::TableReader;
+use crate::data::source::{Member, archive_holds};
 
 crate::config_choice! {
     /// What to do with a row that fails validation.
@@ -17,10 +18,12 @@ pub struct IngestConfig {
     /// `train`: the labelled Kaggle-layout file (required).
     #[serde(skip)]
     pub train: PathBuf,
-    /// `test`: an unlabelled `ImageId,Image` file (optional).
+    /// `test`: an unlabelled `ImageId,Image` file (optional; when `train` is Kaggle's
+    /// competition archive, its `test.zip`).
     #[serde(skip)]
     pub test: Option<PathBuf>,
-    /// `lookup`: Kaggle's IdLookupTable.csv (optional).
+    /// `lookup`: Kaggle's IdLookupTable.csv (optional; when `train` is Kaggle's
+    /// competition archive, its `IdLookupTable.csv`).
     #[serde(skip)]
     pub lookup: Option<PathBuf>,
     /// `on_bad_row`: "error" (default) or "skip".
@@ -33,10 +36,13 @@ pub struct IngestConfig {
 
 impl IngestConfig {
     pub fn read(r: &mut TableReader) -> IngestConfig {
+        let train = r.required_path("train").unwrap_or_default();
+        // Kaggle's competition archive, named as `train`, holds the other two files too.
+        let in_archive = |member| archive_holds(&train, member).then(|| train.clone());
         IngestConfig {
-            train: r.required_path("train").unwrap_or_default(),
-            test: r.path("test"),
-            lookup: r.path("lookup"),
+            test: r.path("test").or_else(|| in_archive(Member::Test)),
+            lookup: r.path("lookup").or_else(|| in_archive(Member::Lookup)),
+            train,
             on_bad_row: r.choice("on_bad_row", OnBadRow::Error),
             coordinate_tolerance: r.f64_in("coordinate_tolerance", 1.0, 0.0..=f64::from(u16::MAX)),
             image_side: r

@@ -17,6 +17,7 @@ pub use summary::IngestMeta;
 use super::{FileInput, Stage, StageContext, StageDef, StageError, StageKind, StageOutcome, StageTables};
 use crate::console::Console;
 use crate::data::kaggle_csv::{self, ParseOptions};
+use crate::data::source::Member;
 use crate::data::{DataError, FaceTable, lookup, parquet};
 use crate::fsutil;
 
@@ -42,6 +43,7 @@ pub static DEF: StageDef = StageDef {
     also_configured_by: &[],
     reads: &[],
     reads_members: false,
+    optional_reads: &[],
     read,
 };
 
@@ -111,7 +113,7 @@ impl IngestStage {
     fn ingest(&self, ctx: &StageContext) -> Result<StageOutcome, IngestError> {
         let options = self.options();
         let train_path = &self.config.train;
-        let parsed = kaggle_csv::read(train_path, options, ctx.console)?;
+        let parsed = kaggle_csv::read(train_path, Member::Training, options, ctx.console)?;
         let train = parsed.table;
         if train.coordinate_names.is_empty() {
             return Err(DataError::Header {
@@ -133,7 +135,7 @@ impl IngestStage {
 
         let mut test_ids = None;
         if let Some(test_path) = &self.config.test {
-            let test = kaggle_csv::read(test_path, options, ctx.console)?;
+            let test = kaggle_csv::read(test_path, Member::Test, options, ctx.console)?;
             if test.table.side != train.side {
                 return Err(DataError::Mismatch {
                     path: test_path.clone(),
@@ -228,7 +230,12 @@ pub fn read_like_training(
         ignore_coordinates: labels == Labels::Ignored,
         side: Some((rules.side, "like the training images")),
     };
-    let faces = kaggle_csv::read(path, options, console)?.table;
+    // Of Kaggle's competition archive, labelled files are the training member.
+    let member = match labels {
+        Labels::Required => Member::Training,
+        Labels::Ignored => Member::Test,
+    };
+    let faces = kaggle_csv::read(path, member, options, console)?.table;
     if labels == Labels::Required && faces.coordinate_names != rules.coordinate_names {
         return Err(DataError::Mismatch {
             path: path.to_path_buf(),
