@@ -195,10 +195,16 @@ pub fn zip_one(name: &str, bytes: &[u8]) -> Vec<u8> {
     writer.finish().unwrap().into_inner()
 }
 
-/// The folder holding the project's shared real data, if present.
-pub fn shared_data() -> Option<PathBuf> {
+/// The folder holding the project's shared real data; the tests that read it are
+/// ignored by default and fail when run without it.
+pub fn shared_data() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    dir.join("faces15-train-sparse.csv.gz").is_file().then_some(dir)
+    assert!(
+        dir.join("faces15-train-sparse.csv.gz").is_file(),
+        "{} holds no faces15-train-sparse.csv.gz: these tests need the project's shared data",
+        dir.display()
+    );
+    dir
 }
 
 pub fn repo_file(relative: &str) -> PathBuf {
