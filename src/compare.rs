@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Choice;
 use crate::dag::{self, DagError, Graph, StatusReport};
+use crate::fsutil::relative_link;
 use crate::report::{Cell, ReportTable};
 use crate::report::{ReportError, escape_html};
 use crate::stages::report::{
@@ -17,6 +18,9 @@ use crate::stages::report::{
 };
 use crate::stages::{StageKind, eda, evaluate, prepare, train};
 use crate::workspace::Workspace;
+
+/// Where each pipeline's own report is, from the workspace (the current folder).
+const WORKSPACE_REPORTS_LINK: &str = "reports/";
 
 /// A quality metric regresses when it worsens by more than this many percent
 /// of its earlier value (RMSE, MAE) or this many percentage points (PCK).
@@ -66,9 +70,15 @@ pub struct CompareResult {
     pub not_compared: Vec<NotCompared>,
     pub against: Option<PathBuf>,
     pub changes: Vec<MetricChange>,
+    /// What the table lacks and why (a baseline that is not compared: no Δ columns).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// What the pictures are drawn from.
     #[serde(skip)]
     compared: Compared,
+    /// The workspace's `reports/`, which each pipeline's row links to.
+    #[serde(skip)]
+    reports_dir: PathBuf,
 }
 
 /// Compares the evaluated pipelines among `graph`'s (a report's members when
@@ -166,6 +176,18 @@ pub fn compare(
             timing.push((info.name.clone(), train_timing));
         }
     }
+    let mut notes = Vec::new();
+    if let Some(name) = &baseline
+        && !infos.iter().any(|(_, i)| &i.name == name)
+    {
+        let state = not_compared
+            .iter()
+            .find(|n| &n.pipeline == name)
+            .map_or("not compared".to_string(), |n| n.state.clone());
+        notes.push(format!(
+            "no Δ columns: the baseline `{name}` is {state}, so there is nothing to measure against"
+        ));
+    }
     let baseline = baseline.filter(|b| infos.iter().any(|(_, i)| &i.name == b));
     let compared = report::gather(this.as_ref(), &members, baseline.as_deref(), sort_by)?;
     let comparison = views::with_timing(&compared.comparison, &timing);
@@ -178,7 +200,9 @@ pub fn compare(
         not_compared,
         against: against.map(Path::to_path_buf),
         changes,
+        notes,
         compared,
+        reports_dir: workspace.reports_dir.clone(),
     })
 }
 
@@ -327,11 +351,14 @@ impl CompareResult {
         table
     }
 
+    /// The pipelines left out and what the table lacks, a line each.
     fn not_compared_text(&self) -> String {
-        self.not_compared
+        let left_out = self
+            .not_compared
             .iter()
-            .map(|n| format!("not compared: `{}` is {}: {}\n", n.pipeline, n.state, n.reason))
-            .collect()
+            .map(|n| format!("not compared: `{}` is {}: {}\n", n.pipeline, n.state, n.reason));
+        let notes = self.notes.iter().map(|note| format!("{note}\n"));
+        left_out.chain(notes).collect()
     }
 
     pub fn to_terminal(&self) -> String {
@@ -362,8 +389,9 @@ impl CompareResult {
         text
     }
 
+    /// Printed: read from the workspace, where the pipelines' reports are `reports/<name>/`.
     pub fn to_markdown(&self) -> String {
-        let mut text = views::markdown(&self.comparison, Path::new(""), "");
+        let mut text = views::markdown(&self.comparison, Path::new(""), "", WORKSPACE_REPORTS_LINK);
         text.push_str(&self.against_markdown());
         text
     }
@@ -379,7 +407,7 @@ impl CompareResult {
                 self.changes_table().to_markdown()
             ));
         }
-        if !self.not_compared.is_empty() {
+        if !self.not_compared.is_empty() || !self.notes.is_empty() {
             text.push_str(&format!("\n{}", self.not_compared_text()));
         }
         text
@@ -402,12 +430,21 @@ impl CompareResult {
             crate::fsutil::write_atomic(&path, text.as_bytes())
                 .map_err(|e| ReportStageError::from(ReportError::write(&path, e)))
         };
-        let mut markdown = views::markdown(&self.comparison, dir, "");
+        // Links to the pipelines' own reports lead there from wherever `dir` is.
+        let absolute = |path: &Path| path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let reports_link = match self.reports_dir.parent() {
+            Some(root) => relative_link(
+                &absolute(dir),
+                &absolute(root).join(self.reports_dir.file_name().unwrap_or_default()),
+            ),
+            None => WORKSPACE_REPORTS_LINK.to_string(),
+        };
+        let mut markdown = views::markdown(&self.comparison, dir, "", &reports_link);
         markdown.push_str(&self.against_markdown());
         write("index.md", markdown)?;
         write(
             "index.html",
-            views::html(&self.comparison, dir, &self.against_html()),
+            views::html(&self.comparison, dir, &self.against_html(), &reports_link),
         )?;
         write("report.json", self.to_json())?;
         Ok(())
@@ -424,6 +461,7 @@ impl CompareResult {
             &self.comparison,
             scratch.path(),
             &self.against_html(),
+            WORKSPACE_REPORTS_LINK,
         ))
     }
 

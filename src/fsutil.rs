@@ -168,6 +168,22 @@ pub fn path_from_bytes(bytes: &[u8]) -> PathBuf {
     }
 }
 
+/// A relative link (`/`-separated, ending in `/`) from folder `from` to folder
+/// `to`, both absolute and free of `..`: `../../reports/` from `out/compare` to
+/// `reports` under the same root.
+pub fn relative_link(from: &Path, to: &Path) -> String {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = vec!["..".to_string(); from.len() - common];
+    parts.extend(
+        to[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    parts.iter().map(|part| format!("{part}/")).collect()
+}
+
 /// For `skip_serializing_if`: a path left empty on purpose.
 pub fn is_empty_path(path: &Path) -> bool {
     path.as_os_str().is_empty()
@@ -257,5 +273,15 @@ mod tests {
             let json = serde_json::to_string(&Record { path }).unwrap();
             assert_eq!(json, "{\"path\":\"/data/f\u{fffd}.csv\"}");
         }
+    }
+
+    #[test]
+    fn relative_links_climb_to_the_common_folder() {
+        let link = |from: &str, to: &str| relative_link(Path::new(from), Path::new(to));
+        assert_eq!(link("/w/out/compare", "/w/reports"), "../../reports/");
+        assert_eq!(link("/w/reports/study", "/w/reports"), "../");
+        assert_eq!(link("/w", "/w/reports"), "reports/");
+        assert_eq!(link("/tmp/x", "/w/reports"), "../../w/reports/");
+        assert_eq!(link("/w/reports", "/w/reports"), "");
     }
 }

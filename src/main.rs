@@ -212,6 +212,9 @@ enum Command {
         /// Also write index.md, index.html, report.json and the pictures here.
         #[arg(long, value_name = "DIR")]
         output: Option<PathBuf>,
+        /// With --against: exit 3 when a quality metric regressed (after printing).
+        #[arg(long, requires = "against")]
+        fail_on_regression: bool,
     },
     /// Upload the cached entries of pipelines to the remote cache (--remote,
     /// FKP_REMOTE or fkp.toml's `[cache] remote`) that it lacks.
@@ -276,6 +279,9 @@ fn parse_stage(name: &str) -> Result<StageKind, String> {
         )
     })
 }
+
+/// `fkp compare --fail-on-regression` when a metric regressed, as `scripts/ci-report.sh`.
+const REGRESSION_EXIT: u8 = 3;
 
 fn main() -> ExitCode {
     // Before any thread starts: it decides how training keeps its buffers.
@@ -481,6 +487,7 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
             against,
             format,
             output,
+            fail_on_regression,
         } => {
             let graph = load(&pipelines)?;
             let result = fkp::compare::compare(&graph, &workspace, against.as_deref())?;
@@ -493,6 +500,14 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
                 Format::Json => result.to_json(),
                 Format::Html => result.to_html()?,
             })?;
+            if fail_on_regression && result.regressions() > 0 {
+                console.error(&format!(
+                    "{} regressions against {} (--fail-on-regression)",
+                    result.regressions(),
+                    against.as_deref().unwrap_or(Path::new("")).display()
+                ));
+                return Ok(ExitCode::from(REGRESSION_EXIT));
+            }
         }
         Command::Push { pipelines } => transfer(
             Direction::Push,

@@ -168,7 +168,7 @@ impl Pipeline {
             let own_upstream = if def.reads_members {
                 Vec::new()
             } else {
-                kind.upstream()
+                kind.required_upstream()
             };
             for needed in own_upstream {
                 if doc.table.get(needed.name()).is_none() {

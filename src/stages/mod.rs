@@ -52,6 +52,9 @@ pub struct StageDef {
     /// Whether `reads` come from the pipelines the stage lists (a report's
     /// members) rather than from its own pipeline.
     pub reads_members: bool,
+    /// Kinds among `reads` that are read where the pipeline has them: one without
+    /// them is no error (a report shows a data summary only for members with [eda]).
+    pub optional_reads: &'static [StageKind],
     /// Reads its tables into stage instances. Errors are collected by the readers;
     /// an empty result means the configuration was too broken to build one.
     pub read: fn(&mut StageTables) -> Vec<Box<dyn Stage>>,
@@ -89,6 +92,16 @@ impl StageKind {
         kinds.sort();
         kinds.dedup();
         kinds
+    }
+
+    /// The upstream stages a pipeline must have for this one to run: all it reads
+    /// but its [`StageDef::optional_reads`].
+    pub fn required_upstream(self) -> Vec<StageKind> {
+        let optional = self.def().optional_reads;
+        self.upstream()
+            .into_iter()
+            .filter(|kind| !optional.contains(kind))
+            .collect()
     }
 
     /// Whether a node label names an instance of this kind: `train`, or

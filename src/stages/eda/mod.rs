@@ -41,6 +41,7 @@ pub static DEF: StageDef = StageDef {
     also_configured_by: &[],
     reads: &[(StageKind::Ingest, ingest::TRAIN_FILE)],
     reads_members: false,
+    optional_reads: &[],
     read,
 };
 

@@ -53,6 +53,7 @@ pub static DEF: StageDef = StageDef {
         (StageKind::Train, train::MODEL_META),
     ],
     reads_members: false,
+    optional_reads: &[],
     read,
 };
 

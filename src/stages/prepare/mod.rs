@@ -48,6 +48,7 @@ pub static DEF: StageDef = StageDef {
         (StageKind::Ingest, ingest::RULES_FILE),
     ],
     reads_members: false,
+    optional_reads: &[],
     read,
 };
 

@@ -62,6 +62,7 @@ pub static DEF: StageDef = StageDef {
         (StageKind::Evaluate, PREDICTIONS_FILE),
     ],
     reads_members: true,
+    optional_reads: &[StageKind::Eda],
     read,
 };
 

@@ -72,21 +72,27 @@ pub fn publish(entry: &Path, dir: &Path) -> Result<Vec<PathBuf>, ReportStageErro
         .and_then(|t| serde_json::from_value(t["stage"].clone()).ok())
         .unwrap_or_default();
     let comparison = with_timing(&comparison, &timing);
-    Ok(write_views(&comparison, dir, &entry.join(REPORT_DIR), "")?)
+    // Published beside its members' own reports, in `reports/<name>/`.
+    Ok(write_views(&comparison, dir, &entry.join(REPORT_DIR), "", "../")?)
 }
 
 /// Writes `index.md`, `index.html` and `report.json` into `dir`. Pictures are
-/// read from `figures` and linked from Markdown as `<figure_prefix><stem>.png`.
+/// read from `figures` and linked from Markdown as `<figure_prefix><stem>.png`;
+/// each pipeline's own report is linked as `<reports_link><name>/`.
 pub fn write_views(
     comparison: &Comparison,
     dir: &Path,
     figures: &Path,
     figure_prefix: &str,
+    reports_link: &str,
 ) -> Result<Vec<PathBuf>, ReportError> {
     std::fs::create_dir_all(dir).map_err(|e| ReportError::write(dir, e))?;
     let files = [
-        ("index.md", markdown(comparison, figures, figure_prefix)),
-        ("index.html", html(comparison, figures, "")),
+        (
+            "index.md",
+            markdown(comparison, figures, figure_prefix, reports_link),
+        ),
+        ("index.html", html(comparison, figures, "", reports_link)),
         ("report.json", json(comparison)),
     ];
     let mut written = Vec::new();
@@ -119,7 +125,10 @@ pub const SEEDS_TITLE: &str =
 /// The per-keypoint table's title, with what it shows.
 const KEYPOINT_TITLE: &str = "RMSE per keypoint (pixels; * best per keypoint)";
 
-pub fn markdown(comparison: &Comparison, figures: &Path, figure_prefix: &str) -> String {
+/// The report in Markdown; `reports_link` leads from where it is read to the
+/// folder of the pipelines' own reports (`../` beside them, `reports/` from the
+/// workspace).
+pub fn markdown(comparison: &Comparison, figures: &Path, figure_prefix: &str, reports_link: &str) -> String {
     let mut md = format!("# {}\n\n", title(comparison));
     if let Some(description) = &comparison.description {
         md.push_str(&format!("{description}\n\n"));
@@ -160,7 +169,7 @@ pub fn markdown(comparison: &Comparison, figures: &Path, figure_prefix: &str) ->
     md.push_str("\n## Pipelines\n");
     for row in &comparison.rows {
         md.push_str(&format!(
-            "\n### {}\n\n{}\n\nOwn report: [`../{}/`](../{}/)\n\n```toml\n{}```\n",
+            "\n### {}\n\n{}\n\nOwn report: [`{reports_link}{}/`]({reports_link}{}/)\n\n```toml\n{}```\n",
             row.pipeline,
             row.description.as_deref().unwrap_or("(no description)"),
             row.pipeline,
@@ -207,8 +216,9 @@ th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;border:1px solid #eee}pre{background:#f7f7f7;padding:1em;overflow:auto}\
 .note{color:#666}";
 
-/// The HTML document; `extra` (HTML) goes at the end of the body.
-pub fn html(comparison: &Comparison, figures: &Path, extra: &str) -> String {
+/// The HTML document; `extra` (HTML) goes at the end of the body; `reports_link`
+/// as for [`markdown`].
+pub fn html(comparison: &Comparison, figures: &Path, extra: &str, reports_link: &str) -> String {
     let title = escape_html(&title(comparison));
     let mut body = format!("<h1>{title}</h1>\n");
     if let Some(description) = &comparison.description {
@@ -251,10 +261,11 @@ pub fn html(comparison: &Comparison, figures: &Path, extra: &str) -> String {
     }
     body.push_str(&format!("<h2>Data</h2>\n{}", data_table(comparison).to_html()));
     body.push_str("<h2>Pipelines</h2>\n");
+    let link = escape_html(reports_link);
     for row in &comparison.rows {
         let name = escape_html(&row.pipeline);
         body.push_str(&format!(
-            "<h3>{name}</h3>\n<p>{}</p>\n<p>Own report: <a href=\"../{name}/\">../{name}/</a></p>\n\
+            "<h3>{name}</h3>\n<p>{}</p>\n<p>Own report: <a href=\"{link}{name}/\">{link}{name}/</a></p>\n\
              <details><summary>Configuration</summary><pre>{}</pre></details>\n",
             escape_html(row.description.as_deref().unwrap_or("(no description)")),
             escape_html(&row.config)

@@ -188,6 +188,7 @@ pub static DEF: StageDef = StageDef {
     also_configured_by: &["model"],
     reads: &[(StageKind::Prepare, PREPARED_FILE)],
     reads_members: false,
+    optional_reads: &[],
     read,
 };
 
