@@ -91,6 +91,25 @@ fn until_and_dry_run() {
 }
 
 #[test]
+fn until_names_the_reports_it_left_older_than_the_run() {
+    let s = setup();
+    s.write("p.toml", "[ingest]\ntrain = \"data/train.csv\"\n[eda]\n");
+    s.ok(&["run", "p.toml"]);
+    assert!(s.path("reports/p/eda").is_dir());
+    // Nothing upstream changed: the EDA report is current, and nothing is said.
+    let out = s.ok(&["run", "p.toml", "--until", "ingest"]);
+    assert!(!out.contains("older than this run"), "{out}");
+    s.write("data/train.csv", labelled_csv(13));
+    let out = s.ok(&["run", "p.toml", "--until", "ingest"]);
+    assert!(
+        out.contains(
+            "reports/p/ keeps reports older than this run: [eda] (after [ingest] was rebuilt) did not run (--until)"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_stage_shared_by_two_pipelines_runs_once() {
     let s = setup();
     s.write(

@@ -178,12 +178,10 @@ fn bad_model_and_train_values_are_clear_errors() {
     assert!(err.contains("stage [train] needs [model]"), "{err}");
 }
 
+/// Only a build without CUDA can be asked for it in vain.
+#[cfg(not(feature = "cuda"))]
 #[test]
 fn asking_for_cuda_without_it_is_an_error_and_auto_falls_back() {
-    if cfg!(feature = "cuda") {
-        eprintln!("skipped: this build has CUDA");
-        return;
-    }
     let s = Scratch::new();
     pipeline(&s, "epochs = 1\n", "");
     let text = std::fs::read_to_string(s.path("p.toml")).unwrap();
@@ -612,4 +610,32 @@ fn schedule_keys_in_train_and_a_wrong_case_get_a_pointer() {
         "{err}"
     );
     assert!(err.contains("did you mean `adamw`?"), "{err}");
+}
+
+/// Two pipelines, the second with a network its images cannot pass: it is named
+/// before the first trains, from `[ingest] image_side` or from its cached ingest.
+#[test]
+fn a_network_that_cannot_take_the_images_is_found_before_anything_trains() {
+    let s = Scratch::new();
+    pipeline(&s, "epochs = 1\n", "");
+    let bad = |side: &str| {
+        format!(
+            "[ingest]\ntrain = \"faces.csv\"\n{side}[prepare]\n[model]\nlayers = [{{ maxpool = 32 }}, \"flatten\"]\n\
+             [train]\ndevice = \"cpu\"\nepochs = 1\n"
+        )
+    };
+    s.write("bad.toml", bad("image_side = 24\n"));
+    s.write("later.toml", bad(""));
+    s.ok(&["run", "later.toml", "--until", "ingest"]);
+    for file in ["bad.toml", "later.toml"] {
+        let (code, err) = s.fails(&["run", "p.toml", file, "--force"]);
+        assert_eq!(code, 1, "{err}");
+        let name = file.trim_end_matches(".toml");
+        let early = err
+            .find(&format!("pipeline `{name}` cannot run, the others go on"))
+            .unwrap_or_else(|| panic!("{err}"));
+        let trained = err.find("train      running").unwrap_or_else(|| panic!("{err}"));
+        assert!(early < trained, "{err}");
+        assert!(err.contains("maxpool"), "{err}");
+    }
 }

@@ -90,6 +90,11 @@ pub fn run(
     // Slurm jobs run elsewhere: whether their device works is for their node to say.
     let stages_here = options.slurm.is_none();
     let mut problems = preflight(graph, &selected, stages_here);
+    // Only pipelines whose input files are fine: a FIFO must never be read.
+    let unchecked: Vec<bool> = (0..graph.pipelines.len())
+        .map(|p| problems.iter().any(|(q, _)| *q == p))
+        .collect();
+    problems.extend(check_networks(graph, &selected, &unchecked, workspace));
     let runnable = (0..graph.pipelines.len())
         .any(|p| !problems.iter().any(|(q, _)| *q == p) && graph.nodes_of(p).any(|n| selected[n]));
     // Nothing can start: said before the cache is even opened.
@@ -114,8 +119,14 @@ pub fn run(
         std::fs::remove_dir_all(&dir).map_err(cache_error)?;
     }
     let mut walk = Walk::new(graph, workspace, &store, options, selected, Mode::Run, console);
-    // A pipeline that cannot start fails alone: the others run.
+    // A pipeline that cannot start fails alone: the others run, and it is said now,
+    // not after they have trained.
     for (index, error) in problems {
+        console.warn(&format!(
+            "pipeline `{}` cannot run, the others go on: {}",
+            graph.pipelines[index].name,
+            crate::text::error_chain(&error)
+        ));
         walk.fail_pipeline(index, error);
     }
     walk.all()
@@ -180,6 +191,75 @@ fn preflight_node(graph: &Graph, n: usize, stages_here: bool) -> Result<(), DagE
         stage: node.kind,
         source: Box::new(source),
     })
+}
+
+/// Checks, before anything runs, the network of every selected training whose
+/// image side is known already: from `[ingest] image_side`, or from its ingest
+/// when that is cached. (`[model] side` is checked when the file is read.) A
+/// shape error in the last pipeline is then found before the first one trains.
+fn check_networks(
+    graph: &Graph,
+    selected: &[bool],
+    skip_pipeline: &[bool],
+    workspace: &Workspace,
+) -> Vec<(usize, DagError)> {
+    let store = Store::open_read_only(&workspace.cache_dir);
+    let mut resolver = Resolver::new(&store, workspace);
+    let mut problems: Vec<(usize, DagError)> = Vec::new();
+    let trainings = (0..graph.nodes.len()).filter(|&n| {
+        let node = &graph.nodes[n];
+        selected[n] && node.kind == StageKind::Train && !skip_pipeline[node.pipeline]
+    });
+    for n in trainings {
+        let Some(model) = graph.stage(n).model().filter(|m| m.side.is_none()) else {
+            continue;
+        };
+        let Some(side) = known_side(graph, n, &store, &mut resolver) else {
+            continue;
+        };
+        let node = &graph.nodes[n];
+        if problems.iter().any(|(p, _)| *p == node.pipeline) {
+            continue; // one problem a pipeline (a seed ensemble has one network)
+        }
+        if let Err(error) = crate::models::graph::shape::infer(&model.graph, side, 1) {
+            let shape = crate::models::ModelError::Shape(crate::models::shape_error(&error).to_string());
+            let source = crate::stages::StageError::Train(crate::training::TrainError::Model(shape).into());
+            problems.push((
+                node.pipeline,
+                DagError::Stage {
+                    pipeline: graph.pipelines[node.pipeline].name.clone(),
+                    stage: node.kind,
+                    source: Box::new(source),
+                },
+            ));
+        }
+    }
+    problems
+}
+
+/// The side of the images that training node `n` will see, where it is known
+/// without running anything.
+fn known_side(graph: &Graph, n: usize, store: &Store, resolver: &mut Resolver) -> Option<usize> {
+    let ingest = graph
+        .with_ancestors(n)
+        .into_iter()
+        .find(|&a| graph.nodes[a].kind == StageKind::Ingest)?;
+    if let Some(side) = graph.stage(ingest).config()["image_side"].as_u64() {
+        return usize::try_from(side).ok();
+    }
+    let resolution = resolver
+        .resolve(graph, ingest, Upstream::Ready(Default::default()))
+        .ok()?;
+    let State::Cached(manifest) = resolution.state else {
+        return None;
+    };
+    let rules = store
+        .entry_dir(StageKind::Ingest, &manifest.key)
+        .join(DATA_DIR)
+        .join(crate::stages::ingest::RULES_FILE);
+    crate::stages::ingest::ReadingRules::read(&rules)
+        .ok()
+        .map(|r| r.side)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -447,6 +527,49 @@ impl<'a> Walk<'a> {
         }
         if let Err(error) = self.forget_removed_stages(index) {
             self.fail_pipeline(index, error);
+        }
+        self.say_older_reports(index);
+    }
+
+    /// Under `--until`, names the reports of stages left out whose upstream was
+    /// rebuilt in this run: they were published from what came before.
+    fn say_older_reports(&mut self, index: usize) {
+        let graph = self.graph;
+        let name = &graph.pipelines[index].name;
+        let rebuilt = |n: usize| {
+            let node = &graph.nodes[n];
+            self.report.stages.iter().any(|(pipeline, kind, outcome)| {
+                *outcome == Outcome::Ran
+                    && *pipeline == graph.pipelines[node.pipeline].name
+                    && *kind == node.kind
+            })
+        };
+        let mut older = Vec::new();
+        for n in graph.nodes_of(index).filter(|&n| !self.selected[n]) {
+            let label = &graph.nodes[n].label;
+            let published = self
+                .resolver
+                .record(name)
+                .published
+                .get(label)
+                .is_some_and(|files| !files.is_empty());
+            let changed_upstream = graph
+                .with_ancestors(n)
+                .into_iter()
+                .find(|&a| self.selected[a] && rebuilt(a));
+            if let (true, Some(upstream)) = (published, changed_upstream) {
+                older.push(format!(
+                    "[{label}] (after [{}] was rebuilt)",
+                    graph.nodes[upstream].label
+                ));
+            }
+        }
+        if !older.is_empty() {
+            self.consoles[index].warn(&format!(
+                "reports/{name}/ keeps reports older than this run: {} did not run (--until); \
+                 run without --until to bring them up to date",
+                older.join(", ")
+            ));
         }
     }
 
