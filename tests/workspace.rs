@@ -281,3 +281,26 @@ fn clean_with_no_pipeline_to_keep_refuses() {
     assert!(err.contains("no pipelines to keep the entries of"), "{err}");
     assert_eq!(s.entries("ingest").len(), 1);
 }
+
+/// A pipeline file reached through a symbolic link resolves what it extends and
+/// reads from where the file really is, not from the link's folder.
+#[cfg(unix)]
+#[test]
+fn a_linked_pipeline_resolves_paths_from_where_it_really_is() {
+    let s = Scratch::new();
+    s.write("project/data/train.csv", common::labelled_csv(12));
+    s.write("project/base.toml", "[ingest]\ntrain = \"data/train.csv\"\n");
+    s.write("project/p.toml", "[pipeline]\nextends = \"base.toml\"\n[eda]\n");
+    std::fs::create_dir_all(s.path("elsewhere")).unwrap();
+    std::os::unix::fs::symlink(s.path("project/p.toml"), s.path("elsewhere/p.toml")).unwrap();
+    s.ok(&["run", "elsewhere/p.toml"]);
+    assert!(s.path("reports/p/eda").is_dir());
+    // Mistakes are still reported at the path the user gave.
+    s.write(
+        "project/p.toml",
+        "[pipeline]\nextends = \"base.toml\"\n[eda]\nsample = 2\n",
+    );
+    let (code, err) = s.fails(&["run", "elsewhere/p.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("elsewhere/p.toml:4:1"), "{err}");
+}

@@ -10,6 +10,10 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct SourceFile {
     pub path: PathBuf,
+    /// Where relative paths written in it resolve: its folder, or, when `path`
+    /// is a symbolic link, the folder of the file it points to, so a pipeline
+    /// linked from elsewhere finds what it `extends` and reads beside itself.
+    dir: PathBuf,
     pub text: String,
     /// Byte offset where each line starts, so a location is found in O(log n):
     /// a file with thousands of errors is reported in linear time.
@@ -21,8 +25,17 @@ impl SourceFile {
         let line_starts = std::iter::once(0)
             .chain(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1))
             .collect();
+        let linked = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        let real = linked.then(|| std::fs::canonicalize(&path).ok()).flatten();
+        let dir = real
+            .as_deref()
+            .unwrap_or(&path)
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
         SourceFile {
             path,
+            dir,
             text,
             line_starts,
         }
@@ -64,7 +77,7 @@ impl Location {
 
     /// The directory that relative paths written at this location resolve against.
     pub fn base_dir(&self) -> &Path {
-        self.file.path.parent().unwrap_or(Path::new("."))
+        &self.file.dir
     }
 
     fn start(&self) -> usize {
