@@ -24,6 +24,9 @@ pub struct Node {
 pub struct Graph {
     pub pipelines: Vec<Pipeline>,
     pub nodes: Vec<Node>,
+    /// Each pipeline's nodes, which are consecutive: found without a scan of
+    /// all nodes, so planning a sweep of thousands of variants stays linear.
+    spans: Vec<std::ops::Range<usize>>,
 }
 
 impl Graph {
@@ -34,8 +37,10 @@ impl Graph {
     pub fn new(mut pipelines: Vec<Pipeline>) -> Result<Graph, DagError> {
         let members = link_members(&mut pipelines)?;
         let mut nodes: Vec<Node> = Vec::new();
+        let mut spans: Vec<std::ops::Range<usize>> = Vec::with_capacity(pipelines.len());
         for (index, pipeline) in pipelines.iter().enumerate() {
             let labels = labels(pipeline);
+            let first = nodes.len();
             for (position, stage) in pipeline.stages.iter().enumerate() {
                 let kind = stage.kind();
                 let sources: Vec<usize> = match members.get(&(index, position)) {
@@ -44,12 +49,13 @@ impl Graph {
                 };
                 let mut deps = Vec::new();
                 for &source in &sources {
+                    // Members come earlier (their spans are known); the stage's own
+                    // pipeline is the one being built.
+                    let span = spans.get(source).cloned().unwrap_or(first..nodes.len());
                     for needed in kind.upstream() {
                         // A member lacking a stage was refused, with its place, when linked.
-                        let found: Vec<usize> = (0..nodes.len())
-                            .filter(|&n| nodes[n].pipeline == source && nodes[n].kind == needed)
-                            .collect();
-                        if found.is_empty() {
+                        let found: Vec<usize> = span.clone().filter(|&n| nodes[n].kind == needed).collect();
+                        if found.is_empty() && !kind.def().optional_reads.contains(&needed) {
                             return Err(DagError::MissingUpstream {
                                 pipeline: pipelines[source].name.clone(),
                                 stage: kind,
@@ -67,8 +73,13 @@ impl Graph {
                     deps,
                 });
             }
+            spans.push(first..nodes.len());
         }
-        Ok(Graph { pipelines, nodes })
+        Ok(Graph {
+            pipelines,
+            nodes,
+            spans,
+        })
     }
 
     /// What a stage reading pipeline `pipeline` is told of it.
@@ -131,7 +142,7 @@ impl Graph {
     }
 
     pub fn nodes_of(&self, pipeline: usize) -> impl Iterator<Item = usize> + '_ {
-        (0..self.nodes.len()).filter(move |&n| self.nodes[n].pipeline == pipeline)
+        self.spans[pipeline].clone()
     }
 
     /// The node and everything it reads from, directly or not.
@@ -281,7 +292,7 @@ fn link_members(pipelines: &mut [Pipeline]) -> Result<BTreeMap<(usize, usize), V
                 }
                 if let Some(member) = found {
                     let kinds: Vec<StageKind> = pipelines[member].stages.iter().map(|s| s.kind()).collect();
-                    let needs = pipelines[index].stages[position].kind().upstream();
+                    let needs = pipelines[index].stages[position].kind().required_upstream();
                     if let Some(missing) = needs.iter().find(|k| !kinds.contains(k)) {
                         let kind = ConfigErrorKind::InvalidValue {
                             key: format!("{}.pipelines", pipelines[index].stages[position].kind()),
