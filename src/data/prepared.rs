@@ -94,10 +94,11 @@ impl Prepared {
             path: path.to_path_buf(),
             message,
         };
-        let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        let io = |source: std::io::Error| DataError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let bytes = crate::buffers::read_file(path).map_err(io)?;
         let (tensors, meta): (_, PreparedMeta) = tensor_file::read(&bytes).map_err(corrupt)?;
         let raw = |name: String, dtype: Dtype| -> Result<Vec<u8>, DataError> {
             let view = tensors
@@ -109,7 +110,7 @@ impl Prepared {
                     view.dtype()
                 )));
             }
-            Ok(view.data().to_vec())
+            crate::buffers::copied(view.data(), &name).map_err(|e| io(e.into()))
         };
         let split = |name: &str| -> Result<Split, DataError> {
             Ok(Split {

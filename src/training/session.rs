@@ -67,13 +67,26 @@ pub fn predict_pixels(
     rows: usize,
     side: usize,
 ) -> Result<Vec<f32>, TrainError> {
-    let scaled: Vec<f32> = images.iter().map(|&p| f32::from(p) / 255.0).collect();
+    const CHUNK_ROWS: usize = 64;
+    let pixels = side * side;
     let norm = Normalisation::for_side(side);
-    Ok(session
-        .predict(&scaled, rows, 64)?
-        .into_iter()
-        .map(|v| norm.to_pixels(v))
-        .collect())
+    // Scaled a chunk at a time: a copy of every image as f32 would be 4 times
+    // the data (the network sees the same chunks either way).
+    let mut out = Vec::new();
+    for start in (0..rows).step_by(CHUNK_ROWS) {
+        let n = CHUNK_ROWS.min(rows - start);
+        let scaled: Vec<f32> = images[start * pixels..(start + n) * pixels]
+            .iter()
+            .map(|&p| f32::from(p) / 255.0)
+            .collect();
+        out.extend(
+            session
+                .predict(&scaled, n, n)?
+                .into_iter()
+                .map(|v| norm.to_pixels(v)),
+        );
+    }
+    Ok(out)
 }
 
 enum Optim<N, D: Storage<f32>> {
