@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// A sibling path for writing `path`'s new content before the rename:
 /// `.<name>.tmp-<pid>`.
-fn temp_sibling(path: &Path) -> PathBuf {
+pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

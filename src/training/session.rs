@@ -433,7 +433,7 @@ fn write_moments(path: &Path, step: i32, moments: &Moments) -> Result<(), TrainE
                 name,
                 dtype: StDtype::F32,
                 shape: vec![values.len()],
-                bytes: f32_bytes(values),
+                bytes: f32_bytes(values).into(),
             })
         })
         .collect();
