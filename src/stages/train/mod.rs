@@ -27,7 +27,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use checkpoint::Checkpoint;
+use checkpoint::{Checkpoint, Restored};
 pub use config::{DeviceChoice, ModelConfig, TrainConfig};
 
 use super::{FileInput, Stage, StageContext, StageDef, StageError, StageKind, StageOutcome, StageTables};
@@ -172,7 +172,7 @@ struct EpochTiming {
     seconds: f64,
 }
 
-/// Everything a checkpoint restores besides weights and optimiser moments.
+/// Everything a checkpoint restores besides weights and optimiser state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Progress {
     epochs_done: usize,
@@ -311,8 +311,14 @@ impl TrainStage {
 
         let checkpoints = ctx.checkpoint_dir;
         let checkpoint = Checkpoint::new(checkpoints);
-        let mut progress = match checkpoint.restore(session.as_mut(), ctx.console) {
-            Some(progress) => {
+        let restored = checkpoint.restore(session.as_mut(), ctx.console);
+        if let Restored::Discarded = restored {
+            // Training starts over from the seed's weights, not the checkpoint's.
+            drop(session);
+            session = device::open(&self.device, config, &spec, ctx.console)?.0;
+        }
+        let mut progress = match restored {
+            Restored::Resumed(progress) => {
                 ctx.console.status(&format!(
                     "             resuming after epoch {} of {} from {}",
                     progress.epochs_done,
@@ -321,7 +327,7 @@ impl TrainStage {
                 ));
                 progress
             }
-            None => Progress {
+            Restored::Nothing | Restored::Discarded => Progress {
                 epochs_done: 0,
                 schedule: ScheduleState::new(config.optimizer.lr),
                 early: EarlyStoppingState::default(),
