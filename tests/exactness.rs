@@ -139,7 +139,8 @@ fn a_killed_adamw_run_resumes_to_the_same_bytes() {
 }
 
 /// Trains once straight and once killed after its first checkpoint and
-/// resumed; every output must match.
+/// resumed; every output must match, and the resumed run's timing.json must
+/// count the time of the run that was killed.
 fn killed_and_resumed_to_the_same_bytes(train: &str) {
     let reference = workspace_with(train);
     run(&reference, "2", "1");
@@ -169,6 +170,24 @@ fn killed_and_resumed_to_the_same_bytes(train: &str) {
         differ.is_empty(),
         "after a kill and resume, these files differ: {differ:#?}"
     );
+
+    // The killed run's epochs count in the wall time: the total is at least
+    // every epoch's time, and the part before the resume is recorded.
+    let entry = &s.entries("train")[0];
+    let timing: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(entry.join("timing.json")).unwrap()).unwrap();
+    let total = timing["seconds"].as_f64().unwrap();
+    let epochs: f64 = timing["stage"]["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seconds"].as_f64().unwrap())
+        .sum();
+    assert_eq!(timing["stage"]["epochs"].as_array().unwrap().len(), 4, "{timing}");
+    let earlier = timing["stage"]["earlier_seconds"].as_f64().unwrap_or(0.0);
+    assert!(earlier > 0.0, "the time before the kill is recorded: {timing}");
+    assert!(total + 1e-6 >= epochs, "the total counts every epoch: {timing}");
+    assert!(total > earlier, "{timing}");
 }
 
 /// A checkpoint without the optimiser's state it needs (as an older fkp wrote

@@ -154,6 +154,7 @@ impl EdaStage {
                 pixel_table.to_terminal()
             )),
             timing: None,
+            earlier_seconds: 0.0,
         })
     }
 

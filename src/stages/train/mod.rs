@@ -7,6 +7,9 @@
 //! (history table; with `[train.augment]`, `augmented.png`, faces as the
 //! network sees them) and `learning_curves.png`/`.svg`. Per-epoch wall times and
 //! images/s go to the entry's `timing.json` only: they differ from run to run.
+//! A resumed training's `timing.json` counts the time of the runs before it
+//! too (up to the checkpoint it resumed from): its `seconds` are the total, and
+//! `stage.earlier_seconds` the part before this run.
 //!
 //! The checkpoint ([`checkpoint`]) lives in the cache's `checkpoints/train-<key>/`
 //! until the stage succeeds. Everything the
@@ -181,6 +184,11 @@ struct Progress {
     history: Vec<EpochLog>,
     timing: Vec<EpochTiming>,
     stopped_early: bool,
+    /// Wall seconds the stage had run when this checkpoint was written, over
+    /// every run that trained toward it (volatile, like `timing`: it goes to
+    /// `timing.json` only).
+    #[serde(default)]
+    seconds: f64,
 }
 
 pub static DEF: StageDef = StageDef {
@@ -283,6 +291,7 @@ impl Stage for TrainStage {
 
 impl TrainStage {
     fn train(&self, ctx: &StageContext) -> Result<StageOutcome, TrainStageError> {
+        let run_started = std::time::Instant::now();
         let config = &self.config;
         let prepared = Prepared::read(&ctx.upstream_file(StageKind::Prepare, PREPARED_FILE)?)?;
         let keypoint_names = crate::data::faces::keypoint_names(&prepared.coordinate_names);
@@ -334,8 +343,11 @@ impl TrainStage {
                 history: Vec::new(),
                 timing: Vec::new(),
                 stopped_early: false,
+                seconds: 0.0,
             },
         };
+        // What earlier runs spent, up to the checkpoint this one resumes from.
+        let earlier_seconds = progress.seconds;
 
         let flips = FlipMap::from_keypoint_names(&keypoint_names);
         let write = |path: &Path, e: &dyn std::fmt::Display| ReportError::write(path, e);
@@ -399,6 +411,7 @@ impl TrainStage {
                     progress.early.best_epoch
                 ));
             }
+            progress.seconds = earlier_seconds + run_started.elapsed().as_secs_f64();
             checkpoint.save(session.as_ref(), &progress)?;
         }
 
@@ -445,9 +458,14 @@ impl TrainStage {
             ctx.report_dir,
             "learning_curves",
         )?;
+        let mut timing = serde_json::json!({ "epochs": progress.timing });
+        if earlier_seconds > 0.0 {
+            timing["earlier_seconds"] = earlier_seconds.into();
+        }
         Ok(StageOutcome {
             summary: Some(table.to_terminal()),
-            timing: Some(serde_json::json!({ "epochs": progress.timing })),
+            timing: Some(timing),
+            earlier_seconds,
         })
     }
 
