@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// A sibling path for writing `path`'s new content before the rename:
 /// `.<name>.tmp-<pid>`.
-fn temp_sibling(path: &Path) -> PathBuf {
+pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -34,12 +34,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&temp);
     }
     result
-}
-
-/// Flushes a file that was written by other code to the disk, so that a file
-/// naming it (written later) never outlives it in a crash.
-pub fn sync_file(path: &Path) -> std::io::Result<()> {
-    std::fs::File::open(path)?.sync_all()
 }
 
 /// Pretty JSON, written atomically.

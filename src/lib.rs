@@ -10,6 +10,7 @@
 //! workspace's `fkp.toml` (`[executor]`: local threads or Slurm jobs, in
 //! `dag::build` and `dag::slurm`; `[cache] remote`, in `dag::remote`).
 
+pub mod buffers;
 pub mod compare;
 pub mod config;
 pub mod console;

@@ -217,7 +217,7 @@ impl StageBuild<'_> {
                 self.inputs.clone(),
                 outcome.summary,
                 outcome.timing,
-                started.elapsed(),
+                started.elapsed() + earlier(outcome.earlier_seconds),
                 &pipeline.name,
             )
             .map_err(cache_error)?;
@@ -231,4 +231,9 @@ impl StageBuild<'_> {
         ));
         Ok(manifest)
     }
+}
+
+/// A stage's `earlier_seconds` as a duration (none where it makes no sense).
+fn earlier(seconds: f64) -> std::time::Duration {
+    std::time::Duration::try_from_secs_f64(seconds).unwrap_or_default()
 }

@@ -12,6 +12,7 @@
 //!
 //! Metadata (the `fkp` entry, JSON): `side` and `coordinate_names`.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use safetensors::Dtype;
@@ -59,25 +60,41 @@ impl Prepared {
         let mut tensors = Vec::new();
         for (name, split) in [("train", &self.train), ("val", &self.val)] {
             let n = split.len();
-            let mut push = |field: &str, dtype: Dtype, shape: Vec<usize>, bytes: Vec<u8>| {
-                tensors.push(TensorData {
-                    name: format!("{name}.{field}"),
-                    dtype,
-                    shape,
-                    bytes,
-                })
+            let tensor = |field: &str, dtype: Dtype, shape: Vec<usize>, bytes| TensorData {
+                name: format!("{name}.{field}"),
+                dtype,
+                shape,
+                bytes,
             };
-            push(
-                "images",
-                Dtype::U8,
-                vec![n, self.side, self.side],
-                split.images.clone(),
-            );
-            push("targets", Dtype::F32, vec![n, coords], f32_bytes(&split.targets));
-            push("labelled", Dtype::U8, vec![n, coords], split.labelled.clone());
-            push("loss_mask", Dtype::U8, vec![n, coords], split.loss_mask.clone());
-            let rows = split.source_rows.iter().flat_map(|v| v.to_le_bytes()).collect();
-            push("source_rows", Dtype::U32, vec![n], rows);
+            // The byte tensors are written from the splits' own buffers.
+            let rows: Vec<u8> = split.source_rows.iter().flat_map(|v| v.to_le_bytes()).collect();
+            tensors.extend([
+                tensor(
+                    "images",
+                    Dtype::U8,
+                    vec![n, self.side, self.side],
+                    Cow::Borrowed(&split.images[..]),
+                ),
+                tensor(
+                    "targets",
+                    Dtype::F32,
+                    vec![n, coords],
+                    f32_bytes(&split.targets).into(),
+                ),
+                tensor(
+                    "labelled",
+                    Dtype::U8,
+                    vec![n, coords],
+                    Cow::Borrowed(&split.labelled[..]),
+                ),
+                tensor(
+                    "loss_mask",
+                    Dtype::U8,
+                    vec![n, coords],
+                    Cow::Borrowed(&split.loss_mask[..]),
+                ),
+                tensor("source_rows", Dtype::U32, vec![n], rows.into()),
+            ]);
         }
         let meta = PreparedMeta {
             side: self.side,
@@ -94,10 +111,11 @@ impl Prepared {
             path: path.to_path_buf(),
             message,
         };
-        let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        let io = |source: std::io::Error| DataError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let bytes = crate::buffers::read_file(path).map_err(io)?;
         let (tensors, meta): (_, PreparedMeta) = tensor_file::read(&bytes).map_err(corrupt)?;
         let raw = |name: String, dtype: Dtype| -> Result<Vec<u8>, DataError> {
             let view = tensors
@@ -109,7 +127,7 @@ impl Prepared {
                     view.dtype()
                 )));
             }
-            Ok(view.data().to_vec())
+            crate::buffers::copied(view.data(), &name).map_err(|e| io(e.into()))
         };
         let split = |name: &str| -> Result<Split, DataError> {
             Ok(Split {

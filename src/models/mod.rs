@@ -47,7 +47,9 @@ type Map<D, T> = Tensor<(usize, usize, usize, usize), f32, D, T>;
 /// A device fkp trains on: dfdx's CPU, or its CUDA device with the `cuda` feature.
 /// dfdx keeps its convolution and pooling kernels' traits private, so they are
 /// reached through this trait, implemented where the device is known.
-pub trait Backend: Device<f32> + Cache + TensorToArray<Rank0, f32, Array = f32> {
+/// `CopyRange` (fkp's patch) reads and writes device buffers a chunk at a time,
+/// for checkpoints.
+pub trait Backend: Device<f32> + Cache + CopyRange<f32> + TensorToArray<Rank0, f32, Array = f32> {
     /// `x` convolved with `weight` `(out, in, k, k)`.
     fn conv2d<T: Tape<f32, Self>>(
         x: Map<Self, T>,

@@ -247,6 +247,10 @@ pub struct StageOutcome {
     /// Volatile measurements (wall times, images/s), written to the entry's
     /// `timing.json`: exempt from exactness and never part of a key.
     pub timing: Option<serde_json::Value>,
+    /// Wall seconds that earlier, interrupted runs spent on this entry (a
+    /// resumed training's, up to its checkpoint): `timing.json`'s `seconds` is
+    /// this run's plus these.
+    pub earlier_seconds: f64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -32,4 +32,6 @@ pub enum TrainError {
         path: std::path::PathBuf,
         message: String,
     },
+    #[error(transparent)]
+    OutOfMemory(#[from] crate::buffers::OutOfMemory),
 }

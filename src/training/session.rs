@@ -1,19 +1,21 @@
 //! A network and its optimiser behind one object-safe trait, so the training
 //! loop is written once for every architecture and device.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::io::Write;
 use std::path::Path;
 
 use ::safetensors::Dtype as StDtype;
 use dfdx::nn::tensor_collection::{
-    RecursiveWalker, TensorOptions, TensorVisitor, ViewTensorName, ViewTensorRef,
+    RecursiveWalker, ScalarOptions, TensorOptions, TensorVisitor, ViewTensorName, ViewTensorRef,
 };
 use dfdx::optim::{Adam, Optimizer, Sgd};
 use dfdx::prelude::*;
 
 use super::TrainError;
 use super::batch::{Batch, Normalisation};
-use crate::data::tensor_file::{self, TensorData, f32_bytes, floats};
+use crate::buffers;
+use crate::data::tensor_file::{self, CHUNK, Entry, write_f32s};
 use crate::models::loss::masked_mse;
 use crate::models::{Backend, GraphNet, Images, ModelSpec, Outputs};
 
@@ -52,10 +54,16 @@ pub trait Session {
     fn parameters(&self) -> usize;
     /// Where it runs: `cpu` or `cuda`.
     fn device(&self) -> &'static str;
+    /// Writes the weights as safetensors, streamed from the device (byte for
+    /// byte what dfdx's `save_safetensors` writes), atomically.
     fn save_weights(&self, path: &Path) -> Result<(), TrainError>;
     fn load_weights(&mut self, path: &Path) -> Result<(), TrainError>;
-    /// Saves the optimiser's state (Adam's step and moments). Returns false when
-    /// there is none to save: SGD's momentum restarts from zero on a resume.
+    /// Whether the optimiser carries state from step to step that a resumed
+    /// run needs: Adam's and AdamW's step and moments, SGD's momentum (none for
+    /// SGD without momentum).
+    fn has_optimizer_state(&self) -> bool;
+    /// Saves the optimiser's state, streamed from the device. Returns false when
+    /// it has none ([`Session::has_optimizer_state`]).
     fn save_optimizer(&self, path: &Path) -> Result<bool, TrainError>;
     fn load_optimizer(&mut self, path: &Path) -> Result<(), TrainError>;
 }
@@ -67,13 +75,26 @@ pub fn predict_pixels(
     rows: usize,
     side: usize,
 ) -> Result<Vec<f32>, TrainError> {
-    let scaled: Vec<f32> = images.iter().map(|&p| f32::from(p) / 255.0).collect();
+    const CHUNK_ROWS: usize = 64;
+    let pixels = side * side;
     let norm = Normalisation::for_side(side);
-    Ok(session
-        .predict(&scaled, rows, 64)?
-        .into_iter()
-        .map(|v| norm.to_pixels(v))
-        .collect())
+    // Scaled a chunk at a time: a copy of every image as f32 would be 4 times
+    // the data (the network sees the same chunks either way).
+    let mut out = Vec::new();
+    for start in (0..rows).step_by(CHUNK_ROWS) {
+        let n = CHUNK_ROWS.min(rows - start);
+        let scaled: Vec<f32> = images[start * pixels..(start + n) * pixels]
+            .iter()
+            .map(|&p| f32::from(p) / 255.0)
+            .collect();
+        out.extend(
+            session
+                .predict(&scaled, n, n)?
+                .into_iter()
+                .map(|v| norm.to_pixels(v)),
+        );
+    }
+    Ok(out)
 }
 
 enum Optim<N, D: Storage<f32>> {
@@ -126,6 +147,15 @@ pub fn open_session<D: Backend + 'static>(
     spec: &ModelSpec,
     settings: &OptimizerSettings,
 ) -> Result<Box<dyn Session>, TrainError> {
+    Ok(Box::new(new_session(dev, device_name, spec, settings)?))
+}
+
+fn new_session<D: Backend>(
+    dev: D,
+    device_name: &'static str,
+    spec: &ModelSpec,
+    settings: &OptimizerSettings,
+) -> Result<NetSession<D>, TrainError> {
     let net = spec.build(&dev)?;
     let optim = match settings.kind {
         OptimizerKind::Adam | OptimizerKind::AdamW => Optim::Adam(Adam::new(
@@ -149,7 +179,7 @@ pub fn open_session<D: Backend + 'static>(
             },
         )),
     };
-    Ok(Box::new(NetSession {
+    Ok(NetSession {
         dev,
         device_name,
         net,
@@ -158,7 +188,7 @@ pub fn open_session<D: Backend + 'static>(
         clip: settings.clip_grad_norm,
         side: spec.side,
         outputs: spec.outputs,
-    }))
+    })
 }
 
 impl<D: Backend> Session for NetSession<D> {
@@ -241,10 +271,29 @@ impl<D: Backend> Session for NetSession<D> {
     }
 
     fn save_weights(&self, path: &Path) -> Result<(), TrainError> {
-        self.net.save_safetensors(path).map_err(|e| TrainError::Write {
+        let write = |e: std::io::Error| TrainError::Write {
             path: path.to_path_buf(),
             message: e.to_string(),
+        };
+        // Names and shapes first: the header comes before the tensors' bytes.
+        let mut list = ListWeights(Vec::new());
+        GraphNet::iter_tensors(&mut RecursiveWalker {
+            m: (&self.net, String::new()),
+            f: &mut list,
         })
+        .map_err(|e| self.fail(e))?;
+        let mut writer = tensor_file::Writer::create(path, list.0, &[]).map_err(write)?;
+        let mut stream = StreamWeights {
+            dev: &self.dev,
+            writer: &mut writer,
+            chunk: transfer_buffer()?,
+        };
+        GraphNet::iter_tensors(&mut RecursiveWalker {
+            m: (&self.net, String::new()),
+            f: &mut stream,
+        })
+        .map_err(|e| e.into_train(self.device_name, path))?;
+        writer.finish().map_err(write)
     }
 
     fn load_weights(&mut self, path: &Path) -> Result<(), TrainError> {
@@ -259,42 +308,92 @@ impl<D: Backend> Session for NetSession<D> {
             .map_err(|e| error(format!("not the weights of this network ({e:?})")))
     }
 
+    fn has_optimizer_state(&self) -> bool {
+        match &self.optim {
+            Optim::Adam(_) => true,
+            Optim::Sgd(opt) => opt.cfg.momentum.is_some(),
+        }
+    }
+
     fn save_optimizer(&self, path: &Path) -> Result<bool, TrainError> {
-        let Optim::Adam(opt) = &self.optim else {
+        if !self.has_optimizer_state() {
             return Ok(false);
+        }
+        let write = |e: std::io::Error| TrainError::Write {
+            path: path.to_path_buf(),
+            message: e.to_string(),
         };
-        let mut visitor = ReadMoments {
-            opt,
-            moments: HashMap::new(),
+        let mut found = OptimizerBuffers {
+            optim: &self.optim,
+            buffers: Vec::new(),
         };
         GraphNet::iter_tensors(&mut RecursiveWalker {
             m: (&self.net, String::new()),
-            f: &mut visitor,
+            f: &mut found,
         })
         .map_err(|e| self.fail(e))?;
-        write_moments(path, opt.step(), &visitor.moments)?;
+        let meta = match &self.optim {
+            Optim::Adam(opt) => OptimizerMeta {
+                step: Some(opt.step()),
+                optimizer: None,
+            },
+            Optim::Sgd(_) => OptimizerMeta {
+                step: None,
+                optimizer: Some(SGD.to_string()),
+            },
+        };
+        let meta = serde_json::to_string(&meta).map_err(|e| write(e.into()))?;
+        let entries = found
+            .buffers
+            .iter()
+            .map(|(name, buffer)| Entry::new(name, StDtype::F32, &[Storage::<f32>::len(&self.dev, *buffer)]))
+            .collect();
+        let metadata = [(tensor_file::META_KEY, meta.as_str())];
+        let mut writer = tensor_file::Writer::create(path, entries, &metadata).map_err(write)?;
+        let mut chunk = transfer_buffer()?;
+        for (name, buffer) in &found.buffers {
+            let mut sink = writer.tensor(name).map_err(write)?;
+            stream_out(&self.dev, buffer, &mut sink, &mut chunk)
+                .map_err(|e| e.into_train(self.device_name, path))?;
+        }
+        writer.finish().map_err(write)?;
         Ok(true)
     }
 
     fn load_optimizer(&mut self, path: &Path) -> Result<(), TrainError> {
-        let Optim::Adam(opt) = &mut self.optim else {
+        if !self.has_optimizer_state() {
             return Ok(());
+        }
+        let error = |message: String| TrainError::Read {
+            path: path.to_path_buf(),
+            message,
         };
-        let (step, moments) = read_moments(path)?;
-        opt.set_step(step);
-        let mut visitor = WriteMoments {
-            opt,
-            moments: &moments,
+        let mut reader = tensor_file::Reader::open(path).map_err(error)?;
+        let meta: OptimizerMeta = reader.meta().map_err(error)?;
+        match (&mut self.optim, meta.step, meta.optimizer.as_deref()) {
+            (Optim::Adam(opt), Some(step), None) => opt.set_step(step),
+            (Optim::Sgd(_), None, Some(SGD)) => {}
+            _ => return Err(error("the state of another optimiser".to_string())),
+        }
+        let remaining: HashSet<String> = reader.tensors().into_keys().collect();
+        let mut load = LoadOptimizer {
+            optim: &mut self.optim,
+            dev: &self.dev,
+            reader: &mut reader,
+            remaining,
+            chunk: transfer_buffer()?,
         };
         GraphNet::iter_tensors(&mut RecursiveWalker {
             m: (&self.net, String::new()),
-            f: &mut visitor,
+            f: &mut load,
         })
-        .map(|_| ())
-        .map_err(|e| TrainError::Device {
-            device: self.device_name,
-            message: format!("{e:?}"),
-        })
+        .map_err(error)?;
+        if let Some(name) = load.remaining.iter().min() {
+            return Err(error(format!(
+                "{name} is the state of no parameter of this network"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -351,41 +450,74 @@ fn clip_grad_norm<D: Backend>(
     Ok(())
 }
 
-type Moments = HashMap<String, (Vec<f32>, Vec<f32>)>;
-
-/// Collects Adam's two moments of every trained tensor, by parameter path.
-struct ReadMoments<'a, N, D: Storage<f32>> {
-    opt: &'a Adam<N, f32, D>,
-    moments: Moments,
+/// The `fkp` metadata of an optimiser's state file.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OptimizerMeta {
+    /// Adam's (and AdamW's) step count: its files have only this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    step: Option<i32>,
+    /// [`SGD`] for SGD's velocity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    optimizer: Option<String>,
 }
 
-impl<N, D: Device<f32>> TensorVisitor<f32, D> for ReadMoments<'_, N, D> {
-    type Viewer = (ViewTensorRef, ViewTensorName);
-    type Err = D::Err;
-    type E2 = f32;
-    type D2 = D;
+const SGD: &str = "sgd";
 
-    fn visit<S: Shape>(
-        &mut self,
-        opts: TensorOptions<S, f32, D>,
-        (tensor, path): (&Tensor<S, f32, D>, String),
-    ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
-        if opts.do_gradient_update
-            && let Some([first, second]) = self.opt.moments(tensor)
-        {
-            self.moments.insert(path, (first.as_vec(), second.as_vec()));
+/// The buffer through which tensors pass between the device and a file, a
+/// chunk at a time.
+fn transfer_buffer() -> Result<Vec<f32>, TrainError> {
+    Ok(buffers::zeroed(CHUNK, "moving a checkpoint's tensors")?)
+}
+
+/// A device's buffer of `f32`s.
+type Buffer<D> = <D as Storage<f32>>::Vec;
+
+/// What streaming a tensor to a file can fail on.
+enum StreamError<E> {
+    Device(E),
+    Io(std::io::Error),
+}
+
+impl<E: std::fmt::Debug> StreamError<E> {
+    fn into_train(self, device: &'static str, path: &Path) -> TrainError {
+        match self {
+            StreamError::Device(e) => TrainError::Device {
+                device,
+                message: format!("{e:?}"),
+            },
+            StreamError::Io(e) => TrainError::Write {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            },
         }
-        Ok(None)
     }
 }
 
-/// Puts saved moments back, matching parameters by path.
-struct WriteMoments<'a, N, D: Storage<f32>> {
-    opt: &'a mut Adam<N, f32, D>,
-    moments: &'a Moments,
+/// Writes the values of a device buffer to `out` as little-endian `f32`s,
+/// `chunk.len()` of them at a time.
+fn stream_out<D: Backend>(
+    dev: &D,
+    buffer: &Buffer<D>,
+    out: &mut impl Write,
+    chunk: &mut [f32],
+) -> Result<(), StreamError<D::Err>> {
+    let len = Storage::<f32>::len(dev, buffer);
+    let mut start = 0;
+    while start < len {
+        let n = chunk.len().min(len - start);
+        dev.try_copy_range_to_host(buffer, start, &mut chunk[..n])
+            .map_err(StreamError::Device)?;
+        write_f32s(out, &chunk[..n]).map_err(StreamError::Io)?;
+        start += n;
+    }
+    Ok(())
 }
 
-impl<N, D: Device<f32>> TensorVisitor<f32, D> for WriteMoments<'_, N, D> {
+/// The tensors (and scalars) of a network as dfdx's `save_safetensors` lists
+/// them: every tensor by its path, F32, and every scalar, F64.
+struct ListWeights(Vec<Entry>);
+
+impl<D: Backend> TensorVisitor<f32, D> for ListWeights {
     type Viewer = (ViewTensorRef, ViewTensorName);
     type Err = D::Err;
     type E2 = f32;
@@ -396,55 +528,352 @@ impl<N, D: Device<f32>> TensorVisitor<f32, D> for WriteMoments<'_, N, D> {
         _: TensorOptions<S, f32, D>,
         (tensor, path): (&Tensor<S, f32, D>, String),
     ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
-        if let Some((first, second)) = self.moments.get(&path) {
-            let dev = tensor.device();
-            let first = dev.try_tensor_from_vec(first.clone(), *tensor.shape())?;
-            let second = dev.try_tensor_from_vec(second.clone(), *tensor.shape())?;
-            self.opt.set_moments(tensor, &first, &second)?;
+        let shape: Vec<usize> = tensor.shape().concrete().into();
+        self.0.push(Entry::new(&path, StDtype::F32, &shape));
+        Ok(None)
+    }
+
+    fn visit_scalar<N: num_traits::NumCast>(
+        &mut self,
+        _: ScalarOptions<N>,
+        (_, path): (&N, String),
+    ) -> Result<Option<N>, Self::Err> {
+        self.0.push(Entry::new(&path, StDtype::F64, &[]));
+        Ok(None)
+    }
+}
+
+/// Writes each tensor (and scalar) [`ListWeights`] listed, from the device.
+struct StreamWeights<'a, D: Backend> {
+    dev: &'a D,
+    writer: &'a mut tensor_file::Writer,
+    chunk: Vec<f32>,
+}
+
+impl<D: Backend> TensorVisitor<f32, D> for StreamWeights<'_, D> {
+    type Viewer = (ViewTensorRef, ViewTensorName);
+    type Err = StreamError<D::Err>;
+    type E2 = f32;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        _: TensorOptions<S, f32, D>,
+        (tensor, path): (&Tensor<S, f32, D>, String),
+    ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
+        let storage = tensor.storage();
+        // A network's own tensors hold exactly their values, in order.
+        if Storage::<f32>::len(self.dev, storage) != tensor.shape().num_elements() {
+            return Err(StreamError::Io(std::io::Error::other(format!(
+                "tensor {path} is a view, not stored on its own"
+            ))));
+        }
+        let mut sink = self.writer.tensor(&path).map_err(StreamError::Io)?;
+        stream_out(self.dev, storage, &mut sink, &mut self.chunk)?;
+        Ok(None)
+    }
+
+    fn visit_scalar<N: num_traits::NumCast>(
+        &mut self,
+        _: ScalarOptions<N>,
+        (value, path): (&N, String),
+    ) -> Result<Option<N>, Self::Err> {
+        let value = value.to_f64().ok_or_else(|| {
+            StreamError::Io(std::io::Error::other(format!("scalar {path} is not a number")))
+        })?;
+        self.writer
+            .tensor(&path)
+            .and_then(|mut sink| sink.write_all(&value.to_le_bytes()))
+            .map_err(StreamError::Io)?;
+        Ok(None)
+    }
+}
+
+/// The optimiser's state of every trained tensor that has some, named for its
+/// file: `m1.<path>` and `m2.<path>` (Adam's moments), `velocity.<path>` (SGD's).
+/// The device's own buffers: nothing is copied.
+struct OptimizerBuffers<'a, D: Backend> {
+    optim: &'a Optim<GraphNet<f32, D>, D>,
+    buffers: Vec<(String, &'a Buffer<D>)>,
+}
+
+impl<D: Backend> TensorVisitor<f32, D> for OptimizerBuffers<'_, D> {
+    type Viewer = (ViewTensorRef, ViewTensorName);
+    type Err = D::Err;
+    type E2 = f32;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, f32, D>,
+        (tensor, path): (&Tensor<S, f32, D>, String),
+    ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
+        if !opts.do_gradient_update {
+            return Ok(None);
+        }
+        match self.optim {
+            Optim::Adam(opt) => {
+                if let Some([first, second]) = opt.moment_buffers(tensor) {
+                    self.buffers.push((format!("m1.{path}"), first));
+                    self.buffers.push((format!("m2.{path}"), second));
+                }
+            }
+            Optim::Sgd(opt) => {
+                if let Some(velocity) = opt.velocity_buffer(tensor) {
+                    self.buffers.push((format!("velocity.{path}"), velocity));
+                }
+            }
         }
         Ok(None)
     }
 }
 
-/// The moments file's metadata.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct MomentsMeta {
-    step: i32,
+/// Fills the optimiser's state from a file, parameter by parameter (matched
+/// by path), straight into the device's buffers.
+struct LoadOptimizer<'a, D: Backend> {
+    optim: &'a mut Optim<GraphNet<f32, D>, D>,
+    dev: &'a D,
+    reader: &'a mut tensor_file::Reader,
+    /// The file's tensors not read yet.
+    remaining: HashSet<String>,
+    chunk: Vec<f32>,
 }
 
-fn write_moments(path: &Path, step: i32, moments: &Moments) -> Result<(), TrainError> {
-    let tensors: Vec<TensorData> = moments
-        .iter()
-        .flat_map(|(name, (first, second))| {
-            [(format!("m1.{name}"), first), (format!("m2.{name}"), second)].map(|(name, values)| TensorData {
-                name,
-                dtype: StDtype::F32,
-                shape: vec![values.len()],
-                bytes: f32_bytes(values),
-            })
-        })
-        .collect();
-    tensor_file::write(path, &tensors, &MomentsMeta { step }).map_err(|message| TrainError::Write {
-        path: path.to_path_buf(),
-        message,
-    })
+impl<D: Backend> TensorVisitor<f32, D> for LoadOptimizer<'_, D> {
+    type Viewer = (ViewTensorRef, ViewTensorName);
+    type Err = String;
+    type E2 = f32;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, f32, D>,
+        (tensor, path): (&Tensor<S, f32, D>, String),
+    ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
+        if !opts.do_gradient_update {
+            return Ok(None);
+        }
+        let names: Vec<String> = match self.optim {
+            Optim::Adam(_) => vec![format!("m1.{path}"), format!("m2.{path}")],
+            Optim::Sgd(_) => vec![format!("velocity.{path}")],
+        };
+        let present: Vec<bool> = names.iter().map(|name| self.remaining.remove(name)).collect();
+        if present.iter().all(|p| !p) {
+            // Not updated yet when it was saved.
+            return Ok(None);
+        }
+        if let Some(missing) = names.iter().zip(&present).find(|(_, p)| !**p) {
+            return Err(format!("no {} beside the rest of {path}'s state", missing.0));
+        }
+        let len = Storage::<f32>::len(self.dev, tensor.storage());
+        let tensors = self.reader.tensors();
+        for name in &names {
+            let saved: usize = tensors[name].shape.iter().product();
+            if saved != len {
+                return Err(format!("{name} has {saved} values, its parameter {len}"));
+            }
+        }
+        let device = |e: D::Err| format!("the device failed: {e:?}");
+        let buffers: Vec<&mut Buffer<D>> = match self.optim {
+            Optim::Adam(opt) => opt.moment_buffers_mut(tensor).map_err(device)?.into(),
+            Optim::Sgd(opt) => vec![opt.velocity_buffer_mut(tensor).map_err(device)?],
+        };
+        for (name, buffer) in names.iter().zip(buffers) {
+            let dev = self.dev;
+            self.reader.read_f32s(name, &mut self.chunk, |start, values| {
+                dev.try_copy_range_from_host(values, buffer, start)
+                    .map_err(device)
+            })?;
+        }
+        Ok(None)
+    }
 }
 
-fn read_moments(path: &Path) -> Result<(i32, Moments), TrainError> {
-    let error = |message: String| TrainError::Read {
-        path: path.to_path_buf(),
-        message,
-    };
-    let bytes = std::fs::read(path).map_err(|e| error(e.to_string()))?;
-    let (tensors, meta): (_, MomentsMeta) = tensor_file::read(&bytes).map_err(error)?;
-    let values = |name: &str| tensors.tensor(name).ok().map(|view| floats(view.data()));
-    let mut moments = Moments::new();
-    for name in tensors.names() {
-        if let Some(param) = name.strip_prefix("m1.")
-            && let (Some(first), Some(second)) = (values(name), values(&format!("m2.{param}")))
-        {
-            moments.insert(param.to_string(), (first, second));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::Arch;
+
+    fn spec(arch: Arch) -> ModelSpec {
+        ModelSpec {
+            graph: arch.graph(1),
+            side: if arch == Arch::AlexNet { 72 } else { 40 },
+            outputs: 6,
         }
     }
-    Ok((meta.step, moments))
+
+    fn settings(kind: OptimizerKind, momentum: f64, nesterov: bool) -> OptimizerSettings {
+        OptimizerSettings {
+            kind,
+            lr: 1e-2,
+            weight_decay: if kind == OptimizerKind::AdamW { 1e-2 } else { 1e-4 },
+            momentum,
+            nesterov,
+            clip_grad_norm: None,
+        }
+    }
+
+    /// A batch of `rows` faces drawn from `seed`.
+    fn batch(rows: usize, side: usize, outputs: usize, seed: u64) -> Batch {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        };
+        Batch {
+            rows,
+            images: (0..rows * side * side).map(|_| next()).collect(),
+            targets: (0..rows * outputs).map(|_| next() * 2.0 - 1.0).collect(),
+            mask: (0..rows * outputs)
+                .map(|i| if i % 5 == 0 { 0.0 } else { 1.0 })
+                .collect(),
+        }
+    }
+
+    fn open(arch: Arch, settings: &OptimizerSettings) -> NetSession<Cpu> {
+        new_session(Cpu::seed_from_u64(7), "cpu", &spec(arch), settings).unwrap()
+    }
+
+    /// fkp streams the weights itself; the files must stay those dfdx wrote
+    /// (model.safetensors is an output: its bytes are part of every result).
+    #[test]
+    fn streamed_weights_are_the_bytes_dfdx_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let adam = settings(OptimizerKind::Adam, 0.0, false);
+        for arch in [
+            Arch::LeNet,
+            Arch::AlexNet,
+            Arch::ResNet18,
+            Arch::ResNet34,
+            Arch::ResNet50,
+            Arch::Darknet53,
+        ] {
+            let mut session = open(arch, &adam);
+            if matches!(arch, Arch::LeNet | Arch::ResNet18) {
+                // Trained weights and batch-norm statistics, not the initial ones.
+                let spec = spec(arch);
+                for seed in 0..2 {
+                    session.step(&batch(4, spec.side, spec.outputs, seed)).unwrap();
+                }
+            }
+            let ours = dir.path().join("ours.safetensors");
+            let theirs = dir.path().join("theirs.safetensors");
+            session.save_weights(&ours).unwrap();
+            session.net.save_safetensors(&theirs).unwrap();
+            assert!(
+                std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
+                "{arch:?}: the streamed file differs from dfdx's"
+            );
+            // And it loads back.
+            let mut again = open(arch, &adam);
+            again.load_weights(&ours).unwrap();
+            let back = dir.path().join("back.safetensors");
+            again.save_weights(&back).unwrap();
+            assert!(
+                std::fs::read(&back).unwrap() == std::fs::read(&ours).unwrap(),
+                "{arch:?}"
+            );
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 3, "no temporary files left: {names:?}");
+    }
+
+    /// A session that saves after some steps and one restored from its files
+    /// take the next steps to the same bits, for every optimiser with state.
+    #[test]
+    fn every_optimiser_resumes_bit_identically() {
+        let dir = tempfile::tempdir().unwrap();
+        let arch = Arch::ResNet18;
+        let spec = spec(arch);
+        let batches: Vec<Batch> = (0..5)
+            .map(|seed| batch(4, spec.side, spec.outputs, seed))
+            .collect();
+        for (name, settings) in [
+            ("adam", settings(OptimizerKind::Adam, 0.0, false)),
+            ("adamw", settings(OptimizerKind::AdamW, 0.0, false)),
+            ("sgd momentum", settings(OptimizerKind::Sgd, 0.9, false)),
+            ("sgd nesterov", settings(OptimizerKind::Sgd, 0.9, true)),
+        ] {
+            let mut straight = open(arch, &settings);
+            assert!(straight.has_optimizer_state(), "{name}");
+            for batch in &batches[..3] {
+                straight.step(batch).unwrap();
+            }
+            let weights = dir.path().join("w.safetensors");
+            let optimizer = dir.path().join("o.safetensors");
+            straight.save_weights(&weights).unwrap();
+            assert!(straight.save_optimizer(&optimizer).unwrap(), "{name}");
+
+            // Another network (other initial weights), restored from the files.
+            let mut resumed = new_session(Cpu::seed_from_u64(99), "cpu", &spec, &settings).unwrap();
+            resumed.load_weights(&weights).unwrap();
+            resumed.load_optimizer(&optimizer).unwrap();
+            // Without the optimiser's state, the steps go elsewhere.
+            let mut forgetful = new_session(Cpu::seed_from_u64(99), "cpu", &spec, &settings).unwrap();
+            forgetful.load_weights(&weights).unwrap();
+            for batch in &batches[3..] {
+                straight.step(batch).unwrap();
+                resumed.step(batch).unwrap();
+                forgetful.step(batch).unwrap();
+            }
+            let files: Vec<Vec<u8>> = [&straight, &resumed, &forgetful]
+                .iter()
+                .enumerate()
+                .map(|(i, session)| {
+                    let path = dir.path().join(format!("{i}.safetensors"));
+                    session.save_weights(&path).unwrap();
+                    std::fs::read(path).unwrap()
+                })
+                .collect();
+            assert!(files[0] == files[1], "{name}: the resumed weights differ");
+            assert!(
+                files[0] != files[2],
+                "{name}: the optimiser's state made no difference"
+            );
+            let saved: Vec<Vec<u8>> = [&straight, &resumed]
+                .iter()
+                .map(|session| {
+                    session.save_optimizer(&optimizer).unwrap();
+                    std::fs::read(&optimizer).unwrap()
+                })
+                .collect();
+            assert!(
+                saved[0] == saved[1],
+                "{name}: the resumed optimiser state differs"
+            );
+        }
+    }
+
+    #[test]
+    fn sgd_without_momentum_has_no_state_and_a_wrong_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.safetensors");
+        let mut plain = open(Arch::LeNet, &settings(OptimizerKind::Sgd, 0.0, false));
+        let spec = spec(Arch::LeNet);
+        plain.step(&batch(2, spec.side, spec.outputs, 1)).unwrap();
+        assert!(!plain.has_optimizer_state());
+        assert!(!plain.save_optimizer(&path).unwrap());
+        assert!(!path.exists());
+
+        // Adam's state does not load into SGD, nor one network's into another.
+        let mut adam = open(Arch::LeNet, &settings(OptimizerKind::Adam, 0.0, false));
+        adam.step(&batch(2, spec.side, spec.outputs, 1)).unwrap();
+        assert!(adam.save_optimizer(&path).unwrap());
+        let mut sgd = open(Arch::LeNet, &settings(OptimizerKind::Sgd, 0.9, false));
+        let error = sgd.load_optimizer(&path).unwrap_err().to_string();
+        assert!(error.contains("another optimiser"), "{error}");
+        let mut other = open(Arch::ResNet18, &settings(OptimizerKind::Adam, 0.0, false));
+        let error = other.load_optimizer(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("no parameter of this network") || error.contains("values"),
+            "{error}"
+        );
+        std::fs::write(&path, b"not a file of tensors").unwrap();
+        assert!(adam.load_optimizer(&path).is_err());
+    }
 }

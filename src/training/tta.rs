@@ -24,10 +24,13 @@ pub fn predict_pixels_tta(
 ) -> Result<Vec<f32>, TrainError> {
     let mut predictions = predict_pixels(session, images, rows, side)?;
     if tta.contains(&Tta::HFlip) {
-        let mirrored: Vec<u8> = images
-            .chunks(side.max(1))
-            .flat_map(|row| row.iter().rev().copied())
-            .collect();
+        let mut mirrored =
+            crate::buffers::with_capacity(images.len(), "the mirrored faces of test-time flips")?;
+        mirrored.extend(
+            images
+                .chunks(side.max(1))
+                .flat_map(|row| row.iter().rev().copied()),
+        );
         let of_mirrored = predict_pixels(session, &mirrored, rows, side)?;
         average_with_mirrored(&mut predictions, &of_mirrored, rows, side, flips);
     }

@@ -155,6 +155,7 @@ impl EdaStage {
                 pixel_table.to_terminal()
             )),
             timing: None,
+            earlier_seconds: 0.0,
         })
     }
 

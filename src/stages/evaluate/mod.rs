@@ -471,6 +471,7 @@ impl EvaluateStage {
         Ok(StageOutcome {
             summary: Some(summary),
             timing: Some(serde_json::json!({ "inference": inference })),
+            earlier_seconds: 0.0,
         })
     }
 }

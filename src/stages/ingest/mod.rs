@@ -177,6 +177,7 @@ impl IngestStage {
         Ok(StageOutcome {
             summary: Some(meta.terminal_tables()),
             timing: None,
+            earlier_seconds: 0.0,
         })
     }
 }

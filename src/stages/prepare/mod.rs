@@ -164,6 +164,7 @@ impl PrepareStage {
         Ok(StageOutcome {
             summary: Some(table.to_terminal()),
             timing: None,
+            earlier_seconds: 0.0,
         })
     }
 

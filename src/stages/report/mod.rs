@@ -372,6 +372,7 @@ impl ReportStage {
                 keypoints.to_terminal()
             )),
             timing: Some(serde_json::to_value(&timing).unwrap_or_default()),
+            earlier_seconds: 0.0,
         })
     }
 }

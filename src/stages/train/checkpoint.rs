@@ -23,8 +23,20 @@ const STATE: &str = "state.json";
 #[derive(Serialize, Deserialize)]
 struct State {
     progress: Progress,
-    /// Whether `optimizer-<epoch>` was written (SGD has no state to save).
+    /// Whether `optimizer-<epoch>` was written (SGD without momentum has no
+    /// state to save).
     has_optimizer: bool,
+}
+
+/// What [`Checkpoint::restore`] did.
+pub enum Restored {
+    /// The session continues from the checkpoint, after the epochs of this.
+    Resumed(Progress),
+    /// No checkpoint, or one refused before the session was touched.
+    Nothing,
+    /// A checkpoint refused after the session had taken some of its state
+    /// (weights restored, the optimiser's not): the session must not train.
+    Discarded,
 }
 
 pub struct Checkpoint<'a> {
@@ -41,13 +53,23 @@ impl<'a> Checkpoint<'a> {
     }
 
     /// Restores the session from the checkpoint, if there is a usable one. One
-    /// that cannot be read is reported and removed: training starts over.
-    pub fn restore(&self, session: &mut dyn Session, console: &Console) -> Option<Progress> {
+    /// that cannot be read, or that lacks the optimiser's state (without which
+    /// the resumed run would not end as an uninterrupted one), is reported and
+    /// removed: training starts over, from a fresh session if this one took
+    /// some of its state ([`Restored::Discarded`]).
+    pub fn restore(&self, session: &mut dyn Session, console: &Console) -> Restored {
         let state_path = self.dir.join(STATE);
-        let bytes = std::fs::read(&state_path).ok()?;
+        let Ok(bytes) = std::fs::read(&state_path) else {
+            return Restored::Nothing;
+        };
+        let mut touched = false;
         let restored = (|| -> Result<Progress, String> {
             let state: State = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+            if !state.has_optimizer && session.has_optimizer_state() {
+                return Err("it has no optimiser state".to_string());
+            }
             let epoch = state.progress.epochs_done;
+            touched = true;
             session
                 .load_weights(&self.dir.join(file("weights", epoch)))
                 .map_err(|e| e.to_string())?;
@@ -55,21 +77,23 @@ impl<'a> Checkpoint<'a> {
                 session
                     .load_optimizer(&self.dir.join(file("optimizer", epoch)))
                     .map_err(|e| e.to_string())?;
-            } else {
-                console.warn("no optimiser state in the checkpoint: SGD momentum restarts from zero");
             }
             session.set_lr(state.progress.schedule.lr);
             Ok(state.progress)
         })();
         match restored {
-            Ok(progress) => Some(progress),
+            Ok(progress) => Restored::Resumed(progress),
             Err(why) => {
                 console.warn(&format!(
                     "cannot resume from {} ({why}); training starts over",
                     self.dir.display()
                 ));
                 let _ = std::fs::remove_dir_all(self.dir);
-                None
+                if touched {
+                    Restored::Discarded
+                } else {
+                    Restored::Nothing
+                }
             }
         }
     }
@@ -90,7 +114,7 @@ impl<'a> Checkpoint<'a> {
         let epoch = progress.epochs_done;
         self.write_weights(session, &file("weights", epoch))?;
         let optimizer = self.dir.join(file("optimizer", epoch));
-        // (written atomically and synced by tensor_file::write)
+        // (streamed, synced and renamed into place, as the weights)
         let has_optimizer = session.save_optimizer(&optimizer)?;
         let state = State {
             progress: progress.clone(),
@@ -117,9 +141,8 @@ impl<'a> Checkpoint<'a> {
     }
 
     fn write_weights(&self, session: &dyn Session, name: &str) -> Result<(), TrainStageError> {
-        let path = self.dir.join(name);
-        session.save_weights(&path)?;
-        fsutil::sync_file(&path).map_err(|e| ReportError::write(&path, e))?;
+        // (synced before it is renamed into place)
+        session.save_weights(&self.dir.join(name))?;
         Ok(())
     }
 }

@@ -7,6 +7,9 @@
 //! (history table; with `[train.augment]`, `augmented.png`, faces as the
 //! network sees them) and `learning_curves.png`/`.svg`. Per-epoch wall times and
 //! images/s go to the entry's `timing.json` only: they differ from run to run.
+//! A resumed training's `timing.json` counts the time of the runs before it
+//! too (up to the checkpoint it resumed from): its `seconds` are the total, and
+//! `stage.earlier_seconds` the part before this run.
 //!
 //! The checkpoint ([`checkpoint`]) lives in the cache's `checkpoints/train-<key>/`
 //! until the stage succeeds. Everything the
@@ -27,7 +30,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use checkpoint::Checkpoint;
+use checkpoint::{Checkpoint, Restored};
 pub use config::{DeviceChoice, ModelConfig, TrainConfig};
 
 use super::{FileInput, Stage, StageContext, StageDef, StageError, StageKind, StageOutcome, StageTables};
@@ -172,7 +175,7 @@ struct EpochTiming {
     seconds: f64,
 }
 
-/// Everything a checkpoint restores besides weights and optimiser moments.
+/// Everything a checkpoint restores besides weights and optimiser state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Progress {
     epochs_done: usize,
@@ -181,6 +184,11 @@ struct Progress {
     history: Vec<EpochLog>,
     timing: Vec<EpochTiming>,
     stopped_early: bool,
+    /// Wall seconds the stage had run when this checkpoint was written, over
+    /// every run that trained toward it (volatile, like `timing`: it goes to
+    /// `timing.json` only).
+    #[serde(default)]
+    seconds: f64,
 }
 
 pub static DEF: StageDef = StageDef {
@@ -284,6 +292,7 @@ impl Stage for TrainStage {
 
 impl TrainStage {
     fn train(&self, ctx: &StageContext) -> Result<StageOutcome, TrainStageError> {
+        let run_started = std::time::Instant::now();
         let config = &self.config;
         let prepared = Prepared::read(&ctx.upstream_file(StageKind::Prepare, PREPARED_FILE)?)?;
         let keypoint_names = crate::data::faces::keypoint_names(&prepared.coordinate_names);
@@ -312,8 +321,14 @@ impl TrainStage {
 
         let checkpoints = ctx.checkpoint_dir;
         let checkpoint = Checkpoint::new(checkpoints);
-        let mut progress = match checkpoint.restore(session.as_mut(), ctx.console) {
-            Some(progress) => {
+        let restored = checkpoint.restore(session.as_mut(), ctx.console);
+        if let Restored::Discarded = restored {
+            // Training starts over from the seed's weights, not the checkpoint's.
+            drop(session);
+            session = device::open(&self.device, config, &spec, ctx.console)?.0;
+        }
+        let mut progress = match restored {
+            Restored::Resumed(progress) => {
                 ctx.console.status(&format!(
                     "             resuming after epoch {} of {} from {}",
                     progress.epochs_done,
@@ -322,15 +337,18 @@ impl TrainStage {
                 ));
                 progress
             }
-            None => Progress {
+            Restored::Nothing | Restored::Discarded => Progress {
                 epochs_done: 0,
                 schedule: ScheduleState::new(config.optimizer.lr),
                 early: EarlyStoppingState::default(),
                 history: Vec::new(),
                 timing: Vec::new(),
                 stopped_early: false,
+                seconds: 0.0,
             },
         };
+        // What earlier runs spent, up to the checkpoint this one resumes from.
+        let earlier_seconds = progress.seconds;
 
         let flips = FlipMap::from_keypoint_names(&keypoint_names);
         let write = |path: &Path, e: &dyn std::fmt::Display| ReportError::write(path, e);
@@ -394,6 +412,7 @@ impl TrainStage {
                     progress.early.best_epoch
                 ));
             }
+            progress.seconds = earlier_seconds + run_started.elapsed().as_secs_f64();
             checkpoint.save(session.as_ref(), &progress)?;
         }
 
@@ -440,9 +459,14 @@ impl TrainStage {
             ctx.report_dir,
             "learning_curves",
         )?;
+        let mut timing = serde_json::json!({ "epochs": progress.timing });
+        if earlier_seconds > 0.0 {
+            timing["earlier_seconds"] = earlier_seconds.into();
+        }
         Ok(StageOutcome {
             summary: Some(table.to_terminal()),
-            timing: Some(serde_json::json!({ "epochs": progress.timing })),
+            timing: Some(timing),
+            earlier_seconds,
         })
     }
 
