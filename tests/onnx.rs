@@ -661,6 +661,7 @@ fn check_in_onnx_runtime(dir: &Path, jobs: &[Job]) -> Vec<serde_json::Value> {
 #[test]
 #[ignore = "needs onnxruntime: FKP_TEST_PYTHON, a Python with onnx and onnxruntime (.ci/run sets it up)"]
 fn exported_pipelines_predict_what_fkp_predict_does_in_onnx_runtime() {
+    test_python(); // before any work: fail at once without it
     let s = Scratch::new();
     let faces = 16;
     s.write("faces.csv", sample_csv(200..200 + faces));
@@ -810,6 +811,7 @@ fn sharpen(path: &Path, predictions_px: &[f32], coords: usize, half: f32, spread
 #[test]
 #[ignore = "needs onnxruntime: FKP_TEST_PYTHON, a Python with onnx and onnxruntime (.ci/run sets it up)"]
 fn every_preset_exports_the_arithmetic_fkp_predicts_with() {
+    test_python(); // before any work: fail at once without it
     // Initial weights (batch norms and biases made non-trivial) and a handful of
     // faces: what is checked is the arithmetic, not what a training learnt.
     let dir = tempfile::tempdir().unwrap();
