@@ -205,7 +205,7 @@ enum Command {
         #[arg(long)]
         no_tta: bool,
         /// With --images: also write each image with its keypoints drawn and
-        /// numbered, as DIR/<name>.png.
+        /// numbered, as DIR/<file stem>.png.
         #[arg(long, value_name = "DIR", requires = "images")]
         draw: Option<PathBuf>,
         /// With --images: stop at the first image that cannot be read, writing

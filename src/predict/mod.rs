@@ -219,15 +219,17 @@ pub fn predict(
         trained: &trained,
         tta: &tta,
     };
-    match (request.input, image_files) {
-        (PredictInput::Images(_), Some(files)) => images::predict_images(&files, &model, request, console),
-        (PredictInput::Csv(input), _) => {
+    match request.input {
+        PredictInput::Images(_) => {
+            let files = image_files.unwrap_or_default();
+            images::predict_images(&files, &model, request, console)
+        }
+        PredictInput::Csv(input) => {
             let ingest_dir = report
                 .data_dir(&pipeline.name, StageKind::Ingest)
                 .ok_or_else(|| PredictError::NoModel(pipeline.name.clone()))?;
             predict_csv(pipeline, input, ingest_dir, &model, request, console)
         }
-        (PredictInput::Images(_), None) => unreachable!("image files are collected for --images"),
     }
 }
 
