@@ -16,6 +16,7 @@ pub mod config;
 pub mod console;
 pub mod dag;
 pub mod data;
+pub mod export;
 pub mod fsutil;
 pub mod metrics;
 pub mod model_summary;

@@ -13,7 +13,8 @@ use fkp::config::{ConfigErrors, Override, discover_pipelines};
 use fkp::console::{Console, Verbosity};
 use fkp::dag::remote::Remote;
 use fkp::dag::{self, DagError, Graph, RunOptions, SlurmRun};
-use fkp::predict::{PredictRequest, predict};
+use fkp::export::{ExportRequest, InputType};
+use fkp::predict::{PredictInput, PredictRequest, predict};
 use fkp::settings::{ExecutorKind, Settings};
 use fkp::stages::StageKind;
 use fkp::watch::WatchOptions;
@@ -181,18 +182,57 @@ enum Command {
         pipeline: PathBuf,
         /// A Kaggle-layout file (.csv, .csv.gz or .zip) with an `Image` column;
         /// coordinate columns in it are ignored.
-        #[arg(long, value_name = "FILE")]
-        input: PathBuf,
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "images",
+            conflicts_with = "images"
+        )]
+        input: Option<PathBuf>,
+        /// PNG or JPEG files, or folders of them (their .png, .jpg and .jpeg
+        /// files), each a face crop like Kaggle's: one row per image, the
+        /// file name and the coordinates in the image's own pixels.
+        #[arg(long, value_name = "PATH", num_args = 1..)]
+        images: Vec<PathBuf>,
         /// Where to write the predictions (CSV).
         #[arg(long, value_name = "FILE")]
         output: PathBuf,
         /// Write Kaggle's `RowId,Location` submission, using [ingest] lookup.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "images")]
         submission: bool,
         /// Plain predictions, without the test-time augmentation of the
         /// pipeline's `[evaluate] tta`.
         #[arg(long)]
         no_tta: bool,
+        /// With --images: also write each image with its keypoints drawn and
+        /// numbered, as DIR/<file stem>.png.
+        #[arg(long, value_name = "DIR", requires = "images")]
+        draw: Option<PathBuf>,
+        /// With --images: stop at the first image that cannot be read, writing
+        /// nothing (by default it is reported and the others get their rows).
+        #[arg(long, requires = "images")]
+        fail_fast: bool,
+    },
+    /// Write a pipeline's trained network as an ONNX model (training it first if needed).
+    ///
+    /// The model takes `image` [N, 1, side, side], pixels 0-255, and returns
+    /// `keypoints` [N, coordinates] in pixels: fkp's scaling, the test-time
+    /// flips of `[evaluate] tta` and a seed ensemble's averaging are inside it.
+    /// ONNX opset 13.
+    Export {
+        /// The pipeline whose model is exported (TOML).
+        #[arg(value_name = "PIPELINE.toml")]
+        pipeline: PathBuf,
+        /// Where to write the model (default: <pipeline name>.onnx).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// The plain network, without the test-time augmentation of the
+        /// pipeline's `[evaluate] tta`.
+        #[arg(long)]
+        no_tta: bool,
+        /// The type of the input `image`: float32 or uint8 pixels, 0-255.
+        #[arg(long, value_enum, default_value_t = InputType::Float)]
+        input_type: InputType,
     },
     /// Compare pipelines already run: the report table, read from the cache.
     ///
@@ -467,20 +507,59 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
         Command::Predict {
             pipeline,
             input,
+            images,
             output,
             submission,
             no_tta,
+            draw,
+            fail_fast,
         } => {
             let graph = load(&[pipeline])?;
             let request = PredictRequest {
-                input: &input,
+                input: match &input {
+                    Some(input) => PredictInput::Csv(input),
+                    None => PredictInput::Images(&images),
+                },
                 output: &output,
                 submission,
                 tta: !no_tta,
+                draw: draw.as_deref(),
+                fail_fast,
             };
             let lock = lock(&workspace, cli.global.no_wait, console)?;
             let rows = predict(&graph, &lock, &request, console)?;
             console.status(&format!("wrote {rows} rows to {}", output.display()));
+        }
+        Command::Export {
+            pipeline,
+            output,
+            no_tta,
+            input_type,
+        } => {
+            let graph = load(&[pipeline])?;
+            let request = ExportRequest {
+                output: output.as_deref(),
+                tta: !no_tta,
+                input_type,
+            };
+            let lock = lock(&workspace, cli.global.no_wait, console)?;
+            let exported = fkp::export::export(&graph, &lock, &request, console)?;
+            let mut what = String::from("the network");
+            if exported.members > 1 {
+                what = format!("the mean of {} networks ([train] seeds)", exported.members);
+            }
+            if !exported.tta.is_empty() {
+                let names: Vec<&str> = exported.tta.iter().map(|t| t.name()).collect();
+                what += &format!(" with test-time augmentation {names:?} (--no-tta: without)");
+            }
+            console.status(&format!(
+                "wrote {} ({}, {:.1} MB; weights {:.1} MB): {what}, ONNX opset {}",
+                exported.path.display(),
+                count(exported.bytes, "byte", "bytes"),
+                exported.bytes as f64 / 1e6,
+                exported.weights_bytes as f64 / 1e6,
+                fkp::export::onnx::OPSET,
+            ));
         }
         Command::Compare {
             pipelines,

@@ -44,20 +44,9 @@ pub trait Figure {
 /// memory and written by write-then-rename, so a failure never leaves half a
 /// picture and its message is about the file, not the drawing library.
 pub fn save(figure: &impl Figure, dir: &Path, stem: &str) -> Result<(), ReportError> {
-    register_font();
     let (width, height) = figure.size();
     let png = dir.join(format!("{stem}.png"));
-    let mut rgb = vec![0u8; width as usize * height as usize * 3];
-    {
-        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
-        drawing(root.fill(&WHITE)).map_err(|e| ReportError::write(&png, e))?;
-        figure.draw(&root).map_err(|e| ReportError::write(&png, e))?;
-        root.present().map_err(|e| ReportError::write(&png, e))?;
-    }
-    let mut encoded = Vec::new();
-    PngEncoder::new(&mut encoded)
-        .write_image(&rgb, width, height, ColorType::Rgb8)
-        .map_err(|e| ReportError::write(&png, e))?;
+    let encoded = render_png(figure).map_err(|e| ReportError::write(&png, e))?;
     fsutil::write_atomic(&png, &encoded).map_err(|e| ReportError::write(&png, e))?;
 
     let svg = dir.join(format!("{stem}.svg"));
@@ -69,6 +58,22 @@ pub fn save(figure: &impl Figure, dir: &Path, stem: &str) -> Result<(), ReportEr
         root.present().map_err(|e| ReportError::write(&svg, e))?;
     }
     fsutil::write_atomic(&svg, text.as_bytes()).map_err(|e| ReportError::write(&svg, e))
+}
+
+/// `figure` drawn on white and encoded as PNG, in memory.
+pub fn render_png(figure: &impl Figure) -> Result<Vec<u8>, String> {
+    register_font();
+    let (width, height) = figure.size();
+    let mut rgb = vec![0u8; width as usize * height as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+        drawing(root.fill(&WHITE))?;
+        figure.draw(&root)?;
+        drawing(root.present())?;
+    }
+    let mut encoded = Vec::new();
+    drawing(PngEncoder::new(&mut encoded).write_image(&rgb, width, height, ColorType::Rgb8))?;
+    Ok(encoded)
 }
 
 /// A colour per keypoint, stable across plots.

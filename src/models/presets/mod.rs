@@ -42,9 +42,9 @@ impl Arch {
     }
 }
 
-#[cfg(test)]
 impl Arch {
-    /// The preset as a graph, as `arch = "<name>"` alone reads it.
+    /// The preset as a graph, as `arch = "<name>"` alone reads it (the presets
+    /// are tested to read without errors).
     pub fn graph(self, channels: usize) -> crate::models::Graph {
         let table = self.table();
         let blocks = match table.get("blocks").map(|e| &e.node.value) {

@@ -1,0 +1,219 @@
+//! `fkp export`: a pipeline's trained network as an ONNX model that maps
+//! pixels to keypoints in pixels by itself ([`onnx`] builds the graph; [`proto`]
+//! holds ONNX's protobuf messages). Trains first if needed, as `fkp predict`.
+
+pub mod onnx;
+pub mod proto;
+
+use std::path::{Path, PathBuf};
+
+pub use onnx::{Checkpoint, Export, InputType, OnnxError};
+
+use crate::console::Console;
+use crate::dag::Graph;
+use crate::predict::{self, PredictError};
+use crate::stages::train::{MODEL_FILE, MODEL_META, TrainedModel};
+use crate::training::Tta;
+use crate::workspace::WorkspaceLock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Predict(#[from] PredictError),
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
+    #[error("cannot read {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("the ensemble's members are different networks: {first} and {other} (is the cache sound?)")]
+    MixedEnsemble { first: PathBuf, other: PathBuf },
+    #[error("--output {path} is {what}: refusing to overwrite it")]
+    OutputIsInput { path: PathBuf, what: String },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+pub struct ExportRequest<'a> {
+    /// Where to write; default `<pipeline name>.onnx` in the current folder.
+    pub output: Option<&'a Path>,
+    /// Put the pipeline's `[evaluate] tta` inside the graph.
+    pub tta: bool,
+    pub input_type: InputType,
+}
+
+/// What was written.
+#[derive(Debug)]
+pub struct Exported {
+    pub path: PathBuf,
+    pub bytes: usize,
+    /// The checkpoints' sizes together.
+    pub weights_bytes: u64,
+    pub members: usize,
+    pub tta: Vec<Tta>,
+}
+
+/// Reads a train entry's `model.json`.
+pub fn read_trained(path: &Path) -> Result<TrainedModel, ExportError> {
+    let read_error = |message: String| ExportError::Read {
+        path: path.to_path_buf(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| read_error(e.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|e| read_error(e.to_string()))
+}
+
+/// Trains the pipeline if needed and writes its network as ONNX.
+pub fn export(
+    graph: &Graph,
+    lock: &WorkspaceLock,
+    request: &ExportRequest,
+    console: &Console,
+) -> Result<Exported, ExportError> {
+    let pipeline = predict::the_pipeline(graph)?;
+    let output = match request.output {
+        Some(path) => path.to_path_buf(),
+        None => PathBuf::from(format!("{}.onnx", pipeline.name)),
+    };
+    if let Some(what) = predict::overwritten_input(&output, &predict::pipeline_inputs(pipeline)) {
+        return Err(ExportError::OutputIsInput { path: output, what });
+    }
+    let (_, members) = predict::train_first(graph, pipeline, lock, console)?;
+    let mut trained: Vec<TrainedModel> = Vec::new();
+    let mut checkpoints = Vec::new();
+    let mut weights_bytes = 0;
+    for dir in &members {
+        let model = read_trained(&dir.join(MODEL_META))?;
+        if let Some(first) = trained.first()
+            && (first.spec != model.spec || first.keypoint_names != model.keypoint_names)
+        {
+            return Err(ExportError::MixedEnsemble {
+                first: members[0].join(MODEL_META),
+                other: dir.join(MODEL_META),
+            });
+        }
+        let weights = dir.join(MODEL_FILE);
+        weights_bytes += std::fs::metadata(&weights).map(|m| m.len()).unwrap_or(0);
+        checkpoints.push(Checkpoint::read(&weights)?);
+        trained.push(model);
+    }
+    let tta = match request.tta {
+        true => predict::pipeline_tta(pipeline),
+        false => Vec::new(),
+    };
+    // A train entry's key is its folder's name: `.fkp/entries/train/<key>/data`.
+    let keys: Vec<String> = members
+        .iter()
+        .map(|dir| {
+            dir.parent()
+                .and_then(Path::file_name)
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let description = pipeline.description.clone().unwrap_or_default();
+    let export = describe(
+        pipeline.name.as_str(),
+        &description,
+        &trained,
+        &checkpoints,
+        &keys,
+        &tta,
+        request.input_type,
+    );
+    let bytes = onnx::encode(&onnx::build(&export)?);
+    crate::fsutil::write_atomic(&output, &bytes).map_err(|source| ExportError::Write {
+        path: output.clone(),
+        source,
+    })?;
+    Ok(Exported {
+        path: output,
+        bytes: bytes.len(),
+        weights_bytes,
+        members: members.len(),
+        tta,
+    })
+}
+
+/// The export of `trained` (one model, or an ensemble's members, the same
+/// network) with its metadata: what a user of the file needs to know.
+pub fn describe<'a>(
+    name: &'a str,
+    description: &str,
+    trained: &'a [TrainedModel],
+    checkpoints: &'a [Checkpoint],
+    train_keys: &[String],
+    tta: &'a [Tta],
+    input_type: InputType,
+) -> Export<'a> {
+    let model = &trained[0];
+    let spec = &model.spec;
+    let tta_text = match tta.is_empty() {
+        true => "none".to_string(),
+        false => tta.iter().map(|t| t.name()).collect::<Vec<_>>().join(","),
+    };
+    let input = match input_type {
+        InputType::Float => "float",
+        InputType::Uint8 => "uint8",
+    };
+    let json = |names: &[String]| serde_json::to_string(names).unwrap_or_default();
+    let seeds: Vec<String> = trained.iter().map(|t| t.seed.to_string()).collect();
+    let mut doc = format!(
+        "fkp pipeline `{name}`: {} network ({} parameters), trained {} epoch(s). Input `image`: \
+         [N, 1, {side}, {side}] grey {input} pixels 0-255. Output `keypoints`: [N, {}] pixels, x then y \
+         of each keypoint in the metadata's `coordinate_names` order, pixel centres at integers.",
+        spec.graph.name,
+        model.parameters,
+        model.epochs_run,
+        spec.outputs,
+        side = spec.side,
+    );
+    if trained.len() > 1 {
+        doc += &format!(
+            " The mean of {} models (seeds {}).",
+            trained.len(),
+            seeds.join(", ")
+        );
+    }
+    if !tta.is_empty() {
+        doc += " Each face is also predicted mirrored, and the two predictions averaged.";
+    }
+    if !description.is_empty() {
+        doc += &format!(" {description}");
+    }
+    let metadata = vec![
+        ("pipeline".to_string(), name.to_string()),
+        ("train_key".to_string(), train_keys.join(",")),
+        ("fkp_version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ("keypoint_names".to_string(), json(&model.keypoint_names)),
+        ("coordinate_names".to_string(), json(&model.coordinate_names)),
+        ("image_side".to_string(), spec.side.to_string()),
+        ("image_channels".to_string(), "1".to_string()),
+        ("network_channels".to_string(), spec.graph.channels.to_string()),
+        ("input_type".to_string(), input.to_string()),
+        (
+            "input_divisor".to_string(),
+            model.scaling.input_divisor.to_string(),
+        ),
+        ("output_scale".to_string(), model.scaling.output_scale.to_string()),
+        (
+            "output_offset".to_string(),
+            model.scaling.output_offset.to_string(),
+        ),
+        ("architecture".to_string(), spec.graph.name.clone()),
+        ("tta".to_string(), tta_text),
+        ("ensemble_size".to_string(), trained.len().to_string()),
+        ("seeds".to_string(), seeds.join(",")),
+    ];
+    Export {
+        spec,
+        members: checkpoints,
+        input_divisor: model.scaling.input_divisor,
+        output_scale: model.scaling.output_scale,
+        output_offset: model.scaling.output_offset,
+        keypoint_names: &model.keypoint_names,
+        tta,
+        input_type,
+        name,
+        doc,
+        metadata,
+    }
+}
