@@ -221,7 +221,7 @@ fn changing_a_prepare_key_reruns_prepare_only() {
     assert!(out.contains("eda        cached"), "{out}");
     assert!(
         out.contains("prepare    running")
-            && out.contains("`prepare.missing` changed: \"median\" -> \"mask\""),
+            && out.contains("`[prepare] missing` changed: \"median\" -> \"mask\""),
         "{out}"
     );
     let dry = s.ok(&["run", "p.toml", "--dry-run", "--force-stage", "ingest"]);

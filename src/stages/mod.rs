@@ -55,6 +55,10 @@ pub struct StageDef {
     /// Reads its tables into stage instances. Errors are collected by the readers;
     /// an empty result means the configuration was too broken to build one.
     pub read: fn(&mut StageTables) -> Vec<Box<dyn Stage>>,
+    /// Names a key of its normalised configuration ([`Stage::config`], given
+    /// without the `<stage>.` in front) as a pipeline file writes it, for
+    /// `fkp status` and the reasons a stage reruns: see [`key_name`].
+    pub key_name: fn(&str) -> String,
 }
 
 impl StageKind {
@@ -125,6 +129,38 @@ impl<'de> serde::Deserialize<'de> for StageKind {
         let name = String::deserialize(deserializer)?;
         StageKind::from_name(&name).ok_or_else(|| serde::de::Error::custom(format!("unknown stage `{name}`")))
     }
+}
+
+/// Names a changed key of a stage's normalised configuration (`train.warmup_epochs`,
+/// as run records and `fkp status --json` hold it) as the pipeline file writes
+/// it: `` `[train.schedule] warmup_epochs` ``. Keys fkp adds itself are named in
+/// words. A key of no known stage is shown as it is.
+pub fn key_name(key: &str) -> String {
+    let end = key.find(['.', '[']).unwrap_or(key.len());
+    match StageKind::from_name(&key[..end]) {
+        Some(kind) => (kind.def().key_name)(key[end..].trim_start_matches('.')),
+        None => format!("`{key}`"),
+    }
+}
+
+/// `` `[table.sub] key` `` for `rest` = `sub.key` of `table`: the objects in
+/// front of the last key (or of the first array item) are sub-tables. The
+/// default [`StageDef::key_name`], for stages that normalise their tables as written.
+pub fn toml_key(table: &str, rest: &str) -> String {
+    if rest.is_empty() {
+        return format!("`[{table}]`");
+    }
+    let segments: Vec<&str> = rest.split('.').collect();
+    let tables = segments
+        .iter()
+        .position(|segment| segment.contains('['))
+        .unwrap_or(segments.len() - 1);
+    let mut path = table.to_string();
+    for segment in &segments[..tables] {
+        path.push('.');
+        path.push_str(segment);
+    }
+    format!("`[{path}] {}`", segments[tables..].join("."))
 }
 
 /// The tables a stage's reader gets: its own, and those of
@@ -372,6 +408,47 @@ mod tests {
             for upstream in kind.upstream() {
                 assert!(upstream < kind, "{kind} reads {upstream}, which comes later");
             }
+        }
+    }
+
+    #[test]
+    fn keys_are_named_as_the_pipeline_file_writes_them() {
+        for (key, name) in [
+            ("ingest.on_bad_row", "`[ingest] on_bad_row`"),
+            ("eda.plots[1]", "`[eda] plots[1]`"),
+            ("train.epochs", "`[train] epochs`"),
+            ("train.optimizer.lr", "`[train] lr`"),
+            ("train.optimizer.kind", "`[train] optimizer`"),
+            ("train.warmup_epochs", "`[train.schedule] warmup_epochs`"),
+            ("train.schedule.kind", "`[train.schedule] kind`"),
+            ("train.augment.hflip", "`[train.augment] hflip`"),
+            ("train.early_stopping", "`[train.early_stopping]`"),
+            (
+                "train.early_stopping.patience",
+                "`[train.early_stopping] patience`",
+            ),
+            (
+                "train.model.graph.layers[3].filters",
+                "`[model] layers[3].filters`",
+            ),
+            ("train.model.graph.channels", "`[model] channels`"),
+            ("train.numerics", "fkp's numerics patches for [train]"),
+            ("evaluate.tta[0]", "`[evaluate] tta[0]`"),
+            ("report.sort_by", "`[report] sort_by`"),
+            ("report.order[1]", "`[report] pipelines[1]`"),
+            ("report.description", "`[pipeline] description`"),
+            (
+                "report.members.a.b.description",
+                "`a.b`: `[pipeline] description`",
+            ),
+            (
+                "report.members.lenet.stages.train#seed-1.optimizer.lr",
+                "`lenet`: `[train] lr`",
+            ),
+            ("report.members.x.toml_blake3", "`x`: its pipeline file"),
+            ("unknown.key", "`unknown.key`"),
+        ] {
+            assert_eq!(key_name(key), name, "{key}");
         }
     }
 

@@ -42,6 +42,7 @@ pub static DEF: StageDef = StageDef {
     reads: &[(StageKind::Ingest, ingest::TRAIN_FILE)],
     reads_members: false,
     read,
+    key_name: |rest| super::toml_key("eda", rest),
 };
 
 fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {

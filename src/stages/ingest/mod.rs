@@ -43,6 +43,7 @@ pub static DEF: StageDef = StageDef {
     reads: &[],
     reads_members: false,
     read,
+    key_name: |rest| super::toml_key("ingest", rest),
 };
 
 fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {

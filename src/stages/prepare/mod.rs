@@ -49,6 +49,7 @@ pub static DEF: StageDef = StageDef {
     ],
     reads_members: false,
     read,
+    key_name: |rest| super::toml_key("prepare", rest),
 };
 
 fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {

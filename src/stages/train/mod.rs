@@ -183,12 +183,39 @@ struct Progress {
     stopped_early: bool,
 }
 
+/// `[train]`'s normalised keys, named where a pipeline file writes them: the
+/// optimiser's settings are keys of `[train]`, `warmup_epochs` is one of
+/// `[train.schedule]`, and the network is `[model]`'s (the layers as the graph
+/// holds them, presets and blocks expanded).
+fn key_name(rest: &str) -> String {
+    let toml_key = super::toml_key;
+    match rest {
+        "optimizer.kind" => toml_key("train", "optimizer"),
+        "warmup_epochs" => toml_key("train.schedule", "warmup_epochs"),
+        // Set or removed as a whole.
+        "early_stopping" => toml_key("train.early_stopping", ""),
+        "numerics" => "fkp's numerics patches for [train]".to_string(),
+        _ => {
+            if let Some(key) = rest.strip_prefix("optimizer.") {
+                toml_key("train", key)
+            } else if let Some(key) = rest.strip_prefix("model.graph.") {
+                format!("`[model] {key}`")
+            } else if let Some(key) = rest.strip_prefix("model.") {
+                format!("`[model] {key}`")
+            } else {
+                toml_key("train", rest)
+            }
+        }
+    }
+}
+
 pub static DEF: StageDef = StageDef {
     name: "train",
     also_configured_by: &["model"],
     reads: &[(StageKind::Prepare, PREPARED_FILE)],
     reads_members: false,
     read,
+    key_name,
 };
 
 fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {
