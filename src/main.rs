@@ -40,7 +40,7 @@ struct GlobalArgs {
     /// Print only errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
-    /// Print more detail (skipped rows, cache decisions).
+    /// Print more detail: each stage's tables, skipped rows, `status`'s paths.
     #[arg(short, long, global = true)]
     verbose: bool,
     /// When another fkp command is writing the workspace, fail at once instead
@@ -63,6 +63,9 @@ struct GlobalArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Run one or more pipelines; stages whose inputs did not change come from the cache.
+    ///
+    /// Says one line per stage (why it runs, what it found), the training's
+    /// epochs and a closing line per pipeline; -v adds each stage's tables.
     Run {
         /// Pipeline files (TOML).
         #[arg(required = true, value_name = "PIPELINE.toml")]
@@ -392,7 +395,10 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
                 dag::dry_run(&graph, &workspace, &options, console)?;
             } else {
                 let lock = lock(&workspace, cli.global.no_wait, console)?;
-                dag::run(&graph, &lock, &options, console)?;
+                let report = dag::run(&graph, &lock, &options, console)?;
+                for line in report.closing_lines(&graph, &workspace) {
+                    console.result(&line);
+                }
             }
         }
         Command::RunStage {

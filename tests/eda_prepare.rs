@@ -177,7 +177,7 @@ fn eda_writes_tables_and_the_chosen_plots() {
         "p.toml",
         "[ingest]\ntrain = \"t.csv\"\n[eda]\nplots = [\"boxplot\", \"samples\"]\nsamples = 4\n",
     );
-    let out = s.fkp(&["run", "p.toml"]);
+    let out = s.fkp(&["run", "p.toml", "-v"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("most common missing-label patterns"));
     let dir = s.path("reports/p/eda");

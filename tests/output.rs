@@ -1,5 +1,6 @@
-//! What fkp says at the terminal: changed keys named as the file writes
-//! them, `layers[2]` before `layers[10]`.
+//! What fkp says at the terminal: one line per stage and a closing summary by
+//! default, the tables with `-v`; changed keys named as the file writes them,
+//! `layers[2]` before `layers[10]`.
 
 mod common;
 
@@ -19,6 +20,81 @@ fn workspace(epochs: usize) -> Scratch {
         ),
     );
     s
+}
+
+/// Lines of a table (comfy-table's borders).
+fn is_table(line: &str) -> bool {
+    line.starts_with(['┌', '│', '╞', '├', '└'])
+}
+
+#[test]
+fn a_run_says_one_line_per_stage_and_a_closing_summary_and_tables_only_with_v() {
+    let s = workspace(2);
+    let out = s.fkp(&["run", "p.toml"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        !stdout.lines().chain(stderr.lines()).any(is_table),
+        "{stdout}{stderr}"
+    );
+    // The header, `running` and `done` for each of 5 stages, the network and 2 epochs.
+    assert_eq!(stderr.lines().count(), 1 + 2 * 5 + 1 + 2, "{stderr}");
+    for headline in [
+        "ingest     done     in ",
+        ": 120 rows (",
+        "eda        done     in ",
+        "missing-label pattern",
+        ": 96 training and 24 validation rows; missing labels masked (",
+        "train      done     in ",
+        ": 2 epochs, val RMSE ",
+        "evaluate   done     in ",
+    ] {
+        assert!(stderr.contains(headline), "{headline:?} in\n{stderr}");
+    }
+    // One closing line: what ran, the evaluation's headline, where the reports are.
+    let closing: Vec<&str> = stdout.lines().collect();
+    assert_eq!(closing.len(), 1, "{stdout}");
+    assert!(
+        closing[0].starts_with("p: 5 built; val RMSE ")
+            && closing[0].contains(" px, PCK@10% ")
+            && closing[0].ends_with("; reports in reports/p/"),
+        "{stdout}"
+    );
+    let evaluated = stderr
+        .lines()
+        .find(|l| l.starts_with("  evaluate   done"))
+        .and_then(|l| l.split_once("s: "))
+        .map(|(_, headline)| headline.to_string())
+        .unwrap();
+    assert!(closing[0].contains(&evaluated), "{evaluated} in {stdout}");
+
+    // Cached: each stage's line keeps its headline, and the summary says so.
+    let out = s.fkp(&["run", "p.toml"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(stderr.lines().count(), 1 + 5, "{stderr}");
+    assert!(
+        stderr.contains("evaluate   cached   ") && stderr.contains(&evaluated),
+        "{stderr}"
+    );
+    assert!(stdout.starts_with("p: 5 cached; val RMSE "), "{stdout}");
+
+    // -v: every stage's tables too, on stdout.
+    let out = s.fkp(&["run", "p.toml", "--force", "-v"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().filter(|l| is_table(l)).count() > 20, "{stdout}");
+    for table in [
+        "most common missing-label patterns",
+        "mean-shape RMSE px",
+        "complete rows",
+    ] {
+        assert!(stdout.contains(table), "{table:?} in\n{stdout}");
+    }
 }
 
 #[test]

@@ -215,8 +215,7 @@ impl StageBuild<'_> {
             .commit(
                 pending,
                 self.inputs.clone(),
-                outcome.summary,
-                outcome.timing,
+                outcome,
                 started.elapsed(),
                 &pipeline.name,
             )
@@ -224,8 +223,12 @@ impl StageBuild<'_> {
         if checkpoint_dir.exists() {
             store.remove_entry(&checkpoint_dir).map_err(cache_error)?;
         }
+        let headline = manifest
+            .headline
+            .as_ref()
+            .map_or(String::new(), |line| format!(": {line}"));
         console.status(&format!(
-            "  {:<label_width$} done     in {:.2} s",
+            "  {:<label_width$} done     in {:.2} s{headline}",
             node.label,
             started.elapsed().as_secs_f64(),
         ));

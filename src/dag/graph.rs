@@ -130,7 +130,7 @@ impl Graph {
         self.pipelines[node.pipeline].stages[node.stage].as_ref()
     }
 
-    pub fn nodes_of(&self, pipeline: usize) -> impl Iterator<Item = usize> + '_ {
+    pub fn nodes_of(&self, pipeline: usize) -> impl DoubleEndedIterator<Item = usize> + '_ {
         (0..self.nodes.len()).filter(move |&n| self.nodes[n].pipeline == pipeline)
     }
 

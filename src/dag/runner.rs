@@ -58,9 +58,66 @@ pub struct RunReport {
     pub stages: Vec<(String, StageKind, Outcome)>,
     /// The `data/` folder of every stage that has an entry after the run.
     pub data_dirs: Vec<(String, StageKind, PathBuf)>,
+    /// (pipeline, node label, its one-line result) of every stage that has an
+    /// entry after the run and a headline in it, in the order they settled.
+    pub headlines: Vec<(String, String, String)>,
 }
 
 impl RunReport {
+    /// The closing summary of a run: per pipeline that ran, what was built and
+    /// what was cached, the result of its last stage (an evaluation's RMSE and
+    /// PCK, a report's winner) and where its reports are.
+    pub fn closing_lines(&self, graph: &Graph, workspace: &Workspace) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (index, pipeline) in graph.pipelines.iter().enumerate() {
+            let name = pipeline.name.as_str();
+            let outcomes: Vec<&Outcome> = self
+                .stages
+                .iter()
+                .filter(|(p, _, _)| p == name)
+                .map(|(_, _, outcome)| outcome)
+                .collect();
+            if outcomes.is_empty() {
+                continue;
+            }
+            let count = |wanted: Outcome| outcomes.iter().filter(|o| ***o == wanted).count();
+            let mut counts = Vec::new();
+            for (outcome, words) in [
+                (Outcome::Ran, "built"),
+                (Outcome::Fetched, "fetched"),
+                (Outcome::Cached, "cached"),
+            ] {
+                match count(outcome) {
+                    0 => {}
+                    n => counts.push(format!("{n} {words}")),
+                }
+            }
+            let mut line = format!("{name}: {}", counts.join(", "));
+            // The result of the last stage in the graph that has one says the
+            // most (an evaluation's, a report's), whichever finished last.
+            let last = graph.nodes_of(index).rev().find_map(|n| {
+                let node = &graph.nodes[n];
+                self.headlines
+                    .iter()
+                    .find(|(p, label, _)| p == name && *label == node.label)
+                    .map(|(_, _, headline)| (node.kind, headline))
+            });
+            if let Some((_, headline)) = last {
+                line.push_str(&format!("; {headline}"));
+            }
+            let dir = workspace.report_dir(name);
+            let dir = dir.strip_prefix(&workspace.root).unwrap_or(&dir);
+            match last {
+                Some((StageKind::Report, _)) => {
+                    line.push_str(&format!("; report: {}", dir.join("index.html").display()))
+                }
+                _ => line.push_str(&format!("; reports in {}/", dir.display())),
+            }
+            lines.push(line);
+        }
+        lines
+    }
+
     pub fn data_dir(&self, pipeline: &str, stage: StageKind) -> Option<&Path> {
         self.data_dirs_of(pipeline, stage).into_iter().next()
     }
@@ -487,7 +544,11 @@ impl<'a> Walk<'a> {
         match (reason, resolution.state) {
             (None, State::Cached(manifest)) => {
                 let note = shared_with.map_or(String::new(), |p| format!(" (shared with `{p}`)"));
-                let said = format!("cached   {key_text}{note}");
+                let headline = manifest
+                    .headline
+                    .as_ref()
+                    .map_or(String::new(), |line| format!(": {line}"));
+                let said = format!("cached   {key_text}{note}{headline}");
                 self.settle_unbuilt(n, Outcome::Cached, &said, *manifest, resolution.inputs)
             }
             (Some(changes), _) if self.mode == Mode::DryRun => {
@@ -505,7 +566,11 @@ impl<'a> Walk<'a> {
             }
             (Some(changes), _) => {
                 if let Some(manifest) = self.fetch(n, resolution.key.as_deref(), &changes) {
-                    let said = format!("fetched  {key_text} from the remote cache");
+                    let headline = manifest
+                        .headline
+                        .as_ref()
+                        .map_or(String::new(), |line| format!(": {line}"));
+                    let said = format!("fetched  {key_text} from the remote cache{headline}");
                     return self.settle_unbuilt(n, Outcome::Fetched, &said, manifest, resolution.inputs);
                 }
                 let plan = resolution.plan.expect("a node resolves after its upstream nodes");
@@ -635,11 +700,17 @@ impl<'a> Walk<'a> {
         let settled = result
             .and_then(|manifest| match manifest {
                 Some(manifest) => Ok((manifest, inputs)),
-                None => self.read_built_entry(n),
+                // A Slurm job's: its `done` line went to the job's log.
+                None => self.read_built_entry(n).inspect(|(manifest, _)| {
+                    if let Some(headline) = &manifest.headline {
+                        let w = self.label_width + 2;
+                        self.consoles[node.pipeline].status(&format!("{:w$} {headline}", ""));
+                    }
+                }),
             })
             .and_then(|(manifest, inputs)| {
                 if let Some(summary) = &manifest.summary {
-                    self.consoles[node.pipeline].result(summary);
+                    self.consoles[node.pipeline].result_detail(summary);
                 }
                 self.built_now.insert(manifest.key.clone(), pipeline.name.clone());
                 self.push(n, &manifest.key);
@@ -682,6 +753,13 @@ impl<'a> Walk<'a> {
         let entry = self.store.entry_dir(node.kind, &manifest.key);
         if self.mode == Mode::Run {
             self.publish(n, &entry, inputs)?;
+        }
+        if let Some(headline) = &manifest.headline {
+            self.report.headlines.push((
+                self.graph.pipelines[node.pipeline].name.clone(),
+                node.label.clone(),
+                headline.clone(),
+            ));
         }
         self.data_dirs[n] = Some(entry.join(DATA_DIR));
         self.report.data_dirs.push((

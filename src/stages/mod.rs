@@ -265,7 +265,12 @@ impl StageContext<'_> {
 /// What a finished stage reports back.
 #[derive(Debug, Default)]
 pub struct StageOutcome {
-    /// A human summary (tables), printed when the stage runs and kept in the manifest.
+    /// What the stage found, in one line (rows ingested, RMSE and PCK): printed
+    /// on its `done` line and kept in the manifest. Made only of outputs, never
+    /// of timings, so that it is the same for the same inputs.
+    pub headline: Option<String>,
+    /// A human summary (tables), printed with `-v` when the stage runs and kept
+    /// in the manifest. Exact too.
     pub summary: Option<String>,
     /// Volatile measurements (wall times, images/s), written to the entry's
     /// `timing.json`: exempt from exactness and never part of a key.

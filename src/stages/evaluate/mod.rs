@@ -478,6 +478,7 @@ impl EvaluateStage {
             summary = format!("{}\n{summary}", table.to_terminal());
         }
         Ok(StageOutcome {
+            headline: Some(metrics.headline()),
             summary: Some(summary),
             timing: Some(serde_json::json!({ "inference": inference })),
         })

@@ -174,6 +174,7 @@ impl IngestStage {
         let summary_path = report.join("summary.md");
         std::fs::write(&summary_path, meta.markdown()).map_err(write_error(&summary_path))?;
         Ok(StageOutcome {
+            headline: Some(meta.headline()),
             summary: Some(meta.terminal_tables()),
             timing: None,
         })

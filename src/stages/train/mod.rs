@@ -308,6 +308,32 @@ impl Stage for TrainStage {
     }
 }
 
+/// `40 epochs, val RMSE 3.210 px (best 3.105 px, epoch 37)`, and whether it
+/// stopped early.
+fn headline(progress: &Progress, epochs: usize) -> Option<String> {
+    let last = progress.history.last()?;
+    let best = progress
+        .history
+        .iter()
+        .min_by(|a, b| a.val_rmse_px.total_cmp(&b.val_rmse_px))?;
+    let mut line = format!(
+        "{} epoch{}, val RMSE {:.3} px",
+        last.epoch,
+        if last.epoch == 1 { "" } else { "s" },
+        last.val_rmse_px
+    );
+    if best.epoch != last.epoch {
+        line.push_str(&format!(
+            " (best {:.3} px, epoch {})",
+            best.val_rmse_px, best.epoch
+        ));
+    }
+    if progress.stopped_early {
+        line.push_str(&format!("; stopped early, of {epochs}"));
+    }
+    Some(line)
+}
+
 impl TrainStage {
     fn train(&self, ctx: &StageContext) -> Result<StageOutcome, TrainStageError> {
         let config = &self.config;
@@ -467,6 +493,7 @@ impl TrainStage {
             "learning_curves",
         )?;
         Ok(StageOutcome {
+            headline: headline(&progress, config.epochs),
             summary: Some(table.to_terminal()),
             timing: Some(serde_json::json!({ "epochs": progress.timing })),
         })
