@@ -146,7 +146,9 @@ enum Command {
         #[arg(long)]
         clear: bool,
     },
-    /// Show each stage's state: cached, stale (with what changed) or missing.
+    /// Show each stage's state: cached, stale (with what changed), missing, or
+    /// partial (a training stopped midway, with the epoch it resumes at). -v
+    /// adds each entry's folder and files.
     Status {
         /// Pipeline files (TOML).
         #[arg(required = true, value_name = "PIPELINE.toml")]
@@ -448,7 +450,7 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
             if json {
                 print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {
-                print_out(&report.to_text())?;
+                print_out(&report.to_text(console.verbosity >= Verbosity::Verbose))?;
             }
         }
         Command::Dag { pipeline, dot } => {

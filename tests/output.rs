@@ -1,6 +1,6 @@
 //! What fkp says at the terminal: one line per stage and a closing summary by
-//! default, the tables with `-v`; changed keys named as the file writes them,
-//! `layers[2]` before `layers[10]`.
+//! default, the tables with `-v`; `fkp status` short, and with `-v` its paths;
+//! changed keys named as the file writes them, `layers[2]` before `layers[10]`.
 
 mod common;
 
@@ -95,6 +95,40 @@ fn a_run_says_one_line_per_stage_and_a_closing_summary_and_tables_only_with_v() 
     ] {
         assert!(stdout.contains(table), "{table:?} in\n{stdout}");
     }
+}
+
+#[test]
+fn status_shows_state_key_and_reason_and_its_paths_with_v() {
+    let s = workspace(1);
+    s.ok(&["run", "p.toml", "--until", "prepare"]);
+    let out = s.fkp(&["status", "p.toml"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1 + 5, "{text}");
+    assert_eq!(lines[0], "p (p.toml)");
+    assert!(
+        lines[1].starts_with("  ingest     cached   ") && lines[1].len() == 2 + 10 + 1 + 8 + 1 + 12,
+        "{text}"
+    );
+    assert!(
+        lines[4].starts_with("  train      missing  ") && lines[4].ends_with("  never built"),
+        "{text}"
+    );
+    assert!(lines[5].starts_with("  evaluate   missing  ?   "), "{text}");
+    assert!(!text.contains(".fkp"), "{text}");
+
+    let out = s.fkp(&["status", "p.toml", "-v"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ingest = s.entries("ingest");
+    let entry = ingest[0].strip_prefix(s.dir.path()).unwrap();
+    assert!(
+        text.contains(&format!("              entry {}\n", entry.display()))
+            && text.contains(&format!(
+                "              {}\n",
+                entry.join("data/train.parquet").display()
+            )),
+        "{text}"
+    );
 }
 
 #[test]

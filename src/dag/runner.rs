@@ -552,8 +552,16 @@ impl<'a> Walk<'a> {
                 self.settle_unbuilt(n, Outcome::Cached, &said, *manifest, resolution.inputs)
             }
             (Some(changes), _) if self.mode == Mode::DryRun => {
+                // A run stopped midway left a checkpoint of this key: the run resumes it.
+                let resume = match (&resolution.key, changes.contains(&Change::Forced)) {
+                    (Some(key), false) => graph
+                        .stage(n)
+                        .resume_point(&self.store.checkpoint_dir(node.kind, key))
+                        .map_or(String::new(), |point| format!(" ({point})")),
+                    _ => String::new(),
+                };
                 console.status(&format!(
-                    "  {:<w$} would run {key_text}: {}",
+                    "  {:<w$} would run {key_text}: {}{resume}",
                     node.label,
                     describe(&changes),
                     w = self.label_width

@@ -262,6 +262,31 @@ impl StageContext<'_> {
     }
 }
 
+/// How far a stage stopped midway got: a training's epochs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// Epochs done and checkpointed.
+    pub done: usize,
+    /// Epochs the stage runs in all.
+    pub of: usize,
+}
+
+impl ResumePoint {
+    /// The epoch the next run starts with.
+    pub fn next(&self) -> usize {
+        self.done + 1
+    }
+}
+
+impl std::fmt::Display for ResumePoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.done < self.of {
+            true => write!(f, "resumes at epoch {} of {}", self.next(), self.of),
+            false => write!(f, "all {} epochs trained; the next run saves them", self.of),
+        }
+    }
+}
+
 /// What a finished stage reports back.
 #[derive(Debug, Default)]
 pub struct StageOutcome {
@@ -351,6 +376,12 @@ pub trait Stage: Send + Sync {
         Ok(())
     }
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError>;
+    /// Where a run of this stage would resume from what a run stopped midway
+    /// left in `checkpoint_dir` (its key's): `None` when it would start over.
+    /// Reads only.
+    fn resume_point(&self, _checkpoint_dir: &Path) -> Option<ResumePoint> {
+        None
+    }
     /// Pipeline files whose outputs this stage reads besides its own pipeline's
     /// (a report's `pipelines`). The graph loads them first and links them back.
     fn member_files(&self) -> Vec<(PathBuf, Location)> {

@@ -40,6 +40,14 @@ impl<'a> Checkpoint<'a> {
         Checkpoint { dir }
     }
 
+    /// How many epochs the checkpoint holds, read without loading it: what
+    /// `fkp status` shows. `None` when there is none (or it cannot be read).
+    pub fn epochs_done(&self) -> Option<usize> {
+        let bytes = std::fs::read(self.dir.join(STATE)).ok()?;
+        let state: State = serde_json::from_slice(&bytes).ok()?;
+        Some(state.progress.epochs_done)
+    }
+
     /// Restores the session from the checkpoint, if there is a usable one. One
     /// that cannot be read is reported and removed: training starts over.
     pub fn restore(&self, session: &mut dyn Session, console: &Console) -> Option<Progress> {

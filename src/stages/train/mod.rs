@@ -30,7 +30,9 @@ use serde::{Deserialize, Serialize};
 use checkpoint::Checkpoint;
 pub use config::{DeviceChoice, ModelConfig, TrainConfig};
 
-use super::{FileInput, Stage, StageContext, StageDef, StageError, StageKind, StageOutcome, StageTables};
+use super::{
+    FileInput, ResumePoint, Stage, StageContext, StageDef, StageError, StageKind, StageOutcome, StageTables,
+};
 use crate::console::Unit;
 use crate::data::DataError;
 use crate::data::augment::FlipMap;
@@ -301,6 +303,13 @@ impl Stage for TrainStage {
 
     fn instance(&self) -> Option<String> {
         self.ensemble.then(|| format!("seed-{}", self.config.seed))
+    }
+
+    fn resume_point(&self, checkpoint_dir: &Path) -> Option<ResumePoint> {
+        Some(ResumePoint {
+            done: Checkpoint::new(checkpoint_dir).epochs_done()?,
+            of: self.config.epochs,
+        })
     }
 
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
