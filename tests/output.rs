@@ -1,8 +1,14 @@
 //! What fkp says at the terminal: one line per stage and a closing summary by
 //! default, the tables with `-v`; `fkp status` short, and with `-v` its paths;
+//! a training stopped midway shown as partial; what an interrupted run kept;
 //! changed keys named as the file writes them, `layers[2]` before `layers[10]`.
 
 mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc::channel;
+use std::time::{Duration, Instant};
 
 use common::{Scratch, blob_csv};
 
@@ -128,6 +134,103 @@ fn status_shows_state_key_and_reason_and_its_paths_with_v() {
                 entry.join("data/train.parquet").display()
             )),
         "{text}"
+    );
+}
+
+/// Waits for a line of `lines` containing `text`; every line read, in order.
+fn read_until(lines: &std::sync::mpsc::Receiver<String>, text: &str, seen: &mut Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no line with {text:?}:\n{}", seen.join("\n")));
+        seen.push(line.clone());
+        if line.contains(text) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_says_what_it_kept_and_status_shows_the_training_as_partial() {
+    let s = workspace(1000);
+    let mut child = s
+        .command(&["run", "p.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (sender, lines) = channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    read_until(&lines, "epoch   2/1000", &mut seen);
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    seen.extend(lines.iter());
+    let text = seen.join("\n");
+    assert_eq!(status.code(), Some(130), "{text}");
+    assert!(
+        text.contains("stopping: the running stage stops at its next safe point")
+            && text.contains("  train      cancelled")
+            && text.contains("interrupted by Ctrl-C: nothing half-written is left")
+            && text.contains("  kept the 3 entries this run built: `p` [ingest], [eda], [prepare]"),
+        "{text}"
+    );
+    // The checkpoint's epoch, as said.
+    let said = "  kept the checkpoint of `p` [train] after epoch ";
+    let line = seen.iter().find(|l| l.starts_with(said)).expect(&text);
+    let done: usize = line[said.len()..].split(' ').next().unwrap().parse().unwrap();
+    assert!(done >= 2, "{line}");
+    assert!(
+        line.ends_with(&format!(
+            " of 1000: the next `fkp run` resumes at epoch {} of 1000",
+            done + 1
+        )),
+        "{line}"
+    );
+
+    // `fkp status`: partial, with the epoch it resumes from.
+    let out = s.fkp(&["status", "p.toml"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let train = text.lines().find(|l| l.starts_with("  train ")).unwrap();
+    assert!(
+        train.starts_with("  train      partial  ")
+            && train.ends_with(&format!(
+                "  a checkpoint after epoch {done}: resumes at epoch {} of 1000",
+                done + 1
+            )),
+        "{text}"
+    );
+    let json = s.status_json(&["p.toml"]);
+    let stage = &json["pipelines"][0]["stages"][3];
+    assert_eq!(stage["stage"], "train");
+    assert_eq!(stage["state"], "partial");
+    assert_eq!(stage["resume_epoch"], done as u64 + 1);
+    assert_eq!(
+        json["pipelines"][0]["stages"][0]["resume_epoch"],
+        serde_json::Value::Null
+    );
+    let out = s.fkp(&["status", "p.toml", "-v"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("              checkpoint .fkp/checkpoints/train-"),
+        "{text}"
+    );
+    let err = s.ok(&["run", "p.toml", "--dry-run"]);
+    assert!(
+        err.contains(&format!("never built (resumes at epoch {} of 1000)", done + 1)),
+        "{err}"
     );
 }
 

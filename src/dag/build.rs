@@ -202,6 +202,7 @@ impl StageBuild<'_> {
                 DagError::Cancelled {
                     pipeline: pipeline.name.clone(),
                     stage: node.kind,
+                    kept: Box::default(),
                 }
             } else {
                 DagError::Stage {

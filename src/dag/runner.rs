@@ -16,7 +16,7 @@ use super::slurm::{SlurmBuilder, SlurmRun};
 use super::store::{DATA_DIR, Manifest, OutputFile, REPORT_DIR, Store};
 use crate::console::Console;
 use crate::fsutil;
-use crate::stages::{StageKind, UpstreamOutput};
+use crate::stages::{ResumePoint, StageKind, UpstreamOutput};
 use crate::workspace::{Workspace, WorkspaceLock};
 
 #[derive(Debug, Default, Clone)]
@@ -130,6 +130,70 @@ impl RunReport {
             .filter(|(p, s, _)| p == pipeline && *s == stage)
             .map(|(_, _, dir)| dir.as_path())
             .collect()
+    }
+}
+
+/// What a cancelled run leaves for the next one: the entries it built, and the
+/// checkpoints of the stages it stopped midway.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Kept {
+    /// (pipeline, node label) of each entry this run built or fetched, in order.
+    pub built: Vec<(String, String)>,
+    /// (pipeline, node label, how far it got) of each stage stopped midway;
+    /// `None` when it stopped before its first checkpoint.
+    pub stopped: Vec<(String, String, Option<ResumePoint>)>,
+}
+
+impl Kept {
+    /// What was kept, in a few lines: said when `fkp run` is interrupted.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut by_pipeline: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (pipeline, label) in &self.built {
+            match by_pipeline.iter_mut().find(|(p, _)| p == pipeline) {
+                Some((_, labels)) => labels.push(label),
+                None => by_pipeline.push((pipeline, vec![label])),
+            }
+        }
+        match self.built.len() {
+            0 => lines.push("  no stage finished in this run".to_string()),
+            n => {
+                let listed: Vec<String> = by_pipeline
+                    .iter()
+                    .map(|(p, labels)| {
+                        format!(
+                            "`{p}` {}",
+                            labels
+                                .iter()
+                                .map(|l| format!("[{l}]"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })
+                    .collect();
+                lines.push(format!(
+                    "  kept the {} this run built: {}",
+                    if n == 1 {
+                        "entry".to_string()
+                    } else {
+                        format!("{n} entries")
+                    },
+                    listed.join("; ")
+                ));
+            }
+        }
+        for (pipeline, label, point) in &self.stopped {
+            lines.push(match point {
+                Some(point) => format!(
+                    "  kept the checkpoint of `{pipeline}` [{label}] after epoch {} of {}: the next `fkp run` {point}",
+                    point.done, point.of
+                ),
+                None => format!(
+                    "  `{pipeline}` [{label}] stopped before its first checkpoint: the next `fkp run` starts it over"
+                ),
+            });
+        }
+        lines
     }
 }
 
@@ -302,6 +366,11 @@ struct Walk<'a> {
     outputs: Vec<Option<Vec<OutputFile>>>,
     /// Keys built earlier in this invocation, with the pipeline that built them.
     built_now: HashMap<String, String>,
+    /// Each node's key once known, and whether it was cancelled midway.
+    keys: Vec<Option<String>>,
+    cancelled: Vec<usize>,
+    /// (pipeline, label) of every entry built or fetched, for a cancelled run to list.
+    kept: Vec<(String, String)>,
     report: RunReport,
 }
 
@@ -371,6 +440,9 @@ impl<'a> Walk<'a> {
             data_dirs: vec![None; nodes],
             outputs: vec![None; nodes],
             built_now: HashMap::new(),
+            keys: vec![None; nodes],
+            cancelled: Vec::new(),
+            kept: Vec::new(),
             report: RunReport::default(),
         }
     }
@@ -436,13 +508,45 @@ impl<'a> Walk<'a> {
         {
             self.errors.push((usize::MAX, error));
         }
-        let mut errors = self.errors;
+        let kept = self.kept_now();
+        let mut errors = std::mem::take(&mut self.errors);
+        for (_, error) in &mut errors {
+            if let DagError::Cancelled { kept: slot, .. } = error {
+                **slot = kept.clone();
+            }
+        }
         errors.sort_by_key(|(pipeline, _)| *pipeline);
         let mut errors: Vec<DagError> = errors.into_iter().map(|(_, e)| e).collect();
         match errors.len() {
             0 => Ok(self.report),
             1 => Err(errors.remove(0)),
             _ => Err(DagError::Several(errors)),
+        }
+    }
+
+    /// What this run leaves for the next: the entries it made, and how far each
+    /// stage it stopped midway got (read from the checkpoint of its key).
+    fn kept_now(&self) -> Kept {
+        let graph = self.graph;
+        Kept {
+            built: self.kept.clone(),
+            stopped: self
+                .cancelled
+                .iter()
+                .map(|&n| {
+                    let node = &graph.nodes[n];
+                    let point = self.keys[n].as_ref().and_then(|key| {
+                        graph
+                            .stage(n)
+                            .resume_point(&self.store.checkpoint_dir(node.kind, key))
+                    });
+                    (
+                        graph.pipelines[node.pipeline].name.clone(),
+                        node.label.clone(),
+                        point,
+                    )
+                })
+                .collect(),
         }
     }
 
@@ -518,6 +622,7 @@ impl<'a> Walk<'a> {
             return Err(DagError::Cancelled {
                 pipeline: pipeline.name.clone(),
                 stage: node.kind,
+                kept: Box::default(),
             });
         }
         let upstream = Upstream::of(graph, n, &self.outputs);
@@ -582,6 +687,7 @@ impl<'a> Walk<'a> {
                     return self.settle_unbuilt(n, Outcome::Fetched, &said, manifest, resolution.inputs);
                 }
                 let plan = resolution.plan.expect("a node resolves after its upstream nodes");
+                self.keys[n] = resolution.key.clone();
                 let upstream = node
                     .deps
                     .iter()
@@ -632,6 +738,9 @@ impl<'a> Walk<'a> {
         let w = self.label_width;
         self.consoles[node.pipeline].status(&format!("  {:<w$} {said}", node.label));
         let pipeline = self.graph.pipelines[node.pipeline].name.clone();
+        if outcome == Outcome::Fetched {
+            self.kept.push((pipeline.clone(), node.label.clone()));
+        }
         self.report.stages.push((pipeline, node.kind, outcome));
         self.settle(n, manifest, inputs)?;
         Ok(Visit::Settled)
@@ -721,6 +830,7 @@ impl<'a> Walk<'a> {
                     self.consoles[node.pipeline].result_detail(summary);
                 }
                 self.built_now.insert(manifest.key.clone(), pipeline.name.clone());
+                self.kept.push((pipeline.name.clone(), node.label.clone()));
                 self.push(n, &manifest.key);
                 self.report
                     .stages
@@ -796,6 +906,10 @@ impl<'a> Walk<'a> {
         // run, it leaves the reports as they were, and is said once.
         if matches!(error, DagError::Cancelled { .. }) {
             self.stopping = true;
+            // Stopped while building (not before it started): it may have a checkpoint.
+            if self.progress[n] == Progress::Building {
+                self.cancelled.push(n);
+            }
             if !self
                 .errors
                 .iter()
