@@ -1,7 +1,8 @@
 //! What fkp says at the terminal: one line per stage and a closing summary by
 //! default, the tables with `-v`; `fkp status` short, and with `-v` its paths;
 //! a training stopped midway shown as partial; what an interrupted run kept;
-//! changed keys named as the file writes them, `layers[2]` before `layers[10]`.
+//! `--set` mistakes quoting the argument; changed keys named as the file
+//! writes them, `layers[2]` before `layers[10]`.
 
 mod common;
 
@@ -230,6 +231,47 @@ fn ctrl_c_says_what_it_kept_and_status_shows_the_training_as_partial() {
     let err = s.ok(&["run", "p.toml", "--dry-run"]);
     assert!(
         err.contains(&format!("never built (resumes at epoch {} of 1000)", done + 1)),
+        "{err}"
+    );
+}
+
+#[test]
+fn set_mistakes_quote_the_argument() {
+    let s = workspace(3);
+    s.write(
+        "p.toml",
+        std::fs::read_to_string(s.path("p.toml")).unwrap()
+            + "[train.schedule]\nkind = \"cosine\"\nwarmup_epochs = 2\n",
+    );
+    let (code, err) = s.fails(&["run", "p.toml", "--set", "train.epochs=zero"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "error: `train.epochs` must be a non-negative integer, found string\n \
+             --> the command line\n  |\n  | --set train.epochs=zero\n  |                    ^^^^\n"
+        ),
+        "{err}"
+    );
+    let (_, err) = s.fails(&["run", "p.toml", "--set", "trian.epochs=2"]);
+    assert!(
+        err.contains(
+            "none of the pipelines has [trian]\n --> the command line\n  |\n  \
+             | --set trian.epochs=2\n  |       ^^^^^\n  = help: did you mean `train`?"
+        ),
+        "{err}"
+    );
+    let (_, err) = s.fails(&["run", "p.toml", "--set", "train.lr=[1,"]);
+    assert!(
+        err.contains("  | --set train.lr=[1,\n  |                ^^^\n"),
+        "{err}"
+    );
+    // A mistake in the file that only the override brings about names it.
+    let (code, err) = s.fails(&["run", "p.toml", "--set", "train.epochs=2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("warmup_epochs = 2")
+            && err.contains("leave none of the 2 to train")
+            && err.contains("= note: with `--set train.epochs=2`"),
         "{err}"
     );
 }
