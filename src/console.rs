@@ -1,5 +1,8 @@
 //! What fkp says to the person at the terminal: stage lines and progress on
-//! stderr, tables on stdout, all quietened by `-q`.
+//! stderr, results on stdout, all quietened by `-q`. By default a run says one
+//! line per stage (two when it builds: why, then what it found) and the
+//! training's epochs; `-v` adds detail and each stage's tables, which its
+//! reports under `reports/` hold anyway.
 
 use std::io::{IsTerminal, Write};
 
@@ -108,6 +111,14 @@ impl Console {
     /// Tables and other results on stdout (suppressed by `-q`).
     pub fn result(&self, text: &str) {
         if self.verbosity >= Verbosity::Normal {
+            self.say(&mut std::io::stdout(), text);
+        }
+    }
+
+    /// Tables and other results that only `-v` prints (on stdout): a stage's
+    /// tables, which its reports keep anyway.
+    pub fn result_detail(&self, text: &str) {
+        if self.verbosity >= Verbosity::Verbose {
             self.say(&mut std::io::stdout(), text);
         }
     }

@@ -4,6 +4,7 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -41,7 +42,7 @@ struct GlobalArgs {
     /// Print only errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
-    /// Print more detail (skipped rows, cache decisions).
+    /// Print more detail: each stage's tables, skipped rows, `status`'s paths.
     #[arg(short, long, global = true)]
     verbose: bool,
     /// When another fkp command is writing the workspace, fail at once instead
@@ -64,6 +65,11 @@ struct GlobalArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Run one or more pipelines; stages whose inputs did not change come from the cache.
+    ///
+    /// Says one line per stage (why it runs, what it found), the training's
+    /// epochs and a closing line per pipeline; -v adds each stage's tables.
+    /// Ctrl-C stops the running stage at its next safe point and says what was
+    /// kept (exit 130; SIGTERM 143); a second Ctrl-C stops at once.
     Run {
         /// Pipeline files (TOML).
         #[arg(required = true, value_name = "PIPELINE.toml")]
@@ -144,7 +150,9 @@ enum Command {
         #[arg(long)]
         clear: bool,
     },
-    /// Show each stage's state: cached, stale (with what changed) or missing.
+    /// Show each stage's state: cached, stale (with what changed), missing, or
+    /// partial (a training stopped midway, with the epoch it resumes at). -v
+    /// adds each entry's folder and files.
     Status {
         /// Pipeline files (TOML).
         #[arg(required = true, value_name = "PIPELINE.toml")]
@@ -438,7 +446,37 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
                 dag::dry_run(&graph, &workspace, &options, console)?;
             } else {
                 let lock = lock(&workspace, cli.global.no_wait, console)?;
-                dag::run(&graph, &lock, &options, console)?;
+                let signal = stop_on_signals(&options.cancel, options.slurm.is_some(), console)?;
+                let result = dag::run(&graph, &lock, &options, console);
+                let signal = signal.load(Ordering::SeqCst);
+                match result {
+                    Ok(report) => {
+                        for line in report.closing_lines(&graph, &workspace) {
+                            console.result(&line);
+                        }
+                    }
+                    // Interrupted: say what the next run finds, rather than an error.
+                    Err(error) if signal != 0 && error.kept().is_some() => {
+                        // Pipelines that failed before the signal are still failures.
+                        if let DagError::Several(errors) = &error {
+                            for failed in errors.iter().filter(|e| e.kept().is_none()) {
+                                console.error(&fkp::text::error_chain(failed));
+                            }
+                        }
+                        console.failure(&format!(
+                            "interrupted by {}: nothing half-written is left",
+                            signal_name(signal)
+                        ));
+                        for line in error.kept().map(dag::Kept::lines).unwrap_or_default() {
+                            console.failure(&line);
+                        }
+                        return Ok(ExitCode::from(exit_code(signal)));
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+                if signal != 0 {
+                    return Ok(ExitCode::from(exit_code(signal)));
+                }
             }
         }
         Command::RunStage {
@@ -488,7 +526,7 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
             if json {
                 print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {
-                print_out(&report.to_text())?;
+                print_out(&report.to_text(console.verbosity >= Verbosity::Verbose))?;
             }
         }
         Command::Dag { pipeline, dot } => {
@@ -612,6 +650,66 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C, SIGTERM or SIGHUP during `fkp run`: the first stops the running
+/// stage at its next safe point (training between batches, keeping its
+/// checkpoint) and starts no other, so the run can say what it kept; a second
+/// ends at once, as a kill does. Slurm jobs run on without this process (the
+/// next run reattaches to them), so under Slurm the first one ends at once.
+/// Returns where the signal's number is put (0 until one comes).
+fn stop_on_signals(cancel: &dag::Cancel, slurm: bool, console: &Console) -> Result<Arc<AtomicI32>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let received = Arc::new(AtomicI32::new(0));
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot catch Ctrl-C and SIGTERM")?;
+    let (cancel, console, seen) = (cancel.clone(), console.clone(), received.clone());
+    std::thread::Builder::new()
+        .name("fkp-signals".to_string())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let first = seen
+                    .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok();
+                if slurm {
+                    console.failure(&format!(
+                        "interrupted by {}: the submitted Slurm jobs run on; the next `fkp run` \
+                         reattaches to them and builds nothing twice",
+                        signal_name(signal)
+                    ));
+                    std::process::exit(i32::from(exit_code(signal)));
+                }
+                if first {
+                    cancel.request(dag::Stop::Now);
+                    console.failure(
+                        "stopping: the running stage stops at its next safe point \
+                         (press Ctrl-C again to stop at once)",
+                    );
+                } else {
+                    console.failure(
+                        "stopped at once: the entries already built are kept, and the next \
+                         `fkp run` resumes training from its last checkpoint",
+                    );
+                    std::process::exit(i32::from(exit_code(signal)));
+                }
+            }
+        })
+        .context("cannot catch Ctrl-C and SIGTERM")?;
+    Ok(received)
+}
+
+/// The shell's convention: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM).
+fn exit_code(signal: i32) -> u8 {
+    u8::try_from(128 + signal).unwrap_or(u8::MAX)
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        signal_hook::consts::SIGINT => "Ctrl-C",
+        signal_hook::consts::SIGTERM => "SIGTERM",
+        signal_hook::consts::SIGHUP => "SIGHUP",
+        _ => "a signal",
+    }
 }
 
 enum Direction {

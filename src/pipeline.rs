@@ -85,15 +85,20 @@ impl Pipeline {
         for variant in variants {
             let mut doc = doc.clone();
             doc.table.merge(variant.overlay);
+            let without_overrides = (!overrides.is_empty()).then(|| doc.clone());
+            let mut used = Vec::new();
             for (i, change) in overrides.iter().enumerate() {
                 if doc.table.get(&change.table).is_some() {
                     doc.table.merge(change.overlay.clone());
+                    used.push(change);
                     if let Some(flag) = applied.get_mut(i) {
                         *flag = true;
                     }
                 }
             }
-            match Pipeline::from_document(doc, &variant.suffix) {
+            let result = Pipeline::from_document(doc, &variant.suffix)
+                .map_err(|found| blame_overrides(found, &used, without_overrides, &variant.suffix));
+            match result {
                 Ok(pipeline) => pipelines.push(pipeline),
                 Err(ConfigErrors(found)) if !several => errors.extend(found),
                 // A mistake in a swept value shows in every variant holding it: once is enough.
@@ -263,6 +268,40 @@ fn table_reader<'a>(doc: &'a Document, name: &str) -> Option<(TableReader<'a>, L
 
 /// The name if it is usable as a folder name; otherwise an error, and the name
 /// is replaced so that loading can go on collecting errors.
+/// Notes, on each error in a file that only the `--set` overrides brought
+/// about (`warmup_epochs` no longer below an overridden `epochs`), which
+/// overrides those were: the file's line alone would not explain it. Errors in
+/// an override quote it already.
+fn blame_overrides(
+    found: ConfigErrors,
+    used: &[&Override],
+    without_overrides: Option<Document>,
+    suffix: &str,
+) -> ConfigErrors {
+    let Some(without_overrides) = without_overrides.filter(|_| !used.is_empty()) else {
+        return found;
+    };
+    let own: std::collections::HashSet<String> = match Pipeline::from_document(without_overrides, suffix) {
+        Ok(_) => Default::default(),
+        Err(ConfigErrors(own)) => own.iter().map(ToString::to_string).collect(),
+    };
+    let sets: Vec<String> = used.iter().map(|o| format!("`--set {}`", o.text)).collect();
+    let note = format!("with {}", sets.join(" and "));
+    ConfigErrors(
+        found
+            .0
+            .into_iter()
+            .map(|mut error| {
+                let in_a_file = error.at.as_ref().is_some_and(|at| !at.file.command_line);
+                if in_a_file && !own.contains(&error.to_string()) {
+                    error = error.with_note(note.clone());
+                }
+                error
+            })
+            .collect(),
+    )
+}
+
 fn check_name(name: String, origin: &'static str, at: &Location, errors: &mut Vec<ConfigError>) -> String {
     let why = if name.is_empty() {
         Some("it is empty")

@@ -175,7 +175,7 @@ fn eda_writes_tables_and_the_chosen_plots() {
         "p.toml",
         "[ingest]\ntrain = \"t.csv\"\n[eda]\nplots = [\"boxplot\", \"samples\"]\nsamples = 4\n",
     );
-    let out = s.fkp(&["run", "p.toml"]);
+    let out = s.fkp(&["run", "p.toml", "-v"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("most common missing-label patterns"));
     let dir = s.path("reports/p/eda");
@@ -219,7 +219,7 @@ fn changing_a_prepare_key_reruns_prepare_only() {
     assert!(out.contains("eda        cached"), "{out}");
     assert!(
         out.contains("prepare    running")
-            && out.contains("`prepare.missing` changed: \"median\" -> \"mask\""),
+            && out.contains("`[prepare] missing` changed: \"median\" -> \"mask\""),
         "{out}"
     );
     let dry = s.ok(&["run", "p.toml", "--dry-run", "--force-stage", "ingest"]);

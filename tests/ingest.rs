@@ -50,7 +50,19 @@ fn the_summary_counts_rows_complete_rows_and_presence() {
     let s = Scratch::new();
     s.write("t.csv", labelled_csv(9));
     pipeline(&s, "t.csv", "");
+    // By default one line says what ingest found; the tables are in reports/.
     let out = s.fkp(&["run", "p.toml"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stderr.contains(": 9 rows (6 complete), 8x8 pixels, 3 keypoints\n"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("66.7%") && !stdout.contains('┆'), "{stdout}");
+    // -v prints them too.
+    let out = s.fkp(&["run", "p.toml", "--force", "-v"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     // 9 rows, every third (3 of them) missing right_eye_center.
     assert!(stdout.contains("6 (66.7%)"), "{stdout}");
@@ -176,6 +188,10 @@ fn on_bad_row_skip_skips_and_counts() {
         "{stderr}"
     );
     // 2 rows kept, 1 skipped.
+    assert!(
+        stderr.contains(": 2 rows (2 complete), 8x8 pixels, 3 keypoints, 1 skipped"),
+        "{stderr}"
+    );
     assert!(stdout.contains("│ train ┆    2 ┆"), "{stdout}");
     assert!(stdout.contains("┆            1 │"), "{stdout}");
 }
@@ -233,7 +249,7 @@ fn the_shipped_sample_ingests() {
     let s = Scratch::new();
     let sample = common::repo_file("datasets/faces300-sparse.csv.gz");
     pipeline(&s, &sample.display().to_string(), "");
-    let out = s.fkp(&["run", "p.toml"]);
+    let out = s.fkp(&["run", "p.toml", "-v"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("│ train ┆  300 ┆    95 (31.7%) ┆"), "{stdout}");

@@ -46,7 +46,7 @@ fn comments_and_key_order_change_nothing_but_a_value_reruns_the_stage() {
     );
     let out = s.ok(&["run", "p.toml"]);
     assert!(
-        out.contains("`ingest.coordinate_tolerance` changed: 1.0 -> 2.0"),
+        out.contains("`[ingest] coordinate_tolerance` changed: 1.0 -> 2.0"),
         "{out}"
     );
     assert_eq!(s.entries("ingest").len(), 2);

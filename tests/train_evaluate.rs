@@ -71,7 +71,7 @@ fn changing_a_train_key_retrains_and_an_evaluate_key_only_rescores() {
     pipeline(&s, "epochs = 3\n", "samples = 2\n");
     let out = s.ok(&["run", "p.toml"]);
     assert!(
-        out.contains("prepare    cached") && out.contains("`train.epochs` changed: 2 -> 3"),
+        out.contains("prepare    cached") && out.contains("`[train] epochs` changed: 2 -> 3"),
         "{out}"
     );
 }
@@ -447,7 +447,10 @@ fn set_changes_a_key_for_one_command_and_its_mistakes_name_the_key() {
     pipeline(&s, "epochs = 1\n", "");
     s.ok(&["run", "p.toml"]);
     let out = stdout(&s, &["status", "p.toml", "--set", "train.epochs=2"]);
-    assert!(out.contains("train.epochs") && out.contains("stale"), "{out}");
+    assert!(
+        out.contains("`[train] epochs` changed") && out.contains("stale"),
+        "{out}"
+    );
     let out = s.ok(&[
         "run",
         "p.toml",
@@ -457,7 +460,7 @@ fn set_changes_a_key_for_one_command_and_its_mistakes_name_the_key() {
         "model.arch=lenet",
     ]);
     assert!(
-        out.contains("`train.epochs` changed: 1 -> 2") && out.contains("epoch   2/2"),
+        out.contains("`[train] epochs` changed: 1 -> 2") && out.contains("epoch   2/2"),
         "{out}"
     );
     // Without it, the file's own value: its entry is still cached.

@@ -52,7 +52,10 @@ pub enum ConfigErrorKind {
 pub struct ConfigError {
     pub kind: ConfigErrorKind,
     pub at: Option<Location>,
-    pub help: Option<String>,
+    /// The lines under it, in order: (`help` or `note`, text). A help says
+    /// what to do; a note, what else led to it (the `--set` overrides an
+    /// error in a file follows from).
+    pub footer: Vec<(&'static str, String)>,
 }
 
 impl ConfigError {
@@ -60,7 +63,7 @@ impl ConfigError {
         ConfigError {
             kind,
             at: Some(at.clone()),
-            help: None,
+            footer: Vec::new(),
         }
     }
 
@@ -68,12 +71,17 @@ impl ConfigError {
         ConfigError {
             kind,
             at: None,
-            help: None,
+            footer: Vec::new(),
         }
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
+        self.footer.push(("help", help.into()));
+        self
+    }
+
+    pub fn with_note(mut self, note: impl Into<String>) -> Self {
+        self.footer.push(("note", note.into()));
         self
     }
 }
@@ -85,9 +93,9 @@ impl fmt::Display for ConfigError {
             writeln!(f)?;
             at.render_snippet(f)?;
         }
-        if let Some(help) = &self.help {
-            let gutter = self.at.as_ref().map_or(1, Location::gutter);
-            write!(f, "\n{:gutter$} = help: {help}", "")?;
+        let gutter = self.at.as_ref().map_or(1, Location::gutter);
+        for (label, text) in &self.footer {
+            write!(f, "\n{:gutter$} = {label}: {text}", "")?;
         }
         Ok(())
     }

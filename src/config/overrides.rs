@@ -5,7 +5,6 @@
 //! that has its table, after `extends`, and its mistakes are reported like a
 //! file's, pointing into the `--set` text.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::error::{ConfigError, ConfigErrorKind};
@@ -19,27 +18,42 @@ pub struct Override {
     pub table: String,
     /// The argument as given, for messages.
     pub text: String,
+    /// Where the table is named in the argument, for an error about the
+    /// override as a whole (no pipeline has its table).
+    pub at: Location,
     /// What it merges over a pipeline's tables.
     pub overlay: Table,
 }
 
+/// What an override's errors quote before the argument: it reads like the command line.
+const SHOWN_AS: &str = "--set ";
+
 impl Override {
     pub fn parse(argument: &str) -> Result<Override, ConfigError> {
+        // Every error quotes the argument as written, as a file's errors quote
+        // its line; the TOML read below keeps the same byte offsets.
+        let shown = Arc::new(SourceFile::command_line(format!("{SHOWN_AS}{argument}\n")));
+        let at = |range: std::ops::Range<usize>| {
+            Location::new(
+                &shown,
+                Some(SHOWN_AS.len() + range.start..SHOWN_AS.len() + range.end),
+            )
+        };
         let invalid = |message: String| {
-            let file = Arc::new(SourceFile::new(PathBuf::from("--set"), argument.to_string()));
             ConfigError::new(
                 ConfigErrorKind::InvalidValue {
                     key: "--set".to_string(),
                     message,
                 },
-                &Location::new(&file, Some(0..argument.len())),
+                &at(0..argument.len()),
             )
         };
         let Some((key, value)) = argument.split_once('=') else {
-            return Err(invalid(format!(
-                "`{argument}` has no `=`: write TABLE.KEY=VALUE, e.g. --set train.epochs=2"
-            )));
+            return Err(invalid(
+                "it has no `=`: write TABLE.KEY=VALUE, e.g. --set train.epochs=2".to_string(),
+            ));
         };
+        let key_text = key;
         let key = key.trim();
         let parts: Vec<&str> = key.split('.').collect();
         if parts.len() < 2 || parts.iter().any(|p| p.trim().is_empty()) {
@@ -53,33 +67,44 @@ impl Override {
                 "`{key}` cannot be set from the command line: it is read before overrides apply; edit the file"
             )));
         }
+        let value_start = key_text.len() + 1 + (value.len() - value.trim_start().len());
         let value = value.trim();
         if value.contains(['\n', '\r']) {
             return Err(invalid(
                 "the value holds a line break: one key per --set".to_string(),
             ));
         }
-        let as_toml = format!("{key} = {value}\n");
         let bare_word = value.starts_with(|c: char| c.is_alphabetic() || c == '_' || c == '/')
             && value.chars().all(|c| c.is_alphanumeric() || "-_./".contains(c));
-        let text = match toml_edit::Document::parse(as_toml.as_str()) {
-            Ok(_) => as_toml,
+        // The argument is TOML as it stands (`train.epochs=2`), or a bare word
+        // is quoted in place; either way each byte keeps its offset, behind
+        // spaces as wide as what the errors show in front of it.
+        let pad = " ".repeat(SHOWN_AS.len());
+        let text = match toml_edit::Document::parse(argument) {
+            Ok(_) => format!("{pad}{argument}\n"),
             // A bare word is a string; anything else that is not TOML is a mistake.
-            Err(_) if bare_word => format!("{key} = \"{value}\"\n"),
+            Err(_) if bare_word => format!(
+                "{pad}{}\"{value}\"{}\n",
+                &argument[..value_start],
+                &argument[value_start + value.len()..]
+            ),
             Err(error) => {
-                return Err(invalid(format!(
+                let mut error = invalid(format!(
                     "`{value}` is not a TOML value ({}): quote strings, e.g. --set {key}='\"text\"'",
                     error.message().trim_end()
-                )));
+                ));
+                error.at = Some(at(value_start..value_start + value.len()));
+                return Err(error);
             }
         };
-        let file = Arc::new(SourceFile::new(PathBuf::from("--set"), text));
         let document =
-            toml_edit::Document::parse(file.text.as_str()).map_err(|e| invalid(e.message().to_string()))?;
+            toml_edit::Document::parse(text.as_str()).map_err(|e| invalid(e.message().to_string()))?;
+        let table_start = key_text.len() - key_text.trim_start().len();
         Ok(Override {
             table: table.to_string(),
             text: argument.to_string(),
-            overlay: Table::from_document(&file, document.as_table()),
+            at: at(table_start..table_start + table.len()),
+            overlay: Table::from_document(&shown, document.as_table()),
         })
     }
 }

@@ -15,6 +15,9 @@ pub struct SourceFile {
     /// linked from elsewhere finds what it `extends` and reads beside itself.
     dir: PathBuf,
     pub text: String,
+    /// Text from the command line (`--set`), not a file: its errors quote the
+    /// argument, without a line number.
+    pub command_line: bool,
     /// Byte offset where each line starts, so a location is found in O(log n):
     /// a file with thousands of errors is reported in linear time.
     line_starts: Vec<usize>,
@@ -37,7 +40,17 @@ impl SourceFile {
             path,
             dir,
             text,
+            command_line: false,
             line_starts,
+        }
+    }
+
+    /// An argument of the command line, e.g. `--set train.epochs=2`, shown as
+    /// written; relative paths in it resolve against the current directory.
+    pub fn command_line(text: String) -> SourceFile {
+        SourceFile {
+            command_line: true,
+            ..SourceFile::new(PathBuf::from("--set"), text)
         }
     }
 
@@ -100,7 +113,10 @@ impl Location {
 
     /// Width of the line-number gutter in a rendered snippet.
     pub fn gutter(&self) -> usize {
-        self.line_col().0.to_string().len()
+        match self.file.command_line {
+            true => 1,
+            false => self.line_col().0.to_string().len(),
+        }
     }
 
     /// Writes the `--> file:line:col` header, the source line and a caret under the
@@ -134,7 +150,11 @@ impl Location {
                 c => c,
             })
             .collect();
-        writeln!(f, "{line} | {lead}{shown}{tail}")?;
+        let number = match self.file.command_line {
+            true => " ".to_string(),
+            false => line.to_string(),
+        };
+        writeln!(f, "{number} | {lead}{shown}{tail}")?;
         let pad = col - 1 - skip + lead.chars().count();
         write!(f, "{:gutter$} | {}{}", "", " ".repeat(pad), "^".repeat(width))
     }
@@ -142,6 +162,9 @@ impl Location {
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.file.command_line {
+            return write!(f, "the command line");
+        }
         let (line, col) = self.line_col();
         write!(f, "{}:{}:{}", self.file.path.display(), line, col)
     }

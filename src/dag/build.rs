@@ -202,6 +202,7 @@ impl StageBuild<'_> {
                 DagError::Cancelled {
                     pipeline: pipeline.name.clone(),
                     stage: node.kind,
+                    kept: Box::default(),
                 }
             } else {
                 DagError::Stage {
@@ -211,21 +212,20 @@ impl StageBuild<'_> {
                 }
             }
         })?;
+        // A resumed training's time includes what it spent before its checkpoint.
+        let elapsed = started.elapsed() + earlier(outcome.earlier_seconds);
         let manifest = store
-            .commit(
-                pending,
-                self.inputs.clone(),
-                outcome.summary,
-                outcome.timing,
-                started.elapsed() + earlier(outcome.earlier_seconds),
-                &pipeline.name,
-            )
+            .commit(pending, self.inputs.clone(), outcome, elapsed, &pipeline.name)
             .map_err(cache_error)?;
         if checkpoint_dir.exists() {
             store.remove_entry(&checkpoint_dir).map_err(cache_error)?;
         }
+        let headline = manifest
+            .headline
+            .as_ref()
+            .map_or(String::new(), |line| format!(": {line}"));
         console.status(&format!(
-            "  {:<label_width$} done     in {:.2} s",
+            "  {:<label_width$} done     in {:.2} s{headline}",
             node.label,
             started.elapsed().as_secs_f64(),
         ));

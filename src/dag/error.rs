@@ -11,8 +11,13 @@ pub enum DagError {
         source: Box<StageError>,
     },
     /// Stopped on request ([`super::Cancel`]): nothing half-written is left.
+    /// `kept` says what the run leaves for the next one (filled in by the run).
     #[error("pipeline `{pipeline}`, stage [{stage}]: cancelled")]
-    Cancelled { pipeline: String, stage: StageKind },
+    Cancelled {
+        pipeline: String,
+        stage: StageKind,
+        kept: Box<super::runner::Kept>,
+    },
     #[error("pipeline `{pipeline}`: cannot read `{stage}.{role}` ({path}): {source}")]
     Input {
         pipeline: String,
@@ -93,6 +98,15 @@ pub enum DagError {
 }
 
 impl DagError {
+    /// What a cancelled run kept, when this is (or lists) a cancellation.
+    pub fn kept(&self) -> Option<&super::runner::Kept> {
+        match self {
+            DagError::Cancelled { kept, .. } => Some(kept),
+            DagError::Several(errors) => errors.iter().find_map(DagError::kept),
+            _ => None,
+        }
+    }
+
     /// The pipeline the error is about, when it is about one.
     pub fn pipeline(&self) -> Option<&str> {
         match self {

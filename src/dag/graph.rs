@@ -141,7 +141,7 @@ impl Graph {
         self.pipelines[node.pipeline].stages[node.stage].as_ref()
     }
 
-    pub fn nodes_of(&self, pipeline: usize) -> impl Iterator<Item = usize> + '_ {
+    pub fn nodes_of(&self, pipeline: usize) -> impl DoubleEndedIterator<Item = usize> + '_ {
         self.spans[pipeline].clone()
     }
 

@@ -72,7 +72,10 @@ impl KeyInputs {
         let mut new_config = BTreeMap::new();
         flatten(self.stage.name(), &old.config, &mut old_config);
         flatten(self.stage.name(), &self.config, &mut new_config);
-        let keys: std::collections::BTreeSet<&String> = old_config.keys().chain(new_config.keys()).collect();
+        let mut keys: Vec<&String> = old_config.keys().chain(new_config.keys()).collect();
+        // `layers[2]` before `layers[10]`.
+        keys.sort_by(|a, b| natural_cmp(a, b));
+        keys.dedup();
         for key in keys {
             let (before, after) = (old_config.get(key), new_config.get(key));
             if before != after {
@@ -104,6 +107,46 @@ impl KeyInputs {
             }
         }
         changes
+    }
+}
+
+/// Orders strings as people count: runs of digits by their value, so
+/// `layers[2]` comes before `layers[10]`; everything else byte by byte.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let digits = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (da, db) = (digits(a), digits(b));
+                let value = |s: &[u8]| {
+                    let zeros = s.iter().take_while(|c| **c == b'0').count();
+                    s[zeros..].to_vec()
+                };
+                let (va, vb) = (value(&a[..da]), value(&b[..db]));
+                // Fewer significant digits is smaller; then digit by digit; then
+                // fewer leading zeros first, so that the order is total.
+                let order = va
+                    .len()
+                    .cmp(&vb.len())
+                    .then_with(|| va.cmp(&vb))
+                    .then_with(|| da.cmp(&db));
+                if order != Ordering::Equal {
+                    return order;
+                }
+                (a, b) = (&a[da..], &b[db..]);
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                (a, b) = (&a[1..], &b[1..]);
+            }
+        }
     }
 }
 
@@ -182,7 +225,13 @@ impl fmt::Display for Change {
             }
         };
         match self {
-            Change::Config { key, old, new } => write!(f, "`{key}` changed: {} -> {}", show(old), show(new)),
+            Change::Config { key, old, new } => write!(
+                f,
+                "{} changed: {} -> {}",
+                crate::stages::key_name(key),
+                show(old),
+                show(new)
+            ),
             Change::Input { name, path } => write!(f, "input `{name}` changed ({})", path.display()),
             Change::Upstream { stage } => write!(f, "upstream [{stage}] changed"),
             Change::Code { old, new } => write!(f, "fkp's code for this stage changed (v{old} -> v{new})"),
@@ -239,10 +288,57 @@ mod tests {
         assert_eq!(
             text,
             [
-                "`ingest.on_bad_row` changed: \"error\" -> \"skip\"",
+                "`[ingest] on_bad_row` changed: \"error\" -> \"skip\"",
                 "input `train` changed (/a/t.csv)"
             ]
         );
         assert!(new.changes_since(&new).is_empty());
+    }
+
+    #[test]
+    fn numbers_in_keys_count_as_numbers() {
+        let mut keys = vec![
+            "layers[10]",
+            "layers[2]",
+            "layers[1].kernel",
+            "head[0]",
+            "layers[02]",
+            "lr",
+        ];
+        keys.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            keys,
+            [
+                "head[0]",
+                "layers[1].kernel",
+                "layers[2]",
+                "layers[02]",
+                "layers[10]",
+                "lr"
+            ]
+        );
+    }
+
+    #[test]
+    fn changed_layers_are_listed_in_order_and_named_as_written() {
+        let layers = |ten: u64| {
+            let mut layers: Vec<Value> = (0..12).map(|i| serde_json::json!({ "units": i })).collect();
+            layers[2] = serde_json::json!({ "units": ten });
+            layers[10] = serde_json::json!({ "units": ten });
+            serde_json::json!({ "model": { "graph": { "layers": layers } }, "warmup_epochs": ten })
+        };
+        let train = |ten| KeyInputs {
+            stage: StageKind::Train,
+            version: 1,
+            config: layers(ten),
+            files: BTreeMap::new(),
+            upstream: BTreeMap::new(),
+        };
+        let text = describe(&train(3).changes_since(&train(2)));
+        assert_eq!(
+            text,
+            "`[model] layers[2].units` changed: 2 -> 3; `[model] layers[10].units` changed: 2 -> 3; \
+             `[train.schedule] warmup_epochs` changed: 2 -> 3"
+        );
     }
 }

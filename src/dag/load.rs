@@ -78,9 +78,9 @@ fn unapplied(change: &Override) -> ConfigError {
     let hint = did_you_mean(&change.table, tables.filter(|t| *t != change.table));
     let kind = ConfigErrorKind::InvalidValue {
         key: "--set".to_string(),
-        message: format!("`{}`: none of the pipelines has [{}]", change.text, change.table),
+        message: format!("none of the pipelines has [{}]", change.table),
     };
-    let error = ConfigError::without_location(kind);
+    let error = ConfigError::new(kind, &change.at);
     match hint {
         Some(hint) => error.with_help(hint),
         None => error,

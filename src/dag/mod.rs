@@ -24,7 +24,7 @@ pub use graph::Graph;
 pub use key::Change;
 pub use resolve::StateName;
 pub use run_stage::{StageJob, run_stage};
-pub use runner::{Outcome, RunOptions, RunReport, dry_run, run};
+pub use runner::{Kept, Outcome, RunOptions, RunReport, dry_run, run};
 pub use slurm::SlurmRun;
 pub use status::{StatusReport, status};
 pub use store::{DATA_DIR, REPORT_DIR, TIMING as TIMING_FILE, Timing};

@@ -17,6 +17,20 @@ pub enum StateName {
     Cached,
     Stale,
     Missing,
+    /// Not cached, but a run of this very key stopped midway left a checkpoint
+    /// that the next run resumes from (shown by `fkp status` only).
+    Partial,
+}
+
+impl StateName {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StateName::Cached => "cached",
+            StateName::Stale => "stale",
+            StateName::Missing => "missing",
+            StateName::Partial => "partial",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -16,7 +16,7 @@ use super::slurm::{SlurmBuilder, SlurmRun};
 use super::store::{DATA_DIR, Manifest, OutputFile, REPORT_DIR, Store};
 use crate::console::Console;
 use crate::fsutil;
-use crate::stages::{StageKind, UpstreamOutput};
+use crate::stages::{ResumePoint, StageKind, UpstreamOutput};
 use crate::workspace::{Workspace, WorkspaceLock};
 
 #[derive(Debug, Default, Clone)]
@@ -58,9 +58,66 @@ pub struct RunReport {
     pub stages: Vec<(String, StageKind, Outcome)>,
     /// The `data/` folder of every stage that has an entry after the run.
     pub data_dirs: Vec<(String, StageKind, PathBuf)>,
+    /// (pipeline, node label, its one-line result) of every stage that has an
+    /// entry after the run and a headline in it, in the order they settled.
+    pub headlines: Vec<(String, String, String)>,
 }
 
 impl RunReport {
+    /// The closing summary of a run: per pipeline that ran, what was built and
+    /// what was cached, the result of its last stage (an evaluation's RMSE and
+    /// PCK, a report's winner) and where its reports are.
+    pub fn closing_lines(&self, graph: &Graph, workspace: &Workspace) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (index, pipeline) in graph.pipelines.iter().enumerate() {
+            let name = pipeline.name.as_str();
+            let outcomes: Vec<&Outcome> = self
+                .stages
+                .iter()
+                .filter(|(p, _, _)| p == name)
+                .map(|(_, _, outcome)| outcome)
+                .collect();
+            if outcomes.is_empty() {
+                continue;
+            }
+            let count = |wanted: Outcome| outcomes.iter().filter(|o| ***o == wanted).count();
+            let mut counts = Vec::new();
+            for (outcome, words) in [
+                (Outcome::Ran, "built"),
+                (Outcome::Fetched, "fetched"),
+                (Outcome::Cached, "cached"),
+            ] {
+                match count(outcome) {
+                    0 => {}
+                    n => counts.push(format!("{n} {words}")),
+                }
+            }
+            let mut line = format!("{name}: {}", counts.join(", "));
+            // The result of the last stage in the graph that has one says the
+            // most (an evaluation's, a report's), whichever finished last.
+            let last = graph.nodes_of(index).rev().find_map(|n| {
+                let node = &graph.nodes[n];
+                self.headlines
+                    .iter()
+                    .find(|(p, label, _)| p == name && *label == node.label)
+                    .map(|(_, _, headline)| (node.kind, headline))
+            });
+            if let Some((_, headline)) = last {
+                line.push_str(&format!("; {headline}"));
+            }
+            let dir = workspace.report_dir(name);
+            let dir = dir.strip_prefix(&workspace.root).unwrap_or(&dir);
+            match last {
+                Some((StageKind::Report, _)) => {
+                    line.push_str(&format!("; report: {}", dir.join("index.html").display()))
+                }
+                _ => line.push_str(&format!("; reports in {}/", dir.display())),
+            }
+            lines.push(line);
+        }
+        lines
+    }
+
     pub fn data_dir(&self, pipeline: &str, stage: StageKind) -> Option<&Path> {
         self.data_dirs_of(pipeline, stage).into_iter().next()
     }
@@ -73,6 +130,70 @@ impl RunReport {
             .filter(|(p, s, _)| p == pipeline && *s == stage)
             .map(|(_, _, dir)| dir.as_path())
             .collect()
+    }
+}
+
+/// What a cancelled run leaves for the next one: the entries it built, and the
+/// checkpoints of the stages it stopped midway.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Kept {
+    /// (pipeline, node label) of each entry this run built or fetched, in order.
+    pub built: Vec<(String, String)>,
+    /// (pipeline, node label, how far it got) of each stage stopped midway;
+    /// `None` when it stopped before its first checkpoint.
+    pub stopped: Vec<(String, String, Option<ResumePoint>)>,
+}
+
+impl Kept {
+    /// What was kept, in a few lines: said when `fkp run` is interrupted.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut by_pipeline: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (pipeline, label) in &self.built {
+            match by_pipeline.iter_mut().find(|(p, _)| p == pipeline) {
+                Some((_, labels)) => labels.push(label),
+                None => by_pipeline.push((pipeline, vec![label])),
+            }
+        }
+        match self.built.len() {
+            0 => lines.push("  no stage finished in this run".to_string()),
+            n => {
+                let listed: Vec<String> = by_pipeline
+                    .iter()
+                    .map(|(p, labels)| {
+                        format!(
+                            "`{p}` {}",
+                            labels
+                                .iter()
+                                .map(|l| format!("[{l}]"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })
+                    .collect();
+                lines.push(format!(
+                    "  kept the {} this run built: {}",
+                    if n == 1 {
+                        "entry".to_string()
+                    } else {
+                        format!("{n} entries")
+                    },
+                    listed.join("; ")
+                ));
+            }
+        }
+        for (pipeline, label, point) in &self.stopped {
+            lines.push(match point {
+                Some(point) => format!(
+                    "  kept the checkpoint of `{pipeline}` [{label}] after epoch {} of {}: the next `fkp run` {point}",
+                    point.done, point.of
+                ),
+                None => format!(
+                    "  `{pipeline}` [{label}] stopped before its first checkpoint: the next `fkp run` starts it over"
+                ),
+            });
+        }
+        lines
     }
 }
 
@@ -325,6 +446,11 @@ struct Walk<'a> {
     outputs: Vec<Option<Vec<OutputFile>>>,
     /// Keys built earlier in this invocation, with the pipeline that built them.
     built_now: HashMap<String, String>,
+    /// Each node's key once known, and whether it was cancelled midway.
+    keys: Vec<Option<String>>,
+    cancelled: Vec<usize>,
+    /// (pipeline, label) of every entry built or fetched, for a cancelled run to list.
+    kept: Vec<(String, String)>,
     report: RunReport,
 }
 
@@ -394,6 +520,9 @@ impl<'a> Walk<'a> {
             data_dirs: vec![None; nodes],
             outputs: vec![None; nodes],
             built_now: HashMap::new(),
+            keys: vec![None; nodes],
+            cancelled: Vec::new(),
+            kept: Vec::new(),
             report: RunReport::default(),
         }
     }
@@ -459,13 +588,45 @@ impl<'a> Walk<'a> {
         {
             self.errors.push((usize::MAX, error));
         }
-        let mut errors = self.errors;
+        let kept = self.kept_now();
+        let mut errors = std::mem::take(&mut self.errors);
+        for (_, error) in &mut errors {
+            if let DagError::Cancelled { kept: slot, .. } = error {
+                **slot = kept.clone();
+            }
+        }
         errors.sort_by_key(|(pipeline, _)| *pipeline);
         let mut errors: Vec<DagError> = errors.into_iter().map(|(_, e)| e).collect();
         match errors.len() {
             0 => Ok(self.report),
             1 => Err(errors.remove(0)),
             _ => Err(DagError::Several(errors)),
+        }
+    }
+
+    /// What this run leaves for the next: the entries it made, and how far each
+    /// stage it stopped midway got (read from the checkpoint of its key).
+    fn kept_now(&self) -> Kept {
+        let graph = self.graph;
+        Kept {
+            built: self.kept.clone(),
+            stopped: self
+                .cancelled
+                .iter()
+                .map(|&n| {
+                    let node = &graph.nodes[n];
+                    let point = self.keys[n].as_ref().and_then(|key| {
+                        graph
+                            .stage(n)
+                            .resume_point(&self.store.checkpoint_dir(node.kind, key))
+                    });
+                    (
+                        graph.pipelines[node.pipeline].name.clone(),
+                        node.label.clone(),
+                        point,
+                    )
+                })
+                .collect(),
         }
     }
 
@@ -584,6 +745,7 @@ impl<'a> Walk<'a> {
             return Err(DagError::Cancelled {
                 pipeline: pipeline.name.clone(),
                 stage: node.kind,
+                kept: Box::default(),
             });
         }
         let upstream = Upstream::of(graph, n, &self.outputs);
@@ -610,12 +772,24 @@ impl<'a> Walk<'a> {
         match (reason, resolution.state) {
             (None, State::Cached(manifest)) => {
                 let note = shared_with.map_or(String::new(), |p| format!(" (shared with `{p}`)"));
-                let said = format!("cached   {key_text}{note}");
+                let headline = manifest
+                    .headline
+                    .as_ref()
+                    .map_or(String::new(), |line| format!(": {line}"));
+                let said = format!("cached   {key_text}{note}{headline}");
                 self.settle_unbuilt(n, Outcome::Cached, &said, *manifest, resolution.inputs)
             }
             (Some(changes), _) if self.mode == Mode::DryRun => {
+                // A run stopped midway left a checkpoint of this key: the run resumes it.
+                let resume = match (&resolution.key, changes.contains(&Change::Forced)) {
+                    (Some(key), false) => graph
+                        .stage(n)
+                        .resume_point(&self.store.checkpoint_dir(node.kind, key))
+                        .map_or(String::new(), |point| format!(" ({point})")),
+                    _ => String::new(),
+                };
                 console.status(&format!(
-                    "  {:<w$} would run {key_text}: {}",
+                    "  {:<w$} would run {key_text}: {}{resume}",
                     node.label,
                     describe(&changes),
                     w = self.label_width
@@ -628,10 +802,15 @@ impl<'a> Walk<'a> {
             }
             (Some(changes), _) => {
                 if let Some(manifest) = self.fetch(n, resolution.key.as_deref(), &changes) {
-                    let said = format!("fetched  {key_text} from the remote cache");
+                    let headline = manifest
+                        .headline
+                        .as_ref()
+                        .map_or(String::new(), |line| format!(": {line}"));
+                    let said = format!("fetched  {key_text} from the remote cache{headline}");
                     return self.settle_unbuilt(n, Outcome::Fetched, &said, manifest, resolution.inputs);
                 }
                 let plan = resolution.plan.expect("a node resolves after its upstream nodes");
+                self.keys[n] = resolution.key.clone();
                 let upstream = node
                     .deps
                     .iter()
@@ -682,6 +861,9 @@ impl<'a> Walk<'a> {
         let w = self.label_width;
         self.consoles[node.pipeline].status(&format!("  {:<w$} {said}", node.label));
         let pipeline = self.graph.pipelines[node.pipeline].name.clone();
+        if outcome == Outcome::Fetched {
+            self.kept.push((pipeline.clone(), node.label.clone()));
+        }
         self.report.stages.push((pipeline, node.kind, outcome));
         self.settle(n, manifest, inputs)?;
         Ok(Visit::Settled)
@@ -758,13 +940,20 @@ impl<'a> Walk<'a> {
         let settled = result
             .and_then(|manifest| match manifest {
                 Some(manifest) => Ok((manifest, inputs)),
-                None => self.read_built_entry(n),
+                // A Slurm job's: its `done` line went to the job's log.
+                None => self.read_built_entry(n).inspect(|(manifest, _)| {
+                    if let Some(headline) = &manifest.headline {
+                        let w = self.label_width + 2;
+                        self.consoles[node.pipeline].status(&format!("{:w$} {headline}", ""));
+                    }
+                }),
             })
             .and_then(|(manifest, inputs)| {
                 if let Some(summary) = &manifest.summary {
-                    self.consoles[node.pipeline].result(summary);
+                    self.consoles[node.pipeline].result_detail(summary);
                 }
                 self.built_now.insert(manifest.key.clone(), pipeline.name.clone());
+                self.kept.push((pipeline.name.clone(), node.label.clone()));
                 self.push(n, &manifest.key);
                 self.report
                     .stages
@@ -806,6 +995,13 @@ impl<'a> Walk<'a> {
         if self.mode == Mode::Run {
             self.publish(n, &entry, inputs)?;
         }
+        if let Some(headline) = &manifest.headline {
+            self.report.headlines.push((
+                self.graph.pipelines[node.pipeline].name.clone(),
+                node.label.clone(),
+                headline.clone(),
+            ));
+        }
         self.data_dirs[n] = Some(entry.join(DATA_DIR));
         self.report.data_dirs.push((
             self.graph.pipelines[node.pipeline].name.clone(),
@@ -833,6 +1029,10 @@ impl<'a> Walk<'a> {
         // run, it leaves the reports as they were, and is said once.
         if matches!(error, DagError::Cancelled { .. }) {
             self.stopping = true;
+            // Stopped while building (not before it started): it may have a checkpoint.
+            if self.progress[n] == Progress::Building {
+                self.cancelled.push(n);
+            }
             if !self
                 .errors
                 .iter()

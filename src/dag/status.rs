@@ -55,6 +55,12 @@ pub struct StageStatus {
     /// The files under the entry's `data/` (only when cached).
     #[serde(serialize_with = "lossy_paths")]
     pub outputs: Vec<PathBuf>,
+    /// The epoch the next run starts with, resuming from the checkpoint a run
+    /// stopped midway left (only when partial).
+    pub resume_epoch: Option<usize>,
+    /// That checkpoint's folder (shown by `-v`).
+    #[serde(skip)]
+    pub checkpoint: Option<PathBuf>,
 }
 
 fn lossy_paths<S: serde::Serializer>(paths: &[PathBuf], serializer: S) -> Result<S::Ok, S::Error> {
@@ -86,6 +92,8 @@ pub fn status(graph: &Graph, workspace: &Workspace) -> Result<StatusReport, DagE
                         entry: None,
                         timing: None,
                         outputs: Vec::new(),
+                        resume_epoch: None,
+                        checkpoint: None,
                     });
                     continue;
                 }
@@ -105,15 +113,37 @@ pub fn status(graph: &Graph, workspace: &Workspace) -> Result<StatusReport, DagE
                 State::Stale(changes) => (changes.clone(), Vec::new(), None),
                 State::Missing => (Vec::new(), Vec::new(), None),
             };
+            let (mut state, mut reason) = (resolution.state.name(), resolution.state.reason());
+            // A run stopped midway left a checkpoint of this very key: the next resumes it.
+            let checkpoint = match (&resolution.state, &resolution.key) {
+                (State::Cached(_), _) | (_, None) => None,
+                (_, Some(key)) => Some(store.checkpoint_dir(node.kind, key)),
+            };
+            let resume = checkpoint
+                .as_deref()
+                .and_then(|dir| graph.stage(n).resume_point(dir));
+            if let Some(point) = resume {
+                state = StateName::Partial;
+                reason = Some(match changes.is_empty() {
+                    true => format!("a checkpoint after epoch {}: {point}", point.done),
+                    false => format!(
+                        "a checkpoint after epoch {}: {point}; {}",
+                        point.done,
+                        super::key::describe(&changes)
+                    ),
+                });
+            }
             stages.push(StageStatus {
                 stage: node.label.clone(),
-                state: resolution.state.name(),
-                reason: resolution.state.reason(),
+                state,
+                reason,
                 changes,
                 key: resolution.key,
                 entry,
                 timing,
                 outputs,
+                resume_epoch: resume.map(|point| point.next()),
+                checkpoint: checkpoint.filter(|_| resume.is_some()),
             });
         }
         pipelines.push(PipelineStatus {
@@ -132,7 +162,10 @@ pub fn status(graph: &Graph, workspace: &Workspace) -> Result<StatusReport, DagE
 }
 
 impl StatusReport {
-    pub fn to_text(&self) -> String {
+    /// The text `fkp status` prints: per stage its state, short key and why it
+    /// is not cached; with `verbose`, the entry's folder and output files (or
+    /// the checkpoint a partial stage resumes from), relative to the workspace.
+    pub fn to_text(&self, verbose: bool) -> String {
         let mut out = String::new();
         let width = self
             .pipelines
@@ -142,30 +175,44 @@ impl StatusReport {
             .max()
             .unwrap_or(0)
             .max(10);
+        let shown = |path: &PathBuf| {
+            path.strip_prefix(&self.workspace)
+                .unwrap_or(path)
+                .display()
+                .to_string()
+        };
         for pipeline in &self.pipelines {
-            out.push_str(&format!("{} ({})\n", pipeline.name, pipeline.file.display()));
+            out.push_str(&format!("{} ({})\n", pipeline.name, shown(&pipeline.file)));
             for stage in &pipeline.stages {
                 let key = stage
                     .key
                     .as_deref()
                     .map_or("?".to_string(), |k| k[..12].to_string());
-                let state = match stage.state {
-                    StateName::Cached => "cached",
-                    StateName::Stale => "stale",
-                    StateName::Missing => "missing",
-                };
-                out.push_str(&format!("  {:<width$} {:<8} {key}", stage.stage, state));
+                out.push_str(&format!(
+                    "  {:<width$} {:<8} {key:<12}",
+                    stage.stage,
+                    stage.state.as_str()
+                ));
                 if let Some(reason) = &stage.reason {
                     out.push_str(&format!("  {reason}"));
                 }
                 out.push('\n');
-                for output in &stage.outputs {
-                    let shown = output
-                        .strip_prefix(&self.workspace)
-                        .unwrap_or(output)
-                        .display()
-                        .to_string();
-                    out.push_str(&format!("{:13}{shown}\n", ""));
+                if !verbose {
+                    continue;
+                }
+                let indent = width + 4;
+                let listed = match (&stage.checkpoint, stage.outputs.is_empty()) {
+                    (Some(checkpoint), _) => vec![format!("checkpoint {}", shown(checkpoint))],
+                    (None, false) => {
+                        std::iter::once(stage.entry.as_ref().map(|e| format!("entry {}", shown(e))))
+                            .flatten()
+                            .chain(stage.outputs.iter().map(&shown))
+                            .collect()
+                    }
+                    (None, true) => Vec::new(),
+                };
+                for line in listed {
+                    out.push_str(&format!("{:indent$}{line}\n", ""));
                 }
             }
         }

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::hashing::hash_file;
 use super::key::KeyInputs;
 use crate::fsutil;
-use crate::stages::StageKind;
+use crate::stages::{StageKind, StageOutcome};
 use crate::workspace::Workspace;
 
 pub const MANIFEST: &str = "manifest.json";
@@ -60,6 +60,9 @@ pub struct Manifest {
     pub reports: Vec<OutputFile>,
     /// Hash over all `outputs` (downstream keys hash only the files they read).
     pub output_hash: String,
+    /// The stage's one-line result (absent from entries built before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headline: Option<String>,
     pub summary: Option<String>,
     /// The pipeline that built it (others may share it).
     pub built_by: String,
@@ -204,8 +207,7 @@ impl Store {
         &self,
         pending: Pending,
         inputs: KeyInputs,
-        summary: Option<String>,
-        stage_timing: Option<serde_json::Value>,
+        outcome: StageOutcome,
         elapsed: Duration,
         built_by: &str,
     ) -> std::io::Result<Manifest> {
@@ -218,7 +220,8 @@ impl Store {
             output_hash: hash_outputs(&outputs, None),
             outputs,
             reports,
-            summary,
+            headline: outcome.headline,
+            summary: outcome.summary,
             built_by: built_by.to_string(),
             fkp_version: env!("CARGO_PKG_VERSION").to_string(),
         };
@@ -228,7 +231,7 @@ impl Store {
             created_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            stage: stage_timing,
+            stage: outcome.timing,
         };
         fsutil::write_json(&pending.dir.join(TIMING), &timing)?;
         self.install(pending)?;
@@ -536,7 +539,13 @@ mod tests {
         let pending = store.begin(StageKind::Ingest, &key).unwrap();
         std::fs::write(pending.data_dir().join("out.parquet"), "whole").unwrap();
         let manifest = store
-            .commit(pending, inputs(), None, None, Duration::from_millis(5), "p")
+            .commit(
+                pending,
+                inputs(),
+                StageOutcome::default(),
+                Duration::from_millis(5),
+                "p",
+            )
             .unwrap();
         assert_eq!(manifest.outputs.len(), 1);
         assert_eq!(manifest.outputs[0].path, PathBuf::from("data/out.parquet"));
@@ -554,7 +563,7 @@ mod tests {
             let pending = store.begin(StageKind::Ingest, &key).unwrap();
             std::fs::write(pending.data_dir().join("out"), content).unwrap();
             store
-                .commit(pending, inputs(), None, None, Duration::ZERO, "p")
+                .commit(pending, inputs(), StageOutcome::default(), Duration::ZERO, "p")
                 .unwrap();
         }
         let out = store.entry_dir(StageKind::Ingest, &key).join("data/out");

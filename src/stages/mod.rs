@@ -58,6 +58,10 @@ pub struct StageDef {
     /// Reads its tables into stage instances. Errors are collected by the readers;
     /// an empty result means the configuration was too broken to build one.
     pub read: fn(&mut StageTables) -> Vec<Box<dyn Stage>>,
+    /// Names a key of its normalised configuration ([`Stage::config`], given
+    /// without the `<stage>.` in front) as a pipeline file writes it, for
+    /// `fkp status` and the reasons a stage reruns: see [`key_name`].
+    pub key_name: fn(&str) -> String,
 }
 
 impl StageKind {
@@ -138,6 +142,38 @@ impl<'de> serde::Deserialize<'de> for StageKind {
         let name = String::deserialize(deserializer)?;
         StageKind::from_name(&name).ok_or_else(|| serde::de::Error::custom(format!("unknown stage `{name}`")))
     }
+}
+
+/// Names a changed key of a stage's normalised configuration (`train.warmup_epochs`,
+/// as run records and `fkp status --json` hold it) as the pipeline file writes
+/// it: `` `[train.schedule] warmup_epochs` ``. Keys fkp adds itself are named in
+/// words. A key of no known stage is shown as it is.
+pub fn key_name(key: &str) -> String {
+    let end = key.find(['.', '[']).unwrap_or(key.len());
+    match StageKind::from_name(&key[..end]) {
+        Some(kind) => (kind.def().key_name)(key[end..].trim_start_matches('.')),
+        None => format!("`{key}`"),
+    }
+}
+
+/// `` `[table.sub] key` `` for `rest` = `sub.key` of `table`: the objects in
+/// front of the last key (or of the first array item) are sub-tables. The
+/// default [`StageDef::key_name`], for stages that normalise their tables as written.
+pub fn toml_key(table: &str, rest: &str) -> String {
+    if rest.is_empty() {
+        return format!("`[{table}]`");
+    }
+    let segments: Vec<&str> = rest.split('.').collect();
+    let tables = segments
+        .iter()
+        .position(|segment| segment.contains('['))
+        .unwrap_or(segments.len() - 1);
+    let mut path = table.to_string();
+    for segment in &segments[..tables] {
+        path.push('.');
+        path.push_str(segment);
+    }
+    format!("`[{path}] {}`", segments[tables..].join("."))
 }
 
 /// The tables a stage's reader gets: its own, and those of
@@ -239,10 +275,40 @@ impl StageContext<'_> {
     }
 }
 
+/// How far a stage stopped midway got: a training's epochs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// Epochs done and checkpointed.
+    pub done: usize,
+    /// Epochs the stage runs in all.
+    pub of: usize,
+}
+
+impl ResumePoint {
+    /// The epoch the next run starts with.
+    pub fn next(&self) -> usize {
+        self.done + 1
+    }
+}
+
+impl std::fmt::Display for ResumePoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.done < self.of {
+            true => write!(f, "resumes at epoch {} of {}", self.next(), self.of),
+            false => write!(f, "all {} epochs trained; the next run saves them", self.of),
+        }
+    }
+}
+
 /// What a finished stage reports back.
 #[derive(Debug, Default)]
 pub struct StageOutcome {
-    /// A human summary (tables), printed when the stage runs and kept in the manifest.
+    /// What the stage found, in one line (rows ingested, RMSE and PCK): printed
+    /// on its `done` line and kept in the manifest. Made only of outputs, never
+    /// of timings, so that it is the same for the same inputs.
+    pub headline: Option<String>,
+    /// A human summary (tables), printed with `-v` when the stage runs and kept
+    /// in the manifest. Exact too.
     pub summary: Option<String>,
     /// Volatile measurements (wall times, images/s), written to the entry's
     /// `timing.json`: exempt from exactness and never part of a key.
@@ -327,6 +393,12 @@ pub trait Stage: Send + Sync {
         Ok(())
     }
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError>;
+    /// Where a run of this stage would resume from what a run stopped midway
+    /// left in `checkpoint_dir` (its key's): `None` when it would start over.
+    /// Reads only.
+    fn resume_point(&self, _checkpoint_dir: &Path) -> Option<ResumePoint> {
+        None
+    }
     /// Pipeline files whose outputs this stage reads besides its own pipeline's
     /// (a report's `pipelines`). The graph loads them first and links them back.
     fn member_files(&self) -> Vec<(PathBuf, Location)> {
@@ -389,6 +461,47 @@ mod tests {
             for upstream in kind.upstream() {
                 assert!(upstream < kind, "{kind} reads {upstream}, which comes later");
             }
+        }
+    }
+
+    #[test]
+    fn keys_are_named_as_the_pipeline_file_writes_them() {
+        for (key, name) in [
+            ("ingest.on_bad_row", "`[ingest] on_bad_row`"),
+            ("eda.plots[1]", "`[eda] plots[1]`"),
+            ("train.epochs", "`[train] epochs`"),
+            ("train.optimizer.lr", "`[train] lr`"),
+            ("train.optimizer.kind", "`[train] optimizer`"),
+            ("train.warmup_epochs", "`[train.schedule] warmup_epochs`"),
+            ("train.schedule.kind", "`[train.schedule] kind`"),
+            ("train.augment.hflip", "`[train.augment] hflip`"),
+            ("train.early_stopping", "`[train.early_stopping]`"),
+            (
+                "train.early_stopping.patience",
+                "`[train.early_stopping] patience`",
+            ),
+            (
+                "train.model.graph.layers[3].filters",
+                "`[model] layers[3].filters`",
+            ),
+            ("train.model.graph.channels", "`[model] channels`"),
+            ("train.numerics", "fkp's numerics patches for [train]"),
+            ("evaluate.tta[0]", "`[evaluate] tta[0]`"),
+            ("report.sort_by", "`[report] sort_by`"),
+            ("report.order[1]", "`[report] pipelines[1]`"),
+            ("report.description", "`[pipeline] description`"),
+            (
+                "report.members.a.b.description",
+                "`a.b`: `[pipeline] description`",
+            ),
+            (
+                "report.members.lenet.stages.train#seed-1.optimizer.lr",
+                "`lenet`: `[train] lr`",
+            ),
+            ("report.members.x.toml_blake3", "`x`: its pipeline file"),
+            ("unknown.key", "`unknown.key`"),
+        ] {
+            assert_eq!(key_name(key), name, "{key}");
         }
     }
 

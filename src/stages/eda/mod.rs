@@ -43,6 +43,7 @@ pub static DEF: StageDef = StageDef {
     reads_members: false,
     optional_reads: &[],
     read,
+    key_name: |rest| super::toml_key("eda", rest),
 };
 
 fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {
@@ -98,6 +99,26 @@ struct EdaNumbers<'a> {
     brightness_histogram: &'a [u64],
 }
 
+/// `300 faces, 15 keypoints; 12 missing-label patterns, the commonest 4 of 15
+/// keypoints labelled (205 rows)`.
+fn headline(faces: usize, keypoints: &[String], patterns: &[stats::Pattern]) -> String {
+    let mut line = format!(
+        "{faces} faces, {} keypoints; {} missing-label pattern{}",
+        keypoints.len(),
+        patterns.len(),
+        if patterns.len() == 1 { "" } else { "s" }
+    );
+    if let Some(top) = patterns.first() {
+        let present = top.present.iter().filter(|p| **p).count();
+        let which = match present == top.present.len() {
+            true => "every keypoint labelled".to_string(),
+            false => format!("{present} of {} keypoints labelled", top.present.len()),
+        };
+        line.push_str(&format!(", the commonest {which} ({} rows)", top.rows));
+    }
+    line
+}
+
 impl EdaStage {
     fn describe(&self, ctx: &StageContext) -> Result<StageOutcome, EdaError> {
         let faces = parquet::read_faces(&ctx.upstream_file(StageKind::Ingest, ingest::TRAIN_FILE)?)?;
@@ -147,6 +168,7 @@ impl EdaStage {
         let mut top_patterns = missing.clone();
         top_patterns.rows.truncate(8);
         Ok(StageOutcome {
+            headline: Some(headline(faces.len(), &keypoints, &patterns)),
             summary: Some(format!(
                 "{}\nmost common missing-label patterns ({} in all):\n{}\n{}",
                 coordinates.to_terminal(),

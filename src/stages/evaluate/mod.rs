@@ -43,6 +43,15 @@ pub enum EvaluateError {
     Report(#[from] ReportError),
 }
 
+/// `[evaluate]`'s keys are as written; fkp adds the kernels it infers with.
+fn key_name(rest: &str) -> String {
+    match rest {
+        "inference" => "fkp's inference kernels for [evaluate]".to_string(),
+        "numerics" => "fkp's numerics patches for [evaluate]".to_string(),
+        _ => super::toml_key("evaluate", rest),
+    }
+}
+
 pub static DEF: StageDef = StageDef {
     name: "evaluate",
     also_configured_by: &[],
@@ -55,6 +64,7 @@ pub static DEF: StageDef = StageDef {
     reads_members: false,
     optional_reads: &[],
     read,
+    key_name,
 };
 
 fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {
@@ -469,6 +479,7 @@ impl EvaluateStage {
             summary = format!("{}\n{summary}", table.to_terminal());
         }
         Ok(StageOutcome {
+            headline: Some(metrics.headline()),
             summary: Some(summary),
             timing: Some(serde_json::json!({ "inference": inference })),
             earlier_seconds: 0.0,

@@ -45,6 +45,7 @@ pub static DEF: StageDef = StageDef {
     reads_members: false,
     optional_reads: &[],
     read,
+    key_name: |rest| super::toml_key("ingest", rest),
 };
 
 fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {
@@ -175,6 +176,7 @@ impl IngestStage {
         let summary_path = report.join("summary.md");
         std::fs::write(&summary_path, meta.markdown()).map_err(write_error(&summary_path))?;
         Ok(StageOutcome {
+            headline: Some(meta.headline()),
             summary: Some(meta.terminal_tables()),
             timing: None,
             earlier_seconds: 0.0,

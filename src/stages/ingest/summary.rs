@@ -84,6 +84,31 @@ impl IngestMeta {
         table
     }
 
+    /// `300 rows (95 complete), 96x96 pixels, 15 keypoints`, with what was
+    /// skipped and the test and lookup rows when there are.
+    pub fn headline(&self) -> String {
+        let mut line = format!(
+            "{} rows ({} complete), {side}x{side} pixels, {} keypoints",
+            self.train_rows,
+            self.train_complete_rows,
+            self.keypoint_names.len(),
+            side = self.side,
+        );
+        if self.train_skipped > 0 {
+            line.push_str(&format!(", {} skipped", self.train_skipped));
+        }
+        if let Some(rows) = self.test_rows {
+            line.push_str(&format!("; test {rows} rows"));
+            if let Some(skipped @ 1..) = self.test_skipped {
+                line.push_str(&format!(" ({skipped} skipped)"));
+            }
+        }
+        if let Some(rows) = self.lookup_rows {
+            line.push_str(&format!("; lookup {rows} rows"));
+        }
+        line
+    }
+
     pub fn terminal_tables(&self) -> String {
         let mut overview = self.overview();
         let mut presence = self.presence();

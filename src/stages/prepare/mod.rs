@@ -50,6 +50,7 @@ pub static DEF: StageDef = StageDef {
     reads_members: false,
     optional_reads: &[],
     read,
+    key_name: |rest| super::toml_key("prepare", rest),
 };
 
 fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {
@@ -162,6 +163,7 @@ impl PrepareStage {
         let path = dir.join("summary.md");
         std::fs::write(&path, markdown).map_err(|e| ReportError::write(&path, e))?;
         Ok(StageOutcome {
+            headline: Some(headline(&meta)),
             summary: Some(table.to_terminal()),
             timing: None,
             earlier_seconds: 0.0,
@@ -311,6 +313,28 @@ fn validation_split(faces: &FaceTable, rows: &[usize]) -> Split {
         }
     }
     split
+}
+
+/// `240 training and 60 validation rows; missing labels masked (2400 of 7200
+/// ignored by the loss)`.
+fn headline(meta: &PrepareMeta) -> String {
+    let labels = meta.real_labels + meta.filled_labels + meta.masked_labels;
+    let missing = match meta.missing {
+        Missing::Drop => format!("rows missing a label dropped ({})", meta.dropped_rows),
+        Missing::Mask => format!(
+            "missing labels masked ({} of {labels} ignored by the loss)",
+            meta.masked_labels
+        ),
+        Missing::Mean | Missing::Median => format!(
+            "missing labels filled with the {} ({} of {labels})",
+            meta.missing.name(),
+            meta.filled_labels
+        ),
+    };
+    format!(
+        "{} training and {} validation rows; {missing}",
+        meta.train_rows, meta.val_rows
+    )
 }
 
 fn summary_table(meta: &PrepareMeta) -> ReportTable {

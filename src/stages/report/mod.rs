@@ -51,6 +51,48 @@ pub enum ReportStageError {
     },
 }
 
+/// `[report]`'s keys, and what it holds of each member: `members.<name>.stages.<label>.<key>`
+/// is that member's stage key (`` `lenet`: `[train] lr` ``), its name and
+/// description are its `[pipeline]`'s, `order` is the list of `pipelines`.
+fn key_name(rest: &str) -> String {
+    let toml_key = super::toml_key;
+    if let Some(member) = rest.strip_prefix("members.") {
+        // A name may hold dots: it ends where one of MemberInfo's fields starts.
+        let split = member.find(".stages.").or_else(|| {
+            [".description", ".toml_blake3", ".name"]
+                .iter()
+                .find(|field| member.ends_with(*field))
+                .map(|field| member.len() - field.len())
+        });
+        let (name, key) = match split {
+            Some(at) => (&member[..at], &member[at + 1..]),
+            None => (member, ""),
+        };
+        let what = match key.split_once('.') {
+            Some(("stages", stage_key)) => {
+                // The label (`train#seed-1`) names the kind before any `#`.
+                let (label, key) = stage_key.split_once('.').unwrap_or((stage_key, ""));
+                let kind = label.split('#').next().unwrap_or(label);
+                super::key_name(format!("{kind}.{key}").trim_end_matches('.'))
+            }
+            _ => match key {
+                "" => "the member".to_string(),
+                "toml_blake3" => "its pipeline file".to_string(),
+                "description" | "name" => toml_key("pipeline", key),
+                other => format!("`{other}`"),
+            },
+        };
+        return format!("`{name}`: {what}");
+    }
+    match rest {
+        "name" | "description" => toml_key("pipeline", rest),
+        _ => match rest.strip_prefix("order") {
+            Some(index) => format!("`[report] pipelines{index}`"),
+            None => toml_key("report", rest),
+        },
+    }
+}
+
 pub static DEF: StageDef = StageDef {
     name: "report",
     also_configured_by: &[],
@@ -64,6 +106,7 @@ pub static DEF: StageDef = StageDef {
     reads_members: true,
     optional_reads: &[StageKind::Eda],
     read,
+    key_name,
 };
 
 fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {
@@ -354,12 +397,13 @@ impl ReportStage {
             .collect();
         // The summary is kept in the manifest, which must be exact: timings are
         // printed apart.
-        ctx.console.result(
+        ctx.console.result_detail(
             &views::with_timing(comparison, &timing)
                 .timing_table()
                 .to_terminal(),
         );
         Ok(StageOutcome {
+            headline: Some(headline(comparison)),
             summary: Some(format!(
                 "{}\n{}\n{}{}",
                 comparison.scored_on(),
@@ -375,6 +419,26 @@ impl ReportStage {
             earlier_seconds: 0.0,
         })
     }
+}
+
+/// `4 pipelines ranked by rmse; first `ml-resnet`, 2.104 px RMSE, PCK@10% 91.2%`.
+fn headline(comparison: &comparison::Comparison) -> String {
+    let n = comparison.rows.len();
+    let mut line = format!(
+        "{n} pipeline{} ranked by {}",
+        if n == 1 { "" } else { "s" },
+        comparison.sort_by
+    );
+    if let Some(first) = comparison.rows.first() {
+        line.push_str(&format!(
+            "; first `{}`, {:.3} px RMSE",
+            first.pipeline, first.rmse_px
+        ));
+        if let Some(pck) = first.pck_10 {
+            line.push_str(&format!(", PCK@10% {pck:.1}%"));
+        }
+    }
+    line
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {

@@ -52,6 +52,14 @@ impl<'a> Checkpoint<'a> {
         Checkpoint { dir }
     }
 
+    /// How many epochs the checkpoint holds, read without loading it: what
+    /// `fkp status` shows. `None` when there is none (or it cannot be read).
+    pub fn epochs_done(&self) -> Option<usize> {
+        let bytes = std::fs::read(self.dir.join(STATE)).ok()?;
+        let state: State = serde_json::from_slice(&bytes).ok()?;
+        Some(state.progress.epochs_done)
+    }
+
     /// Restores the session from the checkpoint, if there is a usable one. One
     /// that cannot be read, or that lacks the optimiser's state (without which
     /// the resumed run would not end as an uninterrupted one), is reported and

@@ -33,7 +33,9 @@ use serde::{Deserialize, Serialize};
 use checkpoint::{Checkpoint, Restored};
 pub use config::{DeviceChoice, ModelConfig, TrainConfig};
 
-use super::{FileInput, Stage, StageContext, StageDef, StageError, StageKind, StageOutcome, StageTables};
+use super::{
+    FileInput, ResumePoint, Stage, StageContext, StageDef, StageError, StageKind, StageOutcome, StageTables,
+};
 use crate::console::Unit;
 use crate::data::DataError;
 use crate::data::augment::FlipMap;
@@ -191,6 +193,32 @@ struct Progress {
     seconds: f64,
 }
 
+/// `[train]`'s normalised keys, named where a pipeline file writes them: the
+/// optimiser's settings are keys of `[train]`, `warmup_epochs` is one of
+/// `[train.schedule]`, and the network is `[model]`'s (the layers as the graph
+/// holds them, presets and blocks expanded).
+fn key_name(rest: &str) -> String {
+    let toml_key = super::toml_key;
+    match rest {
+        "optimizer.kind" => toml_key("train", "optimizer"),
+        "warmup_epochs" => toml_key("train.schedule", "warmup_epochs"),
+        // Set or removed as a whole.
+        "early_stopping" => toml_key("train.early_stopping", ""),
+        "numerics" => "fkp's numerics patches for [train]".to_string(),
+        _ => {
+            if let Some(key) = rest.strip_prefix("optimizer.") {
+                toml_key("train", key)
+            } else if let Some(key) = rest.strip_prefix("model.graph.") {
+                format!("`[model] {key}`")
+            } else if let Some(key) = rest.strip_prefix("model.") {
+                format!("`[model] {key}`")
+            } else {
+                toml_key("train", rest)
+            }
+        }
+    }
+}
+
 pub static DEF: StageDef = StageDef {
     name: "train",
     also_configured_by: &["model"],
@@ -198,6 +226,7 @@ pub static DEF: StageDef = StageDef {
     reads_members: false,
     optional_reads: &[],
     read,
+    key_name,
 };
 
 fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {
@@ -285,9 +314,42 @@ impl Stage for TrainStage {
         self.ensemble.then(|| format!("seed-{}", self.config.seed))
     }
 
+    fn resume_point(&self, checkpoint_dir: &Path) -> Option<ResumePoint> {
+        Some(ResumePoint {
+            done: Checkpoint::new(checkpoint_dir).epochs_done()?,
+            of: self.config.epochs,
+        })
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
         Ok(self.train(ctx)?)
     }
+}
+
+/// `40 epochs, val RMSE 3.210 px (best 3.105 px, epoch 37)`, and whether it
+/// stopped early.
+fn headline(progress: &Progress, epochs: usize) -> Option<String> {
+    let last = progress.history.last()?;
+    let best = progress
+        .history
+        .iter()
+        .min_by(|a, b| a.val_rmse_px.total_cmp(&b.val_rmse_px))?;
+    let mut line = format!(
+        "{} epoch{}, val RMSE {:.3} px",
+        last.epoch,
+        if last.epoch == 1 { "" } else { "s" },
+        last.val_rmse_px
+    );
+    if best.epoch != last.epoch {
+        line.push_str(&format!(
+            " (best {:.3} px, epoch {})",
+            best.val_rmse_px, best.epoch
+        ));
+    }
+    if progress.stopped_early {
+        line.push_str(&format!("; stopped early, of {epochs}"));
+    }
+    Some(line)
 }
 
 impl TrainStage {
@@ -464,6 +526,7 @@ impl TrainStage {
             timing["earlier_seconds"] = earlier_seconds.into();
         }
         Ok(StageOutcome {
+            headline: headline(&progress, config.epochs),
             summary: Some(table.to_terminal()),
             timing: Some(timing),
             earlier_seconds,
