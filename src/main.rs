@@ -15,7 +15,7 @@ use fkp::console::{Console, Verbosity};
 use fkp::dag::remote::Remote;
 use fkp::dag::{self, DagError, Graph, RunOptions, SlurmRun};
 use fkp::export::{ExportRequest, InputType};
-use fkp::predict::{PredictInput, PredictRequest, predict};
+use fkp::predict::{PredictError, PredictInput, PredictRequest, predict};
 use fkp::settings::{ExecutorKind, Settings};
 use fkp::stages::StageKind;
 use fkp::watch::WatchOptions;
@@ -455,22 +455,8 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
                             console.result(&line);
                         }
                     }
-                    // Interrupted: say what the next run finds, rather than an error.
                     Err(error) if signal != 0 && error.kept().is_some() => {
-                        // Pipelines that failed before the signal are still failures.
-                        if let DagError::Several(errors) = &error {
-                            for failed in errors.iter().filter(|e| e.kept().is_none()) {
-                                console.error(&fkp::text::error_chain(failed));
-                            }
-                        }
-                        console.failure(&format!(
-                            "interrupted by {}: nothing half-written is left",
-                            signal_name(signal)
-                        ));
-                        for line in error.kept().map(dag::Kept::lines).unwrap_or_default() {
-                            console.failure(&line);
-                        }
-                        return Ok(ExitCode::from(exit_code(signal)));
+                        return Ok(say_interrupted(&error, signal, console));
                     }
                     Err(error) => return Err(error.into()),
                 }
@@ -553,19 +539,30 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
             fail_fast,
         } => {
             let graph = load(&[pipeline])?;
-            let request = PredictRequest {
-                input: match &input {
-                    Some(input) => PredictInput::Csv(input),
-                    None => PredictInput::Images(&images),
-                },
-                output: &output,
-                submission,
-                tta: !no_tta,
-                draw: draw.as_deref(),
-                fail_fast,
-            };
             let lock = lock(&workspace, cli.global.no_wait, console)?;
-            let rows = predict(&graph, &lock, &request, console)?;
+            let predicted = interruptible(
+                console,
+                |cancel| {
+                    let request = PredictRequest {
+                        input: match &input {
+                            Some(input) => PredictInput::Csv(input),
+                            None => PredictInput::Images(&images),
+                        },
+                        output: &output,
+                        submission,
+                        tta: !no_tta,
+                        draw: draw.as_deref(),
+                        fail_fast,
+                        cancel: cancel.clone(),
+                    };
+                    predict(&graph, &lock, &request, console)
+                },
+                PredictError::dag,
+            )?;
+            let rows = match predicted {
+                Ok(rows) => rows,
+                Err(code) => return Ok(code),
+            };
             console.status(&format!("wrote {rows} rows to {}", output.display()));
         }
         Command::Export {
@@ -575,13 +572,24 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
             input_type,
         } => {
             let graph = load(&[pipeline])?;
-            let request = ExportRequest {
-                output: output.as_deref(),
-                tta: !no_tta,
-                input_type,
-            };
             let lock = lock(&workspace, cli.global.no_wait, console)?;
-            let exported = fkp::export::export(&graph, &lock, &request, console)?;
+            let exported = interruptible(
+                console,
+                |cancel| {
+                    let request = ExportRequest {
+                        output: output.as_deref(),
+                        tta: !no_tta,
+                        input_type,
+                        cancel: cancel.clone(),
+                    };
+                    fkp::export::export(&graph, &lock, &request, console)
+                },
+                fkp::export::ExportError::dag,
+            )?;
+            let exported = match exported {
+                Ok(exported) => exported,
+                Err(code) => return Ok(code),
+            };
             let mut what = String::from("the network");
             if exported.members > 1 {
                 what = format!("the mean of {} networks ([train] seeds)", exported.members);
@@ -617,6 +625,13 @@ fn execute(cli: Cli, console: &Console) -> Result<ExitCode> {
                 Format::Json => result.to_json(),
                 Format::Html => result.to_html()?,
             })?;
+            // A gate that compared nothing has not passed.
+            if fail_on_regression && result.comparison.rows.is_empty() {
+                anyhow::bail!(
+                    "nothing was compared against {} (--fail-on-regression): no pipeline is fully cached",
+                    against.as_deref().unwrap_or(Path::new("")).display()
+                );
+            }
             if fail_on_regression && result.regressions() > 0 {
                 console.error(&format!(
                     "{} regressions against {} (--fail-on-regression)",
@@ -696,6 +711,49 @@ fn stop_on_signals(cancel: &dag::Cancel, slurm: bool, console: &Console) -> Resu
         })
         .context("cannot catch Ctrl-C and SIGTERM")?;
     Ok(received)
+}
+
+/// Interrupted: says what the next run finds, rather than an error, and returns
+/// the signal's exit code.
+fn say_interrupted(error: &DagError, signal: i32, console: &Console) -> ExitCode {
+    // Pipelines that failed before the signal are still failures.
+    if let DagError::Several(errors) = error {
+        for failed in errors.iter().filter(|e| e.kept().is_none()) {
+            console.error(&fkp::text::error_chain(failed));
+        }
+    }
+    console.failure(&format!(
+        "interrupted by {}: nothing half-written is left",
+        signal_name(signal)
+    ));
+    for line in error.kept().map(dag::Kept::lines).unwrap_or_default() {
+        console.failure(&line);
+    }
+    ExitCode::from(exit_code(signal))
+}
+
+/// Runs a command that may train first (`predict`, `export`) with Ctrl-C and
+/// SIGTERM stopping that training at a safe point, as `fkp run` does. `dag`
+/// finds the run's error in the command's. Returns the exit code of a signal
+/// that stopped it, or the command's result.
+fn interruptible<T, E: Into<anyhow::Error>>(
+    console: &Console,
+    work: impl FnOnce(&dag::Cancel) -> std::result::Result<T, E>,
+    dag: impl Fn(&E) -> Option<&DagError>,
+) -> Result<std::result::Result<T, ExitCode>> {
+    let cancel = dag::Cancel::default();
+    let signal = stop_on_signals(&cancel, false, console)?;
+    let result = work(&cancel);
+    let signal = signal.load(Ordering::SeqCst);
+    match result {
+        Err(error) if signal != 0 && dag(&error).is_some_and(|e| e.kept().is_some()) => {
+            let run_error = dag(&error).expect("checked above");
+            Ok(Err(say_interrupted(run_error, signal, console)))
+        }
+        Err(error) => Err(error.into()),
+        Ok(_) if signal != 0 => Ok(Err(ExitCode::from(exit_code(signal)))),
+        Ok(value) => Ok(Ok(value)),
+    }
 }
 
 /// The shell's convention: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM).

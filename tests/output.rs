@@ -152,11 +152,11 @@ fn read_until(lines: &std::sync::mpsc::Receiver<String>, text: &str, seen: &mut 
     }
 }
 
-#[test]
-fn ctrl_c_says_what_it_kept_and_status_shows_the_training_as_partial() {
-    let s = workspace(1000);
+/// Runs fkp with `args`, sends it SIGINT once a stderr line holds `text`, and
+/// returns its exit code and every stderr line.
+fn interrupt_at(s: &Scratch, args: &[&str], text: &str) -> (Option<i32>, Vec<String>) {
     let mut child = s
-        .command(&["run", "p.toml"])
+        .command(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -171,7 +171,7 @@ fn ctrl_c_says_what_it_kept_and_status_shows_the_training_as_partial() {
         }
     });
     let mut seen = Vec::new();
-    read_until(&lines, "epoch   2/1000", &mut seen);
+    read_until(&lines, text, &mut seen);
     let kill = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -179,8 +179,15 @@ fn ctrl_c_says_what_it_kept_and_status_shows_the_training_as_partial() {
     assert!(kill.success());
     let status = child.wait().unwrap();
     seen.extend(lines.iter());
+    (status.code(), seen)
+}
+
+#[test]
+fn ctrl_c_says_what_it_kept_and_status_shows_the_training_as_partial() {
+    let s = workspace(1000);
+    let (code, seen) = interrupt_at(&s, &["run", "p.toml"], "epoch   2/1000");
     let text = seen.join("\n");
-    assert_eq!(status.code(), Some(130), "{text}");
+    assert_eq!(code, Some(130), "{text}");
     assert!(
         text.contains("stopping: the running stage stops at its next safe point")
             && text.contains("  train      cancelled")
@@ -335,4 +342,35 @@ fn status_names_changed_keys_as_written_and_counts_layers_in_order() {
         err.contains("`[model] layers[2].filters` changed: 4 -> 5; `[model] layers[10]"),
         "{err}"
     );
+}
+
+/// `predict` and `export` train first when they must: they check what they
+/// read and write before that training, and Ctrl-C stops it as it stops a run.
+#[test]
+fn predict_and_export_check_their_files_first_and_stop_on_ctrl_c() {
+    let s = workspace(1000);
+    let refused = [
+        (&["predict", "p.toml", "--input", "faces.csv", "--output", "nodir/p.csv"][..], "nodir"),
+        (&["predict", "p.toml", "--input", "nope.csv", "--output", "p.csv"], "nope.csv"),
+        (&["export", "p.toml", "--output", "nodir/m.onnx"], "nodir"),
+    ];
+    for (args, named) in refused {
+        let (code, err) = s.fails(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains(named), "{args:?}: {err}");
+        assert!(!err.contains("running"), "{args:?} trained first: {err}");
+    }
+    let predict = ["predict", "p.toml", "--input", "faces.csv", "--output", "p.csv"];
+    let (code, seen) = interrupt_at(&s, &predict, "epoch   2/1000");
+    let text = seen.join("\n");
+    assert_eq!(code, Some(130), "{text}");
+    assert!(
+        text.contains("interrupted by Ctrl-C: nothing half-written is left")
+            && text.contains("  kept the checkpoint of `p` [train] after epoch "),
+        "{text}"
+    );
+    assert!(!s.path("p.csv").exists());
+    let (code, seen) = interrupt_at(&s, &["export", "p.toml", "--output", "m.onnx"], "epoch");
+    assert_eq!(code, Some(130), "{}", seen.join("\n"));
+    assert!(!s.path("m.onnx").exists());
 }

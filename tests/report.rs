@@ -56,6 +56,14 @@ fn a_report_compares_trainings_whose_pipelines_have_no_eda() {
     let data = json["data"].as_array().unwrap();
     assert_eq!(data.len(), 1, "{json}");
     assert_eq!(data[0]["pipelines"], serde_json::json!(["mask"]));
+    // With no member's [eda] there is no data summary, not an empty table.
+    s.write(
+        "mask.toml",
+        "[pipeline]\nextends = \"base.toml\"\ndescription = \"masked loss\"\n",
+    );
+    s.ok(&["run", "study.toml", "-q"]);
+    let index = std::fs::read_to_string(s.path("reports/study/index.md")).unwrap();
+    assert!(!index.contains("## Data"), "{index}");
 }
 
 #[test]
@@ -294,6 +302,7 @@ fn compare_reads_the_cache_and_says_what_it_cannot_score() {
         text.contains("no Δ columns: the baseline `median` is stale"),
         "{text}"
     );
+    assert!(!text.contains("Δ RMSE"), "{text}");
 
     // A report file stands for its members, with its baseline; HTML is self-contained.
     s.ok(&["run", "study.toml", "-q"]);
@@ -399,6 +408,18 @@ fn against_shows_was_now_and_marks_regressions() {
         "reports/study/report.json",
         "--fail-on-regression",
     ]);
+    // Nothing cached to compare: the gate fails rather than passes.
+    let (code, err) = s.fails(&[
+        "compare",
+        "study.toml",
+        "--set",
+        "train.epochs=3",
+        "--against",
+        "earlier.json",
+        "--fail-on-regression",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("nothing was compared against earlier.json"), "{err}");
 
     s.write("not-a-report.json", "{\"schema\": \"fkp.status/1\"}");
     let (_, err) = s.fails(&["compare", "study.toml", "--against", "not-a-report.json"]);

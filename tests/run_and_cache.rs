@@ -103,7 +103,8 @@ fn until_names_the_reports_it_left_older_than_the_run() {
     let out = s.ok(&["run", "p.toml", "--until", "ingest"]);
     assert!(
         out.contains(
-            "reports/p/ keeps reports older than this run: [eda] (after [ingest] was rebuilt) did not run (--until)"
+            "reports/p/ keeps reports older than this run: [eda] (after [ingest] was rebuilt) did not run; \
+             `fkp run` (without --until) brings them up to date"
         ),
         "{out}"
     );

@@ -692,8 +692,8 @@ impl<'a> Walk<'a> {
         self.say_older_reports(index);
     }
 
-    /// Under `--until`, names the reports of stages left out whose upstream was
-    /// rebuilt in this run: they were published from what came before.
+    /// Names the reports of stages this run left out (`--until`, or `predict`
+    /// training first) whose upstream it rebuilt: they show what came before.
     fn say_older_reports(&mut self, index: usize) {
         let graph = self.graph;
         let name = &graph.pipelines[index].name;
@@ -727,8 +727,8 @@ impl<'a> Walk<'a> {
         }
         if !older.is_empty() {
             self.consoles[index].warn(&format!(
-                "reports/{name}/ keeps reports older than this run: {} did not run (--until); \
-                 run without --until to bring them up to date",
+                "reports/{name}/ keeps reports older than this run: {} did not run; \
+                 `fkp run` (without --until) brings them up to date",
                 older.join(", ")
             ));
         }

@@ -67,6 +67,21 @@ pub fn archive_holds(path: &Path, member: Member) -> bool {
     candidates.len() > 1 && candidates.iter().any(|name| stem_of(name) == member.stem())
 }
 
+/// Checks that `path` is a regular file that can be opened, without reading it:
+/// for commands that must know before a long training that their input is there.
+pub fn check_readable(path: &Path) -> Result<(), DataError> {
+    let io_error = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if !std::fs::metadata(path).map_err(io_error)?.is_file() {
+        return Err(DataError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    File::open(path).map(drop).map_err(io_error)
+}
+
 pub fn read_text_file(path: &Path, member: Member, console: &Console) -> Result<Vec<u8>, DataError> {
     let io_error = |source| DataError::Io {
         path: path.to_path_buf(),

@@ -32,12 +32,24 @@ pub enum ExportError {
     Write { path: PathBuf, source: std::io::Error },
 }
 
+impl ExportError {
+    /// The run's error, when running the pipeline (training it first) failed.
+    pub fn dag(&self) -> Option<&crate::dag::DagError> {
+        match self {
+            ExportError::Predict(error) => error.dag(),
+            _ => None,
+        }
+    }
+}
+
 pub struct ExportRequest<'a> {
     /// Where to write; default `<pipeline name>.onnx` in the current folder.
     pub output: Option<&'a Path>,
     /// Put the pipeline's `[evaluate] tta` inside the graph.
     pub tta: bool,
     pub input_type: InputType,
+    /// Stops a training it runs first (Ctrl-C).
+    pub cancel: crate::dag::Cancel,
 }
 
 /// What was written.
@@ -76,7 +88,12 @@ pub fn export(
     if let Some(what) = predict::overwritten_input(&output, &predict::pipeline_inputs(pipeline)) {
         return Err(ExportError::OutputIsInput { path: output, what });
     }
-    let (_, members) = predict::train_first(graph, pipeline, lock, console)?;
+    // Before any training: a folder that is not there fails at once.
+    predict::check_output_folder(&output).map_err(|source| ExportError::Write {
+        path: output.clone(),
+        source,
+    })?;
+    let (_, members) = predict::train_first(graph, pipeline, lock, &request.cancel, console)?;
     let mut trained: Vec<TrainedModel> = Vec::new();
     let mut checkpoints = Vec::new();
     let mut weights_bytes = 0;

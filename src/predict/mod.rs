@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::console::Console;
-use crate::dag::{self, DagError, Graph, RunOptions, RunReport};
+use crate::dag::{self, Cancel, DagError, Graph, RunOptions, RunReport};
 use crate::data::augment::FlipMap;
 use crate::data::{DataError, lookup};
 use crate::pipeline::Pipeline;
@@ -58,6 +58,16 @@ pub enum PredictError {
     },
 }
 
+impl PredictError {
+    /// The run's error, when running the pipeline (training it first) failed.
+    pub fn dag(&self) -> Option<&DagError> {
+        match self {
+            PredictError::Dag(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
 /// The files a pipeline reads (its own files and its stages' inputs), each
 /// with what it is, for refusing to write over one.
 pub fn pipeline_inputs(pipeline: &Pipeline) -> Vec<(PathBuf, String)> {
@@ -71,6 +81,25 @@ pub fn pipeline_inputs(pipeline: &Pipeline) -> Vec<(PathBuf, String)> {
         }
     }
     inputs
+}
+
+/// Checks, before anything trains, that `output` can be written: its folder exists.
+pub fn check_output_folder(output: &Path) -> Result<(), std::io::Error> {
+    let folder = match output.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(folder) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("{} is not a folder", folder.display()),
+        )),
+        Err(error) => Err(std::io::Error::new(
+            error.kind(),
+            format!("its folder {}: {error}", folder.display()),
+        )),
+    }
 }
 
 /// Checks that `output` names none of `inputs`; returns what it names if it does.
@@ -106,15 +135,18 @@ pub fn the_pipeline(graph: &Graph) -> Result<&Pipeline, PredictError> {
 
 /// Runs the pipeline up to its training (from the cache when it can) and returns
 /// the run and the `data/` folder of each trained model: one, or every member
-/// of a seed ensemble, in `seeds` order.
+/// of a seed ensemble, in `seeds` order. `cancel` stops the training at its next
+/// safe point, as in `fkp run`.
 pub fn train_first(
     graph: &Graph,
     pipeline: &Pipeline,
     lock: &WorkspaceLock,
+    cancel: &Cancel,
     console: &Console,
 ) -> Result<(RunReport, Vec<PathBuf>), PredictError> {
     let options = RunOptions {
         until: Some(StageKind::Train),
+        cancel: cancel.clone(),
         ..RunOptions::default()
     };
     let report = dag::run(graph, lock, &options, console)?;
@@ -156,6 +188,8 @@ pub struct PredictRequest<'a> {
     pub draw: Option<&'a Path>,
     /// Images only: stop at the first image that cannot be read.
     pub fail_fast: bool,
+    /// Stops a training it runs first (Ctrl-C).
+    pub cancel: Cancel,
 }
 
 /// Trains first if the model is not cached, then predicts. Returns the number of
@@ -182,12 +216,19 @@ pub fn predict(
             what,
         });
     }
-    // Image paths are checked before any training: a typo fails at once.
+    // What is read and written is checked before any training: a typo fails at once.
+    check_output_folder(request.output).map_err(|source| PredictError::Write {
+        path: request.output.to_path_buf(),
+        source,
+    })?;
     let image_files = match request.input {
         PredictInput::Images(paths) => Some(images::collect(paths, request.draw)?),
-        PredictInput::Csv(_) => None,
+        PredictInput::Csv(path) => {
+            crate::data::source::check_readable(path)?;
+            None
+        }
     };
-    let (report, members) = train_first(graph, pipeline, lock, console)?;
+    let (report, members) = train_first(graph, pipeline, lock, &request.cancel, console)?;
     // One model, or every member of a seed ensemble: their predictions are averaged.
     let mut sessions = Vec::new();
     let mut trained = None;

@@ -408,9 +408,12 @@ impl Comparison {
             "PCK@5%",
             "PCK@10%",
             "mean-shape RMSE px",
-            "Δ RMSE px",
-            "Δ RMSE %",
         ]);
+        // Δ only against a baseline that was compared.
+        let against_baseline = self.baseline.is_some();
+        if against_baseline {
+            columns.extend(["Δ RMSE px", "Δ RMSE %"]);
+        }
         let mut table = ReportTable::new(columns, 3);
         for row in &self.rows {
             let augment = if row.augment.is_empty() {
@@ -459,9 +462,10 @@ impl Comparison {
                 row.pck_5.into(),
                 row.pck_10.into(),
                 row.mean_shape_rmse_px.into(),
-                row.delta_rmse_px.into(),
-                row.delta_rmse_pct.into(),
             ]);
+            if against_baseline {
+                cells.extend([row.delta_rmse_px.into(), row.delta_rmse_pct.into()]);
+            }
             table.push(cells);
         }
         table

@@ -162,10 +162,13 @@ pub fn markdown(comparison: &Comparison, figures: &Path, figure_prefix: &str, re
             ));
         }
     }
-    md.push_str(&format!(
-        "\n## Data\n\n{}\n",
-        data_table(comparison).to_markdown()
-    ));
+    // Only members with [eda] have a data summary.
+    if !comparison.data.is_empty() {
+        md.push_str(&format!(
+            "\n## Data\n\n{}\n",
+            data_table(comparison).to_markdown()
+        ));
+    }
     md.push_str("\n## Pipelines\n");
     for row in &comparison.rows {
         md.push_str(&format!(
@@ -259,7 +262,9 @@ pub fn html(comparison: &Comparison, figures: &Path, extra: &str, reports_link: 
             ));
         }
     }
-    body.push_str(&format!("<h2>Data</h2>\n{}", data_table(comparison).to_html()));
+    if !comparison.data.is_empty() {
+        body.push_str(&format!("<h2>Data</h2>\n{}", data_table(comparison).to_html()));
+    }
     body.push_str("<h2>Pipelines</h2>\n");
     let link = escape_html(reports_link);
     for row in &comparison.rows {
