@@ -350,8 +350,21 @@ fn status_names_changed_keys_as_written_and_counts_layers_in_order() {
 fn predict_and_export_check_their_files_first_and_stop_on_ctrl_c() {
     let s = workspace(1000);
     let refused = [
-        (&["predict", "p.toml", "--input", "faces.csv", "--output", "nodir/p.csv"][..], "nodir"),
-        (&["predict", "p.toml", "--input", "nope.csv", "--output", "p.csv"], "nope.csv"),
+        (
+            &[
+                "predict",
+                "p.toml",
+                "--input",
+                "faces.csv",
+                "--output",
+                "nodir/p.csv",
+            ][..],
+            "nodir",
+        ),
+        (
+            &["predict", "p.toml", "--input", "nope.csv", "--output", "p.csv"],
+            "nope.csv",
+        ),
         (&["export", "p.toml", "--output", "nodir/m.onnx"], "nodir"),
     ];
     for (args, named) in refused {
