@@ -324,13 +324,21 @@ fn check_networks(
     skip_pipeline: &[bool],
     workspace: &Workspace,
 ) -> Vec<(usize, DagError)> {
+    let trainings: Vec<usize> = (0..graph.nodes.len())
+        .filter(|&n| {
+            let node = &graph.nodes[n];
+            selected[n] && node.kind == StageKind::Train && !skip_pipeline[node.pipeline]
+        })
+        .collect();
+    // A lone pipeline's shapes are checked when its training starts, before any
+    // other: only runs of several are worth the look ahead.
+    let first = trainings.first().map(|&n| graph.nodes[n].pipeline);
+    if trainings.iter().all(|&n| Some(graph.nodes[n].pipeline) == first) {
+        return Vec::new();
+    }
     let store = Store::open_read_only(&workspace.cache_dir);
     let mut resolver = Resolver::new(&store, workspace);
     let mut problems: Vec<(usize, DagError)> = Vec::new();
-    let trainings = (0..graph.nodes.len()).filter(|&n| {
-        let node = &graph.nodes[n];
-        selected[n] && node.kind == StageKind::Train && !skip_pipeline[node.pipeline]
-    });
     for n in trainings {
         let Some(model) = graph.stage(n).model().filter(|m| m.side.is_none()) else {
             continue;
@@ -697,13 +705,13 @@ impl<'a> Walk<'a> {
     fn say_older_reports(&mut self, index: usize) {
         let graph = self.graph;
         let name = &graph.pipelines[index].name;
+        // Built in this invocation, by this pipeline or one sharing the stage: its
+        // entry (`<stage>/<key>/data`) is named by a key built now.
         let rebuilt = |n: usize| {
-            let node = &graph.nodes[n];
-            self.report.stages.iter().any(|(pipeline, kind, outcome)| {
-                *outcome == Outcome::Ran
-                    && *pipeline == graph.pipelines[node.pipeline].name
-                    && *kind == node.kind
-            })
+            self.data_dirs[n]
+                .as_deref()
+                .and_then(|data| data.parent()?.file_name()?.to_str())
+                .is_some_and(|key| self.built_now.contains_key(key))
         };
         let mut older = Vec::new();
         for n in graph.nodes_of(index).filter(|&n| !self.selected[n]) {
