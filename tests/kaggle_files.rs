@@ -5,25 +5,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
-
-use common::{Scratch, repo_file};
+use common::{Scratch, gunzip_repo_file, repo_file, zip_of};
 
 /// Rows of Kaggle's test.csv, and of its lookup table.
 const TEST_FACES: usize = 1783;
 const LOOKUP_ROWS: usize = 27_124;
 
-fn gunzip(path: &str) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(repo_file(path)).unwrap())
-        .read_to_end(&mut bytes)
-        .unwrap();
-    bytes
-}
-
 /// The bundled 300 labelled faces, as Kaggle's training.csv lays them out.
 fn training_csv() -> Vec<u8> {
-    gunzip("datasets/faces300-full.csv.gz")
+    gunzip_repo_file("datasets/faces300-full.csv.gz")
 }
 
 /// A test file in Kaggle's layout (`ImageId,Image`, CRLF as Kaggle's files have),
@@ -40,17 +30,6 @@ fn test_csv(faces: usize) -> Vec<u8> {
         text.push_str(&format!("{id},{}\r\n", images[(id - 1) % images.len()]));
     }
     text.into_bytes()
-}
-
-fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for (name, bytes) in entries {
-        writer
-            .start_file(*name, zip::write::SimpleFileOptions::default())
-            .unwrap();
-        writer.write_all(bytes).unwrap();
-    }
-    writer.finish().unwrap().into_inner()
 }
 
 /// A small network and one epoch: these tests are about files, not accuracy.
@@ -80,8 +59,8 @@ fn assert_matches_sample(submission: &str, sample: &str) {
 #[test]
 fn the_competition_archive_gives_a_submission_with_every_row_of_kaggles_sample() {
     let s = Scratch::new();
-    let lookup = gunzip("tests/fixtures/kaggle/IdLookupTable.csv.gz");
-    let sample = gunzip("tests/fixtures/kaggle/SampleSubmission.csv.gz");
+    let lookup = gunzip_repo_file("tests/fixtures/kaggle/IdLookupTable.csv.gz");
+    let sample = gunzip_repo_file("tests/fixtures/kaggle/SampleSubmission.csv.gz");
     assert!(lookup.starts_with(b"RowId,ImageId,FeatureName,Location\r\n1,1,left_eye_center_x\r\n"));
     let archive = zip_of(&[
         ("IdLookupTable.csv", &lookup),

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use common::{Scratch, repo_file};
@@ -28,10 +27,7 @@ const TOLERANCE_PX: f64 = 1e-3;
 
 /// The bundled sample's header and rows.
 fn sample() -> (String, Vec<String>) {
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(repo_file("datasets/faces300-full.csv.gz")).unwrap())
-        .read_to_string(&mut text)
-        .unwrap();
+    let text = String::from_utf8(common::gunzip_repo_file("datasets/faces300-full.csv.gz")).unwrap();
     let mut lines = text.lines().map(str::to_string);
     let header = lines.next().unwrap();
     (header, lines.collect())
@@ -520,7 +516,7 @@ fn draw_writes_each_image_with_its_keypoints() {
     image::DynamicImage::ImageRgb8(colour)
         .save_with_format(s.path("in/photo.jpeg"), image::ImageFormat::Jpeg)
         .unwrap();
-    s.ok(&[
+    let draw = [
         "predict",
         "p.toml",
         "--images",
@@ -529,7 +525,8 @@ fn draw_writes_each_image_with_its_keypoints() {
         "preds.csv",
         "--draw",
         "drawn",
-    ]);
+    ];
+    s.ok(&draw);
     let face = image::open(s.path("drawn/face.png")).unwrap();
     assert!(
         face.width() >= 384 && face.height() > 384,
@@ -539,16 +536,7 @@ fn draw_writes_each_image_with_its_keypoints() {
     assert!(photo.width() >= 300 && photo.height() > 200);
     // Drawn twice the same way: the same bytes.
     let before = std::fs::read(s.path("drawn/face.png")).unwrap();
-    s.ok(&[
-        "predict",
-        "p.toml",
-        "--images",
-        "in",
-        "--output",
-        "preds.csv",
-        "--draw",
-        "drawn",
-    ]);
+    s.ok(&draw);
     assert_eq!(before, std::fs::read(s.path("drawn/face.png")).unwrap());
     // Never over an input.
     let (_, err) = s.fails(&[

@@ -80,7 +80,7 @@ pub fn parse(
     options: ParseOptions,
     console: &Console,
 ) -> Result<Parsed, DataError> {
-    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let bytes = super::source::without_bom(bytes);
     let mut lines = memchr::memchr_iter(b'\n', bytes);
     let header_end = lines.next().unwrap_or(bytes.len());
     let layout = parse_header(path, trim_line(&bytes[..header_end]))?;

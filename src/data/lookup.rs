@@ -49,7 +49,7 @@ pub fn parse_lookup(
     coordinate_names: &[String],
     test_ids: Option<&[i64]>,
 ) -> Result<LookupTable, DataError> {
-    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let bytes = super::source::without_bom(bytes);
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
     let header_error = |message: String| DataError::Header {
         path: path.to_path_buf(),

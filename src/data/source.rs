@@ -49,25 +49,38 @@ impl Member {
     }
 }
 
-/// Whether `path` is a zip archive holding `member` beside other files, as Kaggle's
-/// competition archive holds the test file and lookup table beside the training
-/// file. Anything unreadable answers no: the reader reports it when the file is read.
-pub fn archive_holds(path: &Path, member: Member) -> bool {
+/// The Kaggle files that `path` holds when it is a zip archive of several, as
+/// Kaggle's competition archive holds the test file and lookup table beside the
+/// training file; none otherwise. Anything unreadable holds none: the reader
+/// reports it when the file is read.
+pub fn archive_members(path: &Path) -> Vec<Member> {
     // Checked before opening: a FIFO would block the open.
-    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
-        return false;
+    if check_readable(path).is_err() {
+        return Vec::new();
     }
     let Ok(file) = File::open(path) else {
-        return false;
+        return Vec::new();
     };
     let Ok(archive) = zip::ZipArchive::new(BufReader::new(file)) else {
-        return false;
+        return Vec::new();
     };
     let candidates = data_members(&archive);
-    candidates.len() > 1 && candidates.iter().any(|name| stem_of(name) == member.stem())
+    if candidates.len() < 2 {
+        return Vec::new();
+    }
+    [Member::Training, Member::Test, Member::Lookup]
+        .into_iter()
+        .filter(|member| candidates.iter().any(|name| stem_of(name) == member.stem()))
+        .collect()
 }
 
-/// Checks that `path` is a regular file that can be opened, without reading it:
+/// The text without a UTF-8 byte-order mark, which Windows tools write first.
+pub fn without_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes)
+}
+
+/// Checks that `path` is a regular file that can be opened, without reading it
+/// (a FIFO would block the open, `/dev/zero` never end): before every read, and
 /// for commands that must know before a long training that their input is there.
 pub fn check_readable(path: &Path) -> Result<(), DataError> {
     let io_error = |source| DataError::Io {
@@ -88,11 +101,7 @@ pub fn read_text_file(path: &Path, member: Member, console: &Console) -> Result<
         source,
     };
     // Checked before opening: a FIFO would block the open, /dev/zero never end.
-    if !std::fs::metadata(path).map_err(io_error)?.is_file() {
-        return Err(DataError::NotAFile {
-            path: path.to_path_buf(),
-        });
-    }
+    check_readable(path)?;
     let mut file = File::open(path).map_err(io_error)?;
     let size = file.metadata().map_err(io_error)?.len();
     let mut magic = [0u8; 4];
@@ -332,11 +341,14 @@ mod tests {
         assert_eq!(read(Member::Training), b"train\n");
         assert_eq!(read(Member::Test), b"test\n");
         assert_eq!(read(Member::Lookup), b"lookup\n");
-        assert!(archive_holds(&path, Member::Test) && archive_holds(&path, Member::Lookup));
+        assert_eq!(
+            archive_members(&path),
+            [Member::Training, Member::Test, Member::Lookup]
+        );
         // A plain training.zip is not an archive of several files.
         let single = dir.path().join("training.zip");
         std::fs::write(&single, &train).unwrap();
-        assert!(!archive_holds(&single, Member::Test));
+        assert!(archive_members(&single).is_empty());
         assert_eq!(
             read_text_file(&single, Member::Test, &Console::silent()).unwrap(),
             b"train\n"

@@ -611,20 +611,25 @@ impl<D: Backend> TensorVisitor<f32, D> for OptimizerBuffers<'_, D> {
         if !opts.do_gradient_update {
             return Ok(None);
         }
-        match self.optim {
-            Optim::Adam(opt) => {
-                if let Some([first, second]) = opt.moment_buffers(tensor) {
-                    self.buffers.push((format!("m1.{path}"), first));
-                    self.buffers.push((format!("m2.{path}"), second));
-                }
-            }
-            Optim::Sgd(opt) => {
-                if let Some(velocity) = opt.velocity_buffer(tensor) {
-                    self.buffers.push((format!("velocity.{path}"), velocity));
-                }
-            }
+        let buffers: Vec<&Buffer<D>> = match self.optim {
+            Optim::Adam(opt) => opt.moment_buffers(tensor).map(Vec::from).unwrap_or_default(),
+            Optim::Sgd(opt) => opt.velocity_buffer(tensor).into_iter().collect(),
+        };
+        // None yet for a parameter the optimiser has not updated.
+        if !buffers.is_empty() {
+            self.buffers
+                .extend(state_names(self.optim, &path).into_iter().zip(buffers));
         }
         Ok(None)
+    }
+}
+
+/// The checkpoint names of one parameter's optimiser state: Adam's two moments,
+/// or SGD's velocity, each after the parameter's path.
+fn state_names<N, D: Storage<f32>>(optim: &Optim<N, D>, path: &str) -> Vec<String> {
+    match optim {
+        Optim::Adam(_) => vec![format!("m1.{path}"), format!("m2.{path}")],
+        Optim::Sgd(_) => vec![format!("velocity.{path}")],
     }
 }
 
@@ -653,10 +658,7 @@ impl<D: Backend> TensorVisitor<f32, D> for LoadOptimizer<'_, D> {
         if !opts.do_gradient_update {
             return Ok(None);
         }
-        let names: Vec<String> = match self.optim {
-            Optim::Adam(_) => vec![format!("m1.{path}"), format!("m2.{path}")],
-            Optim::Sgd(_) => vec![format!("velocity.{path}")],
-        };
+        let names = state_names(self.optim, &path);
         let present: Vec<bool> = names.iter().map(|name| self.remaining.remove(name)).collect();
         if present.iter().all(|p| !p) {
             // Not updated yet when it was saved.

@@ -187,12 +187,29 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 pub fn zip_one(name: &str, bytes: &[u8]) -> Vec<u8> {
+    zip_of(&[(name, bytes)])
+}
+
+/// A zip archive of the files `(name, bytes)`, in that order.
+pub fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    writer
-        .start_file(name, zip::write::SimpleFileOptions::default())
-        .unwrap();
-    writer.write_all(bytes).unwrap();
+    for (name, bytes) in entries {
+        writer
+            .start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        writer.write_all(bytes).unwrap();
+    }
     writer.finish().unwrap().into_inner()
+}
+
+/// A gzip file of the repository (`datasets/faces300-full.csv.gz`), uncompressed.
+pub fn gunzip_repo_file(relative: &str) -> Vec<u8> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(repo_file(relative)).unwrap())
+        .read_to_end(&mut bytes)
+        .unwrap();
+    bytes
 }
 
 /// The folder holding the project's shared real data; the tests that read it are

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::config::TableReader;
-use crate::data::source::{Member, archive_holds};
+use crate::data::source::{Member, archive_members};
 
 crate::config_choice! {
     /// What to do with a row that fails validation.
@@ -38,7 +38,8 @@ impl IngestConfig {
     pub fn read(r: &mut TableReader) -> IngestConfig {
         let train = r.required_path("train").unwrap_or_default();
         // Kaggle's competition archive, named as `train`, holds the other two files too.
-        let in_archive = |member| archive_holds(&train, member).then(|| train.clone());
+        let archived = archive_members(&train);
+        let in_archive = |member| archived.contains(&member).then(|| train.clone());
         IngestConfig {
             test: r.path("test").or_else(|| in_archive(Member::Test)),
             lookup: r.path("lookup").or_else(|| in_archive(Member::Lookup)),
