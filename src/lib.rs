@@ -5,29 +5,26 @@
 //! its module in [`stages`], whose [`stages::StageKind`] is the one registry of
 //! stage kinds; [`dag`] makes a graph of them with content-addressed cache keys
 //! and runs what is not cached; [`data`] reads and writes the face data;
-//! [`compare`] lines up pipelines already run (the report stage's table, ad hoc);
-//! [`watch`] reruns what each saved edit made stale. [`settings`] reads the
+//! [`commands`] holds the command line, one module per command (`compare` lines
+//! up pipelines already run, `watch` reruns what each saved edit made stale,
+//! `predict` and `export` use a trained model). [`settings`] reads the
 //! workspace's `fkp.toml` (`[executor]`: local threads or Slurm jobs, in
 //! `dag::build` and `dag::slurm`; `[cache] remote`, in `dag::remote`).
 
 pub mod buffers;
-pub mod compare;
+pub mod commands;
 pub mod config;
 pub mod console;
 pub mod dag;
 pub mod data;
-pub mod export;
 pub mod fsutil;
 pub mod metrics;
-pub mod model_summary;
 pub mod models;
 pub mod pipeline;
-pub mod predict;
 pub mod report;
 pub mod settings;
 pub mod stages;
 pub mod sweep;
 pub mod text;
 pub mod training;
-pub mod watch;
 pub mod workspace;

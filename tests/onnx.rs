@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use common::{Scratch, repo_file};
 use dfdx::prelude::*;
+use fkp::commands::export::proto::{ModelProto, type_proto};
+use fkp::commands::export::{Checkpoint, InputType};
 use fkp::data::augment::FlipMap;
-use fkp::export::proto::{ModelProto, type_proto};
-use fkp::export::{Checkpoint, InputType};
 use fkp::models::{Arch, ModelSpec};
 use fkp::stages::train::{Scaling, TrainedModel, load_trained};
 use fkp::training::{Tta, predict_ensemble};
@@ -163,7 +163,7 @@ fn export_writes_the_same_bytes_every_time_with_what_a_user_needs_to_know() {
     assert_eq!(model.opset_import[0].version, Some(13));
     assert_eq!(model.producer_name.as_deref(), Some("fkp"));
     let graph = model.graph.as_ref().unwrap();
-    let shape = |value: &fkp::export::proto::ValueInfoProto| {
+    let shape = |value: &fkp::commands::export::proto::ValueInfoProto| {
         let Some(type_proto::Value::TensorType(tensor)) = &value.r#type.as_ref().unwrap().value else {
             panic!("a tensor")
         };
@@ -174,8 +174,10 @@ fn export_writes_the_same_bytes_every_time_with_what_a_user_needs_to_know() {
             .dim
             .iter()
             .map(|d| match d.value.as_ref().unwrap() {
-                fkp::export::proto::tensor_shape_proto::dimension::Value::DimValue(v) => v.to_string(),
-                fkp::export::proto::tensor_shape_proto::dimension::Value::DimParam(p) => p.clone(),
+                fkp::commands::export::proto::tensor_shape_proto::dimension::Value::DimValue(v) => {
+                    v.to_string()
+                }
+                fkp::commands::export::proto::tensor_shape_proto::dimension::Value::DimParam(p) => p.clone(),
             })
             .collect();
         (tensor.elem_type.unwrap(), dims)
@@ -856,7 +858,7 @@ fn every_preset_exports_the_arithmetic_fkp_predicts_with() {
             let expected =
                 predict_ensemble(std::slice::from_ref(&session), &pixels, faces, SIDE, &tta, &flips).unwrap();
             let name = arch.name();
-            let export = fkp::export::describe(
+            let export = fkp::commands::export::describe(
                 name,
                 "",
                 &trained,
@@ -868,7 +870,7 @@ fn every_preset_exports_the_arithmetic_fkp_predicts_with() {
             let model = dir.path().join(format!("{i}-{}.onnx", tta.len()));
             std::fs::write(
                 &model,
-                fkp::export::onnx::encode(&fkp::export::onnx::build(&export).unwrap()),
+                fkp::commands::export::onnx::encode(&fkp::commands::export::onnx::build(&export).unwrap()),
             )
             .unwrap();
             jobs.push(Job {

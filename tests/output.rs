@@ -155,6 +155,12 @@ fn read_until(lines: &std::sync::mpsc::Receiver<String>, text: &str, seen: &mut 
 /// Runs fkp with `args`, sends it SIGINT once a stderr line holds `text`, and
 /// returns its exit code and every stderr line.
 fn interrupt_at(s: &Scratch, args: &[&str], text: &str) -> (Option<i32>, Vec<String>) {
+    signal_at(s, args, text, "INT")
+}
+
+/// Runs fkp with `args`, sends it `signal` (`kill -SIGNAL`) once a stderr line
+/// holds `text`, and returns its exit code and every stderr line.
+fn signal_at(s: &Scratch, args: &[&str], text: &str, signal: &str) -> (Option<i32>, Vec<String>) {
     let mut child = s
         .command(args)
         .stdout(Stdio::null())
@@ -173,13 +179,28 @@ fn interrupt_at(s: &Scratch, args: &[&str], text: &str) -> (Option<i32>, Vec<Str
     let mut seen = Vec::new();
     read_until(&lines, text, &mut seen);
     let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
     let status = child.wait().unwrap();
     seen.extend(lines.iter());
     (status.code(), seen)
+}
+
+/// SIGTERM and SIGHUP stop a run as Ctrl-C does, each with its own status.
+#[test]
+fn sigterm_and_sighup_stop_a_run_safely_with_143_and_129() {
+    for (signal, code, name) in [("TERM", 143, "SIGTERM"), ("HUP", 129, "SIGHUP")] {
+        let s = workspace(1000);
+        let (status, seen) = signal_at(&s, &["run", "p.toml"], "epoch   2/1000", signal);
+        let text = seen.join("\n");
+        assert_eq!(status, Some(code), "{text}");
+        assert!(
+            text.contains(&format!("interrupted by {name}: nothing half-written is left")),
+            "{text}"
+        );
+    }
 }
 
 #[test]

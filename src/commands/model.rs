@@ -7,6 +7,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use clap::Args;
+
+use super::{Context, Error, Exit, print_out};
 use crate::dag::{self, DagError, Graph};
 use crate::models::graph::shape::{self, Row, Summary};
 use crate::models::graph::{Layer, Op, Shortcut};
@@ -15,6 +18,26 @@ use crate::report::{Cell, ReportTable};
 use crate::stages::StageKind;
 use crate::stages::ingest::{RULES_FILE, ReadingRules};
 use crate::workspace::Workspace;
+
+#[derive(Args)]
+pub(super) struct ModelArgs {
+    /// A pipeline file (TOML) with [model].
+    #[arg(value_name = "PIPELINE.toml")]
+    pipeline: PathBuf,
+    /// Print Graphviz DOT (blocks drawn as clusters) instead of a table.
+    #[arg(long)]
+    dot: bool,
+}
+
+pub(super) fn execute(args: ModelArgs, context: &Context) -> Result<Exit, Error> {
+    let summary = summarise(&args.pipeline, &context.overrides, &context.workspace)?;
+    print_out(&if args.dot {
+        summary.to_dot()
+    } else {
+        summary.to_text()
+    })?;
+    Ok(Exit::Success)
+}
 
 /// The output width assumed when the data has not been read: Kaggle's 15 keypoints.
 const KAGGLE_OUTPUTS: usize = 30;

@@ -6,8 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
+use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use super::{Context, Error, Exit, print_out};
 use crate::config::Choice;
 use crate::dag::{self, DagError, Graph, StatusReport};
 use crate::fsutil::relative_link;
@@ -25,6 +27,64 @@ const WORKSPACE_REPORTS_LINK: &str = "reports/";
 /// A quality metric regresses when it worsens by more than this many percent
 /// of its earlier value (RMSE, MAE) or this many percentage points (PCK).
 pub const REGRESSION_TOLERANCE: f64 = 1.0;
+
+#[derive(Args)]
+pub(super) struct CompareArgs {
+    /// Pipeline files (TOML) with [evaluate], or report files.
+    #[arg(required = true, value_name = "PIPELINE.toml")]
+    pipelines: Vec<PathBuf>,
+    /// An earlier report JSON (report.json, or `--format json` output):
+    /// adds "was → now (Δ)" for every metric and marks regressions.
+    #[arg(long, value_name = "FILE.json")]
+    against: Option<PathBuf>,
+    /// What to print.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Also write index.md, index.html, report.json and the pictures here.
+    #[arg(long, value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// With --against: exit 3 when a quality metric regressed (after printing).
+    #[arg(long, requires = "against")]
+    fail_on_regression: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Table,
+    Md,
+    Json,
+    Html,
+}
+
+pub(super) fn execute(args: CompareArgs, context: &Context) -> Result<Exit, Error> {
+    let graph = context.load(&args.pipelines)?;
+    let result = compare(&graph, &context.workspace, args.against.as_deref())?;
+    if let Some(dir) = &args.output {
+        result.write(dir)?;
+    }
+    print_out(&match args.format {
+        Format::Table => result.to_terminal(),
+        Format::Md => result.to_markdown(),
+        Format::Json => result.to_json(),
+        Format::Html => result.to_html()?,
+    })?;
+    let Some(against) = args.against.filter(|_| args.fail_on_regression) else {
+        return Ok(Exit::Success);
+    };
+    // A gate that compared nothing has not passed.
+    if result.comparison.rows.is_empty() {
+        return Err(Error::NothingCompared { against });
+    }
+    if result.regressions() > 0 {
+        context.console.error(&format!(
+            "{} regressions against {} (--fail-on-regression)",
+            result.regressions(),
+            against.display()
+        ));
+        return Ok(Exit::Regressions);
+    }
+    Ok(Exit::Success)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompareError {

@@ -10,6 +10,10 @@ pub mod images;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use clap::Args;
+
+use super::signals::interruptible;
+use super::{Context, Error, Exit};
 use crate::console::Console;
 use crate::dag::{self, Cancel, DagError, Graph, RunOptions, RunReport};
 use crate::data::augment::FlipMap;
@@ -20,6 +24,76 @@ use crate::stages::ingest::{self, Labels};
 use crate::stages::train::{MODEL_FILE, MODEL_META, TrainedModel, load_trained};
 use crate::training::{Session, TrainError, Tta, predict_ensemble};
 use crate::workspace::WorkspaceLock;
+
+#[derive(Args)]
+pub(super) struct PredictArgs {
+    /// The pipeline whose model predicts (TOML).
+    #[arg(value_name = "PIPELINE.toml")]
+    pipeline: PathBuf,
+    /// A Kaggle-layout file (.csv, .csv.gz or .zip) with an `Image` column;
+    /// coordinate columns in it are ignored.
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "images",
+        conflicts_with = "images"
+    )]
+    input: Option<PathBuf>,
+    /// PNG or JPEG files, or folders of them (their .png, .jpg and .jpeg
+    /// files), each a face crop like Kaggle's: one row per image, the
+    /// file name and the coordinates in the image's own pixels.
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    images: Vec<PathBuf>,
+    /// Where to write the predictions (CSV).
+    #[arg(long, value_name = "FILE")]
+    output: PathBuf,
+    /// Write Kaggle's `RowId,Location` submission, using [ingest] lookup.
+    #[arg(long, conflicts_with = "images")]
+    submission: bool,
+    /// Plain predictions, without the test-time augmentation of the
+    /// pipeline's `[evaluate] tta`.
+    #[arg(long)]
+    no_tta: bool,
+    /// With --images: also write each image with its keypoints drawn and
+    /// numbered, as DIR/<file stem>.png.
+    #[arg(long, value_name = "DIR", requires = "images")]
+    draw: Option<PathBuf>,
+    /// With --images: stop at the first image that cannot be read, writing
+    /// nothing (by default it is reported and the others get their rows).
+    #[arg(long, requires = "images")]
+    fail_fast: bool,
+}
+
+pub(super) fn execute(args: PredictArgs, context: &Context) -> Result<Exit, Error> {
+    let graph = context.load(&[args.pipeline])?;
+    let lock = context.lock()?;
+    let predicted = interruptible(
+        context.console,
+        |cancel| {
+            let request = PredictRequest {
+                input: match &args.input {
+                    Some(input) => PredictInput::Csv(input),
+                    None => PredictInput::Images(&args.images),
+                },
+                output: &args.output,
+                submission: args.submission,
+                tta: !args.no_tta,
+                draw: args.draw.as_deref(),
+                fail_fast: args.fail_fast,
+                cancel: cancel.clone(),
+            };
+            predict(&graph, &lock, &request, context.console)
+        },
+        PredictError::dag,
+    )?;
+    let rows = match predicted {
+        Ok(rows) => rows,
+        Err(exit) => return Ok(exit),
+    };
+    let wrote = format!("wrote {rows} rows to {}", args.output.display());
+    context.console.status(&wrote);
+    Ok(Exit::Success)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PredictError {

@@ -18,12 +18,55 @@ use std::sync::Arc;
 use std::sync::mpsc::{Sender, channel};
 use std::time::Duration;
 
+use clap::Args;
+
+use super::{Context, Error, Exit};
 use crate::console::Console;
 use crate::dag::{self, Graph, RunningStage, Stop};
 use crate::workspace::Workspace;
 use events::{Event, FileWatcher};
 use files::{Contents, Fingerprint, WatchSet};
 use round::{Round, RoundEnd};
+
+#[derive(Args)]
+pub(super) struct WatchArgs {
+    /// Pipeline files (TOML).
+    #[arg(required = true, value_name = "PIPELINE.toml")]
+    pipelines: Vec<PathBuf>,
+    /// How long after a file event it counts, in milliseconds (10-60000):
+    /// editors save in several steps.
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    debounce: u64,
+    /// Poll for changes instead of using file system events (network file
+    /// systems, containers where inotify does not reach).
+    #[arg(long)]
+    poll: bool,
+    /// How often --poll looks, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000, requires = "poll", value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    poll_interval: u64,
+    /// Clear the screen at the start of each round.
+    #[arg(long)]
+    clear: bool,
+}
+
+pub(super) fn execute(args: WatchArgs, context: &Context) -> Result<Exit, Error> {
+    // No edit can fix a bad --set: say so now rather than wait for one.
+    if !context.overrides.is_empty()
+        && let Err(error) = context.load(&args.pipelines)
+        && Graph::load(&args.pipelines).is_ok()
+    {
+        return Err(error.into());
+    }
+    let options = WatchOptions {
+        files: args.pipelines,
+        debounce: Duration::from_millis(args.debounce),
+        poll: args.poll.then(|| Duration::from_millis(args.poll_interval)),
+        clear: args.clear,
+        overrides: context.overrides.clone(),
+    };
+    let signal = watch(&context.workspace, &options, context.console)?;
+    Ok(Exit::Signal(signal))
+}
 
 /// `fkp watch`'s settings.
 #[derive(Debug, Clone)]
@@ -52,8 +95,8 @@ pub enum WatchError {
     Signals(std::io::Error),
 }
 
-/// Watches until a signal; returns the exit code (128 + the signal's number).
-pub fn watch(workspace: &Workspace, options: &WatchOptions, console: &Console) -> Result<u8, WatchError> {
+/// Watches until a signal; returns the signal's number.
+pub fn watch(workspace: &Workspace, options: &WatchOptions, console: &Console) -> Result<i32, WatchError> {
     if let Some(path) = options.files.iter().find(|f| !f.is_file()) {
         let why = match path.is_dir() {
             true => "it is a folder; name the pipeline files in it",
@@ -100,8 +143,8 @@ pub fn watch(workspace: &Workspace, options: &WatchOptions, console: &Console) -
             Event::RoundDone(end) => watch.round_done(end),
             Event::Signal(signal) => watch.signal(signal),
         };
-        if let Some(code) = exit {
-            return Ok(code);
+        if let Some(signal) = exit {
+            return Ok(signal);
         }
     }
 }
@@ -258,7 +301,7 @@ impl Watch<'_> {
 
     /// Reports a finished round, then runs the plan that waited for it, if any;
     /// `Some(exit code)` when the watch ends.
-    fn round_done(&mut self, end: RoundEnd) -> Option<u8> {
+    fn round_done(&mut self, end: RoundEnd) -> Option<i32> {
         let round = self.round.take().expect("a round ends only after it started");
         let seconds = round.started.elapsed().as_secs_f64();
         let n = round.number;
@@ -282,7 +325,7 @@ impl Watch<'_> {
         }
         let current = self.current.take();
         if let Some(signal) = self.stopping {
-            return Some(exit_code(signal));
+            return Some(signal);
         }
         match (self.pending.take(), end_cancelled, current) {
             (Some(plan), _, _) => self.start_round(plan),
@@ -298,7 +341,7 @@ impl Watch<'_> {
 
     /// The first Ctrl-C or SIGTERM stops a round that may be writing at its
     /// next safe point; a second one, or one while nothing writes, ends at once.
-    fn signal(&mut self, signal: i32) -> Option<u8> {
+    fn signal(&mut self, signal: i32) -> Option<i32> {
         match &self.round {
             Some(round) if self.stopping.is_none() && round.holds_lock() => {
                 round.cancel.request(Stop::Now);
@@ -314,7 +357,7 @@ impl Watch<'_> {
                     self.console
                         .status("stopped at once: the next `fkp run` resumes from the last checkpoint");
                 }
-                Some(exit_code(signal))
+                Some(signal)
             }
         }
     }
@@ -369,9 +412,4 @@ fn stop_for(graph: &Graph, workspace: &Workspace, running: &[RunningStage]) -> (
             ),
         ),
     }
-}
-
-/// The shell's convention: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM).
-fn exit_code(signal: i32) -> u8 {
-    u8::try_from(128 + signal).unwrap_or(u8::MAX)
 }

@@ -9,12 +9,58 @@ use std::path::{Path, PathBuf};
 
 pub use onnx::{Checkpoint, Export, InputType, OnnxError};
 
+use clap::Args;
+
+use super::signals::interruptible;
+use super::{Context, Error, Exit, count};
+use crate::commands::predict::{self, PredictError};
 use crate::console::Console;
 use crate::dag::Graph;
-use crate::predict::{self, PredictError};
 use crate::stages::train::{MODEL_FILE, MODEL_META, TrainedModel};
 use crate::training::Tta;
 use crate::workspace::WorkspaceLock;
+
+#[derive(Args)]
+pub(super) struct ExportArgs {
+    /// The pipeline whose model is exported (TOML).
+    #[arg(value_name = "PIPELINE.toml")]
+    pipeline: PathBuf,
+    /// Where to write the model (default: <pipeline name>.onnx).
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// The plain network, without the test-time augmentation of the
+    /// pipeline's `[evaluate] tta`.
+    #[arg(long)]
+    no_tta: bool,
+    /// The type of the input `image`: float32 or uint8 pixels, 0-255.
+    #[arg(long, value_enum, default_value_t = InputType::Float)]
+    input_type: InputType,
+}
+
+pub(super) fn execute(args: ExportArgs, context: &Context) -> Result<Exit, Error> {
+    let graph = context.load(&[args.pipeline])?;
+    let lock = context.lock()?;
+    let exported = interruptible(
+        context.console,
+        |cancel| {
+            let request = ExportRequest {
+                output: args.output.as_deref(),
+                tta: !args.no_tta,
+                input_type: args.input_type,
+                cancel: cancel.clone(),
+            };
+            export(&graph, &lock, &request, context.console)
+        },
+        ExportError::dag,
+    )?;
+    match exported {
+        Ok(exported) => {
+            context.console.status(&exported.summary());
+            Ok(Exit::Success)
+        }
+        Err(exit) => Ok(exit),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -61,6 +107,28 @@ pub struct Exported {
     pub weights_bytes: u64,
     pub members: usize,
     pub tta: Vec<Tta>,
+}
+
+impl Exported {
+    /// The line `fkp export` ends with: the file, its size and what it holds.
+    fn summary(&self) -> String {
+        let mut what = String::from("the network");
+        if self.members > 1 {
+            what = format!("the mean of {} networks ([train] seeds)", self.members);
+        }
+        if !self.tta.is_empty() {
+            let names: Vec<&str> = self.tta.iter().map(|t| t.name()).collect();
+            what += &format!(" with test-time augmentation {names:?} (--no-tta: without)");
+        }
+        format!(
+            "wrote {} ({}, {:.1} MB; weights {:.1} MB): {what}, ONNX opset {}",
+            self.path.display(),
+            count(self.bytes, "byte", "bytes"),
+            self.bytes as f64 / 1e6,
+            self.weights_bytes as f64 / 1e6,
+            onnx::OPSET,
+        )
+    }
 }
 
 /// Reads a train entry's `model.json`.
