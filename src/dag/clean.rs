@@ -36,7 +36,7 @@ pub fn plan(graph: &Graph, workspace: &Workspace) -> Result<CleanPlan, DagError>
     let mut keep: HashSet<String> = HashSet::new();
     let mut outputs: Vec<Option<Vec<OutputFile>>> = vec![None; graph.nodes.len()];
     for n in 0..graph.nodes.len() {
-        let upstream = Upstream::of(graph, n, &outputs);
+        let upstream = Upstream::of(graph, n, |d| outputs[d].as_deref());
         let resolution = match resolver.resolve(graph, n, upstream) {
             Ok(resolution) => resolution,
             // Its input is unreadable (moved, or not downloaded yet): keep whatever

@@ -73,7 +73,11 @@ impl Upstream {
     /// The upstream state of `node`, given the outputs of every node built so far.
     /// Only the upstream files the stage reads count, so a change to an output
     /// it ignores (say, adding `ingest.test`) does not rerun it.
-    pub fn of(graph: &Graph, node: usize, outputs: &[Option<Vec<OutputFile>>]) -> Upstream {
+    pub fn of<'a>(
+        graph: &Graph,
+        node: usize,
+        outputs: impl Fn(usize) -> Option<&'a [OutputFile]>,
+    ) -> Upstream {
         let mut hashes = BTreeMap::new();
         let reads = graph.nodes[node].kind.def().reads;
         for &dep in &graph.nodes[node].deps {
@@ -83,7 +87,7 @@ impl Upstream {
                 .filter(|(kind, _)| *kind == dep_node.kind)
                 .map(|(_, name)| *name)
                 .collect();
-            match &outputs[dep] {
+            match outputs(dep) {
                 Some(files) => {
                     hashes.insert(graph.dep_label(node, dep), hash_outputs(files, Some(&names)));
                 }

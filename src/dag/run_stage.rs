@@ -53,7 +53,7 @@ pub fn run_stage(
     let node = &graph.nodes[n];
     let pipeline = &graph.pipelines[node.pipeline].name;
     for m in ancestors {
-        let resolution = resolver.resolve(graph, m, Upstream::of(graph, m, &outputs))?;
+        let resolution = resolver.resolve(graph, m, Upstream::of(graph, m, |d| outputs[d].as_deref()))?;
         if m != n {
             let State::Cached(manifest) = resolution.state else {
                 return Err(DagError::UpstreamNotBuilt {

@@ -11,7 +11,7 @@ use super::cancel::Cancel;
 use super::graph::Graph;
 use super::key::{Change, KeyInputs};
 use super::remote::{Fetched, Remote};
-use super::resolve::{Resolver, State, Upstream};
+use super::resolve::{Resolution, Resolver, State, Upstream};
 use super::slurm::{SlurmBuilder, SlurmRun};
 use super::store::{DATA_DIR, Manifest, OutputFile, REPORT_DIR, Store};
 use crate::console::Console;
@@ -415,51 +415,85 @@ struct Walk<'a> {
     graph: &'a Graph,
     workspace: &'a Workspace,
     store: &'a Store,
-    mode: Mode,
-    /// Per pipeline: the console its stages speak through (prefixed by its
-    /// name when several stages run at once).
-    consoles: Vec<Console>,
-    /// Whether each pipeline's lines carry its name (`-j` above 1): then no
-    /// pipeline header is printed before its stages.
-    prefixed: bool,
-    jobs: usize,
-    selected: Vec<bool>,
-    forced: Vec<bool>,
-    cancel: Cancel,
-    fail_fast: bool,
-    /// Stage labels are padded to this, so an ensemble's keeps the columns.
-    label_width: usize,
     resolver: Resolver<'a>,
-    progress: Vec<Progress>,
-    /// Nodes whose plan another node is building now: they wait and then find
-    /// its entry cached, rather than building it twice.
-    waiting_for_plan: HashMap<usize, String>,
+    how: HowToRun,
+    remote: RemoteCache,
+    /// Per node of the graph, in its order.
+    nodes: Vec<NodeState>,
+    /// Per pipeline of the graph, in its order.
+    pipelines: Vec<PipelineState>,
     /// Plans being built now, by the node building them.
     building: HashMap<String, usize>,
-    /// Build as Slurm jobs: then a node is submitted as soon as what it reads
-    /// is settled or submitted, behind its upstream jobs.
-    slurm: Option<SlurmRun>,
-    remote: Option<Arc<Remote>>,
-    /// Set once the remote fails: the rest of the run builds here without asking it.
-    remote_down: bool,
-    begun: Vec<bool>,
-    /// Pipelines that failed, or were skipped because one they read failed.
-    failed: Vec<bool>,
     /// No further stage starts (a cancel, `--fail-fast`, a broken cache).
     stopping: bool,
-    /// Failures by pipeline index, listed in pipeline order at the end.
-    errors: Vec<(usize, DagError)>,
-    /// The `data/` folder and outputs of every node that has an entry by now.
-    data_dirs: Vec<Option<PathBuf>>,
-    outputs: Vec<Option<Vec<OutputFile>>>,
+    /// Failures, listed in pipeline order at the end.
+    errors: Vec<(FailedIn, DagError)>,
     /// Keys built earlier in this invocation, with the pipeline that built them.
     built_now: HashMap<String, String>,
-    /// Each node's key once known, and whether it was cancelled midway.
-    keys: Vec<Option<String>>,
+    /// Nodes cancelled midway, whose checkpoint a cancelled run lists.
     cancelled: Vec<usize>,
     /// (pipeline, label) of every entry built or fetched, for a cancelled run to list.
     kept: Vec<(String, String)>,
     report: RunReport,
+}
+
+/// How the walk runs, fixed for the whole run.
+struct HowToRun {
+    mode: Mode,
+    jobs: usize,
+    /// Whether each pipeline's lines carry its name (`-j` above 1): then no
+    /// pipeline header is printed before its stages.
+    prefixed: bool,
+    /// Stage labels are padded to this, so an ensemble's keeps the columns.
+    label_width: usize,
+    cancel: Cancel,
+    fail_fast: bool,
+    /// Build as Slurm jobs: then a node is submitted as soon as what it reads
+    /// is settled or submitted, behind its upstream jobs.
+    slurm: Option<SlurmRun>,
+}
+
+/// The remote cache, while it answers.
+struct RemoteCache {
+    remote: Option<Arc<Remote>>,
+    /// Set once the remote fails: the rest of the run builds here without asking it.
+    down: bool,
+}
+
+/// What the walk knows of one node.
+struct NodeState {
+    /// Kept by `--until`.
+    selected: bool,
+    /// Rebuilt even if cached (`--force`, `--force-stage`, or downstream of one).
+    forced: bool,
+    progress: Progress,
+    /// The plan of another node that is building it now: this node waits and
+    /// then finds its entry cached, rather than building it twice.
+    waiting_for: Option<String>,
+    /// Its key once known.
+    key: Option<String>,
+    /// The `data/` folder and outputs of its entry, once it has one.
+    data_dir: Option<PathBuf>,
+    outputs: Option<Vec<OutputFile>>,
+}
+
+/// What the walk knows of one pipeline.
+struct PipelineState {
+    /// The console its stages speak through (prefixed by its name when several
+    /// stages run at once).
+    console: Console,
+    /// Whether its first stage has been reached (and its header said).
+    begun: bool,
+    /// It failed, or was skipped because one it reads failed.
+    failed: bool,
+}
+
+/// Where a failure happened: in a pipeline, or in the workspace as a whole
+/// (saving the file hashes), which is listed after every pipeline's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum FailedIn {
+    Pipeline(usize),
+    Workspace,
 }
 
 /// What visiting a node led to.
@@ -488,7 +522,7 @@ impl<'a> Walk<'a> {
             (Mode::Run, None) => options.jobs.max(1),
         };
         let prefixed = jobs > 1;
-        let consoles = match prefixed {
+        let consoles: Vec<Console> = match prefixed {
             true => {
                 let shared = console.shared();
                 let width = graph.pipelines.iter().map(|p| p.name.len()).max().unwrap_or(0);
@@ -500,35 +534,51 @@ impl<'a> Walk<'a> {
             }
             false => vec![console.clone(); graph.pipelines.len()],
         };
-        let (nodes, pipelines) = (graph.nodes.len(), graph.pipelines.len());
+        let nodes = selected
+            .into_iter()
+            .zip(forced_nodes(graph, options))
+            .map(|(selected, forced)| NodeState {
+                selected,
+                forced,
+                progress: Progress::Waiting,
+                waiting_for: None,
+                key: None,
+                data_dir: None,
+                outputs: None,
+            })
+            .collect();
+        let pipelines = consoles
+            .into_iter()
+            .map(|console| PipelineState {
+                console,
+                begun: false,
+                failed: false,
+            })
+            .collect();
         Walk {
             graph,
             workspace,
             store,
-            mode,
-            consoles,
-            prefixed,
-            jobs,
-            selected,
-            forced: forced_nodes(graph, options),
-            cancel: options.cancel.clone(),
-            fail_fast: options.fail_fast,
-            label_width: graph.label_width(),
             resolver: Resolver::new(store, workspace),
-            progress: vec![Progress::Waiting; nodes],
-            waiting_for_plan: HashMap::new(),
+            how: HowToRun {
+                mode,
+                jobs,
+                prefixed,
+                label_width: graph.label_width(),
+                cancel: options.cancel.clone(),
+                fail_fast: options.fail_fast,
+                slurm: options.slurm.clone(),
+            },
+            remote: RemoteCache {
+                remote: options.remote.clone(),
+                down: false,
+            },
+            nodes,
+            pipelines,
             building: HashMap::new(),
-            slurm: options.slurm.clone(),
-            remote: options.remote.clone(),
-            remote_down: false,
-            begun: vec![false; pipelines],
-            failed: vec![false; pipelines],
             stopping: false,
             errors: Vec::new(),
-            data_dirs: vec![None; nodes],
-            outputs: vec![None; nodes],
             built_now: HashMap::new(),
-            keys: vec![None; nodes],
             cancelled: Vec::new(),
             kept: Vec::new(),
             report: RunReport::default(),
@@ -541,9 +591,10 @@ impl<'a> Walk<'a> {
     /// skipped; the error then lists every failure, in pipeline order.
     fn all(mut self) -> Result<RunReport, DagError> {
         // Builders borrow these for the whole scope, while the walk changes itself.
-        let (cancel, consoles) = (self.cancel.clone(), self.consoles.clone());
-        let (graph, store, label_width) = (self.graph, self.store, self.label_width);
-        let slurm = self.slurm.clone();
+        let cancel = self.how.cancel.clone();
+        let consoles: Vec<Console> = self.pipelines.iter().map(|p| p.console.clone()).collect();
+        let (graph, store, label_width) = (self.graph, self.store, self.how.label_width);
+        let slurm = self.how.slurm.clone();
         std::thread::scope(|scope| {
             let mut builder: Box<dyn Builder> = match &slurm {
                 Some(run) => Box::new(SlurmBuilder::new(run, graph, store, &consoles, label_width)),
@@ -558,21 +609,21 @@ impl<'a> Walk<'a> {
             };
             let mut in_flight = 0;
             loop {
-                while in_flight < self.jobs && !self.stopping {
+                while in_flight < self.how.jobs && !self.stopping {
                     let Some(n) = self.next_ready() else { break };
                     match self.visit(n) {
                         Ok(Visit::Settled) => {}
                         Ok(Visit::AwaitPlan(plan)) => {
                             // Building, as far as what reads it is concerned: a Slurm
                             // job reading it waits for the job building its plan.
-                            self.progress[n] = Progress::Building;
-                            self.waiting_for_plan.insert(n, plan);
+                            self.nodes[n].progress = Progress::Building;
+                            self.nodes[n].waiting_for = Some(plan);
                         }
                         Ok(Visit::Build(request)) => {
                             let plan = request.plan.clone();
                             match builder.start(*request) {
                                 Ok(()) => {
-                                    self.progress[n] = Progress::Building;
+                                    self.nodes[n].progress = Progress::Building;
                                     self.building.insert(plan, n);
                                     in_flight += 1;
                                 }
@@ -591,10 +642,10 @@ impl<'a> Walk<'a> {
             }
         });
         self.finish_untouched_pipelines();
-        if self.mode == Mode::Run
+        if self.how.mode == Mode::Run
             && let Err(error) = self.resolver.save_hashes()
         {
-            self.errors.push((usize::MAX, error));
+            self.errors.push((FailedIn::Workspace, error));
         }
         let kept = self.kept_now();
         let mut errors = std::mem::take(&mut self.errors);
@@ -603,7 +654,7 @@ impl<'a> Walk<'a> {
                 **slot = kept.clone();
             }
         }
-        errors.sort_by_key(|(pipeline, _)| *pipeline);
+        errors.sort_by_key(|(place, _)| *place);
         let mut errors: Vec<DagError> = errors.into_iter().map(|(_, e)| e).collect();
         match errors.len() {
             0 => Ok(self.report),
@@ -623,7 +674,7 @@ impl<'a> Walk<'a> {
                 .iter()
                 .map(|&n| {
                     let node = &graph.nodes[n];
-                    let point = self.keys[n].as_ref().and_then(|key| {
+                    let point = self.nodes[n].key.as_ref().and_then(|key| {
                         graph
                             .stage(n)
                             .resume_point(&self.store.checkpoint_dir(node.kind, key))
@@ -645,12 +696,12 @@ impl<'a> Walk<'a> {
         let graph = self.graph;
         let n = (0..graph.nodes.len()).find(|&n| {
             let node = &graph.nodes[n];
-            self.selected[n]
-                && self.progress[n] == Progress::Waiting
-                && !self.failed[node.pipeline]
-                && node.deps.iter().all(|&d| match self.progress[d] {
+            self.nodes[n].selected
+                && self.nodes[n].progress == Progress::Waiting
+                && !self.pipelines[node.pipeline].failed
+                && node.deps.iter().all(|&d| match self.nodes[d].progress {
                     Progress::Settled => true,
-                    Progress::Building => self.slurm.is_some(),
+                    Progress::Building => self.how.slurm.is_some(),
                     Progress::Waiting => false,
                 })
         })?;
@@ -659,16 +710,16 @@ impl<'a> Walk<'a> {
     }
 
     fn begin_pipeline(&mut self, index: usize) {
-        if std::mem::replace(&mut self.begun[index], true) {
+        if std::mem::replace(&mut self.pipelines[index].begun, true) {
             return;
         }
         let pipeline = &self.graph.pipelines[index];
-        let line = match self.prefixed {
+        let line = match self.how.prefixed {
             true => pipeline.file.display().to_string(),
             false => format!("{} ({})", pipeline.name, pipeline.file.display()),
         };
-        self.consoles[index].status(&line);
-        if self.mode == Mode::Run {
+        self.pipelines[index].console.status(&line);
+        if self.how.mode == Mode::Run {
             self.resolver.record(&pipeline.name).file = pipeline.file.clone();
         }
     }
@@ -680,8 +731,8 @@ impl<'a> Walk<'a> {
             return;
         }
         for index in 0..self.graph.pipelines.len() {
-            let untouched = self.graph.nodes_of(index).all(|n| !self.selected[n]);
-            if untouched && !self.failed[index] {
+            let untouched = self.graph.nodes_of(index).all(|n| !self.nodes[n].selected);
+            if untouched && !self.pipelines[index].failed {
                 self.begin_pipeline(index);
                 self.finish_pipeline(index);
             }
@@ -691,7 +742,7 @@ impl<'a> Walk<'a> {
     /// Once every selected node of a pipeline is settled, its record forgets the
     /// stages it no longer has.
     fn finish_pipeline(&mut self, index: usize) {
-        if self.mode != Mode::Run {
+        if self.how.mode != Mode::Run {
             return;
         }
         if let Err(error) = self.forget_removed_stages(index) {
@@ -708,13 +759,14 @@ impl<'a> Walk<'a> {
         // Built in this invocation, by this pipeline or one sharing the stage: its
         // entry (`<stage>/<key>/data`) is named by a key built now.
         let rebuilt = |n: usize| {
-            self.data_dirs[n]
+            self.nodes[n]
+                .data_dir
                 .as_deref()
                 .and_then(|data| data.parent()?.file_name()?.to_str())
                 .is_some_and(|key| self.built_now.contains_key(key))
         };
         let mut older = Vec::new();
-        for n in graph.nodes_of(index).filter(|&n| !self.selected[n]) {
+        for n in graph.nodes_of(index).filter(|&n| !self.nodes[n].selected) {
             let label = &graph.nodes[n].label;
             let published = self
                 .resolver
@@ -725,7 +777,7 @@ impl<'a> Walk<'a> {
             let changed_upstream = graph
                 .with_ancestors(n)
                 .into_iter()
-                .find(|&a| self.selected[a] && rebuilt(a));
+                .find(|&a| self.nodes[a].selected && rebuilt(a));
             if let (true, Some(upstream)) = (published, changed_upstream) {
                 older.push(format!(
                     "[{label}] (after [{}] was rebuilt)",
@@ -734,7 +786,7 @@ impl<'a> Walk<'a> {
             }
         }
         if !older.is_empty() {
-            self.consoles[index].warn(&format!(
+            self.pipelines[index].console.warn(&format!(
                 "reports/{name}/ keeps reports older than this run: {} did not run; \
                  `fkp run` (without --until) brings them up to date",
                 older.join(", ")
@@ -748,15 +800,14 @@ impl<'a> Walk<'a> {
         let graph = self.graph;
         let node = &graph.nodes[n];
         let pipeline = &graph.pipelines[node.pipeline];
-        let console = &self.consoles[node.pipeline];
-        if self.mode == Mode::Run && self.cancel.stop_requested() {
+        if self.how.mode == Mode::Run && self.how.cancel.stop_requested() {
             return Err(DagError::Cancelled {
                 pipeline: pipeline.name.clone(),
                 stage: node.kind,
                 kept: Box::default(),
             });
         }
-        let upstream = Upstream::of(graph, n, &self.outputs);
+        let upstream = Upstream::of(graph, n, |d| self.nodes[d].outputs.as_deref());
         let resolution = self.resolver.resolve(graph, n, upstream)?;
         if let Some(plan) = resolution
             .plan
@@ -770,89 +821,108 @@ impl<'a> Walk<'a> {
             .as_ref()
             .and_then(|k| self.built_now.get(k))
             .cloned();
-        let reason = match (&resolution.state, self.forced[n] && shared_with.is_none()) {
+        let reason = match (&resolution.state, self.nodes[n].forced && shared_with.is_none()) {
             (_, true) => Some(vec![Change::Forced]),
             (State::Cached(_), false) => None,
             (State::Stale(changes), false) => Some(changes.clone()),
             (State::Missing, false) => Some(Vec::new()),
         };
         let key_text = resolution.key.as_deref().map_or("?".to_string(), short);
-        match (reason, resolution.state) {
+        let Resolution {
+            inputs,
+            key,
+            plan,
+            state,
+        } = resolution;
+        match (reason, state) {
             (None, State::Cached(manifest)) => {
                 let note = shared_with.map_or(String::new(), |p| format!(" (shared with `{p}`)"));
-                let headline = manifest
-                    .headline
-                    .as_ref()
-                    .map_or(String::new(), |line| format!(": {line}"));
-                let said = format!("cached   {key_text}{note}{headline}");
-                self.settle_unbuilt(n, Outcome::Cached, &said, *manifest, resolution.inputs)
+                let said = format!("cached   {key_text}{note}{}", headline_text(&manifest));
+                self.settle_unbuilt(n, Outcome::Cached, &said, *manifest, inputs)
             }
-            (Some(changes), _) if self.mode == Mode::DryRun => {
-                // A run stopped midway left a checkpoint of this key: the run resumes it.
-                let resume = match (&resolution.key, changes.contains(&Change::Forced)) {
-                    (Some(key), false) => graph
-                        .stage(n)
-                        .resume_point(&self.store.checkpoint_dir(node.kind, key))
-                        .map_or(String::new(), |point| format!(" ({point})")),
-                    _ => String::new(),
-                };
-                console.status(&format!(
-                    "  {:<w$} would run {key_text}: {}{resume}",
-                    node.label,
-                    describe(&changes),
-                    w = self.label_width
-                ));
-                self.report
-                    .stages
-                    .push((pipeline.name.clone(), node.kind, Outcome::WouldRun));
-                self.progress[n] = Progress::Settled;
+            (Some(changes), _) if self.how.mode == Mode::DryRun => {
+                self.say_would_run(n, key.as_deref(), &key_text, &changes);
                 Ok(Visit::Settled)
             }
             (Some(changes), _) => {
-                if let Some(manifest) = self.fetch(n, resolution.key.as_deref(), &changes) {
-                    let headline = manifest
-                        .headline
-                        .as_ref()
-                        .map_or(String::new(), |line| format!(": {line}"));
-                    let said = format!("fetched  {key_text} from the remote cache{headline}");
-                    return self.settle_unbuilt(n, Outcome::Fetched, &said, manifest, resolution.inputs);
+                if let Some(manifest) = self.fetch(n, key.as_deref(), &changes) {
+                    let said = format!(
+                        "fetched  {key_text} from the remote cache{}",
+                        headline_text(&manifest)
+                    );
+                    return self.settle_unbuilt(n, Outcome::Fetched, &said, manifest, inputs);
                 }
-                let plan = resolution.plan.expect("a node resolves after its upstream nodes");
-                self.keys[n] = resolution.key.clone();
-                let upstream = node
-                    .deps
-                    .iter()
-                    .filter_map(|&d| {
-                        self.data_dirs[d].clone().map(|data_dir| UpstreamOutput {
-                            kind: graph.nodes[d].kind,
-                            pipeline: graph.pipelines[graph.nodes[d].pipeline].name.clone(),
-                            data_dir,
-                        })
-                    })
-                    .collect();
-                Ok(Visit::Build(Box::new(BuildRequest {
+                let plan = plan.expect("a node resolves after its upstream nodes");
+                self.nodes[n].key = key.clone();
+                let request = BuildRequest {
                     n,
                     plan,
-                    key: resolution.key,
-                    inputs: resolution.inputs,
-                    upstream,
-                    // A node waiting for another's plan waits behind that one's build.
-                    after: node
-                        .deps
-                        .iter()
-                        .filter(|&&d| self.progress[d] == Progress::Building)
-                        .map(|d| {
-                            self.waiting_for_plan
-                                .get(d)
-                                .map_or(*d, |plan| self.building[plan])
-                        })
-                        .collect(),
-                    forced: self.forced[n],
+                    key,
+                    inputs,
+                    upstream: self.upstream_entries(n),
+                    after: self.builds_to_wait_for(n),
+                    forced: self.nodes[n].forced,
                     why: describe(&changes),
-                })))
+                };
+                Ok(Visit::Build(Box::new(request)))
             }
             (None, _) => unreachable!("only a cached stage has no reason to run"),
         }
+    }
+
+    /// A dry run's line for a node that would run, and why.
+    fn say_would_run(&mut self, n: usize, key: Option<&str>, key_text: &str, changes: &[Change]) {
+        let graph = self.graph;
+        let node = &graph.nodes[n];
+        // A run stopped midway left a checkpoint of this key: the run resumes it.
+        let resume = match (key, changes.contains(&Change::Forced)) {
+            (Some(key), false) => graph
+                .stage(n)
+                .resume_point(&self.store.checkpoint_dir(node.kind, key))
+                .map_or(String::new(), |point| format!(" ({point})")),
+            _ => String::new(),
+        };
+        self.pipelines[node.pipeline].console.status(&format!(
+            "  {:<w$} would run {key_text}: {}{resume}",
+            node.label,
+            describe(changes),
+            w = self.how.label_width
+        ));
+        let pipeline = graph.pipelines[node.pipeline].name.clone();
+        self.report.stages.push((pipeline, node.kind, Outcome::WouldRun));
+        self.nodes[n].progress = Progress::Settled;
+    }
+
+    /// The entries of the nodes `n` reads.
+    fn upstream_entries(&self, n: usize) -> Vec<UpstreamOutput> {
+        let graph = self.graph;
+        graph.nodes[n]
+            .deps
+            .iter()
+            .filter_map(|&d| {
+                self.nodes[d].data_dir.clone().map(|data_dir| UpstreamOutput {
+                    kind: graph.nodes[d].kind,
+                    pipeline: graph.pipelines[graph.nodes[d].pipeline].name.clone(),
+                    data_dir,
+                })
+            })
+            .collect()
+    }
+
+    /// The builds node `n` waits behind: those of the nodes it reads that are
+    /// building, or, for a node waiting for another's plan, that one's build.
+    fn builds_to_wait_for(&self, n: usize) -> Vec<usize> {
+        self.graph.nodes[n]
+            .deps
+            .iter()
+            .filter(|&&d| self.nodes[d].progress == Progress::Building)
+            .map(|&d| {
+                self.nodes[d]
+                    .waiting_for
+                    .as_ref()
+                    .map_or(d, |plan| self.building[plan])
+            })
+            .collect()
     }
 
     /// Settles a node whose entry exists without building it (cached, or
@@ -866,8 +936,10 @@ impl<'a> Walk<'a> {
         inputs: Option<KeyInputs>,
     ) -> Result<Visit, DagError> {
         let node = &self.graph.nodes[n];
-        let w = self.label_width;
-        self.consoles[node.pipeline].status(&format!("  {:<w$} {said}", node.label));
+        let w = self.how.label_width;
+        self.pipelines[node.pipeline]
+            .console
+            .status(&format!("  {:<w$} {said}", node.label));
         let pipeline = self.graph.pipelines[node.pipeline].name.clone();
         if outcome == Outcome::Fetched {
             self.kept.push((pipeline.clone(), node.label.clone()));
@@ -881,12 +953,12 @@ impl<'a> Walk<'a> {
     /// node is not forced to rebuild. A remote that fails is worth a warning, not
     /// a failed run: the stage is built here instead.
     fn fetch(&mut self, n: usize, key: Option<&str>, changes: &[Change]) -> Option<Manifest> {
-        let (remote, key) = (self.remote.as_ref()?, key?);
-        if self.remote_down || changes.contains(&Change::Forced) {
+        let (remote, key) = (self.remote.remote.as_ref()?, key?);
+        if self.remote.down || changes.contains(&Change::Forced) {
             return None;
         }
         let node = &self.graph.nodes[n];
-        let console = &self.consoles[node.pipeline];
+        let console = &self.pipelines[node.pipeline].console;
         match remote.fetch(self.store, node.kind, key) {
             Ok(Fetched::Entry(manifest)) => Some(*manifest),
             Ok(Fetched::Absent) => None,
@@ -903,7 +975,7 @@ impl<'a> Walk<'a> {
                     "[{}]: {error}; building it here, and what follows, without the remote cache",
                     node.label
                 ));
-                self.remote_down = true;
+                self.remote.down = true;
                 None
             }
         }
@@ -911,16 +983,16 @@ impl<'a> Walk<'a> {
 
     /// Uploads an entry built here to the remote cache, if there is one.
     fn push(&mut self, n: usize, key: &str) {
-        let Some(remote) = self.remote.as_ref().filter(|_| !self.remote_down) else {
+        let Some(remote) = self.remote.remote.as_ref().filter(|_| !self.remote.down) else {
             return;
         };
         let node = &self.graph.nodes[n];
         if let Err(error) = remote.push(self.store, node.kind, key) {
-            self.consoles[node.pipeline].warn(&format!(
+            self.pipelines[node.pipeline].console.warn(&format!(
                 "[{}]: not uploaded, nor will what follows be: {error}",
                 node.label
             ));
-            self.remote_down = true;
+            self.remote.down = true;
         }
     }
 
@@ -934,15 +1006,13 @@ impl<'a> Walk<'a> {
             result,
         } = built;
         self.building.remove(&plan);
-        let progress = &mut self.progress;
-        self.waiting_for_plan.retain(|&follower, waited| {
-            let done = *waited == plan;
-            if done {
+        for follower in &mut self.nodes {
+            if follower.waiting_for.as_ref() == Some(&plan) {
                 // Visited again: it finds the entry cached (or builds it itself).
-                progress[follower] = Progress::Waiting;
+                follower.waiting_for = None;
+                follower.progress = Progress::Waiting;
             }
-            !done
-        });
+        }
         let node = &self.graph.nodes[n];
         let pipeline = &self.graph.pipelines[node.pipeline];
         let settled = result
@@ -951,14 +1021,16 @@ impl<'a> Walk<'a> {
                 // A Slurm job's: its `done` line went to the job's log.
                 None => self.read_built_entry(n).inspect(|(manifest, _)| {
                     if let Some(headline) = &manifest.headline {
-                        let w = self.label_width + 2;
-                        self.consoles[node.pipeline].status(&format!("{:w$} {headline}", ""));
+                        let w = self.how.label_width + 2;
+                        self.pipelines[node.pipeline]
+                            .console
+                            .status(&format!("{:w$} {headline}", ""));
                     }
                 }),
             })
             .and_then(|(manifest, inputs)| {
                 if let Some(summary) = &manifest.summary {
-                    self.consoles[node.pipeline].result_detail(summary);
+                    self.pipelines[node.pipeline].console.result_detail(summary);
                 }
                 self.built_now.insert(manifest.key.clone(), pipeline.name.clone());
                 self.kept.push((pipeline.name.clone(), node.label.clone()));
@@ -971,7 +1043,7 @@ impl<'a> Walk<'a> {
         match settled {
             Ok(()) => {}
             // What a failed upstream job took with it says nothing new.
-            Err(_) if self.failed[node.pipeline] => self.progress[n] = Progress::Waiting,
+            Err(_) if self.pipelines[node.pipeline].failed => self.nodes[n].progress = Progress::Waiting,
             Err(error) => self.fail(n, error),
         }
     }
@@ -980,7 +1052,7 @@ impl<'a> Walk<'a> {
     /// its upstream nodes are settled.
     fn read_built_entry(&mut self, n: usize) -> Result<(Manifest, Option<KeyInputs>), DagError> {
         let graph = self.graph;
-        let upstream = Upstream::of(graph, n, &self.outputs);
+        let upstream = Upstream::of(graph, n, |d| self.nodes[d].outputs.as_deref());
         let resolution = self.resolver.resolve(graph, n, upstream)?;
         match resolution.state {
             State::Cached(manifest) => Ok((*manifest, resolution.inputs)),
@@ -1000,7 +1072,7 @@ impl<'a> Walk<'a> {
     fn settle(&mut self, n: usize, manifest: Manifest, inputs: Option<KeyInputs>) -> Result<(), DagError> {
         let node = &self.graph.nodes[n];
         let entry = self.store.entry_dir(node.kind, &manifest.key);
-        if self.mode == Mode::Run {
+        if self.how.mode == Mode::Run {
             self.publish(n, &entry, inputs)?;
         }
         if let Some(headline) = &manifest.headline {
@@ -1010,20 +1082,20 @@ impl<'a> Walk<'a> {
                 headline.clone(),
             ));
         }
-        self.data_dirs[n] = Some(entry.join(DATA_DIR));
+        self.nodes[n].data_dir = Some(entry.join(DATA_DIR));
         self.report.data_dirs.push((
             self.graph.pipelines[node.pipeline].name.clone(),
             node.kind,
             entry.join(DATA_DIR),
         ));
-        self.outputs[n] = Some(manifest.outputs);
-        self.progress[n] = Progress::Settled;
+        self.nodes[n].outputs = Some(manifest.outputs);
+        self.nodes[n].progress = Progress::Settled;
         let index = node.pipeline;
         let complete = self
             .graph
             .nodes_of(index)
-            .all(|m| !self.selected[m] || self.progress[m] == Progress::Settled);
-        if complete && !self.failed[index] {
+            .all(|m| !self.nodes[m].selected || self.nodes[m].progress == Progress::Settled);
+        if complete && !self.pipelines[index].failed {
             self.finish_pipeline(index);
         }
         Ok(())
@@ -1038,7 +1110,7 @@ impl<'a> Walk<'a> {
         if matches!(error, DagError::Cancelled { .. }) {
             self.stopping = true;
             // Stopped while building (not before it started): it may have a checkpoint.
-            if self.progress[n] == Progress::Building {
+            if self.nodes[n].progress == Progress::Building {
                 self.cancelled.push(n);
             }
             if !self
@@ -1046,19 +1118,19 @@ impl<'a> Walk<'a> {
                 .iter()
                 .any(|(_, e)| matches!(e, DagError::Cancelled { .. }))
             {
-                self.errors.push((index, error));
+                self.errors.push((FailedIn::Pipeline(index), error));
             }
             return;
         }
-        let (node, w) = (&self.graph.nodes[n], self.label_width);
-        self.consoles[index].status(&format!(
+        let (node, w) = (&self.graph.nodes[n], self.how.label_width);
+        self.pipelines[index].console.status(&format!(
             "  {:<w$} failed (the error follows at the end)",
             node.label
         ));
-        if self.mode == Mode::Run
+        if self.how.mode == Mode::Run
             && let Err(unpublish_error) = self.unpublish_from(n)
         {
-            self.errors.push((index, unpublish_error));
+            self.errors.push((FailedIn::Pipeline(index), unpublish_error));
             self.stopping = true;
         }
         self.fail_pipeline(index, error);
@@ -1068,22 +1140,23 @@ impl<'a> Walk<'a> {
     /// and skips the pipelines reading it.
     fn fail_pipeline(&mut self, index: usize, error: DagError) {
         // A broken cache or reports folder stops everything; so does --fail-fast.
-        if self.fail_fast || error.pipeline().is_none() {
+        if self.how.fail_fast || error.pipeline().is_none() {
             self.stopping = true;
         }
-        self.failed[index] = true;
-        self.errors.push((index, self.graph.in_report_context(error)));
-        if self.mode == Mode::Run
+        self.pipelines[index].failed = true;
+        self.errors
+            .push((FailedIn::Pipeline(index), self.graph.in_report_context(error)));
+        if self.how.mode == Mode::Run
             && let Err(error) = self.withdraw_reports_of(index)
         {
-            self.errors.push((index, error));
+            self.errors.push((FailedIn::Pipeline(index), error));
             self.stopping = true;
         }
         let graph = self.graph;
         let mut failed = vec![index];
         while let Some(member) = failed.pop() {
             for reader in graph.reports_of(member) {
-                if std::mem::replace(&mut self.failed[reader], true) {
+                if std::mem::replace(&mut self.pipelines[reader].failed, true) {
                     continue;
                 }
                 let line = format!(
@@ -1092,7 +1165,7 @@ impl<'a> Walk<'a> {
                     graph.pipelines[reader].file.display(),
                     graph.pipelines[member].name
                 );
-                self.consoles[reader].status(&line);
+                self.pipelines[reader].console.status(&line);
                 failed.push(reader);
             }
         }
@@ -1202,6 +1275,14 @@ impl<'a> Walk<'a> {
         }
         self.resolver.save_record(name)
     }
+}
+
+/// `: <the stage's headline>`, or nothing.
+fn headline_text(manifest: &Manifest) -> String {
+    manifest
+        .headline
+        .as_ref()
+        .map_or(String::new(), |line| format!(": {line}"))
 }
 
 fn short(key: &str) -> String {

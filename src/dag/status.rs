@@ -78,7 +78,7 @@ pub fn status(graph: &Graph, workspace: &Workspace) -> Result<StatusReport, DagE
         let mut stages = Vec::new();
         for n in graph.nodes_of(index) {
             let node = &graph.nodes[n];
-            let upstream = Upstream::of(graph, n, &built);
+            let upstream = Upstream::of(graph, n, |d| built[d].as_deref());
             let resolution = match resolver.resolve(graph, n, upstream) {
                 Ok(resolution) => resolution,
                 // An unreadable input file is a state to show, not a reason to stop.

@@ -100,7 +100,7 @@ fn walk(
     let mut seen = std::collections::HashSet::new();
     for n in 0..graph.nodes.len() {
         let node = &graph.nodes[n];
-        let resolution = resolver.resolve(graph, n, Upstream::of(graph, n, &outputs))?;
+        let resolution = resolver.resolve(graph, n, Upstream::of(graph, n, |d| outputs[d].as_deref()))?;
         let Some(key) = resolution.key else {
             transfer.missing += 1;
             continue;
