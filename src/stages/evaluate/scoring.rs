@@ -49,15 +49,15 @@ pub struct Predictions {
 
 /// Targets (0 where unlabelled) and a mask of the labelled ones, of
 /// coordinates that are NaN where unlabelled.
-pub type Labels = (Vec<f32>, Vec<u8>);
+pub type LabelledTargets = (Vec<f32>, Vec<u8>);
 
 /// What predictions are scored against.
 pub struct Scorer<'a> {
-    pub prepared: &'a Prepared,
+    prepared: &'a Prepared,
     /// The `truth` file's labels for the validation rows.
-    pub full_labels: Option<Labels>,
+    full_labels: Option<LabelledTargets>,
     /// The `data` file's faces and labels.
-    pub data: Option<(FaceTable, Labels)>,
+    data: Option<(FaceTable, LabelledTargets)>,
     keypoints: &'a [String],
     mean_shape: Vec<f32>,
 }
@@ -65,8 +65,8 @@ pub struct Scorer<'a> {
 impl<'a> Scorer<'a> {
     pub fn new(
         prepared: &'a Prepared,
-        full_labels: Option<Labels>,
-        data: Option<(FaceTable, Labels)>,
+        full_labels: Option<LabelledTargets>,
+        data: Option<(FaceTable, LabelledTargets)>,
         keypoints: &'a [String],
     ) -> Scorer<'a> {
         Scorer {
@@ -282,7 +282,7 @@ pub fn labels_or_nan(targets: &[f32], labelled: &[u8]) -> Vec<f32> {
 }
 
 /// Coordinates that are NaN where unlabelled, as scoring takes them.
-pub fn labels_of(coords: &[f32]) -> Labels {
+pub fn labels_of(coords: &[f32]) -> LabelledTargets {
     let targets = coords.iter().map(|v| if v.is_nan() { 0.0 } else { *v }).collect();
     let labelled = coords.iter().map(|v| u8::from(!v.is_nan())).collect();
     (targets, labelled)
@@ -290,7 +290,7 @@ pub fn labels_of(coords: &[f32]) -> Labels {
 
 /// The `truth` file's labels for the validation rows, matched by source row and
 /// checked to be the same faces.
-pub fn truth_for(truth: &FaceTable, prepared: &Prepared, path: &Path) -> Result<Labels, DataError> {
+pub fn truth_for(truth: &FaceTable, prepared: &Prepared, path: &Path) -> Result<LabelledTargets, DataError> {
     let pixels = prepared.side * prepared.side;
     let mut coords = Vec::new();
     for (i, &source_row) in prepared.val.source_rows.iter().enumerate() {
