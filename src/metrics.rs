@@ -1,6 +1,7 @@
 //! Honest keypoint metrics: errors in pixels over labelled points only (a filled
 //! value is never a label), per keypoint, and PCK against the inter-ocular
-//! distance.
+//! distance. One rule for every metric: with no labelled point there is no
+//! number (`None`), never a 0 or a NaN that reads like a score.
 
 /// RMSE and MAE in pixels over every labelled coordinate.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -12,8 +13,8 @@ pub struct PixelErrors {
 }
 
 /// `pred` and `target` in pixels, row-major `rows x coords`; `labelled` 1 where
-/// the target is a real label.
-pub fn pixel_errors(pred: &[f32], target: &[f32], labelled: &[u8]) -> PixelErrors {
+/// the target is a real label. None when no coordinate is labelled.
+pub fn pixel_errors(pred: &[f32], target: &[f32], labelled: &[u8]) -> Option<PixelErrors> {
     let (mut squared, mut absolute, mut count) = (0.0f64, 0.0f64, 0usize);
     for ((p, t), &l) in pred.iter().zip(target).zip(labelled) {
         if l == 1 {
@@ -23,12 +24,12 @@ pub fn pixel_errors(pred: &[f32], target: &[f32], labelled: &[u8]) -> PixelError
             count += 1;
         }
     }
-    let n = count.max(1) as f64;
-    PixelErrors {
+    let n = count as f64;
+    (count > 0).then(|| PixelErrors {
         rmse: (squared / n).sqrt(),
         mae: absolute / n,
         count,
-    }
+    })
 }
 
 /// RMSE per keypoint over its labelled coordinates (x and y together); None for
@@ -108,7 +109,7 @@ mod tests {
         let pred = [1.0, 2.0, 50.0, 4.0];
         let target = [0.0, 0.0, 0.0, 0.0];
         let labelled = [1, 1, 0, 1];
-        let e = pixel_errors(&pred, &target, &labelled);
+        let e = pixel_errors(&pred, &target, &labelled).unwrap();
         assert_eq!(e.count, 3);
         assert!((e.rmse - (21.0f64 / 3.0).sqrt()).abs() < 1e-12);
         assert!((e.mae - 7.0 / 3.0).abs() < 1e-12);
@@ -130,5 +131,18 @@ mod tests {
         assert!((pck(&pred, &target, &labelled, &names, 0.05).unwrap() - 100.0 / 3.0).abs() < 1e-9);
         assert!((pck(&pred, &target, &labelled, &names, 0.10).unwrap() - 200.0 / 3.0).abs() < 1e-9);
         assert_eq!(pck(&pred, &target, &[1, 1, 0, 0, 1, 1], &names, 0.1), None);
+    }
+
+    #[test]
+    fn no_labelled_point_means_no_number() {
+        let names: Vec<String> = ["left_eye_center", "right_eye_center"].map(String::from).to_vec();
+        let (pred, target, nothing) = ([1.0, 2.0, 3.0, 4.0], [0.0; 4], [0u8; 4]);
+        assert_eq!(pixel_errors(&pred, &target, &nothing), None);
+        assert_eq!(pixel_errors(&[], &[], &[]), None);
+        assert_eq!(per_keypoint(&pred, &target, &nothing, 4), [(None, 0), (None, 0)]);
+        assert_eq!(pck(&pred, &target, &nothing, &names, 0.1), None);
+        // One labelled point is a number, and it is its error.
+        let one = pixel_errors(&pred, &target, &[0, 0, 1, 0]).unwrap();
+        assert_eq!((one.rmse, one.mae, one.count), (3.0, 3.0, 1));
     }
 }

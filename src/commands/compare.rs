@@ -16,9 +16,9 @@ use crate::fsutil::relative_link;
 use crate::report::{Cell, ReportTable};
 use crate::report::{ReportError, escape_html};
 use crate::stages::report::{
-    self, Compared, Comparison, MemberFiles, ReportStageError, SortBy, train_timing, views,
+    self, Compared, Comparison, MemberFiles, ReportStageError, RowTiming, SortBy, train_timing, views,
 };
-use crate::stages::{StageKind, eda, evaluate, prepare, train};
+use crate::stages::{MemberInfo, StageKind};
 use crate::workspace::Workspace;
 
 /// Where each pipeline's own report is, from the workspace (the current folder).
@@ -149,107 +149,22 @@ pub fn compare(
     against: Option<&Path>,
 ) -> Result<CompareResult, CompareError> {
     let status = dag::status(graph, workspace)?;
-    let reports: Vec<usize> = (0..graph.pipelines.len())
-        .filter(|&p| {
-            graph
-                .nodes_of(p)
-                .any(|n| graph.nodes[n].kind == StageKind::Report)
-        })
+    let settings = ReportSettings::of(graph);
+    let (cached, not_compared) = cached_pipelines(graph, &status, &settings.reports)?;
+    let infos: Vec<MemberInfo> = cached.iter().map(|&index| graph.describe(index)).collect();
+    let members: Vec<(&MemberInfo, MemberFiles)> = infos
+        .iter()
+        .zip(&cached)
+        .map(|(info, &index)| (info, member_files(&status, index)))
         .collect();
-    let (this, baseline, sort_by) = match reports.as_slice() {
-        [one] => {
-            let settings = graph.pipelines[*one]
-                .stage(StageKind::Report)
-                .map(|s| s.config())
-                .unwrap_or_default();
-            let sort_by = settings["sort_by"]
-                .as_str()
-                .and_then(|name| SortBy::NAMES.iter().position(|n| *n == name))
-                .map_or(SortBy::Rmse, SortBy::from_index);
-            (
-                Some(graph.describe(*one)),
-                settings["baseline"].as_str().map(str::to_string),
-                sort_by,
-            )
-        }
-        _ => (None, None, SortBy::Rmse),
+    let is_compared = |name: &str| infos.iter().any(|info| info.name == name);
+    let notes = match &settings.baseline {
+        Some(name) if !is_compared(name) => vec![baseline_note(name, &not_compared)],
+        _ => Vec::new(),
     };
-
-    let mut infos = Vec::new();
-    let mut not_compared = Vec::new();
-    for (index, pipeline) in graph.pipelines.iter().enumerate() {
-        if reports.contains(&index) && pipeline.stage(StageKind::Evaluate).is_none() {
-            continue;
-        }
-        if pipeline.stage(StageKind::Evaluate).is_none() {
-            if graph.is_member(index) {
-                continue;
-            }
-            return Err(CompareError::NothingToCompare(pipeline.name.clone()));
-        }
-        let stages = &status.pipelines[index].stages;
-        let waiting = stages
-            .iter()
-            .filter(|s| s.stage != StageKind::Report.name())
-            .find(|s| s.state != dag::StateName::Cached);
-        match waiting {
-            Some(stage) => not_compared.push(NotCompared {
-                pipeline: pipeline.name.clone(),
-                state: serde_json::to_value(&stage.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
-                reason: format!("[{}] {}", stage.stage, stage.reason.clone().unwrap_or_default()),
-            }),
-            None => infos.push((index, graph.describe(index))),
-        }
-    }
-
-    let mut members = Vec::new();
-    let mut timing = Vec::new();
-    for (index, info) in &infos {
-        let entry = |kind: StageKind| entry_dir(&status, *index, kind);
-        // A stage the pipeline lacks (no [eda], say) has no file: an empty path.
-        let data = |kind: StageKind, file: &str| {
-            let dir = entry(kind);
-            match dir.as_os_str().is_empty() {
-                true => PathBuf::new(),
-                false => dir.join(dag::DATA_DIR).join(file),
-            }
-        };
-        members.push((
-            info,
-            MemberFiles {
-                metrics: data(StageKind::Evaluate, evaluate::METRICS_FILE),
-                history: data(StageKind::Train, train::HISTORY_FILE),
-                predictions: data(StageKind::Evaluate, evaluate::PREDICTIONS_FILE),
-                eda: data(StageKind::Eda, eda::NUMBERS_FILE),
-                prepared: data(StageKind::Prepare, prepare::PREPARED_FILE),
-            },
-        ));
-        // Every training of a seed ensemble.
-        for dir in entry_dirs(&status, *index, StageKind::Train) {
-            let train_timing = std::fs::read(dir.join(dag::TIMING_FILE))
-                .ok()
-                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-                .and_then(|t: serde_json::Value| train_timing(&t));
-            timing.push((info.name.clone(), train_timing));
-        }
-    }
-    let mut notes = Vec::new();
-    if let Some(name) = &baseline
-        && !infos.iter().any(|(_, i)| &i.name == name)
-    {
-        let state = not_compared
-            .iter()
-            .find(|n| &n.pipeline == name)
-            .map_or("not compared".to_string(), |n| n.state.clone());
-        notes.push(format!(
-            "no Δ columns: the baseline `{name}` is {state}, so there is nothing to measure against"
-        ));
-    }
-    let baseline = baseline.filter(|b| infos.iter().any(|(_, i)| &i.name == b));
-    let compared = report::gather(this.as_ref(), &members, baseline.as_deref(), sort_by)?;
+    let baseline = settings.baseline.as_deref().filter(|name| is_compared(name));
+    let compared = report::gather(settings.this.as_ref(), &members, baseline, settings.sort_by)?;
+    let timing = train_timings(&status, &cached, &infos);
     let comparison = views::with_timing(&compared.comparison, &timing);
     let changes = match against {
         Some(path) => changes_against(&comparison, &read_against(path)?),
@@ -265,14 +180,123 @@ pub fn compare(
         reports_dir: workspace.reports_dir.clone(),
     })
 }
+/// What a report file named on the command line says about the comparison.
+struct ReportSettings {
+    /// The pipelines that are reports.
+    reports: Vec<usize>,
+    /// The one report's own name and description, when one is named.
+    this: Option<MemberInfo>,
+    baseline: Option<String>,
+    sort_by: SortBy,
+}
 
-/// The entry folder of a pipeline's (first) node of `kind`; status knows it
-/// for every cached node.
-fn entry_dir(status: &StatusReport, pipeline: usize, kind: StageKind) -> PathBuf {
-    entry_dirs(status, pipeline, kind)
-        .into_iter()
-        .next()
-        .unwrap_or_default()
+impl ReportSettings {
+    /// The named report's settings; defaults when none or several are named.
+    fn of(graph: &Graph) -> ReportSettings {
+        let reports: Vec<usize> = (0..graph.pipelines.len())
+            .filter(|&p| {
+                graph
+                    .nodes_of(p)
+                    .any(|n| graph.nodes[n].kind == StageKind::Report)
+            })
+            .collect();
+        let [one] = reports.as_slice() else {
+            return ReportSettings {
+                reports,
+                this: None,
+                baseline: None,
+                sort_by: SortBy::Rmse,
+            };
+        };
+        let settings = graph.pipelines[*one]
+            .stage(StageKind::Report)
+            .map(|s| s.config())
+            .unwrap_or_default();
+        let sort_by = settings["sort_by"]
+            .as_str()
+            .and_then(|name| SortBy::NAMES.iter().position(|n| *n == name))
+            .map_or(SortBy::Rmse, SortBy::from_index);
+        ReportSettings {
+            this: Some(graph.describe(*one)),
+            baseline: settings["baseline"].as_str().map(str::to_string),
+            sort_by,
+            reports,
+        }
+    }
+}
+
+/// The evaluated pipelines whose stages are all cached, and the others with
+/// why. A report without [evaluate] stands for its members; a pipeline named
+/// alone must have [evaluate].
+fn cached_pipelines(
+    graph: &Graph,
+    status: &StatusReport,
+    reports: &[usize],
+) -> Result<(Vec<usize>, Vec<NotCompared>), CompareError> {
+    let mut cached = Vec::new();
+    let mut not_compared = Vec::new();
+    for (index, pipeline) in graph.pipelines.iter().enumerate() {
+        if pipeline.stage(StageKind::Evaluate).is_none() {
+            if reports.contains(&index) || graph.is_member(index) {
+                continue;
+            }
+            return Err(CompareError::NothingToCompare(pipeline.name.clone()));
+        }
+        let waiting = status.pipelines[index]
+            .stages
+            .iter()
+            .filter(|s| s.stage != StageKind::Report.name())
+            .find(|s| s.state != dag::StateName::Cached);
+        match waiting {
+            Some(stage) => not_compared.push(NotCompared {
+                pipeline: pipeline.name.clone(),
+                state: serde_json::to_value(&stage.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                reason: format!("[{}] {}", stage.stage, stage.reason.clone().unwrap_or_default()),
+            }),
+            None => cached.push(index),
+        }
+    }
+    Ok((cached, not_compared))
+}
+
+/// A cached pipeline's files that a report reads, in the entries status found
+/// (a seed ensemble's first training's); `None` for a stage the pipeline lacks.
+fn member_files(status: &StatusReport, pipeline: usize) -> MemberFiles {
+    MemberFiles::locate(|kind, file| {
+        let entry = entry_dirs(status, pipeline, kind).into_iter().next()?;
+        Some(entry.join(dag::DATA_DIR).join(file))
+    })
+}
+
+/// Every training's timing (each of a seed ensemble's), by pipeline name.
+fn train_timings(
+    status: &StatusReport,
+    pipelines: &[usize],
+    infos: &[MemberInfo],
+) -> Vec<(String, Option<RowTiming>)> {
+    let mut timing = Vec::new();
+    for (&index, info) in pipelines.iter().zip(infos) {
+        for dir in entry_dirs(status, index, StageKind::Train) {
+            let train = std::fs::read(dir.join(dag::TIMING_FILE))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .and_then(|t: serde_json::Value| train_timing(&t));
+            timing.push((info.name.clone(), train));
+        }
+    }
+    timing
+}
+
+/// Why the table has no Δ columns: the baseline is not among the compared.
+fn baseline_note(baseline: &str, not_compared: &[NotCompared]) -> String {
+    let state = not_compared
+        .iter()
+        .find(|n| n.pipeline == baseline)
+        .map_or("not compared".to_string(), |n| n.state.clone());
+    format!("no Δ columns: the baseline `{baseline}` is {state}, so there is nothing to measure against")
 }
 
 /// The entry of every instance of `kind` (each training of a seed ensemble).

@@ -10,7 +10,7 @@ use super::events::Event;
 use crate::console::Console;
 use crate::dag::{self, Cancel, DagError, Graph, RunOptions, RunReport};
 use crate::stages::StageKind;
-use crate::stages::evaluate::Metrics;
+use crate::stages::evaluate::{METRICS_FILE, Metrics};
 use crate::text::error_chain;
 use crate::training::host_memory;
 use crate::workspace::{Wait, Workspace};
@@ -91,14 +91,20 @@ fn failure_line(error: &DagError) -> String {
     }
 }
 
-/// `<pipeline>: <headline>` for each pipeline with an evaluation.
+/// `<pipeline>: <headline>` for each pipeline with an evaluation; a damaged
+/// `metrics.json` is named, not skipped.
 fn headlines(graph: &Graph, report: &RunReport) -> Vec<String> {
     graph
         .pipelines
         .iter()
         .filter_map(|pipeline| {
-            let metrics = Metrics::read(report.data_dir(&pipeline.name, StageKind::Evaluate)?)?;
-            Some(format!("{}: {}", pipeline.name, metrics.headline()))
+            let data_dir = report.data_dir(&pipeline.name, StageKind::Evaluate)?;
+            let line = match Metrics::read(&data_dir.join(METRICS_FILE)) {
+                Ok(metrics) => metrics.headline(),
+                Err(error) if error.is_not_found() => return None,
+                Err(error) => error.to_string(),
+            };
+            Some(format!("{}: {line}", pipeline.name))
         })
         .collect()
 }

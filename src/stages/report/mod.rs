@@ -28,7 +28,7 @@ use crate::data::prepared::Prepared;
 use crate::report::faces::{Face, FaceGrid};
 use crate::report::{ReportError, plot};
 use crate::stages::eda;
-use crate::stages::evaluate::{METRICS_FILE, Metrics, PREDICTIONS_FILE};
+use crate::stages::evaluate::{METRICS_FILE, Metrics, MetricsReadError, PREDICTIONS_FILE};
 use crate::stages::prepare::PREPARED_FILE;
 use crate::stages::train::{EpochLog, HISTORY_FILE};
 
@@ -48,6 +48,17 @@ pub enum ReportStageError {
         pipeline: String,
         path: PathBuf,
         message: String,
+    },
+    #[error("pipeline `{pipeline}`: {source}")]
+    Metrics {
+        pipeline: String,
+        source: MetricsReadError,
+    },
+    #[error("pipeline `{pipeline}` has no [{stage}] stage, whose {file} the report reads")]
+    NoStage {
+        pipeline: String,
+        stage: StageKind,
+        file: &'static str,
     },
 }
 
@@ -193,13 +204,46 @@ impl Stage for ReportStage {
     }
 }
 
-/// Where one member's outputs are.
+/// Where one member's outputs are: the file of each of the report's `reads`
+/// ([`DEF`]), `None` where the member has no such stage (no [eda], say).
 pub struct MemberFiles {
-    pub metrics: PathBuf,
-    pub history: PathBuf,
-    pub predictions: PathBuf,
-    pub eda: PathBuf,
-    pub prepared: PathBuf,
+    files: Vec<((StageKind, &'static str), Option<PathBuf>)>,
+}
+
+impl MemberFiles {
+    /// Each file the report reads, where `locate` finds it.
+    pub fn locate(mut locate: impl FnMut(StageKind, &'static str) -> Option<PathBuf>) -> MemberFiles {
+        MemberFiles {
+            files: DEF
+                .reads
+                .iter()
+                .map(|&(kind, file)| ((kind, file), locate(kind, file)))
+                .collect(),
+        }
+    }
+
+    /// The file, where the member has the stage that writes it.
+    fn optional(&self, kind: StageKind, file: &'static str) -> Option<&Path> {
+        self.files
+            .iter()
+            .find(|(read, _)| *read == (kind, file))
+            .and_then(|(_, path)| path.as_deref())
+    }
+
+    /// The file, which every member has.
+    fn required(
+        &self,
+        info: &MemberInfo,
+        kind: StageKind,
+        file: &'static str,
+    ) -> Result<&Path, ReportStageError> {
+        self.optional(kind, file)
+            .ok_or_else(|| ReportStageError::NoStage {
+                pipeline: info.name.clone(),
+                stage: kind,
+                file,
+            })
+    }
 }
 
 /// What the report's tables and pictures are made from.
@@ -207,7 +251,8 @@ pub struct MemberFiles {
 pub struct Compared {
     pub comparison: Comparison,
     predictions: Vec<FacePredictions>,
-    first_prepared: PathBuf,
+    /// The first member's prepared data: the faces the pictures show.
+    first_prepared: Option<PathBuf>,
 }
 
 /// Reads every member's outputs and builds the comparison (without timings).
@@ -225,9 +270,20 @@ pub fn gather(
             path: path.to_path_buf(),
             message,
         };
-        let metrics: Metrics = read_json(&files.metrics).map_err(|m| member_error(&files.metrics, m))?;
-        let history = read_history(&files.history).map_err(|m| member_error(&files.history, m))?;
-        predictions.push(read_predictions(&files.predictions)?);
+        let metrics =
+            Metrics::read(files.required(info, StageKind::Evaluate, METRICS_FILE)?).map_err(|source| {
+                ReportStageError::Metrics {
+                    pipeline: info.name.clone(),
+                    source,
+                }
+            })?;
+        let history_file = files.required(info, StageKind::Train, HISTORY_FILE)?;
+        let history = read_history(history_file).map_err(|m| member_error(history_file, m))?;
+        predictions.push(read_predictions(files.required(
+            info,
+            StageKind::Evaluate,
+            PREDICTIONS_FILE,
+        )?)?);
         results.push(MemberResult {
             info,
             metrics,
@@ -236,7 +292,7 @@ pub fn gather(
     }
     let eda: Vec<(&MemberInfo, &Path)> = members
         .iter()
-        .map(|(info, files)| (*info, files.eda.as_path()))
+        .filter_map(|(info, files)| Some((*info, files.optional(StageKind::Eda, eda::NUMBERS_FILE)?)))
         .collect();
     let comparison = comparison::build(
         this.map_or("compare", |t| t.name.as_str()),
@@ -251,8 +307,12 @@ pub fn gather(
         predictions,
         first_prepared: members
             .first()
-            .map(|(_, f)| f.prepared.clone())
-            .unwrap_or_default(),
+            .map(|(info, files)| {
+                files
+                    .required(info, StageKind::Prepare, PREPARED_FILE)
+                    .map(Path::to_path_buf)
+            })
+            .transpose()?,
     })
 }
 
@@ -282,8 +342,8 @@ impl Compared {
             dir,
             "face_rmse_distribution",
         )?;
-        if !self.predictions.is_empty() {
-            let images = Prepared::read(&self.first_prepared)?;
+        if let Some(prepared) = &self.first_prepared {
+            let images = Prepared::read(prepared)?;
             self.draw_faces(&images, faces, dir)?;
         }
         Ok(())
@@ -348,29 +408,22 @@ impl Compared {
 
 impl ReportStage {
     fn compare(&self, ctx: &StageContext) -> Result<StageOutcome, ReportStageError> {
-        let metrics = ctx.upstream_files(StageKind::Evaluate, METRICS_FILE)?;
-        let histories = ctx.upstream_files(StageKind::Train, HISTORY_FILE)?;
-        let predictions = ctx.upstream_files(StageKind::Evaluate, PREDICTIONS_FILE)?;
-        let eda = ctx.upstream_files(StageKind::Eda, eda::NUMBERS_FILE)?;
-        let prepared = ctx.upstream_files(StageKind::Prepare, PREPARED_FILE)?;
-        let file_of = |files: &[(&str, PathBuf)], name: &str| -> PathBuf {
-            files
-                .iter()
-                .find(|(p, _)| *p == name)
-                .map(|(_, path)| path.clone())
-                .unwrap_or_default()
-        };
+        // Every file the report reads, of every member that has it.
+        let upstream = DEF
+            .reads
+            .iter()
+            .map(|&(kind, file)| Ok(((kind, file), ctx.upstream_files(kind, file)?)))
+            .collect::<Result<Vec<_>, super::UpstreamError>>()?;
         let members: Vec<(&MemberInfo, MemberFiles)> = self
             .members
             .iter()
             .map(|info| {
-                let files = MemberFiles {
-                    metrics: file_of(&metrics, &info.name),
-                    history: file_of(&histories, &info.name),
-                    predictions: file_of(&predictions, &info.name),
-                    eda: file_of(&eda, &info.name),
-                    prepared: file_of(&prepared, &info.name),
-                };
+                let files = MemberFiles::locate(|kind, file| {
+                    let (_, found) = upstream.iter().find(|(read, _)| *read == (kind, file))?;
+                    // The first of a seed ensemble's trainings.
+                    let (_, path) = found.iter().find(|(pipeline, _)| *pipeline == info.name)?;
+                    Some(path.clone())
+                });
                 (info, files)
             })
             .collect();
@@ -441,11 +494,6 @@ fn headline(comparison: &comparison::Comparison) -> String {
     line
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
-}
-
 /// Train's `history.csv`, back into epochs.
 fn read_history(path: &Path) -> Result<Vec<EpochLog>, String> {
     let mut reader = csv::Reader::from_path(path).map_err(|e| e.to_string())?;
@@ -485,10 +533,10 @@ fn read_history(path: &Path) -> Result<Vec<EpochLog>, String> {
 }
 
 /// One summary per distinct data set (members with byte-identical EDA numbers
-/// share one). Members without [eda] (an empty path) have none.
+/// share one), of the members with [eda].
 fn data_summaries(eda: &[(&MemberInfo, &Path)]) -> Result<Vec<DataSummary>, ReportStageError> {
     let mut seen: Vec<(Vec<u8>, DataSummary)> = Vec::new();
-    for (member, path) in eda.iter().filter(|(_, path)| !path.as_os_str().is_empty()) {
+    for (member, path) in eda {
         let member_error = |message: String| ReportStageError::Member {
             pipeline: member.name.clone(),
             path: path.to_path_buf(),

@@ -120,20 +120,7 @@ impl ModelConfig {
         );
         r.report(reader.finish());
         if let Some(p) = dropout {
-            let mut found = false;
-            for layer in &mut graph.head {
-                if let Op::Dropout { p: rate } = &mut layer.op {
-                    *rate = p;
-                    found = true;
-                }
-            }
-            if !found {
-                r.invalid(
-                    "dropout",
-                    "`dropout` sets the dropout layers of the head, and this network's head has none: \
-                     add { dropout = 0.5 } to `head`",
-                );
-            }
+            set_head_dropout(r, &mut graph, p);
         }
         // With a side, shapes are checked now, before any stage runs; the output
         // layer's width does not change what the layers accept.
@@ -143,6 +130,24 @@ impl ModelConfig {
             r.report(vec![crate::models::shape_error(&error)]);
         }
         ModelConfig { graph, side }
+    }
+}
+
+/// `dropout`: the rate of every dropout layer of the head, which must have one.
+fn set_head_dropout(r: &mut TableReader, graph: &mut Graph, p: f64) {
+    let mut found = false;
+    for layer in &mut graph.head {
+        if let Op::Dropout { p: rate } = &mut layer.op {
+            *rate = p;
+            found = true;
+        }
+    }
+    if !found {
+        r.invalid(
+            "dropout",
+            "`dropout` sets the dropout layers of the head, and this network's head has none: \
+             add { dropout = 0.5 } to `head`",
+        );
     }
 }
 
@@ -237,37 +242,7 @@ impl TrainConfig {
     pub fn read(r: &mut TableReader) -> TrainConfig {
         let epochs = r.usize_in("epochs", 30, 1..=100_000);
         let batch_size = r.usize_in("batch_size", 64, 1..=65_536);
-        let kind = r.choice("optimizer", OptimizerKind::Adam);
-        let default_lr = match kind {
-            OptimizerKind::Adam | OptimizerKind::AdamW => 1e-3,
-            OptimizerKind::Sgd => 1e-2,
-        };
-        let default_decay = match kind {
-            OptimizerKind::AdamW => 1e-2,
-            _ => 0.0,
-        };
-        let optimizer = OptimizerSettings {
-            kind,
-            lr: r.f64_in("lr", default_lr, 1e-9..=10.0),
-            weight_decay: r.f64_in("weight_decay", default_decay, 0.0..=1.0),
-            momentum: r.f64_in(
-                "momentum",
-                if kind == OptimizerKind::Sgd { 0.9 } else { 0.0 },
-                0.0..=0.999,
-            ),
-            nesterov: r.bool("nesterov", false),
-            clip_grad_norm: r
-                .states("clip_grad_norm")
-                .then(|| r.f64_in("clip_grad_norm", 1.0, 1e-6..=1e6)),
-        };
-        if kind != OptimizerKind::Sgd {
-            for key in ["momentum", "nesterov"] {
-                r.not_here(
-                    key,
-                    format!("`{key}` is an SGD setting; Adam has its own moments"),
-                );
-            }
-        }
+        let optimizer = read_optimizer(r);
         // Keys of [train.schedule] written in [train] itself.
         for key in [
             "kind",
@@ -280,60 +255,13 @@ impl TrainConfig {
         ] {
             r.not_here(key, format!("`{key}` belongs in [train.schedule]"));
         }
-        let mut warmup_epochs = 0.0;
-        let schedule = match r.table("schedule") {
+        let (schedule, warmup_epochs) = match r.table("schedule") {
             Some(mut t) => {
-                let kind = t.choice("kind", ScheduleKind::None);
-                warmup_epochs = t.f64_in("warmup_epochs", 0.0, 0.0..=100_000.0);
-                if kind == ScheduleKind::OneCycle && warmup_epochs > 0.0 {
-                    t.invalid(
-                        "warmup_epochs",
-                        "\"onecycle\" warms up by itself, over the first `pct_start` of training",
-                    );
-                }
-                if warmup_epochs >= epochs as f64 {
-                    t.invalid(
-                        "warmup_epochs",
-                        format!("{warmup_epochs} warm-up epochs leave none of the {epochs} to train at the full rate"),
-                    );
-                }
-                // Keys of the other kinds are named as such, not as unknown.
-                for (key, kinds) in SCHEDULE_KEYS {
-                    if !kinds.contains(&kind) {
-                        let owners: Vec<String> = kinds.iter().map(|k| format!("\"{}\"", k.name())).collect();
-                        t.not_here(
-                            key,
-                            format!(
-                                "`{key}` is a key of kind = {}, not \"{}\"",
-                                owners.join(" or "),
-                                kind.name()
-                            ),
-                        );
-                    }
-                }
-                let schedule = match kind {
-                    ScheduleKind::None => Schedule::None,
-                    ScheduleKind::Exponential => Schedule::Exponential {
-                        gamma: t.f64_in("gamma", 0.95, 1e-6..=1.0),
-                    },
-                    ScheduleKind::Plateau => Schedule::Plateau {
-                        factor: t.f64_in("factor", 0.1, 1e-6..=0.999),
-                        patience: t.u64("patience", 10) as usize,
-                        min_lr: min_lr_below(&mut t, optimizer.lr),
-                    },
-                    ScheduleKind::Cosine => Schedule::Cosine {
-                        min_lr: min_lr_below(&mut t, optimizer.lr),
-                    },
-                    ScheduleKind::OneCycle => Schedule::OneCycle {
-                        pct_start: t.f64_in("pct_start", 0.3, 0.01..=0.99),
-                        div_factor: t.f64_in("div_factor", 25.0, 1.0..=1e6),
-                        final_div_factor: t.f64_in("final_div_factor", 1e4, 1.0..=1e9),
-                    },
-                };
+                let schedule = read_schedule(&mut t, epochs, optimizer.lr);
                 r.absorb(t);
                 schedule
             }
-            None => Schedule::None,
+            None => (Schedule::None, 0.0),
         };
         let early_stopping = r.table("early_stopping").map(|mut t| {
             let rule = EarlyStopping {
@@ -346,14 +274,7 @@ impl TrainConfig {
         });
         let augment = match r.table("augment") {
             Some(mut t) => {
-                let augment = Augment {
-                    hflip: t.bool("hflip", false),
-                    shift_px: t.f64_in("shift_px", 0.0, 0.0..=64.0) as f32,
-                    rotate_deg: t.f64_in("rotate_deg", 0.0, 0.0..=180.0) as f32,
-                    scale: t.f64_in("scale", 0.0, 0.0..=0.9) as f32,
-                    brightness: t.f64_in("brightness", 0.0, 0.0..=1.0) as f32,
-                    contrast: t.f64_in("contrast", 0.0, 0.0..=0.99) as f32,
-                };
+                let augment = read_augment(&mut t);
                 r.absorb(t);
                 augment
             }
@@ -371,5 +292,106 @@ impl TrainConfig {
             loss: r.choice("loss", Loss::Mse),
             augment,
         }
+    }
+}
+
+/// `optimizer` and its settings, each defaulting to what suits the optimiser.
+fn read_optimizer(r: &mut TableReader) -> OptimizerSettings {
+    let kind = r.choice("optimizer", OptimizerKind::Adam);
+    let default_lr = match kind {
+        OptimizerKind::Adam | OptimizerKind::AdamW => 1e-3,
+        OptimizerKind::Sgd => 1e-2,
+    };
+    let default_decay = match kind {
+        OptimizerKind::AdamW => 1e-2,
+        _ => 0.0,
+    };
+    let optimizer = OptimizerSettings {
+        kind,
+        lr: r.f64_in("lr", default_lr, 1e-9..=10.0),
+        weight_decay: r.f64_in("weight_decay", default_decay, 0.0..=1.0),
+        momentum: r.f64_in(
+            "momentum",
+            if kind == OptimizerKind::Sgd { 0.9 } else { 0.0 },
+            0.0..=0.999,
+        ),
+        nesterov: r.bool("nesterov", false),
+        clip_grad_norm: r
+            .states("clip_grad_norm")
+            .then(|| r.f64_in("clip_grad_norm", 1.0, 1e-6..=1e6)),
+    };
+    if kind != OptimizerKind::Sgd {
+        for key in ["momentum", "nesterov"] {
+            r.not_here(
+                key,
+                format!("`{key}` is an SGD setting; Adam has its own moments"),
+            );
+        }
+    }
+    optimizer
+}
+
+/// `[train.schedule]`: the schedule and its warm-up epochs, for a training of
+/// `epochs` at base rate `lr`.
+fn read_schedule(t: &mut TableReader, epochs: usize, lr: f64) -> (Schedule, f64) {
+    let kind = t.choice("kind", ScheduleKind::None);
+    let warmup_epochs = t.f64_in("warmup_epochs", 0.0, 0.0..=100_000.0);
+    if kind == ScheduleKind::OneCycle && warmup_epochs > 0.0 {
+        t.invalid(
+            "warmup_epochs",
+            "\"onecycle\" warms up by itself, over the first `pct_start` of training",
+        );
+    }
+    if warmup_epochs >= epochs as f64 {
+        t.invalid(
+            "warmup_epochs",
+            format!("{warmup_epochs} warm-up epochs leave none of the {epochs} to train at the full rate"),
+        );
+    }
+    // Keys of the other kinds are named as such, not as unknown.
+    for (key, kinds) in SCHEDULE_KEYS {
+        if !kinds.contains(&kind) {
+            let owners: Vec<String> = kinds.iter().map(|k| format!("\"{}\"", k.name())).collect();
+            t.not_here(
+                key,
+                format!(
+                    "`{key}` is a key of kind = {}, not \"{}\"",
+                    owners.join(" or "),
+                    kind.name()
+                ),
+            );
+        }
+    }
+    let schedule = match kind {
+        ScheduleKind::None => Schedule::None,
+        ScheduleKind::Exponential => Schedule::Exponential {
+            gamma: t.f64_in("gamma", 0.95, 1e-6..=1.0),
+        },
+        ScheduleKind::Plateau => Schedule::Plateau {
+            factor: t.f64_in("factor", 0.1, 1e-6..=0.999),
+            patience: t.u64("patience", 10) as usize,
+            min_lr: min_lr_below(t, lr),
+        },
+        ScheduleKind::Cosine => Schedule::Cosine {
+            min_lr: min_lr_below(t, lr),
+        },
+        ScheduleKind::OneCycle => Schedule::OneCycle {
+            pct_start: t.f64_in("pct_start", 0.3, 0.01..=0.99),
+            div_factor: t.f64_in("div_factor", 25.0, 1.0..=1e6),
+            final_div_factor: t.f64_in("final_div_factor", 1e4, 1.0..=1e9),
+        },
+    };
+    (schedule, warmup_epochs)
+}
+
+/// `[train.augment]`: every augmentation off unless set.
+fn read_augment(t: &mut TableReader) -> Augment {
+    Augment {
+        hflip: t.bool("hflip", false),
+        shift_px: t.f64_in("shift_px", 0.0, 0.0..=64.0) as f32,
+        rotate_deg: t.f64_in("rotate_deg", 0.0, 0.0..=180.0) as f32,
+        scale: t.f64_in("scale", 0.0, 0.0..=0.9) as f32,
+        brightness: t.f64_in("brightness", 0.0, 0.0..=1.0) as f32,
+        contrast: t.f64_in("contrast", 0.0, 0.0..=0.99) as f32,
     }
 }

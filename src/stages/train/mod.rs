@@ -75,6 +75,11 @@ pub enum TrainStageError {
         train_loss: f64,
         val_loss: f64,
     },
+    #[error(
+        "the validation split has no labelled point, so no epoch can be validated: \
+         hold out rows with labels ([prepare] val or val_file)"
+    )]
+    NothingToValidate,
     /// Stopped between batches on request; the last epoch's checkpoint stays.
     #[error("training cancelled after epoch {epochs_done}")]
     Cancelled { epochs_done: usize },
@@ -353,11 +358,47 @@ fn headline(progress: &Progress, epochs: usize) -> Option<String> {
 }
 
 impl TrainStage {
+    /// Trains (resuming from a checkpoint if there is one), then writes the
+    /// model and its reports.
     fn train(&self, ctx: &StageContext) -> Result<StageOutcome, TrainStageError> {
         let run_started = std::time::Instant::now();
-        let config = &self.config;
         let prepared = Prepared::read(&ctx.upstream_file(StageKind::Prepare, PREPARED_FILE)?)?;
-        let keypoint_names = crate::data::faces::keypoint_names(&prepared.coordinate_names);
+        let spec = self.spec_for(&prepared)?;
+        let (session, device) = self.open_session(&spec, &prepared, ctx)?;
+        let checkpoint = Checkpoint::new(ctx.checkpoint_dir);
+        let (mut session, mut progress) = self.restore(&checkpoint, &spec, session, ctx)?;
+        // What earlier runs spent, up to the checkpoint this one resumes from.
+        let earlier_seconds = progress.seconds;
+        let checkpoints = ctx.checkpoint_dir;
+        std::fs::create_dir_all(checkpoints).map_err(|e| ReportError::write(checkpoints, e))?;
+        while progress.epochs_done < self.config.epochs && !progress.stopped_early {
+            self.epoch(session.as_mut(), &prepared, &checkpoint, &mut progress, ctx)?;
+            progress.seconds = earlier_seconds + run_started.elapsed().as_secs_f64();
+            checkpoint.save(session.as_ref(), &progress)?;
+        }
+        // The final weights: the best epoch's with `restore_best`.
+
+        if self.restores_best()
+            && let Some(best) = checkpoint.best(&progress)
+        {
+            session.load_weights(&best)?;
+        }
+        let trained = self.save_model(session.as_ref(), spec, device, &prepared, &progress, ctx)?;
+        let table = self.write_reports(&prepared, &trained, &progress, ctx)?;
+        let mut timing = serde_json::json!({ "epochs": progress.timing });
+        if earlier_seconds > 0.0 {
+            timing["earlier_seconds"] = earlier_seconds.into();
+        }
+        Ok(StageOutcome {
+            headline: headline(&progress, self.config.epochs),
+            summary: Some(table.to_terminal()),
+            timing: Some(timing),
+            earlier_seconds,
+        })
+    }
+
+    /// The network `[model]` describes, for the prepared images' side.
+    fn spec_for(&self, prepared: &Prepared) -> Result<ModelSpec, TrainStageError> {
         if let Some(side) = self.model.side
             && side != prepared.side
         {
@@ -366,13 +407,23 @@ impl TrainStage {
                 prepared.side
             )));
         }
-        let spec = ModelSpec {
+        Ok(ModelSpec {
             graph: self.model.graph.clone(),
             side: prepared.side,
             outputs: prepared.coordinate_names.len(),
-        };
-        let (mut session, device) = device::open(&self.device, config, &spec, ctx.console)?;
-        check_batch_norm(&spec, prepared.train.len(), config.batch_size)?;
+        })
+    }
+
+    /// The network on its device, once its batch norm is known to work with
+    /// the batches it will get.
+    fn open_session(
+        &self,
+        spec: &ModelSpec,
+        prepared: &Prepared,
+        ctx: &StageContext,
+    ) -> Result<(Box<dyn Session>, &'static str), TrainStageError> {
+        let (session, device) = device::open(&self.device, &self.config, spec, ctx.console)?;
+        check_batch_norm(spec, prepared.train.len(), self.config.batch_size)?;
         ctx.console.status(&format!(
             "             {} on {device}: {} parameters, {} training and {} validation faces",
             spec.graph.name,
@@ -380,128 +431,158 @@ impl TrainStage {
             prepared.train.len(),
             prepared.val.len()
         ));
+        Ok((session, device))
+    }
 
-        let checkpoints = ctx.checkpoint_dir;
-        let checkpoint = Checkpoint::new(checkpoints);
-        let restored = checkpoint.restore(session.as_mut(), ctx.console);
-        if let Restored::Discarded = restored {
-            // Training starts over from the seed's weights, not the checkpoint's.
-            drop(session);
-            session = device::open(&self.device, config, &spec, ctx.console)?.0;
-        }
-        let mut progress = match restored {
+    /// Where training starts: a checkpoint's progress, or epoch 0 (with fresh
+    /// weights when a discarded checkpoint had touched the session's).
+    fn restore(
+        &self,
+        checkpoint: &Checkpoint,
+        spec: &ModelSpec,
+        mut session: Box<dyn Session>,
+        ctx: &StageContext,
+    ) -> Result<(Box<dyn Session>, Progress), TrainStageError> {
+        let config = &self.config;
+        match checkpoint.restore(session.as_mut(), ctx.console) {
             Restored::Resumed(progress) => {
                 ctx.console.status(&format!(
                     "             resuming after epoch {} of {} from {}",
                     progress.epochs_done,
                     config.epochs,
-                    checkpoints.display()
+                    ctx.checkpoint_dir.display()
                 ));
-                progress
+                return Ok((session, progress));
             }
-            Restored::Nothing | Restored::Discarded => Progress {
-                epochs_done: 0,
-                schedule: ScheduleState::new(config.optimizer.lr),
-                early: EarlyStoppingState::default(),
-                history: Vec::new(),
-                timing: Vec::new(),
-                stopped_early: false,
-                seconds: 0.0,
-            },
+            Restored::Discarded => {
+                // Training starts over from the seed's weights, not the checkpoint's.
+                drop(session);
+                session = device::open(&self.device, config, spec, ctx.console)?.0;
+            }
+            Restored::Nothing => {}
+        }
+        let fresh = Progress {
+            epochs_done: 0,
+            schedule: ScheduleState::new(config.optimizer.lr),
+            early: EarlyStoppingState::default(),
+            history: Vec::new(),
+            timing: Vec::new(),
+            stopped_early: false,
+            seconds: 0.0,
         };
-        // What earlier runs spent, up to the checkpoint this one resumes from.
-        let earlier_seconds = progress.seconds;
+        Ok((session, fresh))
+    }
 
-        let flips = FlipMap::from_keypoint_names(&keypoint_names);
-        let write = |path: &Path, e: &dyn std::fmt::Display| ReportError::write(path, e);
-        std::fs::create_dir_all(checkpoints).map_err(|e| write(checkpoints, &e))?;
-
-        while progress.epochs_done < config.epochs && !progress.stopped_early {
-            let epoch = progress.epochs_done + 1;
-            let started = std::time::Instant::now();
-            let train_loss = self.train_epoch(
-                session.as_mut(),
-                &prepared,
-                &flips,
-                &progress.schedule,
-                epoch,
-                ctx,
-            )?;
-            let train_seconds = started.elapsed().as_secs_f64();
-            let (val_loss, errors) = validate(session.as_ref(), &prepared)?;
-            // Nothing good comes of the epochs after a NaN: stop, and cache nothing.
-            if !(train_loss.is_finite() && val_loss.is_finite()) {
-                return Err(TrainStageError::Diverged {
-                    epoch,
-                    train_loss,
-                    val_loss,
-                });
-            }
-            let log = EpochLog {
+    /// The next epoch: trains, validates, logs it, and decides on early
+    /// stopping and the next epoch's rate.
+    fn epoch(
+        &self,
+        session: &mut dyn Session,
+        prepared: &Prepared,
+        checkpoint: &Checkpoint,
+        progress: &mut Progress,
+        ctx: &StageContext,
+    ) -> Result<(), TrainStageError> {
+        let config = &self.config;
+        let epoch = progress.epochs_done + 1;
+        let started = std::time::Instant::now();
+        let train_loss = self.train_epoch(session, prepared, &progress.schedule, epoch, ctx)?;
+        let train_seconds = started.elapsed().as_secs_f64();
+        let (val_loss, errors) = validate(session, prepared)?;
+        // Nothing good comes of the epochs after a NaN: stop, and cache nothing.
+        if !(train_loss.is_finite() && val_loss.is_finite()) {
+            return Err(TrainStageError::Diverged {
                 epoch,
                 train_loss,
                 val_loss,
-                val_rmse_px: errors.rmse,
-                val_mae_px: errors.mae,
-                lr: self.rate(&progress.schedule, epoch, 0, prepared.train.len()),
-            };
-            let timing = EpochTiming {
-                epoch,
-                images_per_s: prepared.train.len() as f64 / train_seconds.max(1e-9),
-                seconds: started.elapsed().as_secs_f64(),
-            };
+            });
+        }
+        let log = EpochLog {
+            epoch,
+            train_loss,
+            val_loss,
+            val_rmse_px: errors.rmse,
+            val_mae_px: errors.mae,
+            lr: self.rate(&progress.schedule, epoch, 0, prepared.train.len()),
+        };
+        let timing = EpochTiming {
+            epoch,
+            images_per_s: prepared.train.len() as f64 / train_seconds.max(1e-9),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        ctx.console.status(&format!(
+            "             epoch {epoch:>3}/{}: train loss {:.5}  val loss {:.5}  val RMSE {:.3} px  lr {:.2e}  {:.1} img/s",
+            config.epochs, log.train_loss, log.val_loss, log.val_rmse_px, log.lr, timing.images_per_s
+        ));
+        progress.history.push(log);
+        progress.timing.push(timing);
+
+        let (improved, stop) = progress
+            .early
+            .record(config.early_stopping.as_ref(), epoch, val_loss);
+        if improved && self.restores_best() {
+            checkpoint.save_best(session, epoch)?;
+        }
+        config
+            .schedule
+            .advance(&mut progress.schedule, epoch, config.warmup_epochs, val_loss);
+        progress.epochs_done = epoch;
+        progress.stopped_early = stop;
+        if stop {
             ctx.console.status(&format!(
-                "             epoch {epoch:>3}/{}: train loss {:.5}  val loss {:.5}  val RMSE {:.3} px  lr {:.2e}  {:.1} img/s",
-                config.epochs, log.train_loss, log.val_loss, log.val_rmse_px, log.lr, timing.images_per_s
+                "             early stop: no improvement since epoch {}",
+                progress.early.best_epoch
             ));
-            progress.history.push(log);
-            progress.timing.push(timing);
-
-            let (improved, stop) = progress
-                .early
-                .record(config.early_stopping.as_ref(), epoch, val_loss);
-            if improved && config.early_stopping.is_some_and(|r| r.restore_best) {
-                checkpoint.save_best(session.as_ref(), epoch)?;
-            }
-            config
-                .schedule
-                .advance(&mut progress.schedule, epoch, config.warmup_epochs, val_loss);
-            progress.epochs_done = epoch;
-            progress.stopped_early = stop;
-            if stop {
-                ctx.console.status(&format!(
-                    "             early stop: no improvement since epoch {}",
-                    progress.early.best_epoch
-                ));
-            }
-            progress.seconds = earlier_seconds + run_started.elapsed().as_secs_f64();
-            checkpoint.save(session.as_ref(), &progress)?;
         }
+        Ok(())
+    }
 
-        if config.early_stopping.is_some_and(|r| r.restore_best)
-            && let Some(best) = checkpoint.best(&progress)
-        {
-            session.load_weights(&best)?;
-        }
+    /// Whether the final weights are the best epoch's (`restore_best`).
+    fn restores_best(&self) -> bool {
+        self.config.early_stopping.is_some_and(|r| r.restore_best)
+    }
+
+    /// Writes the session's weights and `model.json`.
+    fn save_model(
+        &self,
+        session: &dyn Session,
+        spec: ModelSpec,
+        device: &str,
+        prepared: &Prepared,
+        progress: &Progress,
+        ctx: &StageContext,
+    ) -> Result<TrainedModel, TrainStageError> {
         session.save_weights(&ctx.data_dir.join(MODEL_FILE))?;
         let trained = TrainedModel {
             scaling: Scaling::for_side(spec.side),
             spec,
             coordinate_names: prepared.coordinate_names.clone(),
-            keypoint_names,
+            keypoint_names: crate::data::faces::keypoint_names(&prepared.coordinate_names),
             device: device.to_string(),
-            seed: config.seed,
+            seed: self.config.seed,
             epochs_run: progress.epochs_done,
             best_epoch: progress.early.best_epoch,
             parameters: session.parameters(),
         };
         let meta = ctx.data_dir.join(MODEL_META);
-        fsutil::write_json(&meta, &trained).map_err(|e| write(&meta, &e))?;
+        fsutil::write_json(&meta, &trained).map_err(|e| ReportError::write(&meta, e))?;
+        Ok(trained)
+    }
 
+    /// `history.csv`, the history table, the augmented faces (with
+    /// `[train.augment]`) and the learning curves; returns the history table.
+    fn write_reports(
+        &self,
+        prepared: &Prepared,
+        trained: &TrainedModel,
+        progress: &Progress,
+        ctx: &StageContext,
+    ) -> Result<ReportTable, TrainStageError> {
+        let config = &self.config;
         let table = history_table(&progress.history);
         table.write_csv(&ctx.data_dir.join(HISTORY_FILE))?;
         let report = ctx.report_dir.join("train");
-        std::fs::create_dir_all(&report).map_err(|e| write(&report, &e))?;
+        std::fs::create_dir_all(&report).map_err(|e| ReportError::write(&report, e))?;
         table.write_both(&report, "history", "Training history")?;
         if !config.augment.is_identity() {
             augmented::draw(
@@ -521,19 +602,9 @@ impl TrainStage {
             ctx.report_dir,
             "learning_curves",
         )?;
-        let mut timing = serde_json::json!({ "epochs": progress.timing });
-        if earlier_seconds > 0.0 {
-            timing["earlier_seconds"] = earlier_seconds.into();
-        }
-        Ok(StageOutcome {
-            headline: headline(&progress, config.epochs),
-            summary: Some(table.to_terminal()),
-            timing: Some(timing),
-            earlier_seconds,
-        })
+        Ok(table)
     }
 
-    /// One pass over the shuffled training split; returns the mean batch loss.
     /// The learning rate for batch `batch` of `epoch`, with `rows` training rows.
     fn rate(&self, schedule: &ScheduleState, epoch: usize, batch: usize, rows: usize) -> f64 {
         let config = &self.config;
@@ -548,11 +619,11 @@ impl TrainStage {
             .rate(schedule, config.optimizer.lr, config.warmup_epochs, at)
     }
 
+    /// One pass over the shuffled training split; returns the mean batch loss.
     fn train_epoch(
         &self,
         session: &mut dyn Session,
         prepared: &Prepared,
-        flips: &FlipMap,
         schedule: &ScheduleState,
         epoch: usize,
         ctx: &StageContext,
@@ -568,6 +639,8 @@ impl TrainStage {
         let mut augment_rng = rand_pcg::Pcg64Mcg::seed_from_u64(epoch_seed ^ 0x5eed);
         session.reseed(epoch_seed ^ 0xd809);
         let augment = (!config.augment.is_identity()).then_some(&config.augment);
+        let flips =
+            FlipMap::from_keypoint_names(&crate::data::faces::keypoint_names(&prepared.coordinate_names));
 
         let batches = order.len().div_ceil(config.batch_size);
         let bar = ctx.console.progress(
@@ -589,7 +662,7 @@ impl TrainStage {
                 chunk,
                 prepared.side,
                 coords,
-                augment.map(|a| (a, flips, &mut augment_rng)),
+                augment.map(|a| (a, &flips, &mut augment_rng)),
             );
             session.set_lr(self.rate(schedule, epoch, index, train.len()));
             let loss = session.step(&batch)?;
@@ -628,7 +701,8 @@ fn validate(
 ) -> Result<(f64, crate::metrics::PixelErrors), TrainStageError> {
     let val: &Split = &prepared.val;
     let pixels = predict_pixels(session, &val.images, val.len(), prepared.side)?;
-    let errors = pixel_errors(&pixels, &val.targets, &val.labelled);
+    let errors =
+        pixel_errors(&pixels, &val.targets, &val.labelled).ok_or(TrainStageError::NothingToValidate)?;
     // The loss is on normalised targets: pixel errors divided by half the side.
     let half = f64::from(Normalisation::for_side(prepared.side).half);
     let mean_square_px = errors.rmse * errors.rmse;
