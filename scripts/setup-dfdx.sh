@@ -5,6 +5,8 @@
 # copy must exist before any cargo command runs in the repo. This script does
 # not use the repo's manifest: it fetches the pristine crates.io source via a
 # throwaway manifest, copies it, and applies patches/dfdx/*.patch in order.
+# The patches are a `git format-patch` series (patches/dfdx/README.md says how
+# to edit it); `patch` reads them without git, skipping each mail header.
 #
 # Idempotent: a stamp records the sha256 of the patches (and of this script's
 # pinned inputs); a rerun with the same patches is a fast no-op. Changed patches
@@ -107,7 +109,8 @@ src="$staging/dfdx-$DFDX_VERSION"
 
 for p in "${patches[@]}"; do
     log "applying $(basename "$p")"
-    # Sources and patches are CRLF; GNU patch matches them byte-for-byte.
+    # Most sources are CRLF, and so are their lines in the patches; GNU patch
+    # matches them byte-for-byte.
     # --binary keeps it from touching line endings on any platform.
     if ! (cd "$src" && patch -p1 --binary --forward --batch --silent --fuzz=0 \
             --no-backup-if-mismatch -r - <"$p"); then

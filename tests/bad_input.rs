@@ -1,12 +1,10 @@
 //! Inputs a fuzzing probe found mishandled: each gets a clear error naming the
 //! file (and key), in bounded time, without writing anything it should not.
 
-mod common;
-
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{Scratch, header, labelled_csv, output_within, row, zip_one};
+use crate::common::{Scratch, header, labelled_csv, output_within, row, zip_one};
 
 /// Runs a command, failing the test if it takes longer than `limit`.
 fn within(mut command: Command, limit: Duration) -> Output {

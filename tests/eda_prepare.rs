@@ -2,11 +2,11 @@
 //! computation, the files they write, what reruns when their keys change, and the
 //! errors only the data can reveal.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Scratch, labelled_csv};
+use crate::common::{Scratch, labelled_csv};
 use serde_json::Value;
 
 /// The `data/<file>` of a pipeline's stage, found through `status --json`.

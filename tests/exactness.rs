@@ -6,13 +6,11 @@
 //! manifests) and the published reports. Only the entries' `timing.json` (wall
 //! times, images/s) may differ.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Scratch, blob_csv, files_under};
+use crate::common::{Scratch, blob_csv, files_under};
 
 /// Every stage, with dropout and every augmentation, on faces big enough that
 /// an epoch takes a while (so a run can be killed between two).

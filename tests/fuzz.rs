@@ -9,7 +9,7 @@
 //! picks another sequence. A failing case is written to the temp dir printed in
 //! the failure, to rerun by hand.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
@@ -26,7 +26,7 @@ use fkp::workspace::Workspace;
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
-use common::{Scratch, output_within};
+use crate::common::{Scratch, output_within};
 
 /// How long one in-process case may take before it counts as a hang.
 const CASE_LIMIT: Duration = Duration::from_secs(10);

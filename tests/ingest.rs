@@ -1,9 +1,9 @@
 //! The ingest stage end to end: every accepted format, every bad input with its
 //! message and exit code, and the cache left valid after a failure.
 
-mod common;
+use crate::common;
 
-use common::{Scratch, gzip, header, labelled_csv, row, zip_one};
+use crate::common::{Scratch, gzip, header, labelled_csv, row, zip_one};
 
 fn pipeline(s: &Scratch, train: &str, extra: &str) {
     s.write("p.toml", format!("[ingest]\ntrain = \"{train}\"\n{extra}"));

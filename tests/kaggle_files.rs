@@ -3,9 +3,7 @@
 //! whole of both (gzip of the exact bytes), and the competition archive in the shape
 //! `kaggle competitions download` saves it, built from the bundled sample faces.
 
-mod common;
-
-use common::{Scratch, gunzip_repo_file, repo_file, zip_of};
+use crate::common::{Scratch, gunzip_repo_file, repo_file, zip_of};
 
 /// Rows of Kaggle's test.csv, and of its lookup table.
 const TEST_FACES: usize = 1783;

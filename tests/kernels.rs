@@ -1,6 +1,6 @@
-//! fkp's patched dfdx kernels (patches/dfdx/0002 and 0012: batched conv2d and
-//! pool2d; 0007: elementwise ops and reductions; 0013: leaky ReLU; 0015:
-//! zeroing large buffers)
+//! fkp's patched dfdx kernels (patches/dfdx/0006: batched conv2d and pool2d;
+//! 0004: elementwise ops and reductions; 0008: leaky ReLU; 0005: zeroing large
+//! buffers)
 //! checked against plain per-image reference implementations kept here, forward
 //! and backward, on random inputs. Shapes cover one image at a time, several
 //! images per GEMM chunk, and batches split into many chunks and lanes. Each is
@@ -369,7 +369,7 @@ fn max_and_average_pooling() {
     }
 }
 
-// ---- elementwise ops and reductions (patches/dfdx/0007) ---------------------
+// ---- elementwise ops and reductions (patches/dfdx/0004) ---------------------
 
 /// Batch, channels and side of the elementwise cases: 80,000 values, above the
 /// size where the patched kernels split work over threads, and not a whole
@@ -596,7 +596,7 @@ fn reductions_forward_and_backward() {
     );
 }
 
-// ---- batch norm's training forward and backward (patches/dfdx/0008) --------
+// ---- batch norm's training forward and backward (patches/dfdx/0007) --------
 
 /// BatchNorm2D in training mode on a map, with random scale and bias: output,
 /// gradients of the map, scale and bias, and the updated running statistics.
@@ -782,7 +782,7 @@ fn batch_norm_on_one_image_and_on_a_strided_batch() {
 }
 
 /// An allocation the machine cannot give is an error, not an abort
-/// (patches/dfdx/0007: dfdx's fast-alloc path used `vec!`).
+/// (patches/dfdx/0005: dfdx's fast-alloc path used `vec!`).
 #[test]
 fn an_impossible_allocation_is_an_error() {
     let dev = Cpu::default();
@@ -791,7 +791,7 @@ fn an_impossible_allocation_is_an_error() {
 }
 
 /// Large buffers are zeroed, or refilled from the cache, over the threads
-/// (patches/dfdx/0015): every element, in fresh memory, in memory just freed
+/// (patches/dfdx/0005): every element, in fresh memory, in memory just freed
 /// (holding the last buffer's values) and in cached buffers; the size leaves a
 /// ragged last task.
 #[test]
@@ -823,7 +823,7 @@ fn large_zeroed_and_filled_buffers_are_whole() {
     }
 }
 
-// ---- gradients of intermediate tensors freed during backward (0014) --------
+// ---- gradients of intermediate tensors freed during backward (0009) --------
 
 /// A network's parameter gradients are the same, bit for bit, whether the tape
 /// frees each intermediate gradient as soon as the op that made it has run (a

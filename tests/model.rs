@@ -2,9 +2,7 @@
 //! train, errors that name the line, and a cache key that follows the network,
 //! not its text.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

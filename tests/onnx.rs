@@ -7,11 +7,11 @@
 //! it). Those tests are `#[ignore]`d, run by `cargo test --release -- --ignored`,
 //! and fail without that Python. Everything else runs in plain `cargo test`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Scratch, repo_file};
+use crate::common::{Scratch, repo_file};
 use dfdx::prelude::*;
 use fkp::commands::export::proto::{ModelProto, type_proto};
 use fkp::commands::export::{Checkpoint, InputType};

@@ -4,14 +4,12 @@
 //! `--set` mistakes quoting the argument; changed keys named as the file
 //! writes them, `layers[2]` before `layers[10]`.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
-use common::{Scratch, blob_csv};
+use crate::common::{Scratch, blob_csv};
 
 /// Every stage, LeNet trained for `epochs` epochs on small faces.
 fn workspace(epochs: usize) -> Scratch {

@@ -2,12 +2,10 @@
 //! (moto's server, which CI starts and FKP_TEST_S3_ENDPOINT names; that test is
 //! ignored by default and runs with `cargo test --release -- --ignored`).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{Scratch, blob_csv, files_under};
+use crate::common::{Scratch, blob_csv, files_under};
 
 /// A small two-pipeline study sharing ingest and prepare.
 fn study(s: &Scratch) {

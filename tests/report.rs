@@ -2,12 +2,12 @@
 //! synthetic faces: a report is cached like any stage, reruns only with what it
 //! shows, fails clearly, and its HTML renders in a real browser.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Instant;
 
-use common::{Scratch, blob_csv};
+use crate::common::{Scratch, blob_csv};
 use serde_json::Value;
 
 /// Two tiny pipelines sharing their data, and a report over them.

@@ -1,8 +1,6 @@
 //! `fkp run` end to end: caching, what reruns when, and the flags that steer it.
 
-mod common;
-
-use common::{Scratch, labelled_csv};
+use crate::common::{Scratch, labelled_csv};
 
 fn setup() -> Scratch {
     let s = Scratch::new();

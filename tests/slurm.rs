@@ -3,14 +3,12 @@
 //! ignored by default and cargo says so; `cargo test --release -- --ignored` runs
 //! them where the cluster is up (CI starts it), and there they fail if it is not.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Scratch, blob_csv, files_under};
+use crate::common::{Scratch, blob_csv, files_under};
 
 /// Fails the test unless a Slurm cluster answers here.
 fn require_slurm() {

@@ -1,9 +1,7 @@
 //! `[model]`, `[train]`, `[evaluate]` and `fkp predict` end to end on small
 //! synthetic faces whose keypoints are known by construction.
 
-mod common;
-
-use common::{Scratch, blob_csv};
+use crate::common::{Scratch, blob_csv};
 use serde_json::Value;
 
 const SIDE: usize = 24;

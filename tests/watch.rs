@@ -2,14 +2,12 @@
 //! tiny files the tests write. Every wait is bounded and waits for a line fkp
 //! prints, never for a fixed time.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
-use common::{Scratch, blob_csv};
+use crate::common::{Scratch, blob_csv};
 
 /// How long any one awaited line may take: generous for a loaded CI machine.
 const PATIENCE: Duration = Duration::from_secs(120);

@@ -1,12 +1,12 @@
 //! The workspace: one writer at a time (an OS lock on .fkp/lock), readers that
 //! write nothing, and reports that keep exactly what the stages publish.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Scratch, blob_csv, files_under, labelled_csv};
+use crate::common::{Scratch, blob_csv, files_under, labelled_csv};
 
 /// A pipeline whose training takes a few seconds, so another command can meet it.
 fn training_workspace() -> Scratch {

@@ -1,6 +1,5 @@
 //! Helpers for the end-to-end tests: a scratch workspace, the real `fkp` binary, and
 //! small Kaggle-layout CSV files written on the spot.
-#![allow(dead_code)] // each test file uses its own subset
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -100,7 +100,7 @@ impl Stage for EvaluateStage {
     fn config(&self) -> serde_json::Value {
         let mut config = super::key_config(&self.config);
         config["inference"] = format!("cpu {}", crate::training::numerics::cpu_kernels()).into();
-        config["numerics"] = crate::training::numerics::patches_version().into();
+        config["numerics"] = crate::training::numerics::dfdx_source_hash().into();
         config
     }
 

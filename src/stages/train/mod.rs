@@ -292,7 +292,7 @@ impl Stage for TrainStage {
         let mut config = super::key_config(&self.config);
         config["model"] = serde_json::json!({ "graph": self.model.graph.key() });
         config["device"] = self.device.key().into();
-        config["numerics"] = crate::training::numerics::patches_version().into();
+        config["numerics"] = crate::training::numerics::dfdx_source_hash().into();
         config
     }
 
