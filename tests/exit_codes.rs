@@ -4,9 +4,7 @@
 //! Ctrl-C, SIGTERM and SIGHUP, in output.rs and watch.rs; a closed standard
 //! output is 0, in bad_input.rs.)
 
-mod common;
-
-use common::{Scratch, labelled_csv};
+use crate::common::{Scratch, labelled_csv};
 
 const GOOD: &str = "[ingest]\ntrain = \"faces.csv\"\n[prepare]\nmissing = \"mask\"\n\
                     [model]\narch = \"lenet\"\n[train]\ndevice = \"cpu\"\nepochs = 1\n";

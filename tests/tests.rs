@@ -12,6 +12,7 @@ mod common;
 
 mod bad_input;
 mod eda_prepare;
+mod exit_codes;
 mod exactness;
 mod fuzz;
 mod ingest;
