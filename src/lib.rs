@@ -21,7 +21,7 @@ pub mod fsutil;
 pub mod metrics;
 pub mod models;
 pub mod pipeline;
-pub mod report;
+pub mod render;
 pub mod settings;
 pub mod stages;
 pub mod sweep;

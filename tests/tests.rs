@@ -12,8 +12,8 @@ mod common;
 
 mod bad_input;
 mod eda_prepare;
-mod exit_codes;
 mod exactness;
+mod exit_codes;
 mod fuzz;
 mod ingest;
 mod kaggle_files;

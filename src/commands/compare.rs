@@ -13,8 +13,8 @@ use super::{Context, Error, Exit, print_out};
 use crate::config::Choice;
 use crate::dag::{self, DagError, Graph, StatusReport};
 use crate::fsutil::relative_link;
-use crate::report::{Cell, ReportTable};
-use crate::report::{ReportError, escape_html};
+use crate::render::{Cell, ReportTable};
+use crate::render::{RenderError, escape_html};
 use crate::stages::report::{
     self, Compared, Comparison, MemberFiles, ReportStageError, RowTiming, SortBy, train_timing, views,
 };
@@ -504,7 +504,7 @@ impl CompareResult {
             return Err(CompareError::OutputNotAFolder(dir.to_path_buf()));
         }
         std::fs::create_dir_all(dir)
-            .map_err(|e| ReportError::write(dir, e))
+            .map_err(|e| RenderError::write(dir, e))
             .map_err(ReportStageError::from)?;
         if !self.comparison.rows.is_empty() {
             self.compared.draw(report::DEFAULT_FACES, dir)?;
@@ -512,7 +512,7 @@ impl CompareResult {
         let write = |name: &str, text: String| {
             let path = dir.join(name);
             crate::fsutil::write_atomic(&path, text.as_bytes())
-                .map_err(|e| ReportStageError::from(ReportError::write(&path, e)))
+                .map_err(|e| ReportStageError::from(RenderError::write(&path, e)))
         };
         // Links to the pipelines' own reports lead there from wherever `dir` is.
         let absolute = |path: &Path| path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
@@ -537,7 +537,7 @@ impl CompareResult {
     /// The self-contained HTML, its pictures drawn in a scratch folder and inlined.
     pub fn to_html(&self) -> Result<String, CompareError> {
         let scratch = tempfile::tempdir()
-            .map_err(|e| ReportStageError::from(ReportError::write(&std::env::temp_dir(), e)))?;
+            .map_err(|e| ReportStageError::from(RenderError::write(&std::env::temp_dir(), e)))?;
         if !self.comparison.rows.is_empty() {
             self.compared.draw(report::DEFAULT_FACES, scratch.path())?;
         }

@@ -14,7 +14,7 @@ use crate::dag::{self, DagError, Graph};
 use crate::models::graph::shape::{self, Row, Summary};
 use crate::models::graph::{Layer, Op, Shortcut};
 use crate::models::{Graph as Network, shape_error};
-use crate::report::{Cell, ReportTable};
+use crate::render::{Cell, ReportTable};
 use crate::stages::StageKind;
 use crate::stages::ingest::{RULES_FILE, ReadingRules};
 use crate::workspace::Workspace;

@@ -18,7 +18,7 @@ use plotters::prelude::*;
 
 use super::{Model, PredictError, PredictRequest, write_output};
 use crate::console::Console;
-use crate::report::plot::{DrawResult, FONT, Figure, drawing, keypoint_colour, render_png};
+use crate::render::plot::{DrawResult, FONT, Figure, drawing, keypoint_colour, render_png};
 
 /// File extensions taken from a folder (any file named on its own is read,
 /// whatever its name).

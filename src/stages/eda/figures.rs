@@ -4,7 +4,7 @@ use plotters::coord::Shift;
 use plotters::data::Quartiles;
 use plotters::prelude::*;
 
-use crate::report::plot::{DrawResult, FONT, Figure, drawing, grey_bitmap, keypoint_colour, to_canvas};
+use crate::render::plot::{DrawResult, FONT, Figure, drawing, grey_bitmap, keypoint_colour, to_canvas};
 
 /// Diverging colour for a correlation in [-1, 1]: blue, white, red.
 fn correlation_colour(r: Option<f64>) -> RGBColor {

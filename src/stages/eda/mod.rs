@@ -20,8 +20,8 @@ pub use config::{EdaConfig, PlotKind};
 use super::{FileInput, Stage, StageContext, StageDef, StageError, StageKind, StageOutcome, StageTables};
 use crate::data::summary::Summary;
 use crate::data::{DataError, FaceTable, parquet};
-use crate::report::faces::{Face, FaceGrid};
-use crate::report::{Cell, ReportError, ReportTable, plot};
+use crate::render::faces::{Face, FaceGrid};
+use crate::render::{Cell, RenderError, ReportTable, plot};
 use crate::stages::ingest;
 use figures::{BrightnessHistogram, CoordinateBoxplot, CorrelationHeatmap, MeanFaceCloud};
 use stats::{Pattern, PixelStats};
@@ -33,7 +33,7 @@ pub enum EdaError {
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
-    Report(#[from] ReportError),
+    Report(#[from] RenderError),
 }
 
 pub static DEF: StageDef = StageDef {
@@ -131,7 +131,7 @@ impl EdaStage {
         let pixels = stats::pixel_stats(&faces);
 
         let dir = ctx.report_dir.join("eda");
-        std::fs::create_dir_all(&dir).map_err(|e| ReportError::write(&dir, e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| RenderError::write(&dir, e))?;
         let coordinates = coordinates_table(names, &summaries);
         let correlation = correlation_table(names, &matrix);
         let missing = patterns_table(&keypoints, &patterns, faces.len());
@@ -159,11 +159,11 @@ impl EdaStage {
             brightness_histogram: &pixels.histogram,
         };
         let json_path = ctx.data_dir.join(NUMBERS_FILE);
-        crate::fsutil::write_json(&json_path, &numbers).map_err(|e| ReportError::write(&json_path, e))?;
+        crate::fsutil::write_json(&json_path, &numbers).map_err(|e| RenderError::write(&json_path, e))?;
 
         let summary_path = dir.join("summary.md");
         let markdown = self.summary_markdown(&faces, &coordinates, &missing, &pixel_table, &correlation);
-        std::fs::write(&summary_path, markdown).map_err(|e| ReportError::write(&summary_path, e))?;
+        std::fs::write(&summary_path, markdown).map_err(|e| RenderError::write(&summary_path, e))?;
 
         let mut top_patterns = missing.clone();
         top_patterns.rows.truncate(8);
@@ -189,7 +189,7 @@ impl EdaStage {
         summaries: &[Summary],
         matrix: &[Vec<Option<f64>>],
         pixels: &PixelStats,
-    ) -> Result<(), ReportError> {
+    ) -> Result<(), RenderError> {
         let names = &faces.coordinate_names;
         for plot_kind in &self.config.plots {
             match plot_kind {

@@ -26,8 +26,8 @@ use crate::data::augment::FlipMap;
 use crate::data::parquet::write_predictions;
 use crate::data::prepared::Prepared;
 use crate::metrics::pixel_errors;
-use crate::report::faces::{Face, FaceGrid};
-use crate::report::{ReportError, plot};
+use crate::render::faces::{Face, FaceGrid};
+use crate::render::{RenderError, plot};
 use crate::stages::ingest::{self, Labels, ReadingRules};
 use crate::stages::prepare::PREPARED_FILE;
 use crate::stages::train::{self, TrainedModel};
@@ -44,7 +44,7 @@ pub enum EvaluateError {
     #[error(transparent)]
     Train(#[from] TrainError),
     #[error(transparent)]
-    Report(#[from] ReportError),
+    Report(#[from] RenderError),
     /// Training validates on the same labels, so this is a damaged entry.
     #[error("the validation split has no labelled point to score the model on")]
     NothingLabelled,
@@ -185,7 +185,7 @@ impl EvaluateStage {
         prepared: &Prepared,
         trained: &TrainedModel,
         val_pixels: &[f32],
-    ) -> Result<(), ReportError> {
+    ) -> Result<(), RenderError> {
         let val = &prepared.val;
         let coords = prepared.coordinate_names.len();
         let pixels = prepared.side * prepared.side;
@@ -253,11 +253,11 @@ fn load_models(ctx: &StageContext) -> Result<Vec<LoadedModel>, EvaluateError> {
 }
 
 /// `metrics.json`, into the entry and the report folder.
-fn write_metrics(ctx: &StageContext, metrics: &Metrics) -> Result<(), ReportError> {
-    let json = serde_json::to_vec_pretty(metrics).map_err(|e| ReportError::write(ctx.data_dir, e))?;
+fn write_metrics(ctx: &StageContext, metrics: &Metrics) -> Result<(), RenderError> {
+    let json = serde_json::to_vec_pretty(metrics).map_err(|e| RenderError::write(ctx.data_dir, e))?;
     for dir in [ctx.data_dir, ctx.report_dir] {
         let path = dir.join(METRICS_FILE);
-        std::fs::write(&path, &json).map_err(|e| ReportError::write(&path, e))?;
+        std::fs::write(&path, &json).map_err(|e| RenderError::write(&path, e))?;
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::metrics_json::{Metrics, ScoreSet};
-use crate::report::{Cell, ReportError, ReportTable};
+use crate::render::{Cell, RenderError, ReportTable};
 
 /// The tables of one evaluation: overall, per keypoint, and an ensemble's members.
 pub struct MetricsTables<'a> {
@@ -24,9 +24,9 @@ impl MetricsTables<'_> {
     }
 
     /// Writes `metrics.md` and the tables as Parquet into the report folder.
-    pub fn write(&self, report_dir: &Path) -> Result<(), ReportError> {
+    pub fn write(&self, report_dir: &Path) -> Result<(), RenderError> {
         let markdown = report_dir.join("metrics.md");
-        std::fs::write(&markdown, self.markdown()).map_err(|e| ReportError::write(&markdown, e))?;
+        std::fs::write(&markdown, self.markdown()).map_err(|e| RenderError::write(&markdown, e))?;
         self.overall.write_parquet(&report_dir.join("metrics.parquet"))?;
         self.per_keypoint
             .write_parquet(&report_dir.join("metrics_per_keypoint.parquet"))

@@ -21,7 +21,7 @@ use crate::console::Console;
 use crate::data::prepared::{Prepared, Split};
 use crate::data::summary::describe;
 use crate::data::{DataError, FaceTable, parquet};
-use crate::report::{Cell, ReportError, ReportTable};
+use crate::render::{Cell, RenderError, ReportTable};
 use crate::stages::ingest::{self, Labels, ReadingRules};
 
 pub const PREPARED_FILE: &str = "prepared.safetensors";
@@ -34,7 +34,7 @@ pub enum PrepareError {
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
-    Report(#[from] ReportError),
+    Report(#[from] RenderError),
     /// A configuration that only the data shows to be unworkable.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -142,12 +142,12 @@ impl PrepareStage {
         };
         prepared.write(&ctx.data_dir.join(PREPARED_FILE))?;
         let meta_path = ctx.data_dir.join(META_FILE);
-        crate::fsutil::write_json(&meta_path, &meta).map_err(|e| ReportError::write(&meta_path, e))?;
+        crate::fsutil::write_json(&meta_path, &meta).map_err(|e| RenderError::write(&meta_path, e))?;
 
         let table = summary_table(&meta);
         let fills = fill_table(&faces.coordinate_names, &meta);
         let dir = ctx.report_dir.join("prepare");
-        std::fs::create_dir_all(&dir).map_err(|e| ReportError::write(&dir, e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| RenderError::write(&dir, e))?;
         let mut markdown = format!(
             "# Prepare\n\nMissing labels: `{}`; split seed {}.\n\n{}\n",
             meta.missing.name(),
@@ -161,7 +161,7 @@ impl PrepareStage {
             ));
         }
         let path = dir.join("summary.md");
-        std::fs::write(&path, markdown).map_err(|e| ReportError::write(&path, e))?;
+        std::fs::write(&path, markdown).map_err(|e| RenderError::write(&path, e))?;
         Ok(StageOutcome {
             headline: Some(headline(&meta)),
             summary: Some(table.to_terminal()),

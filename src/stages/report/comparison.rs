@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::{Cell, ReportTable};
+use crate::render::{Cell, ReportTable};
 use crate::stages::evaluate::{Metrics, Scores};
 use crate::stages::train::EpochLog;
 use crate::stages::{MemberInfo, StageKind};

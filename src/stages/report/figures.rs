@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::comparison::{EpochPoint, Row};
-use crate::report::plot::{DrawResult, FONT, Figure, drawing};
+use crate::render::plot::{DrawResult, FONT, Figure, drawing};
 
 /// A colour per pipeline, stable by index: the Okabe–Ito palette (readable with
 /// colour-blindness), its faint yellow last, cycling after eight.
@@ -346,7 +346,7 @@ impl Figure for ErrorDistribution<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::plot::save;
+    use crate::render::plot::save;
     use crate::stages::report::comparison::sample_row;
 
     /// A row with the given validation RMSE per epoch (the loss a tenth of it)

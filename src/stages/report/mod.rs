@@ -25,8 +25,8 @@ use crate::config::{ConfigError, ConfigErrorKind, Location};
 use crate::data::DataError;
 use crate::data::parquet::{FacePredictions, read_predictions};
 use crate::data::prepared::Prepared;
-use crate::report::faces::{Face, FaceGrid};
-use crate::report::{ReportError, plot};
+use crate::render::faces::{Face, FaceGrid};
+use crate::render::{RenderError, plot};
 use crate::stages::eda;
 use crate::stages::evaluate::{METRICS_FILE, Metrics, MetricsReadError, PREDICTIONS_FILE};
 use crate::stages::prepare::PREPARED_FILE;
@@ -42,7 +42,7 @@ pub enum ReportStageError {
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
-    Report(#[from] ReportError),
+    Report(#[from] RenderError),
     #[error("pipeline `{pipeline}`: cannot read {path}: {message}")]
     Member {
         pipeline: String,
@@ -359,7 +359,7 @@ impl Compared {
 
     /// The validation faces every member scored, worst first by their mean
     /// error over the members: a row per face, a column per pipeline.
-    fn draw_faces(&self, images: &Prepared, count: usize, dir: &Path) -> Result<(), ReportError> {
+    fn draw_faces(&self, images: &Prepared, count: usize, dir: &Path) -> Result<(), RenderError> {
         let coords = images.coordinate_names.len();
         let image_row = |source: u32| images.val.source_rows.iter().position(|&s| s == source);
         let index_in = |p: &FacePredictions, source: u32| p.source_rows.iter().position(|&s| s == source);
@@ -435,7 +435,7 @@ impl ReportStage {
         )?;
         let comparison = &compared.comparison;
         let json_path = ctx.data_dir.join(COMPARISON_FILE);
-        crate::fsutil::write_json(&json_path, comparison).map_err(|e| ReportError::write(&json_path, e))?;
+        crate::fsutil::write_json(&json_path, comparison).map_err(|e| RenderError::write(&json_path, e))?;
         let keypoints = comparison.keypoint_table();
         comparison
             .table()

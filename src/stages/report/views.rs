@@ -15,7 +15,7 @@ use super::comparison::{Comparison, RowTiming};
 use super::{COMPARISON_FILE, ReportStageError};
 use crate::dag::{DATA_DIR, REPORT_DIR, TIMING_FILE};
 use crate::fsutil;
-use crate::report::{ReportError, ReportTable, escape_html};
+use crate::render::{RenderError, ReportTable, escape_html};
 
 pub const TIMING_START: &str = "<!-- fkp:timing -->";
 pub const TIMING_END: &str = "<!-- /fkp:timing -->";
@@ -60,7 +60,7 @@ pub fn with_timing(comparison: &Comparison, timing: &[(String, Option<RowTiming>
 /// files written, relative to `dir`.
 pub fn publish(entry: &Path, dir: &Path) -> Result<Vec<PathBuf>, ReportStageError> {
     let data = entry.join(DATA_DIR).join(COMPARISON_FILE);
-    let bytes = std::fs::read(&data).map_err(|e| ReportError::write(&data, e))?;
+    let bytes = std::fs::read(&data).map_err(|e| RenderError::write(&data, e))?;
     let comparison: Comparison = serde_json::from_slice(&bytes).map_err(|e| ReportStageError::Member {
         pipeline: String::new(),
         path: data.clone(),
@@ -85,8 +85,8 @@ pub fn write_views(
     figures: &Path,
     figure_prefix: &str,
     reports_link: &str,
-) -> Result<Vec<PathBuf>, ReportError> {
-    std::fs::create_dir_all(dir).map_err(|e| ReportError::write(dir, e))?;
+) -> Result<Vec<PathBuf>, RenderError> {
+    std::fs::create_dir_all(dir).map_err(|e| RenderError::write(dir, e))?;
     let files = [
         (
             "index.md",
@@ -101,7 +101,7 @@ pub fn write_views(
         // A cached report renders the same views: rewriting (and syncing) them
         // would be most of a cached run's time.
         if std::fs::read(&path).map_or(true, |old| old != text.as_bytes()) {
-            fsutil::write_atomic(&path, text.as_bytes()).map_err(|e| ReportError::write(&path, e))?;
+            fsutil::write_atomic(&path, text.as_bytes()).map_err(|e| RenderError::write(&path, e))?;
         }
         written.push(PathBuf::from(name));
     }

@@ -8,8 +8,8 @@ use rand::SeedableRng;
 
 use crate::data::augment::{Augment, FlipMap};
 use crate::data::prepared::Split;
-use crate::report::faces::{Face, FaceGrid};
-use crate::report::{ReportError, plot};
+use crate::render::faces::{Face, FaceGrid};
+use crate::render::{RenderError, plot};
 use crate::training::{Normalisation, assemble};
 
 /// How many faces the picture shows.
@@ -25,7 +25,7 @@ pub fn draw(
     augment: &Augment,
     seed: u64,
     dir: &Path,
-) -> Result<(), ReportError> {
+) -> Result<(), RenderError> {
     let rows: Vec<usize> = (0..split.len().min(FACES)).collect();
     let coords = coordinate_names.len();
     let flips = FlipMap::from_keypoint_names(keypoint_names);

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{Progress, TrainStageError};
 use crate::console::Console;
 use crate::fsutil;
-use crate::report::ReportError;
+use crate::render::RenderError;
 use crate::training::Session;
 
 const STATE: &str = "state.json";
@@ -129,7 +129,7 @@ impl<'a> Checkpoint<'a> {
             has_optimizer,
         };
         let state_path = self.dir.join(STATE);
-        fsutil::write_json(&state_path, &state).map_err(|e| ReportError::write(&state_path, e))?;
+        fsutil::write_json(&state_path, &state).map_err(|e| RenderError::write(&state_path, e))?;
         // Only now may the files of earlier epochs go.
         let keep = [
             file("weights", epoch),
@@ -138,7 +138,7 @@ impl<'a> Checkpoint<'a> {
             STATE.to_string(),
         ];
         for entry in std::fs::read_dir(self.dir)
-            .map_err(|e| ReportError::write(self.dir, e))?
+            .map_err(|e| RenderError::write(self.dir, e))?
             .flatten()
         {
             if !keep.iter().any(|name| entry.file_name() == name.as_str()) {

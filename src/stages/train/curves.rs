@@ -5,7 +5,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::EpochLog;
-use crate::report::plot::{DrawResult, FONT, Figure, drawing};
+use crate::render::plot::{DrawResult, FONT, Figure, drawing};
 
 pub struct LearningCurves<'a> {
     pub history: &'a [EpochLog],

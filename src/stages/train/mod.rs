@@ -44,7 +44,7 @@ use crate::fsutil;
 use crate::metrics::pixel_errors;
 use crate::models::ModelSpec;
 use crate::models::graph::shape::Shape;
-use crate::report::{Cell, ReportError, ReportTable, plot};
+use crate::render::{Cell, RenderError, ReportTable, plot};
 use crate::stages::prepare::PREPARED_FILE;
 use crate::training::{
     EarlyStoppingState, Normalisation, ScheduleState, Session, Step, TrainError, assemble, predict_pixels,
@@ -63,7 +63,7 @@ pub enum TrainStageError {
     #[error(transparent)]
     Train(#[from] TrainError),
     #[error(transparent)]
-    Report(#[from] ReportError),
+    Report(#[from] RenderError),
     #[error("{0}")]
     Device(String),
     #[error(
@@ -370,7 +370,7 @@ impl TrainStage {
         // What earlier runs spent, up to the checkpoint this one resumes from.
         let earlier_seconds = progress.seconds;
         let checkpoints = ctx.checkpoint_dir;
-        std::fs::create_dir_all(checkpoints).map_err(|e| ReportError::write(checkpoints, e))?;
+        std::fs::create_dir_all(checkpoints).map_err(|e| RenderError::write(checkpoints, e))?;
         while progress.epochs_done < self.config.epochs && !progress.stopped_early {
             self.epoch(session.as_mut(), &prepared, &checkpoint, &mut progress, ctx)?;
             progress.seconds = earlier_seconds + run_started.elapsed().as_secs_f64();
@@ -565,7 +565,7 @@ impl TrainStage {
             parameters: session.parameters(),
         };
         let meta = ctx.data_dir.join(MODEL_META);
-        fsutil::write_json(&meta, &trained).map_err(|e| ReportError::write(&meta, e))?;
+        fsutil::write_json(&meta, &trained).map_err(|e| RenderError::write(&meta, e))?;
         Ok(trained)
     }
 
@@ -582,7 +582,7 @@ impl TrainStage {
         let table = history_table(&progress.history);
         table.write_csv(&ctx.data_dir.join(HISTORY_FILE))?;
         let report = ctx.report_dir.join("train");
-        std::fs::create_dir_all(&report).map_err(|e| ReportError::write(&report, e))?;
+        std::fs::create_dir_all(&report).map_err(|e| RenderError::write(&report, e))?;
         table.write_both(&report, "history", "Training history")?;
         if !config.augment.is_identity() {
             augmented::draw(

@@ -10,7 +10,7 @@ use arrow_schema::{DataType, Field, Schema};
 use comfy_table::{CellAlignment, Table, presets};
 use parquet::arrow::ArrowWriter;
 
-use super::ReportError;
+use super::RenderError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
@@ -141,7 +141,7 @@ impl ReportTable {
 
     /// Writes the table as Parquet: text columns as Utf8, integer columns as Int64,
     /// any column holding a float as Float64; empty cells are nulls.
-    pub fn write_parquet(&self, path: &Path) -> Result<(), ReportError> {
+    pub fn write_parquet(&self, path: &Path) -> Result<(), RenderError> {
         let mut fields = Vec::new();
         let mut arrays: Vec<ArrayRef> = Vec::new();
         for (index, name) in self.columns.iter().enumerate() {
@@ -174,21 +174,21 @@ impl ReportTable {
             arrays.push(array);
         }
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
-            .map_err(|e| ReportError::write(path, e))?;
-        let file = std::fs::File::create(path).map_err(|e| ReportError::write(path, e))?;
+            .map_err(|e| RenderError::write(path, e))?;
+        let file = std::fs::File::create(path).map_err(|e| RenderError::write(path, e))?;
         let mut writer =
-            ArrowWriter::try_new(file, batch.schema(), None).map_err(|e| ReportError::write(path, e))?;
-        writer.write(&batch).map_err(|e| ReportError::write(path, e))?;
-        writer.close().map_err(|e| ReportError::write(path, e))?;
+            ArrowWriter::try_new(file, batch.schema(), None).map_err(|e| RenderError::write(path, e))?;
+        writer.write(&batch).map_err(|e| RenderError::write(path, e))?;
+        writer.close().map_err(|e| RenderError::write(path, e))?;
         Ok(())
     }
 
     /// Writes the table as CSV (full precision, empty cells empty).
-    pub fn write_csv(&self, path: &Path) -> Result<(), ReportError> {
-        let mut writer = csv::Writer::from_path(path).map_err(|e| ReportError::write(path, e))?;
+    pub fn write_csv(&self, path: &Path) -> Result<(), RenderError> {
+        let mut writer = csv::Writer::from_path(path).map_err(|e| RenderError::write(path, e))?;
         writer
             .write_record(&self.columns)
-            .map_err(|e| ReportError::write(path, e))?;
+            .map_err(|e| RenderError::write(path, e))?;
         for row in &self.rows {
             let fields = row.iter().map(|cell| match cell {
                 Cell::Text(text) => text.clone(),
@@ -198,17 +198,17 @@ impl ReportTable {
             });
             writer
                 .write_record(fields)
-                .map_err(|e| ReportError::write(path, e))?;
+                .map_err(|e| RenderError::write(path, e))?;
         }
-        writer.flush().map_err(|e| ReportError::write(path, e))
+        writer.flush().map_err(|e| RenderError::write(path, e))
     }
 
     /// Writes `<stem>.parquet` and `<stem>.md` (with a title).
-    pub fn write_both(&self, dir: &Path, stem: &str, title: &str) -> Result<(), ReportError> {
+    pub fn write_both(&self, dir: &Path, stem: &str, title: &str) -> Result<(), RenderError> {
         self.write_parquet(&dir.join(format!("{stem}.parquet")))?;
         let markdown = format!("# {title}\n\n{}\n", self.to_markdown());
         let path = dir.join(format!("{stem}.md"));
-        std::fs::write(&path, markdown).map_err(|e| ReportError::write(&path, e))
+        std::fs::write(&path, markdown).map_err(|e| RenderError::write(&path, e))
     }
 }
 

@@ -1,4 +1,5 @@
-//! Human-facing outputs: tables (terminal, Markdown, Parquet) and plots (PNG, SVG).
+//! Drawing and tabulating results for people: tables (terminal, Markdown,
+//! Parquet) and plots (PNG, SVG), which the stages' reports and the commands use.
 
 pub mod faces;
 pub mod plot;
@@ -7,7 +8,7 @@ mod table;
 pub use table::{Cell, ReportTable, escape_html};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ReportError {
+pub enum RenderError {
     #[error("cannot write {path}: {message}")]
     Write {
         path: std::path::PathBuf,
@@ -15,9 +16,9 @@ pub enum ReportError {
     },
 }
 
-impl ReportError {
+impl RenderError {
     pub fn write(path: &std::path::Path, error: impl std::fmt::Display) -> Self {
-        ReportError::Write {
+        RenderError::Write {
             path: path.to_path_buf(),
             message: error.to_string(),
         }

@@ -11,7 +11,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use super::ReportError;
+use super::RenderError;
 use crate::fsutil;
 
 pub const FONT: &str = "sans-serif";
@@ -43,21 +43,21 @@ pub trait Figure {
 /// Saves `figure` as `<dir>/<stem>.png` and `<dir>/<stem>.svg`. Both are drawn in
 /// memory and written by write-then-rename, so a failure never leaves half a
 /// picture and its message is about the file, not the drawing library.
-pub fn save(figure: &impl Figure, dir: &Path, stem: &str) -> Result<(), ReportError> {
+pub fn save(figure: &impl Figure, dir: &Path, stem: &str) -> Result<(), RenderError> {
     let (width, height) = figure.size();
     let png = dir.join(format!("{stem}.png"));
-    let encoded = render_png(figure).map_err(|e| ReportError::write(&png, e))?;
-    fsutil::write_atomic(&png, &encoded).map_err(|e| ReportError::write(&png, e))?;
+    let encoded = render_png(figure).map_err(|e| RenderError::write(&png, e))?;
+    fsutil::write_atomic(&png, &encoded).map_err(|e| RenderError::write(&png, e))?;
 
     let svg = dir.join(format!("{stem}.svg"));
     let mut text = String::new();
     {
         let root = SVGBackend::with_string(&mut text, (width, height)).into_drawing_area();
-        drawing(root.fill(&WHITE)).map_err(|e| ReportError::write(&svg, e))?;
-        figure.draw(&root).map_err(|e| ReportError::write(&svg, e))?;
-        root.present().map_err(|e| ReportError::write(&svg, e))?;
+        drawing(root.fill(&WHITE)).map_err(|e| RenderError::write(&svg, e))?;
+        figure.draw(&root).map_err(|e| RenderError::write(&svg, e))?;
+        root.present().map_err(|e| RenderError::write(&svg, e))?;
     }
-    fsutil::write_atomic(&svg, text.as_bytes()).map_err(|e| ReportError::write(&svg, e))
+    fsutil::write_atomic(&svg, text.as_bytes()).map_err(|e| RenderError::write(&svg, e))
 }
 
 /// `figure` drawn on white and encoded as PNG, in memory.
