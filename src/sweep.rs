@@ -35,96 +35,16 @@ struct Axis {
 /// written varies slowest. Every mistake is returned.
 pub fn variants(sweep: &Table, at: &Location) -> Result<Vec<Variant>, Vec<ConfigError>> {
     let mut errors = Vec::new();
-    let invalid = |key: &str, message: String, at: &Location| {
-        ConfigError::new(
-            ConfigErrorKind::InvalidValue {
-                key: format!("{SWEEP_TABLE}.\"{key}\""),
-                message,
-            },
-            at,
-        )
-    };
     // In the order written, not the table's sorted order.
     let mut entries: Vec<(&String, &Entry)> = sweep.entries.iter().collect();
     entries.sort_by_key(|(_, entry)| entry.key_at.span.start);
-    let mut axes = Vec::new();
-    for (key, entry) in entries {
-        let path: Vec<String> = key.split('.').map(|p| p.trim().to_string()).collect();
-        if path.first().is_some_and(|t| t == "pipeline") && path.get(1).is_some_and(|k| k == "extends") {
-            errors.push(invalid(
-                key,
-                "`extends` cannot be swept: it is followed before the sweep applies".to_string(),
-                &entry.key_at,
-            ));
-            continue;
-        }
-        if path.len() < 2 || path.iter().any(String::is_empty) {
-            errors.push(invalid(
-                key,
-                "a swept key is a key of a table, quoted: \"train.lr\" = [1e-3, 3e-4]".to_string(),
-                &entry.key_at,
-            ));
-            continue;
-        }
-        let Value::Array(items) = &entry.node.value else {
-            errors.push(invalid(
-                key,
-                format!(
-                    "found a {}: write the values to try as an array",
-                    entry.node.value.type_name()
-                ),
-                &entry.node.at,
-            ));
-            continue;
-        };
-        if items.is_empty() {
-            errors.push(invalid(key, "lists no value".to_string(), &entry.node.at));
-            continue;
-        }
-        let mut values: Vec<(Node, String)> = Vec::new();
-        for item in items {
-            if matches!(item.value, Value::Table(_)) {
-                errors.push(invalid(
-                    key,
-                    "a swept value cannot be a table".to_string(),
-                    &item.at,
-                ));
-                continue;
-            }
-            let text = name_part(item);
-            if let Some((seen, _)) = values
-                .iter()
-                .find(|(node, _)| same_value(&node.value, &item.value))
-            {
-                let message = format!("`{}` is listed twice (as `{}`)", written(item), written(seen));
-                errors.push(invalid(key, message, &item.at));
-                continue;
-            }
-            if values.iter().any(|(_, seen)| *seen == text) {
-                let message = format!(
-                    "`{}` and another value both name variants `{text}`: names keep only letters, digits, `-`, `_` and `.`",
-                    written(item)
-                );
-                errors.push(invalid(key, message, &item.at));
-                continue;
-            }
-            values.push((item.clone(), text));
-        }
-        axes.push(Axis {
-            label: path.last().cloned().unwrap_or_default(),
-            path,
-            key_at: entry.key_at.clone(),
-            values,
-        });
-    }
+    let mut axes: Vec<Axis> = entries
+        .into_iter()
+        .filter_map(|(key, entry)| read_axis(key, entry, &mut errors))
+        .collect();
     if axes.is_empty() && errors.is_empty() {
-        errors.push(ConfigError::new(
-            ConfigErrorKind::InvalidValue {
-                key: SWEEP_TABLE.to_string(),
-                message: "sweeps no key: add \"train.lr\" = [1e-3, 3e-4] or remove [sweep]".to_string(),
-            },
-            at,
-        ));
+        let message = "sweeps no key: add \"train.lr\" = [1e-3, 3e-4] or remove [sweep]";
+        errors.push(sweep_error(message.to_string(), at));
     }
     let labels: Vec<String> = axes.iter().map(|a| a.label.clone()).collect();
     for axis in &mut axes {
@@ -137,18 +57,96 @@ pub fn variants(sweep: &Table, at: &Location) -> Result<Vec<Variant>, Vec<Config
         .try_fold(1usize, |n, axis| n.checked_mul(axis.values.len()))
         .unwrap_or(usize::MAX);
     if count > MAX_VARIANTS {
-        errors.push(ConfigError::new(
-            ConfigErrorKind::InvalidValue {
-                key: SWEEP_TABLE.to_string(),
-                message: format!("expands into {count} variants; at most {MAX_VARIANTS}"),
-            },
-            at,
-        ));
+        let message = format!("expands into {count} variants; at most {MAX_VARIANTS}");
+        errors.push(sweep_error(message, at));
     }
     if !errors.is_empty() {
         return Err(errors);
     }
     Ok((0..count).map(|index| variant(&axes, index)).collect())
+}
+
+/// A mistake in `[sweep]` as a whole.
+fn sweep_error(message: String, at: &Location) -> ConfigError {
+    let kind = ConfigErrorKind::InvalidValue {
+        key: SWEEP_TABLE.to_string(),
+        message,
+    };
+    ConfigError::new(kind, at)
+}
+
+/// A mistake in the swept key `key`.
+fn invalid(key: &str, message: String, at: &Location) -> ConfigError {
+    let kind = ConfigErrorKind::InvalidValue {
+        key: format!("{SWEEP_TABLE}.\"{key}\""),
+        message,
+    };
+    ConfigError::new(kind, at)
+}
+
+/// One swept key and its values, or None after saying what is wrong with it.
+fn read_axis(key: &str, entry: &Entry, errors: &mut Vec<ConfigError>) -> Option<Axis> {
+    let path: Vec<String> = key.split('.').map(|p| p.trim().to_string()).collect();
+    if path.first().is_some_and(|t| t == "pipeline") && path.get(1).is_some_and(|k| k == "extends") {
+        let message = "`extends` cannot be swept: it is followed before the sweep applies";
+        errors.push(invalid(key, message.to_string(), &entry.key_at));
+        return None;
+    }
+    if path.len() < 2 || path.iter().any(String::is_empty) {
+        let message = "a swept key is a key of a table, quoted: \"train.lr\" = [1e-3, 3e-4]";
+        errors.push(invalid(key, message.to_string(), &entry.key_at));
+        return None;
+    }
+    let Value::Array(items) = &entry.node.value else {
+        let message = format!(
+            "found a {}: write the values to try as an array",
+            entry.node.value.type_name()
+        );
+        errors.push(invalid(key, message, &entry.node.at));
+        return None;
+    };
+    if items.is_empty() {
+        errors.push(invalid(key, "lists no value".to_string(), &entry.node.at));
+        return None;
+    }
+    Some(Axis {
+        label: path.last().cloned().unwrap_or_default(),
+        path,
+        key_at: entry.key_at.clone(),
+        values: read_values(key, items, errors),
+    })
+}
+
+/// The values of swept key `key` with the names they give variants; a table,
+/// a value listed twice or two values naming variants alike is a mistake.
+fn read_values(key: &str, items: &[Node], errors: &mut Vec<ConfigError>) -> Vec<(Node, String)> {
+    let mut values: Vec<(Node, String)> = Vec::new();
+    for item in items {
+        if matches!(item.value, Value::Table(_)) {
+            let message = "a swept value cannot be a table".to_string();
+            errors.push(invalid(key, message, &item.at));
+            continue;
+        }
+        let text = name_part(item);
+        if let Some((seen, _)) = values
+            .iter()
+            .find(|(node, _)| same_value(&node.value, &item.value))
+        {
+            let message = format!("`{}` is listed twice (as `{}`)", written(item), written(seen));
+            errors.push(invalid(key, message, &item.at));
+            continue;
+        }
+        if values.iter().any(|(_, seen)| *seen == text) {
+            let message = format!(
+                "`{}` and another value both name variants `{text}`: names keep only letters, digits, `-`, `_` and `.`",
+                written(item)
+            );
+            errors.push(invalid(key, message, &item.at));
+            continue;
+        }
+        values.push((item.clone(), text));
+    }
+    values
 }
 
 /// Combination `index`, the last axis varying fastest.

@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+use indicatif::ProgressBar;
 use rayon::prelude::*;
 
 use super::source::Member;
@@ -81,14 +82,38 @@ pub fn parse(
     console: &Console,
 ) -> Result<Parsed, DataError> {
     let bytes = super::source::without_bom(bytes);
-    let mut lines = memchr::memchr_iter(b'\n', bytes);
-    let header_end = lines.next().unwrap_or(bytes.len());
+    let header_end = memchr::memchr(b'\n', bytes).unwrap_or(bytes.len());
     let layout = parse_header(path, trim_line(&bytes[..header_end]))?;
+    let rows = data_lines(bytes, header_end);
+    if rows.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let side = find_side(path, &layout, &rows, options)?;
+    let rules = RowRules {
+        side,
+        side_from: options.side.map_or("like most rows", |(_, from)| from),
+        low: -options.coordinate_tolerance,
+        high: side as f32 + options.coordinate_tolerance,
+        ignore_coordinates: options.ignore_coordinates,
+    };
+    let show_progress = bytes.len() > 32 << 20;
+    let bar = console.progress(rows.len() as u64, show_progress, "parsing", Unit::Items);
+    let (values, faults) = parse_rows(&rows, &layout, &rules, &bar);
+    bar.finish_and_clear();
+    let (keep, skipped) = sort_out_faults(path, &rows, faults, options.skip_bad_rows)?;
+    let table = values.keep(&layout, side, &keep);
+    Ok(Parsed { table, skipped })
+}
 
-    // (1-based line number, line bytes) of every non-blank data line.
-    let mut rows: Vec<(usize, &[u8])> = Vec::new();
+/// (1-based line number, line bytes) of every non-blank line after the header,
+/// which ends at `header_end`.
+fn data_lines(bytes: &[u8], header_end: usize) -> Vec<(usize, &[u8])> {
+    let mut rows = Vec::new();
     let mut start = header_end + 1;
-    for (index, end) in lines.chain(std::iter::once(bytes.len())).enumerate() {
+    let ends = memchr::memchr_iter(b'\n', bytes).skip(1);
+    for (index, end) in ends.chain(std::iter::once(bytes.len())).enumerate() {
         if start <= end {
             let line = trim_line(&bytes[start..end]);
             if !line.iter().all(u8::is_ascii_whitespace) {
@@ -97,36 +122,41 @@ pub fn parse(
         }
         start = end + 1;
     }
-    if rows.is_empty() {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-        });
-    }
+    rows
+}
 
-    let side = find_side(path, &layout, &rows, options)?;
-    let pixel_count = side * side;
+/// Every row's values, parsed in place, with a slot per row even where the row
+/// is faulty (which `keep` then leaves out).
+struct RowValues {
+    /// Row-major, one slot per coordinate (one unused slot for unlabelled files).
+    coords: Vec<f32>,
+    pixels: Vec<u8>,
+    ids: Vec<i64>,
+}
+
+/// Parses every row in parallel; returns the values and each row's fault, if any.
+fn parse_rows(
+    rows: &[(usize, &[u8])],
+    layout: &Layout,
+    rules: &RowRules,
+    bar: &ProgressBar,
+) -> (RowValues, Vec<Option<RowFault>>) {
+    let pixel_count = rules.side * rules.side;
     let n_coords = layout.coordinate_names.len();
     // Unlabelled files still get one (unused) slot per row, so the chunks below line up.
     let coord_width = n_coords.max(1);
-    let mut coords = vec![f32::NAN; rows.len() * coord_width];
-    let mut pixels = vec![0u8; rows.len() * pixel_count];
-    let mut ids = vec![0i64; rows.len()];
-
-    let bar = console.progress(rows.len() as u64, bytes.len() > 32 << 20, "parsing", Unit::Items);
-    let rules = RowRules {
-        side,
-        side_from: options.side.map_or("like most rows", |(_, from)| from),
-        low: -options.coordinate_tolerance,
-        high: side as f32 + options.coordinate_tolerance,
-        ignore_coordinates: options.ignore_coordinates,
+    let mut values = RowValues {
+        coords: vec![f32::NAN; rows.len() * coord_width],
+        pixels: vec![0u8; rows.len() * pixel_count],
+        ids: vec![0i64; rows.len()],
     };
     // Chunks of rows rather than single rows keep rayon's overhead negligible.
     const CHUNK: usize = 64;
-    let faults: Vec<Option<RowFault>> = rows
+    let faults = rows
         .par_chunks(CHUNK)
-        .zip(coords.par_chunks_mut(CHUNK * coord_width))
-        .zip(pixels.par_chunks_mut(CHUNK * pixel_count))
-        .zip(ids.par_chunks_mut(CHUNK))
+        .zip(values.coords.par_chunks_mut(CHUNK * coord_width))
+        .zip(values.pixels.par_chunks_mut(CHUNK * pixel_count))
+        .zip(values.ids.par_chunks_mut(CHUNK))
         .flat_map_iter(|(((rows, coords), pixels), ids)| {
             let faults: Vec<Option<RowFault>> = rows
                 .iter()
@@ -134,15 +164,24 @@ pub fn parse(
                 .map(|(i, (_, line))| {
                     let row_coords = &mut coords[i * coord_width..i * coord_width + n_coords];
                     let row_pixels = &mut pixels[i * pixel_count..(i + 1) * pixel_count];
-                    parse_row(line, &layout, row_coords, row_pixels, &mut ids[i], &rules).err()
+                    parse_row(line, layout, row_coords, row_pixels, &mut ids[i], rules).err()
                 })
                 .collect();
             bar.inc(rows.len() as u64);
             faults
         })
         .collect();
-    bar.finish_and_clear();
+    (values, faults)
+}
 
+/// The rows to keep, and the errors of those skipped (`skip_bad_rows`); without
+/// it, the first faulty row is the error. Every row faulty is an error too.
+fn sort_out_faults(
+    path: &Path,
+    rows: &[(usize, &[u8])],
+    faults: Vec<Option<RowFault>>,
+    skip_bad_rows: bool,
+) -> Result<(Vec<usize>, Vec<DataError>), DataError> {
     let mut skipped = Vec::new();
     let mut keep = Vec::with_capacity(rows.len());
     for (index, fault) in faults.into_iter().enumerate() {
@@ -155,7 +194,7 @@ pub fn parse(
                     column: excerpt(&fault.column),
                     message: fault.message,
                 };
-                if !options.skip_bad_rows {
+                if !skip_bad_rows {
                     return Err(error);
                 }
                 skipped.push(error);
@@ -169,30 +208,34 @@ pub fn parse(
             first: skipped.first().map(ToString::to_string).unwrap_or_default(),
         });
     }
-    let all_kept = keep.len() == rows.len();
-    let table = FaceTable {
-        coordinate_names: layout.coordinate_names.clone(),
-        side,
-        source_rows: keep.iter().map(|&i| i as u32).collect(),
-        image_ids: layout.has_image_id.then(|| {
-            if all_kept {
-                ids
-            } else {
-                keep.iter().map(|&i| ids[i]).collect()
-            }
-        }),
-        coords: match (n_coords, all_kept) {
-            (0, _) => Vec::new(),
-            (_, true) => coords,
-            (_, false) => gather(&coords, n_coords, &keep),
-        },
-        pixels: if all_kept {
-            pixels
-        } else {
-            gather(&pixels, pixel_count, &keep)
-        },
-    };
-    Ok(Parsed { table, skipped })
+    Ok((keep, skipped))
+}
+
+impl RowValues {
+    /// The table of the rows in `keep` (indices into the parsed rows).
+    fn keep(self, layout: &Layout, side: usize, keep: &[usize]) -> FaceTable {
+        let (n_coords, pixel_count) = (layout.coordinate_names.len(), side * side);
+        let RowValues { coords, pixels, ids } = self;
+        let all_kept = keep.len() == ids.len();
+        FaceTable {
+            coordinate_names: layout.coordinate_names.clone(),
+            side,
+            source_rows: keep.iter().map(|&i| i as u32).collect(),
+            image_ids: layout.has_image_id.then(|| match all_kept {
+                true => ids,
+                false => keep.iter().map(|&i| ids[i]).collect(),
+            }),
+            coords: match (n_coords, all_kept) {
+                (0, _) => Vec::new(),
+                (_, true) => coords,
+                (_, false) => gather(&coords, n_coords, keep),
+            },
+            pixels: match all_kept {
+                true => pixels,
+                false => gather(&pixels, pixel_count, keep),
+            },
+        }
+    }
 }
 
 fn gather<T: Copy>(values: &[T], width: usize, rows: &[usize]) -> Vec<T> {

@@ -51,105 +51,36 @@ pub fn parse_lookup(
 ) -> Result<LookupTable, DataError> {
     let bytes = super::source::without_bom(bytes);
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
-    let header_error = |message: String| DataError::Header {
-        path: path.to_path_buf(),
-        message,
-    };
     let header = reader
         .headers()
-        .map_err(|e| header_error(format!("the header is not CSV text: {e}")))?
+        .map_err(|e| DataError::Header {
+            path: path.to_path_buf(),
+            message: format!("the header is not CSV text: {e}"),
+        })?
         .clone();
-    let positions: Vec<usize> = COLUMNS
-        .iter()
-        .map(|name| {
-            header.iter().position(|h| h == *name).ok_or_else(|| {
-                header_error(format!(
-                    "no `{name}` column (an IdLookupTable has RowId,ImageId,FeatureName,Location; found: {})",
-                    excerpt(&header.iter().collect::<Vec<_>>().join(","))
-                ))
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    // The fewest fields a row may have: up to the last column that is read.
-    let needed = positions.iter().max().map_or(0, |&p| p + 1);
-    let known_ids: Option<std::collections::HashSet<i64>> = test_ids.map(|ids| ids.iter().copied().collect());
+    let rows = RowReader {
+        path,
+        positions: column_positions(path, &header)?,
+        header,
+        coordinate_names,
+        known_ids: test_ids.map(|ids| ids.iter().copied().collect()),
+    };
     let mut table = LookupTable {
         row_ids: Vec::new(),
         image_ids: Vec::new(),
         feature_names: Vec::new(),
     };
     let mut record = csv::ByteRecord::new();
-    // Lines are counted from byte offsets: the reader's own count drifts on CRLF.
-    let (mut counted_to, mut line) = (0, 1);
-    loop {
-        let more = reader
-            .read_byte_record(&mut record)
-            .map_err(|e| DataError::Corrupt {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        if !more {
-            break;
-        }
-        let mut start = record
-            .position()
-            .map_or(counted_to, |p| p.byte() as usize)
-            .min(bytes.len());
-        // After a CR the reader may place the record at the LF that ends that line.
-        while start < bytes.len() && matches!(bytes[start], b'\r' | b'\n') {
-            start += 1;
-        }
-        line += memchr::memchr_iter(b'\n', &bytes[counted_to..start]).count();
-        counted_to = start;
-        if record.len() < needed || record.len() > header.len() {
-            return Err(DataError::Width {
-                path: path.to_path_buf(),
-                line,
-                found: record.len(),
-                expected: match needed == header.len() {
-                    true => needed.to_string(),
-                    false => format!("{needed} to {}", header.len()),
-                },
-                header: excerpt(&header.iter().collect::<Vec<_>>().join(",")),
-                row: excerpt_bytes(&record.iter().collect::<Vec<_>>().join(&b","[..])),
-            });
-        }
-        let bad = |column: &str, message: String| DataError::BadRow {
+    let mut lines = LineCounter::default();
+    while reader
+        .read_byte_record(&mut record)
+        .map_err(|e| DataError::Corrupt {
             path: path.to_path_buf(),
-            line,
-            column: column.to_string(),
-            message,
-        };
-        let field = |i: usize| -> Result<&str, DataError> {
-            std::str::from_utf8(&record[positions[i]])
-                .map(str::trim)
-                .map_err(|_| bad(COLUMNS[i], "the field is not UTF-8 text".to_string()))
-        };
-        let integer = |i: usize| -> Result<i64, DataError> {
-            let text = field(i)?;
-            text.parse()
-                .map_err(|_| bad(COLUMNS[i], format!("`{}` is not an integer", excerpt(text))))
-        };
-        let row_id = integer(0)?;
-        let image_id = integer(1)?;
-        if let Some(known) = &known_ids
-            && !known.contains(&image_id)
-        {
-            return Err(bad(
-                "ImageId",
-                format!("image {image_id} is not in the test file"),
-            ));
-        }
-        let feature = field(2)?;
-        if !coordinate_names.iter().any(|c| c == feature) {
-            return Err(bad(
-                "FeatureName",
-                format!(
-                    "`{}` is not a coordinate column of the training file",
-                    excerpt(feature)
-                ),
-            ));
-        }
+            message: e.to_string(),
+        })?
+    {
+        let line = lines.line_of(bytes, &record);
+        let (row_id, image_id, feature) = rows.read(&record, line)?;
         table.row_ids.push(row_id);
         table.image_ids.push(image_id);
         table.feature_names.push(feature.to_string());
@@ -160,6 +91,130 @@ pub fn parse_lookup(
         });
     }
     Ok(table)
+}
+
+/// Where each of [`COLUMNS`] is in the header.
+fn column_positions(path: &Path, header: &csv::StringRecord) -> Result<Vec<usize>, DataError> {
+    COLUMNS
+        .iter()
+        .map(|name| {
+            header.iter().position(|h| h == *name).ok_or_else(|| DataError::Header {
+                path: path.to_path_buf(),
+                message: format!(
+                    "no `{name}` column (an IdLookupTable has RowId,ImageId,FeatureName,Location; found: {})",
+                    excerpt(&header.iter().collect::<Vec<_>>().join(","))
+                ),
+            })
+        })
+        .collect()
+}
+
+/// Lines counted from byte offsets: the csv reader's own count drifts on CRLF.
+struct LineCounter {
+    counted_to: usize,
+    line: usize,
+}
+
+impl Default for LineCounter {
+    fn default() -> Self {
+        LineCounter {
+            counted_to: 0,
+            line: 1,
+        }
+    }
+}
+
+impl LineCounter {
+    /// The 1-based line `record` starts on; records come in order.
+    fn line_of(&mut self, bytes: &[u8], record: &csv::ByteRecord) -> usize {
+        let mut start = record
+            .position()
+            .map_or(self.counted_to, |p| p.byte() as usize)
+            .min(bytes.len());
+        // After a CR the reader may place the record at the LF that ends that line.
+        while start < bytes.len() && matches!(bytes[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        self.line += memchr::memchr_iter(b'\n', &bytes[self.counted_to..start]).count();
+        self.counted_to = start;
+        self.line
+    }
+}
+
+/// Reads and checks one row of the table.
+struct RowReader<'a> {
+    path: &'a Path,
+    header: csv::StringRecord,
+    /// Where each of [`COLUMNS`] is.
+    positions: Vec<usize>,
+    coordinate_names: &'a [String],
+    /// The test file's image ids, when it is known.
+    known_ids: Option<std::collections::HashSet<i64>>,
+}
+
+impl RowReader<'_> {
+    /// `RowId`, `ImageId` and `FeatureName` of the row on `line`, checked.
+    fn read<'r>(&self, record: &'r csv::ByteRecord, line: usize) -> Result<(i64, i64, &'r str), DataError> {
+        self.check_width(record, line)?;
+        let bad = |column: &str, message: String| DataError::BadRow {
+            path: self.path.to_path_buf(),
+            line,
+            column: column.to_string(),
+            message,
+        };
+        let field = |i: usize| -> Result<&'r str, DataError> {
+            std::str::from_utf8(&record[self.positions[i]])
+                .map(str::trim)
+                .map_err(|_| bad(COLUMNS[i], "the field is not UTF-8 text".to_string()))
+        };
+        let integer = |i: usize| -> Result<i64, DataError> {
+            let text = field(i)?;
+            text.parse()
+                .map_err(|_| bad(COLUMNS[i], format!("`{}` is not an integer", excerpt(text))))
+        };
+        let row_id = integer(0)?;
+        let image_id = integer(1)?;
+        if let Some(known) = &self.known_ids
+            && !known.contains(&image_id)
+        {
+            return Err(bad(
+                "ImageId",
+                format!("image {image_id} is not in the test file"),
+            ));
+        }
+        let feature = field(2)?;
+        if !self.coordinate_names.iter().any(|c| c == feature) {
+            return Err(bad(
+                "FeatureName",
+                format!(
+                    "`{}` is not a coordinate column of the training file",
+                    excerpt(feature)
+                ),
+            ));
+        }
+        Ok((row_id, image_id, feature))
+    }
+
+    /// A row may stop after the last column read (Kaggle's leave out the empty
+    /// `Location`), and may not be longer than the header.
+    fn check_width(&self, record: &csv::ByteRecord, line: usize) -> Result<(), DataError> {
+        let needed = self.positions.iter().max().map_or(0, |&p| p + 1);
+        let allowed = self.header.len();
+        if (needed..=allowed).contains(&record.len()) {
+            return Ok(());
+        }
+        Err(DataError::Width {
+            path: self.path.to_path_buf(),
+            line,
+            found: record.len(),
+            expected: match needed == allowed {
+                true => needed.to_string(),
+                false => format!("{needed} to {allowed}"),
+            },
+            header: excerpt(&self.header.iter().collect::<Vec<_>>().join(",")),
+            row: excerpt_bytes(&record.iter().collect::<Vec<_>>().join(&b","[..])),
+        })
+    }
 }
 
 #[cfg(test)]
