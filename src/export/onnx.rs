@@ -537,6 +537,7 @@ impl Network<'_> {
                 let alpha = vec![float("alpha", *slope as f32)];
                 self.g.node("LeakyRelu", &node, &[&x], alpha)
             }
+            Op::Sigmoid => self.g.node("Sigmoid", &node, &[&x], vec![]),
             Op::MaxPool {
                 kernel,
                 stride,

@@ -41,6 +41,8 @@ pub enum Op {
     LeakyRelu {
         slope: f64,
     },
+    /// The logistic function, 1 / (1 + e^-x).
+    Sigmoid,
     #[serde(rename = "maxpool")]
     MaxPool {
         kernel: usize,
@@ -210,6 +212,10 @@ pub const SPELLINGS: &[Spelling] = &[
                 },
             },
         ),
+    },
+    Spelling {
+        name: "sigmoid",
+        written: Written::Bare(Op::Sigmoid),
     },
     Spelling {
         name: "block",
@@ -383,6 +389,7 @@ impl Op {
             Op::BatchNorm => "batchnorm".into(),
             Op::Relu => "relu".into(),
             Op::LeakyRelu { slope } => format!("leaky_relu {slope}"),
+            Op::Sigmoid => "sigmoid".into(),
             Op::MaxPool {
                 kernel,
                 stride,
@@ -443,7 +450,7 @@ impl Op {
                 layer(Shape::Map(c, oh, ow), 0, 0)
             }
             Op::BatchNorm => layer(input, 2 * features(input), 0),
-            Op::Relu | Op::LeakyRelu { .. } | Op::Dropout { .. } => layer(input, 0, 0),
+            Op::Relu | Op::LeakyRelu { .. } | Op::Sigmoid | Op::Dropout { .. } => layer(input, 0, 0),
             Op::GlobalAvgPool => {
                 let (c, ..) = needs_map(input, "global_avg_pool")?;
                 layer(Shape::Flat(c), 0, 0)
@@ -473,6 +480,7 @@ impl Op {
             Op::BatchNorm
             | Op::Relu
             | Op::LeakyRelu { .. }
+            | Op::Sigmoid
             | Op::MaxPool { .. }
             | Op::AvgPool { .. }
             | Op::Dropout { .. }
@@ -489,6 +497,7 @@ impl Op {
             Op::BatchNorm
             | Op::Relu
             | Op::LeakyRelu { .. }
+            | Op::Sigmoid
             | Op::GlobalAvgPool
             | Op::Dropout { .. }
             | Op::Flatten

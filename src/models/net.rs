@@ -190,6 +190,7 @@ impl<D> Builder<'_, D> {
             ),
             Op::Relu
             | Op::LeakyRelu { .. }
+            | Op::Sigmoid
             | Op::MaxPool { .. }
             | Op::AvgPool { .. }
             | Op::GlobalAvgPool
@@ -368,6 +369,7 @@ fn weightless<D: Backend, T: Tape<f32, D>>(
             let slope = *slope as f32;
             x.map(|t| t.try_prelu(slope), |t| t.try_prelu(slope))
         }
+        Op::Sigmoid => x.map(|t| t.try_sigmoid(), |t| t.try_sigmoid()),
         Op::MaxPool {
             kernel,
             stride,
@@ -745,4 +747,62 @@ fn zeros<E: Dtype, D: Device<E>>(do_gradient_update: bool) -> TensorOptions<(usi
 
 fn ones<E: Dtype, D: Device<E>>(do_gradient_update: bool) -> TensorOptions<(usize,), E, D> {
     TensorOptions::with_shape((0,), do_gradient_update, |t| t.try_fill_with_ones())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::graph::read::tests::read;
+    use crate::models::{ModelSpec, loss};
+
+    #[test]
+    fn a_sigmoid_reads_keeps_its_input_shape_squashes_and_passes_gradients_back() {
+        let (graph, errors) = read(
+            "layers = [{ conv = 2, kernel = 3 }, \"sigmoid\", \"flatten\"]\nhead = [{ dense = 4 }, \"sigmoid\"]\n",
+        );
+        assert!(errors.is_empty(), "{errors:#?}");
+        assert_eq!(graph.layers[1].op, Op::Sigmoid);
+        let spec = ModelSpec {
+            graph,
+            side: 8,
+            outputs: 2,
+        };
+        let summary = spec.check().unwrap();
+        let sigmoid = &summary.rows[1];
+        assert_eq!(
+            (sigmoid.path.as_str(), sigmoid.what.as_str()),
+            ("layers.1", "sigmoid")
+        );
+        assert_eq!((sigmoid.output, sigmoid.parameters), (Shape::Map(2, 6, 6), 0));
+
+        let dev = Cpu::seed_from_u64(0);
+        let mut network = spec.build(&dev).unwrap();
+        // Inference: what the first sigmoid makes of the conv's output.
+        let x: Images<Cpu> = dev.sample_uniform_like(&(3, Const, 8, 8));
+        let conv = network.layers.0[0]
+            .infer(network.input(x.clone()).unwrap())
+            .unwrap();
+        let squashed = network.layers.0[1].infer(conv.with_empty_tape()).unwrap();
+        let (Act::Map(conv), Act::Map(squashed)) = (conv, squashed) else {
+            panic!("a sigmoid keeps a map a map")
+        };
+        for (before, after) in conv.as_vec().into_iter().zip(squashed.as_vec()) {
+            assert!(
+                (after - 1.0 / (1.0 + (-before).exp())).abs() < 1e-6,
+                "{before} -> {after}"
+            );
+        }
+        assert_eq!(*network.forward(x.clone()).shape(), (3, 2));
+
+        // Training: the gradient reaches the conv behind both sigmoids.
+        let grads = network.alloc_grads();
+        let y = network.forward_mut(x.traced(grads));
+        let target: Outputs<Cpu> = dev.ones_like(&(3, 2));
+        let mask: Outputs<Cpu> = dev.ones_like(&(3, 2));
+        let grads = loss::masked_mse(y, target, mask).backward();
+        let NetLayer::Conv(conv) = &network.layers.0[0] else {
+            panic!("layers.0 is the conv")
+        };
+        assert!(grads.get(&conv.weight).as_vec().iter().any(|g| *g != 0.0));
+    }
 }
