@@ -7,10 +7,15 @@
 //! The reader ([`super::graph::read`]) goes through [`SPELLINGS`] instead of
 //! lists of names; shape inference ([`super::graph::shape`]) applies
 //! [`Op::step`] once, and the builder ([`super::net`]) and the ONNX export
-//! ([`crate::export::onnx`]) size each layer from the shapes it found. Every
-//! match over [`Op`], here and in those two, names each kind: a new kind is a
-//! variant of [`Op`] and its spelling here, and the compiler lists the rest (its
-//! arms below, its forward pass in `net`, its ONNX nodes in `export::onnx`).
+//! ([`crate::export::onnx`]) size each layer from the shapes it found.
+//!
+//! Every match over [`Op`] names each kind, with no catch-all. Adding a kind is
+//! a variant of [`Op`] (its fields are its settings, which the train stage's
+//! cache key records) and its entry in [`SPELLINGS`]; the compiler then lists
+//! each match to extend: here its description, shape rule, flow and strides;
+//! in `net` how it is built (with weights, or kept as its `Op`) and its
+//! forward pass; in `export::onnx` its nodes. Then a row in
+//! docs/pipeline-reference.md. (`sigmoid` was added this way.)
 //!
 //! A block (`{ block = "NAME" }`) is spelt like a layer, but it is many: the
 //! reader expands it and every walk follows its uses ([`Step::Block`]).
@@ -104,7 +109,7 @@ pub enum TableForm {
     /// A layer: its keys besides its name, and how its values read.
     Layer {
         keys: &'static [&'static str],
-        read: fn(&mut dyn Values, &LayerTable) -> Option<ReadLayer>,
+        read: fn(&mut dyn NumberReader, &LayerTable) -> Option<ReadLayer>,
     },
     /// A block's use, which the reader expands.
     Block,
@@ -263,7 +268,7 @@ impl ReadLayer {
 
 /// The reader's checks of a layer's numbers, which may name a block's
 /// parameters; each reports its own mistake and gives None.
-pub trait Values {
+pub trait NumberReader {
     fn count(&mut self, node: &Node, what: &str, range: RangeInclusive<usize>) -> Option<usize>;
     /// A number in [0, max].
     fn fraction(&mut self, node: &Node, what: &str, max: f64) -> Option<f64>;
@@ -284,7 +289,7 @@ pub trait Values {
     }
 }
 
-fn read_conv(v: &mut dyn Values, t: &LayerTable) -> Option<ReadLayer> {
+fn read_conv(v: &mut dyn NumberReader, t: &LayerTable) -> Option<ReadLayer> {
     let filters = v.count(t.value, "filters", FILTERS)?;
     let Some(kernel) = t.table.get("kernel") else {
         v.error(t.at, "a conv needs `kernel`: { conv = 32, kernel = 3 }".into());
@@ -314,7 +319,7 @@ fn read_conv(v: &mut dyn Values, t: &LayerTable) -> Option<ReadLayer> {
 }
 
 /// A pooling's window: its size is the kind's value, its stride that by default.
-fn read_window(v: &mut dyn Values, t: &LayerTable) -> Option<(usize, usize, usize)> {
+fn read_window(v: &mut dyn NumberReader, t: &LayerTable) -> Option<(usize, usize, usize)> {
     let kernel = v.count(t.value, "kernel", WINDOW)?;
     let stride = v.option(t.table, "stride", kernel, WINDOW)?;
     let padding = v.option(t.table, "padding", 0, PADDING)?;
@@ -326,7 +331,7 @@ fn read_window(v: &mut dyn Values, t: &LayerTable) -> Option<(usize, usize, usiz
     Some((kernel, stride, padding))
 }
 
-fn read_maxpool(v: &mut dyn Values, t: &LayerTable) -> Option<ReadLayer> {
+fn read_maxpool(v: &mut dyn NumberReader, t: &LayerTable) -> Option<ReadLayer> {
     let (kernel, stride, padding) = read_window(v, t)?;
     Some(ReadLayer::new(Op::MaxPool {
         kernel,
@@ -335,7 +340,7 @@ fn read_maxpool(v: &mut dyn Values, t: &LayerTable) -> Option<ReadLayer> {
     }))
 }
 
-fn read_avgpool(v: &mut dyn Values, t: &LayerTable) -> Option<ReadLayer> {
+fn read_avgpool(v: &mut dyn NumberReader, t: &LayerTable) -> Option<ReadLayer> {
     let (kernel, stride, padding) = read_window(v, t)?;
     Some(ReadLayer::new(Op::AvgPool {
         kernel,
@@ -555,5 +560,25 @@ fn window(
         _ => Err(format!(
             "gets a {h}x{w} map from a {side}x{side} input, smaller than its {kernel}x{kernel} window: {why}"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn each_kind_is_spelt_once_and_a_bare_one_is_named_as_it_is_written() {
+        let names: BTreeSet<&str> = SPELLINGS.iter().map(|s| s.name).collect();
+        assert_eq!(names.len(), SPELLINGS.len());
+        for spelling in SPELLINGS {
+            if let Some(op) = spelling.bare() {
+                // The cache key and `fkp model` use the name the pipeline writes.
+                assert_eq!(serde_json::to_value(op).unwrap()["kind"], spelling.name);
+                assert!(op.describe().starts_with(spelling.name), "{}", op.describe());
+            }
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::ops::RangeInclusive;
 
 use super::{BlockUse, Graph, Layer, Op, Shortcut};
 use crate::config::{ConfigError, ConfigErrorKind, Entry, Location, Node, Table, Value, did_you_mean};
-use crate::models::kinds::{self, Flow, LayerTable, ReadLayer, SPELLINGS, TableForm, Values, Written};
+use crate::models::kinds::{self, Flow, LayerTable, NumberReader, ReadLayer, SPELLINGS, TableForm, Written};
 use crate::text::excerpt;
 
 /// The keys of a block's definition.
@@ -274,7 +274,7 @@ impl<'a> GraphReader<'a> {
                     at: &item.at,
                 };
                 read(
-                    &mut LayerValues {
+                    &mut ScopedNumbers {
                         reader: self,
                         key,
                         scope,
@@ -744,13 +744,13 @@ impl Block<'_> {
 }
 
 /// The reader's checks of numbers, for one layer in one scope.
-struct LayerValues<'r, 'a> {
+struct ScopedNumbers<'r, 'a> {
     reader: &'r mut GraphReader<'a>,
     key: &'r str,
     scope: &'r mut Scope,
 }
 
-impl Values for LayerValues<'_, '_> {
+impl NumberReader for ScopedNumbers<'_, '_> {
     fn count(&mut self, node: &Node, what: &str, range: RangeInclusive<usize>) -> Option<usize> {
         self.reader.count(self.key, node, self.scope, what, range)
     }
