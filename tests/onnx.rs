@@ -108,6 +108,11 @@ residual = true
 projection = [{ conv = "filters", kernel = 1, stride = "stride" }, "batchnorm"]
 after_add = [{ leaky_relu = 0.1 }]"#;
 
+/// Sigmoids on a map and on flat features.
+const SIGMOID: &str = r#"layers = [{ conv = 8, kernel = 3, stride = 2 }, "sigmoid", { maxpool = 2 }, "flatten"]
+head = [{ dense = 16 }, "sigmoid"]
+"#;
+
 const TTA: &str = "tta = [\"hflip\"]";
 
 /// fkp's predictions in a CSV it wrote: the coordinate columns of each row.
@@ -661,6 +666,7 @@ fn exported_pipelines_predict_what_fkp_predict_does_in_onnx_runtime() {
         ("lenet", "arch = \"lenet\"", ""),
         ("custom residual", CUSTOM, ""),
         ("lenet ensemble of 2", "arch = \"lenet\"", "seeds = [1, 2]"),
+        ("custom sigmoid", SIGMOID, ""),
     ];
     for (i, (label, model, train)) in cases.iter().enumerate() {
         let name = format!("p{i}");

@@ -8,6 +8,7 @@
 //! coordinates.
 
 pub mod graph;
+pub mod kinds;
 mod layers;
 pub mod loss;
 pub mod net;
@@ -105,9 +106,8 @@ impl ModelSpec {
 
     /// Builds the network on `dev`, its weights drawn from the device's random numbers.
     pub fn build<D: Backend>(&self, dev: &D) -> Result<GraphNet<f32, D>, ModelError> {
-        self.check()?;
-        GraphNet::build(dev, &self.graph, self.side, self.outputs)
-            .map_err(|e| ModelError::Device(format!("{e:?}")))
+        let summary = self.check()?;
+        GraphNet::build(dev, &self.graph, &summary, self.outputs)
     }
 }
 

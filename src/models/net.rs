@@ -1,6 +1,9 @@
 //! The one network type fkp trains: a [`Graph`] built into dfdx layers whose
 //! sizes are known at run time. Presets and custom graphs alike become a
-//! [`GraphNet`].
+//! [`GraphNet`]. Each layer is sized from what it gets in the graph's shape
+//! inference ([`super::graph::shape::infer`]), which every build runs first.
+//! Layers with weights are built as such; the others keep their [`Op`], which
+//! is all they need, whatever the dtype and device.
 //!
 //! Weights are named after the graph (`layers.4.0.body.0.weight`,
 //! `head.0.weight`, `output.weight`), which is how they appear in the
@@ -16,10 +19,11 @@ use dfdx::tensor_ops::Pool2DKind;
 use num_traits::Float;
 use rand_distr::uniform::SampleUniform;
 
-use super::graph::shape::window_side;
+use super::graph::shape::{Inputs, Shape, Summary};
 use super::graph::{BlockUse, Graph, Layer, Op, Shortcut};
+use super::kinds::features;
 use super::layers::RtLinear;
-use super::{Backend, Images, Outputs};
+use super::{Backend, Images, ModelError, Outputs};
 
 /// Batch norm's constants, as PyTorch's defaults.
 const BN_EPSILON: f64 = 1e-5;
@@ -50,21 +54,10 @@ pub struct Layers<E: Dtype, D: Storage<E>>(Vec<NetLayer<E, D>>);
 pub enum NetLayer<E: Dtype, D: Storage<E>> {
     Conv(Conv<E, D>),
     BatchNorm(Norm<E, D>),
-    Relu,
-    LeakyRelu(f64),
-    Pool(Pool2DKind, Window),
-    GlobalAvgPool,
-    Dropout(f64),
-    Flatten,
     Dense(RtLinear<E, D>),
     Block(Vec<NetBlock<E, D>>),
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Window {
-    kernel: usize,
-    stride: usize,
-    padding: usize,
+    /// A layer without weights: its description is all it needs.
+    Weightless(Op),
 }
 
 #[derive(Debug, Clone)]
@@ -105,17 +98,16 @@ fn reset_conv<E: Dtype + Float + SampleUniform, D: Device<E>>(
 }
 
 impl<E: Dtype + Float + SampleUniform, D: Device<E>> GraphNet<E, D> {
-    /// Builds `graph` with an output layer of `outputs` units for images of
-    /// `side` pixels. The graph must have passed [`super::graph::shape::infer`].
-    pub fn build(dev: &D, graph: &Graph, side: usize, outputs: usize) -> Result<Self, D::Err> {
+    /// Builds `graph` with an output layer of `outputs` units, each layer sized
+    /// from what it gets in `summary`, the graph's shape inference.
+    pub fn build(dev: &D, graph: &Graph, summary: &Summary, outputs: usize) -> Result<Self, ModelError> {
         let mut builder = Builder {
             dev,
-            shape: (graph.channels, side, side),
-            flat: None,
+            inputs: summary.inputs(),
         };
-        let layers = builder.list(&graph.layers)?;
-        let head = builder.list(&graph.head)?;
-        let output = RtLinear::new(dev, builder.width(), outputs)?;
+        let layers = builder.list("layers", &graph.layers)?;
+        let head = builder.list("head", &graph.head)?;
+        let output = RtLinear::new(dev, features(builder.input("output")?), outputs).map_err(device)?;
         Ok(GraphNet {
             channels: graph.channels,
             layers,
@@ -125,40 +117,47 @@ impl<E: Dtype + Float + SampleUniform, D: Device<E>> GraphNet<E, D> {
     }
 }
 
-/// Creates layers in order, following the shape to size each one.
+fn device<Err: std::fmt::Debug>(error: Err) -> ModelError {
+    ModelError::Device(format!("{error:?}"))
+}
+
+/// Creates layers in order (the order their weights draw random numbers in).
 struct Builder<'a, D> {
     dev: &'a D,
-    /// (channels, height, width) of the map so far.
-    shape: (usize, usize, usize),
-    /// The width of flat features, once flattened.
-    flat: Option<usize>,
+    inputs: Inputs<'a>,
 }
 
 impl<D> Builder<'_, D> {
-    fn width(&self) -> usize {
-        let (c, h, w) = self.shape;
-        self.flat.unwrap_or(c * h * w)
+    fn input(&self, path: &str) -> Result<Shape, ModelError> {
+        self.inputs.of(path).ok_or_else(|| {
+            ModelError::Shape(format!("{path} is not in the network whose shapes were followed"))
+        })
     }
-}
 
-impl<D> Builder<'_, D> {
-    fn list<E: Dtype + Float + SampleUniform>(&mut self, layers: &[Layer]) -> Result<Layers<E, D>, D::Err>
+    fn list<E: Dtype + Float + SampleUniform>(
+        &mut self,
+        path: &str,
+        layers: &[Layer],
+    ) -> Result<Layers<E, D>, ModelError>
     where
         D: Device<E>,
     {
         layers
             .iter()
-            .map(|l| self.layer(&l.op))
+            .enumerate()
+            .map(|(i, l)| self.layer(&format!("{path}.{i}"), &l.op))
             .collect::<Result<_, _>>()
             .map(Layers)
     }
 
-    fn layer<E: Dtype + Float + SampleUniform>(&mut self, op: &Op) -> Result<NetLayer<E, D>, D::Err>
+    fn layer<E: Dtype + Float + SampleUniform>(
+        &mut self,
+        path: &str,
+        op: &Op,
+    ) -> Result<NetLayer<E, D>, ModelError>
     where
         D: Device<E>,
     {
-        // Built after `shape::infer` accepted the graph: every window fits.
-        let window = |kernel, stride, padding, side| window_side(side, kernel, stride, padding).unwrap_or(0);
         Ok(match op {
             Op::Conv {
                 filters,
@@ -167,109 +166,91 @@ impl<D> Builder<'_, D> {
                 padding,
                 bias,
             } => {
-                let (c, h, w) = self.shape;
-                let mut weight = self.dev.try_zeros_like(&(*filters, c, *kernel, *kernel))?;
-                reset_conv(&mut weight)?;
-                let bias = match bias {
-                    true => Some(self.dev.try_zeros_like(&(*filters,))?),
-                    false => None,
-                };
-                self.shape = (
-                    *filters,
-                    window(*kernel, *stride, *padding, h),
-                    window(*kernel, *stride, *padding, w),
+                let channels = features(self.input(path)?);
+                let conv = Conv::new(
+                    self.dev,
+                    (*filters, channels, *kernel),
+                    *bias,
+                    (*stride, *padding),
                 );
-                NetLayer::Conv(Conv {
-                    weight,
-                    bias,
-                    stride: *stride,
-                    padding: *padding,
-                })
+                NetLayer::Conv(conv.map_err(device)?)
             }
             Op::BatchNorm => {
-                let n = match self.flat {
-                    Some(n) => n,
-                    None => self.shape.0,
-                };
-                NetLayer::BatchNorm(Norm {
-                    scale: self.dev.try_ones_like(&(n,))?,
-                    bias: self.dev.try_zeros_like(&(n,))?,
-                    running_mean: self.dev.try_zeros_like(&(n,))?,
-                    running_var: self.dev.try_ones_like(&(n,))?,
-                })
-            }
-            Op::Relu => NetLayer::Relu,
-            Op::LeakyRelu { slope } => NetLayer::LeakyRelu(*slope),
-            Op::MaxPool {
-                kernel,
-                stride,
-                padding,
-            }
-            | Op::AvgPool {
-                kernel,
-                stride,
-                padding,
-            } => {
-                let (c, h, w) = self.shape;
-                self.shape = (
-                    c,
-                    window(*kernel, *stride, *padding, h),
-                    window(*kernel, *stride, *padding, w),
-                );
-                let kind = match op {
-                    Op::MaxPool { .. } => Pool2DKind::Max,
-                    _ => Pool2DKind::Avg,
-                };
-                NetLayer::Pool(
-                    kind,
-                    Window {
-                        kernel: *kernel,
-                        stride: *stride,
-                        padding: *padding,
-                    },
-                )
-            }
-            Op::GlobalAvgPool => {
-                self.flat = Some(self.shape.0);
-                NetLayer::GlobalAvgPool
-            }
-            Op::Dropout { p } => NetLayer::Dropout(*p),
-            Op::Flatten => {
-                self.flat = Some(self.width());
-                NetLayer::Flatten
+                NetLayer::BatchNorm(Norm::new(self.dev, features(self.input(path)?)).map_err(device)?)
             }
             Op::Dense { units } => {
-                let dense = RtLinear::new(self.dev, self.width(), *units)?;
-                self.flat = Some(*units);
-                NetLayer::Dense(dense)
+                let inputs = features(self.input(path)?);
+                NetLayer::Dense(RtLinear::new(self.dev, inputs, *units).map_err(device)?)
             }
-            Op::Block { uses, .. } => {
-                NetLayer::Block(uses.iter().map(|u| self.block(u)).collect::<Result<_, _>>()?)
-            }
+            Op::Block { uses, .. } => NetLayer::Block(
+                uses.iter()
+                    .enumerate()
+                    .map(|(r, u)| self.block(&format!("{path}.{r}"), u))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Op::Relu
+            | Op::LeakyRelu { .. }
+            | Op::Sigmoid
+            | Op::MaxPool { .. }
+            | Op::AvgPool { .. }
+            | Op::GlobalAvgPool
+            | Op::Dropout { .. }
+            | Op::Flatten => NetLayer::Weightless(op.clone()),
         })
     }
 
-    fn block<E: Dtype + Float + SampleUniform>(&mut self, block: &BlockUse) -> Result<NetBlock<E, D>, D::Err>
+    fn block<E: Dtype + Float + SampleUniform>(
+        &mut self,
+        path: &str,
+        block: &BlockUse,
+    ) -> Result<NetBlock<E, D>, ModelError>
     where
         D: Device<E>,
     {
-        let (input, input_flat) = (self.shape, self.flat);
-        let body = self.list(&block.body)?;
-        let (output, output_flat) = (self.shape, self.flat);
+        let body = self.list(&format!("{path}.body"), &block.body)?;
         let projection = match &block.shortcut {
-            Shortcut::Projection { layers } => {
-                (self.shape, self.flat) = (input, input_flat);
-                let projection = self.list(layers)?;
-                (self.shape, self.flat) = (output, output_flat);
-                projection
-            }
-            _ => Layers(Vec::new()),
+            Shortcut::Projection { layers } => self.list(&format!("{path}.projection"), layers)?,
+            Shortcut::None | Shortcut::Identity => Layers(Vec::new()),
         };
         Ok(NetBlock {
             body,
             residual: block.shortcut != Shortcut::None,
             projection,
-            after_add: self.list(&block.after_add)?,
+            after_add: self.list(&format!("{path}.after_add"), &block.after_add)?,
+        })
+    }
+}
+
+impl<E: Dtype + Float + SampleUniform, D: Device<E>> Conv<E, D> {
+    /// `filters` maps from `channels`, through a `kernel` x `kernel` window.
+    fn new(
+        dev: &D,
+        (filters, channels, kernel): (usize, usize, usize),
+        bias: bool,
+        (stride, padding): (usize, usize),
+    ) -> Result<Self, D::Err> {
+        let mut weight = dev.try_zeros_like(&(filters, channels, kernel, kernel))?;
+        reset_conv(&mut weight)?;
+        let bias = match bias {
+            true => Some(dev.try_zeros_like(&(filters,))?),
+            false => None,
+        };
+        Ok(Conv {
+            weight,
+            bias,
+            stride,
+            padding,
+        })
+    }
+}
+
+impl<E: Dtype + Float + SampleUniform, D: Device<E>> Norm<E, D> {
+    fn new(dev: &D, features: usize) -> Result<Self, D::Err> {
+        Ok(Norm {
+            scale: dev.try_ones_like(&(features,))?,
+            bias: dev.try_zeros_like(&(features,))?,
+            running_mean: dev.try_zeros_like(&(features,))?,
+            running_var: dev.try_ones_like(&(features,))?,
         })
     }
 }
@@ -304,45 +285,9 @@ impl<D: Device<f32>, T: Tape<f32, D>> Act<D, T> {
 }
 
 impl<D: Backend> NetLayer<f32, D> {
-    /// Every layer but batch norm and blocks: the same in training and inference,
-    /// except dropout, which only drops in training.
-    fn apply<T: Tape<f32, D>>(&self, x: Act<D, T>, training: bool) -> Result<Act<D, T>, D::Err> {
-        Ok(match (self, x) {
-            (NetLayer::Conv(conv), Act::Map(x)) => {
-                let y = D::conv2d(x, conv.weight.clone(), conv.stride, conv.padding)?;
-                Act::Map(match &conv.bias {
-                    Some(bias) => {
-                        let shape = *y.shape();
-                        y.try_add(
-                            bias.retaped::<T>()
-                                .try_broadcast_like::<_, Axes3<0, 2, 3>>(&shape)?,
-                        )?
-                    }
-                    None => y,
-                })
-            }
-            (NetLayer::Relu, x) => x.map(|t| t.try_relu(), |t| t.try_relu())?,
-            (NetLayer::LeakyRelu(slope), x) => {
-                let slope = *slope as f32;
-                x.map(|t| t.try_prelu(slope), |t| t.try_prelu(slope))?
-            }
-            (NetLayer::Pool(kind, window), Act::Map(x)) => {
-                Act::Map(D::pool2d(x, *kind, window.kernel, window.stride, window.padding)?)
-            }
-            (NetLayer::GlobalAvgPool, Act::Map(x)) => Act::Flat(x.try_mean::<_, Axes2<2, 3>>()?),
-            (NetLayer::Dropout(p), x) if training && *p > 0.0 => {
-                x.map(|t| t.try_dropout(*p), |t| t.try_dropout(*p))?
-            }
-            (NetLayer::Dropout(_), x) => x,
-            (NetLayer::Flatten, x) => Act::Flat(x.flat()?),
-            (NetLayer::Dense(dense), x) => Act::Flat(dense.try_forward(x.flat()?)?),
-            // The shape check before building rules these out.
-            (_, x) => x,
-        })
-    }
-
     fn infer(&self, x: Act<D, NoneTape>) -> Result<Act<D, NoneTape>, D::Err> {
         match self {
+            NetLayer::Conv(conv) => conv.forward(x),
             NetLayer::BatchNorm(n) => {
                 let args = (&n.running_var, &n.running_mean, &n.scale, &n.bias, BN_EPSILON);
                 Ok(match x {
@@ -354,13 +299,15 @@ impl<D: Backend> NetLayer<f32, D> {
                     )?),
                 })
             }
+            NetLayer::Dense(dense) => Ok(Act::Flat(dense.try_forward(x.flat()?)?)),
             NetLayer::Block(uses) => uses.iter().try_fold(x, |x, block| block.infer(x)),
-            layer => layer.apply(x, false),
+            NetLayer::Weightless(op) => weightless(op, x, false),
         }
     }
 
     fn train(&mut self, x: Act<D, OwnedTape<f32, D>>) -> Result<Act<D, OwnedTape<f32, D>>, D::Err> {
         match self {
+            NetLayer::Conv(conv) => conv.forward(x),
             NetLayer::BatchNorm(n) => Ok(match x {
                 Act::Map(x) => Act::Map(batch_norm_train::<usize, _, f32, D, _, Axes3<0, 2, 3>>(
                     x,
@@ -381,9 +328,64 @@ impl<D: Backend> NetLayer<f32, D> {
                     BN_MOMENTUM,
                 )?),
             }),
+            NetLayer::Dense(dense) => Ok(Act::Flat(dense.try_forward(x.flat()?)?)),
             NetLayer::Block(uses) => uses.iter_mut().try_fold(x, |x, block| block.train(x)),
-            layer => layer.apply(x, true),
+            NetLayer::Weightless(op) => weightless(op, x, true),
         }
+    }
+}
+
+impl<D: Backend> Conv<f32, D> {
+    fn forward<T: Tape<f32, D>>(&self, x: Act<D, T>) -> Result<Act<D, T>, D::Err> {
+        x.on_map(|x| {
+            let y = D::conv2d(x, self.weight.clone(), self.stride, self.padding)?;
+            Ok(Act::Map(match &self.bias {
+                Some(bias) => {
+                    let shape = *y.shape();
+                    y.try_add(
+                        bias.retaped::<T>()
+                            .try_broadcast_like::<_, Axes3<0, 2, 3>>(&shape)?,
+                    )?
+                }
+                None => y,
+            }))
+        })
+    }
+}
+
+/// A layer without weights, the same in training and inference except
+/// dropout, which only drops in training.
+fn weightless<D: Backend, T: Tape<f32, D>>(
+    op: &Op,
+    x: Act<D, T>,
+    training: bool,
+) -> Result<Act<D, T>, D::Err> {
+    let pool = |x: Act<D, T>, kind, kernel, stride, padding| {
+        x.on_map(|x| Ok(Act::Map(D::pool2d(x, kind, kernel, stride, padding)?)))
+    };
+    match op {
+        Op::Relu => x.map(|t| t.try_relu(), |t| t.try_relu()),
+        Op::LeakyRelu { slope } => {
+            let slope = *slope as f32;
+            x.map(|t| t.try_prelu(slope), |t| t.try_prelu(slope))
+        }
+        Op::Sigmoid => x.map(|t| t.try_sigmoid(), |t| t.try_sigmoid()),
+        Op::MaxPool {
+            kernel,
+            stride,
+            padding,
+        } => pool(x, Pool2DKind::Max, *kernel, *stride, *padding),
+        Op::AvgPool {
+            kernel,
+            stride,
+            padding,
+        } => pool(x, Pool2DKind::Avg, *kernel, *stride, *padding),
+        Op::GlobalAvgPool => x.on_map(|x| Ok(Act::Flat(x.try_mean::<_, Axes2<2, 3>>()?))),
+        Op::Dropout { p } if training && *p > 0.0 => x.map(|t| t.try_dropout(*p), |t| t.try_dropout(*p)),
+        Op::Dropout { .. } => Ok(x),
+        Op::Flatten => Ok(Act::Flat(x.flat()?)),
+        // Built with weights (`Builder::layer`), never weightless.
+        Op::Conv { .. } | Op::BatchNorm | Op::Dense { .. } | Op::Block { .. } => Ok(x),
     }
 }
 
@@ -397,6 +399,17 @@ impl<D: Device<f32>, T: Tape<f32, D>> Act<D, T> {
             Act::Map(x) => Act::Map(on_map(x)?),
             Act::Flat(x) => Act::Flat(on_flat(x)?),
         })
+    }
+
+    /// A layer that takes maps: shape inference lets no flat features reach it.
+    fn on_map(
+        self,
+        layer: impl FnOnce(Map<f32, D, T>) -> Result<Act<D, T>, D::Err>,
+    ) -> Result<Act<D, T>, D::Err> {
+        match self {
+            Act::Map(x) => layer(x),
+            Act::Flat(x) => Ok(Act::Flat(x)),
+        }
     }
 }
 
@@ -592,173 +605,204 @@ impl<E: Dtype + Float + SampleUniform, D: Device<E>> TensorCollection<E, D> for 
     fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
         visitor: &mut V,
     ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
-        // The variant, its settings, and for blocks the number of uses.
-        enum Kind {
-            Conv {
-                stride: usize,
-                padding: usize,
-                bias: bool,
-            },
-            BatchNorm,
-            Dense,
-            Block(usize),
-            Plain,
-        }
         let Some(layer) = visitor.module() else {
-            return visitor.visit_fields((), |()| NetLayer::Relu);
+            return visitor.visit_fields((), |()| NetLayer::Weightless(Op::Relu));
         };
-        let kind = match layer {
-            NetLayer::Conv(c) => Kind::Conv {
-                stride: c.stride,
-                padding: c.padding,
-                bias: c.bias.is_some(),
-            },
-            NetLayer::BatchNorm(_) => Kind::BatchNorm,
-            NetLayer::Dense(_) => Kind::Dense,
-            NetLayer::Block(uses) => Kind::Block(uses.len()),
-            _ => Kind::Plain,
-        };
-        let settings = layer.settings();
-        let conv_weight = TensorOptions::with_shape((0, 0, 0, 0), true, reset_conv::<E, D>);
-        let zeros = |do_gradient_update| {
-            TensorOptions::with_shape((0,), do_gradient_update, |t| t.try_fill_with_zeros())
-        };
-        let ones = |do_gradient_update| {
-            TensorOptions::with_shape((0,), do_gradient_update, |t| t.try_fill_with_ones())
-        };
-        match kind {
-            Kind::Conv {
+        match layer {
+            NetLayer::Conv(c) => {
+                let (stride, padding, bias) = (c.stride, c.padding, c.bias.is_some());
+                Self::conv_fields(visitor, stride, padding, bias)
+            }
+            NetLayer::BatchNorm(_) => Self::norm_fields(visitor),
+            NetLayer::Dense(_) => Self::dense_fields(visitor),
+            NetLayer::Block(uses) => {
+                let count = uses.len();
+                Self::block_fields(visitor, count)
+            }
+            // Its description is all it is, the same for every dtype and device.
+            NetLayer::Weightless(op) => {
+                let op = op.clone();
+                visitor.visit_fields((), move |()| NetLayer::Weightless(op))
+            }
+        }
+    }
+}
+
+/// What a walk over a layer's tensors gives back: the layer in the walk's dtype
+/// and device, when the walk builds one.
+type Visited<E, D, V> = Result<
+    Option<
+        NetLayer<
+            <V as ModuleVisitor<NetLayer<E, D>, E, D>>::E2,
+            <V as ModuleVisitor<NetLayer<E, D>, E, D>>::D2,
+        >,
+    >,
+    <V as ModuleVisitor<NetLayer<E, D>, E, D>>::Err,
+>;
+
+/// Each kind's tensors, in the order the walk lists them.
+impl<E: Dtype + Float + SampleUniform, D: Device<E>> NetLayer<E, D> {
+    fn conv_fields<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+        stride: usize,
+        padding: usize,
+        bias: bool,
+    ) -> Visited<E, D, V> {
+        let weight = Self::tensor(
+            "weight",
+            |s| &s.conv().weight,
+            |s| &mut s.conv_mut().weight,
+            TensorOptions::with_shape((0, 0, 0, 0), true, reset_conv::<E, D>),
+        );
+        let conv = move |weight, bias| {
+            NetLayer::Conv(Conv {
+                weight,
+                bias,
                 stride,
                 padding,
-                bias,
-            } => {
-                let weight = Self::tensor(
+            })
+        };
+        if bias {
+            let bias = Self::tensor("bias", |s| s.conv_bias(), |s| s.conv_bias_mut(), zeros(true));
+            visitor.visit_fields((weight, bias), move |(weight, bias)| conv(weight, Some(bias)))
+        } else {
+            visitor.visit_fields(weight, move |weight| conv(weight, None))
+        }
+    }
+
+    fn norm_fields<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Visited<E, D, V> {
+        visitor.visit_fields(
+            (
+                Self::tensor(
+                    "scale",
+                    |s| &s.norm().scale,
+                    |s| &mut s.norm_mut().scale,
+                    ones(true),
+                ),
+                Self::tensor(
+                    "bias",
+                    |s| &s.norm().bias,
+                    |s| &mut s.norm_mut().bias,
+                    zeros(true),
+                ),
+                Self::tensor(
+                    "running_mean",
+                    |s| &s.norm().running_mean,
+                    |s| &mut s.norm_mut().running_mean,
+                    zeros(false),
+                ),
+                Self::tensor(
+                    "running_var",
+                    |s| &s.norm().running_var,
+                    |s| &mut s.norm_mut().running_var,
+                    ones(false),
+                ),
+            ),
+            |(scale, bias, running_mean, running_var)| {
+                NetLayer::BatchNorm(Norm {
+                    scale,
+                    bias,
+                    running_mean,
+                    running_var,
+                })
+            },
+        )
+    }
+
+    /// Named like a conv's (`head.0.weight`), not as a module of its own.
+    fn dense_fields<V: ModuleVisitor<Self, E, D>>(visitor: &mut V) -> Visited<E, D, V> {
+        visitor.visit_fields(
+            (
+                Self::tensor(
                     "weight",
-                    |s| &s.conv().weight,
-                    |s| &mut s.conv_mut().weight,
-                    conv_weight,
-                );
-                if bias {
-                    let bias = Self::tensor("bias", |s| s.conv_bias(), |s| s.conv_bias_mut(), zeros(true));
-                    visitor.visit_fields((weight, bias), move |(weight, bias)| {
-                        NetLayer::Conv(Conv {
-                            weight,
-                            bias: Some(bias),
-                            stride,
-                            padding,
-                        })
-                    })
-                } else {
-                    visitor.visit_fields(weight, move |weight| {
-                        NetLayer::Conv(Conv {
-                            weight,
-                            bias: None,
-                            stride,
-                            padding,
-                        })
-                    })
-                }
-            }
-            Kind::BatchNorm => visitor.visit_fields(
-                (
-                    Self::tensor(
-                        "scale",
-                        |s| &s.norm().scale,
-                        |s| &mut s.norm_mut().scale,
-                        ones(true),
-                    ),
-                    Self::tensor(
-                        "bias",
-                        |s| &s.norm().bias,
-                        |s| &mut s.norm_mut().bias,
-                        zeros(true),
-                    ),
-                    Self::tensor(
-                        "running_mean",
-                        |s| &s.norm().running_mean,
-                        |s| &mut s.norm_mut().running_mean,
-                        zeros(false),
-                    ),
-                    Self::tensor(
-                        "running_var",
-                        |s| &s.norm().running_var,
-                        |s| &mut s.norm_mut().running_var,
-                        ones(false),
-                    ),
+                    |s| &s.dense().weight,
+                    |s| &mut s.dense_mut().weight,
+                    RtLinear::weight_options(),
                 ),
-                |(scale, bias, running_mean, running_var)| {
-                    NetLayer::BatchNorm(Norm {
-                        scale,
-                        bias,
-                        running_mean,
-                        running_var,
-                    })
-                },
-            ),
-            // Named like a conv's (`head.0.weight`), not as a module of its own.
-            Kind::Dense => visitor.visit_fields(
-                (
-                    Self::tensor(
-                        "weight",
-                        |s| &s.dense().weight,
-                        |s| &mut s.dense_mut().weight,
-                        RtLinear::weight_options(),
-                    ),
-                    Self::tensor(
-                        "bias",
-                        |s| &s.dense().bias,
-                        |s| &mut s.dense_mut().bias,
-                        RtLinear::bias_options(),
-                    ),
+                Self::tensor(
+                    "bias",
+                    |s| &s.dense().bias,
+                    |s| &mut s.dense_mut().bias,
+                    RtLinear::bias_options(),
                 ),
-                |(weight, bias)| NetLayer::Dense(RtLinear { weight, bias }),
             ),
-            Kind::Block(count) => {
-                let names: Vec<String> = (0..count).map(|i| i.to_string()).collect();
-                let fields = names
-                    .iter()
-                    .enumerate()
-                    .map(|(i, name)| Self::module(name, move |s| &s.uses()[i], move |s| &mut s.uses_mut()[i]))
-                    .collect::<Vec<_>>();
-                visitor.visit_fields(fields, NetLayer::Block)
-            }
-            Kind::Plain => visitor.visit_fields((), move |()| NetLayer::from_settings(settings)),
-        }
+            |(weight, bias)| NetLayer::Dense(RtLinear { weight, bias }),
+        )
+    }
+
+    fn block_fields<V: ModuleVisitor<Self, E, D>>(visitor: &mut V, count: usize) -> Visited<E, D, V> {
+        let names: Vec<String> = (0..count).map(|i| i.to_string()).collect();
+        let fields = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Self::module(name, move |s| &s.uses()[i], move |s| &mut s.uses_mut()[i]))
+            .collect::<Vec<_>>();
+        visitor.visit_fields(fields, NetLayer::Block)
     }
 }
 
-/// A parameterless layer's settings, which carry over to any dtype and device.
-#[derive(Clone, Copy)]
-enum Settings {
-    Relu,
-    LeakyRelu(f64),
-    Pool(Pool2DKind, Window),
-    GlobalAvgPool,
-    Dropout(f64),
-    Flatten,
+fn zeros<E: Dtype, D: Device<E>>(do_gradient_update: bool) -> TensorOptions<(usize,), E, D> {
+    TensorOptions::with_shape((0,), do_gradient_update, |t| t.try_fill_with_zeros())
 }
 
-impl<E: Dtype, D: Storage<E>> NetLayer<E, D> {
-    /// A parameterless layer's settings (any other layer's are never read).
-    fn settings(&self) -> Settings {
-        match self {
-            NetLayer::LeakyRelu(s) => Settings::LeakyRelu(*s),
-            NetLayer::Pool(k, w) => Settings::Pool(*k, *w),
-            NetLayer::GlobalAvgPool => Settings::GlobalAvgPool,
-            NetLayer::Dropout(p) => Settings::Dropout(*p),
-            NetLayer::Flatten => Settings::Flatten,
-            _ => Settings::Relu,
-        }
-    }
+fn ones<E: Dtype, D: Device<E>>(do_gradient_update: bool) -> TensorOptions<(usize,), E, D> {
+    TensorOptions::with_shape((0,), do_gradient_update, |t| t.try_fill_with_ones())
+}
 
-    fn from_settings(settings: Settings) -> Self {
-        match settings {
-            Settings::Relu => NetLayer::Relu,
-            Settings::LeakyRelu(s) => NetLayer::LeakyRelu(s),
-            Settings::Pool(k, w) => NetLayer::Pool(k, w),
-            Settings::GlobalAvgPool => NetLayer::GlobalAvgPool,
-            Settings::Dropout(p) => NetLayer::Dropout(p),
-            Settings::Flatten => NetLayer::Flatten,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::graph::read::tests::read;
+    use crate::models::{ModelSpec, loss};
+
+    #[test]
+    fn a_sigmoid_reads_keeps_its_input_shape_squashes_and_passes_gradients_back() {
+        let (graph, errors) = read(
+            "layers = [{ conv = 2, kernel = 3 }, \"sigmoid\", \"flatten\"]\nhead = [{ dense = 4 }, \"sigmoid\"]\n",
+        );
+        assert!(errors.is_empty(), "{errors:#?}");
+        assert_eq!(graph.layers[1].op, Op::Sigmoid);
+        let spec = ModelSpec {
+            graph,
+            side: 8,
+            outputs: 2,
+        };
+        let summary = spec.check().unwrap();
+        let sigmoid = &summary.rows[1];
+        assert_eq!(
+            (sigmoid.path.as_str(), sigmoid.what.as_str()),
+            ("layers.1", "sigmoid")
+        );
+        assert_eq!((sigmoid.output, sigmoid.parameters), (Shape::Map(2, 6, 6), 0));
+
+        let dev = Cpu::seed_from_u64(0);
+        let mut network = spec.build(&dev).unwrap();
+        // Inference: what the first sigmoid makes of the conv's output.
+        let x: Images<Cpu> = dev.sample_uniform_like(&(3, Const, 8, 8));
+        let conv = network.layers.0[0]
+            .infer(network.input(x.clone()).unwrap())
+            .unwrap();
+        let squashed = network.layers.0[1].infer(conv.with_empty_tape()).unwrap();
+        let (Act::Map(conv), Act::Map(squashed)) = (conv, squashed) else {
+            panic!("a sigmoid keeps a map a map")
+        };
+        for (before, after) in conv.as_vec().into_iter().zip(squashed.as_vec()) {
+            assert!(
+                (after - 1.0 / (1.0 + (-before).exp())).abs() < 1e-6,
+                "{before} -> {after}"
+            );
         }
+        assert_eq!(*network.forward(x.clone()).shape(), (3, 2));
+
+        // Training: the gradient reaches the conv behind both sigmoids.
+        let grads = network.alloc_grads();
+        let y = network.forward_mut(x.traced(grads));
+        let target: Outputs<Cpu> = dev.ones_like(&(3, 2));
+        let mask: Outputs<Cpu> = dev.ones_like(&(3, 2));
+        let grads = loss::masked_mse(y, target, mask).backward();
+        let NetLayer::Conv(conv) = &network.layers.0[0] else {
+            panic!("layers.0 is the conv")
+        };
+        assert!(grads.get(&conv.weight).as_vec().iter().any(|g| *g != 0.0));
     }
 }

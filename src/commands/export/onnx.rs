@@ -32,8 +32,9 @@ use super::proto::{
 };
 use crate::data::augment::FlipMap;
 use crate::models::ModelSpec;
-use crate::models::graph::shape::{Shape, window_side};
+use crate::models::graph::shape::{Inputs, Summary};
 use crate::models::graph::{BlockUse, Layer, Op, Shortcut};
+use crate::models::kinds::features;
 use crate::training::Tta;
 
 /// The opset the file imports, and the IR version that goes with it.
@@ -136,38 +137,10 @@ pub fn encode(model: &ModelProto) -> Vec<u8> {
 }
 
 pub fn build(export: &Export) -> Result<ModelProto, OnnxError> {
-    let spec = export.spec;
-    spec.check().map_err(|e| OnnxError::Network(e.to_string()))?;
-    let side = spec.side;
-    let coords = spec.outputs;
-    if export.members.is_empty() {
-        return Err(OnnxError::Network("no trained model to export".into()));
-    }
-    if export.keypoint_names.len() * 2 != coords {
-        return Err(OnnxError::Network(format!(
-            "{} keypoint names for {coords} outputs",
-            export.keypoint_names.len()
-        )));
-    }
+    let summary = check(export)?;
+    let inputs = summary.inputs();
     let mut g = Emitter::default();
-    let mut x = "image".to_string();
-    if export.input_type == InputType::Uint8 {
-        x = g.node("Cast", "pixels", &[&x], vec![int("to", data_type::FLOAT.into())]);
-    }
-    let divisor = g.scalar("input_divisor", export.input_divisor);
-    x = g.node("Div", "scaled", &[&x, &divisor], vec![]);
-    let hflip = export.tta.contains(&Tta::HFlip);
-    if hflip {
-        let columns: Vec<i64> = (0..side as i64).rev().collect();
-        let reversed = g.int64s("tta.reversed_columns", &[side], &columns);
-        let mirrored = g.node("Gather", "tta.mirrored", &[&x, &reversed], vec![int("axis", 3)]);
-        x = g.node("Concat", "tta.batch", &[&x, &mirrored], vec![int("axis", 0)]);
-    }
-    let channels = spec.graph.channels;
-    if channels > 1 {
-        let copies: Vec<&str> = vec![x.as_str(); channels];
-        x = g.node("Concat", "channels", &copies, vec![int("axis", 1)]);
-    }
+    let x = scaled_input(&mut g, export);
     let ensemble = export.members.len() > 1;
     let scale = g.scalar("output_scale", export.output_scale);
     let offset = g.scalar("output_offset", export.output_offset);
@@ -182,27 +155,15 @@ pub fn build(export: &Export) -> Result<ModelProto, OnnxError> {
             g: &mut g,
             checkpoint,
             prefix: &prefix,
+            inputs: &inputs,
             used: BTreeSet::new(),
         };
-        let y = network.run(spec, &x)?;
-        let unused: Vec<&String> = checkpoint
-            .tensors
-            .keys()
-            .filter(|name| !network.used.contains(*name))
-            .collect();
-        if !unused.is_empty() {
-            return Err(OnnxError::Unused {
-                path: checkpoint.path.clone(),
-                names: unused
-                    .iter()
-                    .map(|n| format!("`{n}`"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
+        let y = network.run(export.spec, &x)?;
+        network.check_all_used()?;
         let y = g.node("Mul", &format!("{prefix}output.scaled"), &[&y, &scale], vec![]);
         let mut y = g.node("Add", &format!("{prefix}output.pixels"), &[&y, &offset], vec![]);
-        if hflip {
+        if export.tta.contains(&Tta::HFlip) {
+            let (side, coords) = (export.spec.side, export.spec.outputs);
             y = average_with_mirrored(&mut g, &prefix, &y, side, coords, export.keypoint_names);
         }
         outputs.push(y);
@@ -211,7 +172,52 @@ pub fn build(export: &Export) -> Result<ModelProto, OnnxError> {
     // The last node writes `keypoints` itself.
     let last = if ensemble { "Mean" } else { "Identity" };
     g.node(last, "keypoints", &inputs, vec![]);
+    Ok(model(export, g))
+}
 
+/// The network's shapes, once the export is known to make sense.
+fn check(export: &Export) -> Result<Summary, OnnxError> {
+    let spec = export.spec;
+    let summary = spec.check().map_err(|e| OnnxError::Network(e.to_string()))?;
+    if export.members.is_empty() {
+        return Err(OnnxError::Network("no trained model to export".into()));
+    }
+    if export.keypoint_names.len() * 2 != spec.outputs {
+        return Err(OnnxError::Network(format!(
+            "{} keypoint names for {} outputs",
+            export.keypoint_names.len(),
+            spec.outputs
+        )));
+    }
+    Ok(summary)
+}
+
+/// Steps 1 to 3: pixels to the network's input.
+fn scaled_input(g: &mut Emitter, export: &Export) -> String {
+    let mut x = "image".to_string();
+    if export.input_type == InputType::Uint8 {
+        x = g.node("Cast", "pixels", &[&x], vec![int("to", data_type::FLOAT.into())]);
+    }
+    let divisor = g.scalar("input_divisor", export.input_divisor);
+    x = g.node("Div", "scaled", &[&x, &divisor], vec![]);
+    if export.tta.contains(&Tta::HFlip) {
+        let side = export.spec.side;
+        let columns: Vec<i64> = (0..side as i64).rev().collect();
+        let reversed = g.int64s("tta.reversed_columns", &[side], &columns);
+        let mirrored = g.node("Gather", "tta.mirrored", &[&x, &reversed], vec![int("axis", 3)]);
+        x = g.node("Concat", "tta.batch", &[&x, &mirrored], vec![int("axis", 0)]);
+    }
+    let channels = export.spec.graph.channels;
+    if channels > 1 {
+        let copies: Vec<&str> = vec![x.as_str(); channels];
+        x = g.node("Concat", "channels", &copies, vec![int("axis", 1)]);
+    }
+    x
+}
+
+/// The model around the graph the emitter holds: its input and output, opset and metadata.
+fn model(export: &Export, g: Emitter) -> ModelProto {
+    let (side, coords) = (export.spec.side, export.spec.outputs);
     let batch = || tensor_shape_proto::Dimension {
         value: Some(tensor_shape_proto::dimension::Value::DimParam("N".into())),
         denotation: None,
@@ -219,17 +225,6 @@ pub fn build(export: &Export) -> Result<ModelProto, OnnxError> {
     let dim = |n: usize| tensor_shape_proto::Dimension {
         value: Some(tensor_shape_proto::dimension::Value::DimValue(n as i64)),
         denotation: None,
-    };
-    let value = |name: &str, elem: i32, dims: Vec<tensor_shape_proto::Dimension>, doc: &str| ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(elem),
-                shape: Some(TensorShapeProto { dim: dims }),
-            })),
-            denotation: None,
-        }),
-        doc_string: Some(doc.into()),
     };
     let (elem, what) = match export.input_type {
         InputType::Float => (data_type::FLOAT, "float"),
@@ -240,13 +235,13 @@ pub fn build(export: &Export) -> Result<ModelProto, OnnxError> {
         name: Some(export.name.to_string()),
         initializer: g.initializers,
         doc_string: Some(export.doc.clone()),
-        input: vec![value(
+        input: vec![value_info(
             "image",
             elem,
             vec![batch(), dim(1), dim(side), dim(side)],
             &format!("grey faces, {what} pixels 0-255, {side}x{side}, row-major"),
         )],
-        output: vec![value(
+        output: vec![value_info(
             "keypoints",
             data_type::FLOAT,
             vec![batch(), dim(coords)],
@@ -254,7 +249,7 @@ pub fn build(export: &Export) -> Result<ModelProto, OnnxError> {
         )],
         value_info: Vec::new(),
     };
-    Ok(ModelProto {
+    ModelProto {
         ir_version: Some(IR_VERSION),
         opset_import: vec![OperatorSetIdProto {
             domain: Some(String::new()),
@@ -274,7 +269,22 @@ pub fn build(export: &Export) -> Result<ModelProto, OnnxError> {
                 value: Some(value.clone()),
             })
             .collect(),
-    })
+    }
+}
+
+/// A float or uint8 tensor of the graph's input or output.
+fn value_info(name: &str, elem: i32, dims: Vec<tensor_shape_proto::Dimension>, doc: &str) -> ValueInfoProto {
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(elem),
+                shape: Some(TensorShapeProto { dim: dims }),
+            })),
+            denotation: None,
+        }),
+        doc_string: Some(doc.into()),
+    }
 }
 
 /// Step 5: `y` holds the plain faces' pixels, then their mirrors'. Keypoint k of
@@ -417,234 +427,181 @@ struct Network<'a> {
     checkpoint: &'a Checkpoint,
     /// `member1.` for an ensemble's members, else empty.
     prefix: &'a str,
+    /// What each layer gets, as the shape check found.
+    inputs: &'a Inputs<'a>,
     used: BTreeSet<String>,
 }
 
 impl Network<'_> {
     fn run(&mut self, spec: &ModelSpec, x: &str) -> Result<String, OnnxError> {
         let graph = &spec.graph;
-        let shape = Shape::Map(graph.channels, spec.side, spec.side);
-        let (x, shape) = self.list("layers", &graph.layers, x.to_string(), shape)?;
-        let (x, shape) = self.list("head", &graph.head, x, shape)?;
-        let output = Layer {
-            op: Op::Dense { units: spec.outputs },
-            at: None,
-        };
-        let (x, _) = self.layer("output", &output, x, shape)?;
+        let x = self.list("layers", &graph.layers, x.to_string())?;
+        let x = self.list("head", &graph.head, x)?;
+        self.layer("output", &Op::Dense { units: spec.outputs }, x)
+    }
+
+    /// Every tensor of the checkpoint belongs to a layer.
+    fn check_all_used(&self) -> Result<(), OnnxError> {
+        let unused: Vec<String> = (self.checkpoint.tensors.keys())
+            .filter(|name| !self.used.contains(*name))
+            .map(|name| format!("`{name}`"))
+            .collect();
+        if unused.is_empty() {
+            return Ok(());
+        }
+        Err(OnnxError::Unused {
+            path: self.checkpoint.path.clone(),
+            names: unused.join(", "),
+        })
+    }
+
+    fn list(&mut self, path: &str, layers: &[Layer], mut x: String) -> Result<String, OnnxError> {
+        for (i, layer) in layers.iter().enumerate() {
+            x = self.layer(&format!("{path}.{i}"), &layer.op, x)?;
+        }
         Ok(x)
     }
 
-    fn list(
-        &mut self,
-        path: &str,
-        layers: &[Layer],
-        mut x: String,
-        mut shape: Shape,
-    ) -> Result<(String, Shape), OnnxError> {
-        for (i, layer) in layers.iter().enumerate() {
-            (x, shape) = self.layer(&format!("{path}.{i}"), layer, x, shape)?;
+    fn fail(&self, path: &str, op: &Op, message: String) -> OnnxError {
+        OnnxError::Layer {
+            layer: format!("{path} ({})", op.describe()),
+            message,
+            path: self.checkpoint.path.clone(),
         }
-        Ok((x, shape))
+    }
+
+    /// What the layer at `path` gets: the channels of a map, or the width of flat features.
+    fn features(&self, path: &str, op: &Op) -> Result<usize, OnnxError> {
+        let input = self.inputs.of(path).ok_or_else(|| {
+            let message = "the shape check did not reach it".to_string();
+            self.fail(path, op, message)
+        })?;
+        Ok(features(input))
     }
 
     /// A checkpoint tensor of `layer`, checked against the shape the graph gives it.
     fn weight(&mut self, path: &str, op: &Op, tensor: &str, dims: &[usize]) -> Result<String, OnnxError> {
         let name = format!("{path}.{tensor}");
-        let fail = |message: String| OnnxError::Layer {
-            layer: format!("{path} ({})", op.describe()),
-            message,
-            path: self.checkpoint.path.clone(),
-        };
         let Some((shape, bytes)) = self.checkpoint.tensors.get(&name) else {
-            return Err(fail(format!("the checkpoint has no tensor `{name}`")));
+            return Err(self.fail(path, op, format!("the checkpoint has no tensor `{name}`")));
         };
         if shape.as_slice() != dims {
-            return Err(fail(format!(
-                "tensor `{name}` is {shape:?} in the checkpoint, but the graph makes it {dims:?}"
-            )));
+            let message =
+                format!("tensor `{name}` is {shape:?} in the checkpoint, but the graph makes it {dims:?}");
+            return Err(self.fail(path, op, message));
         }
+        let bytes = bytes.clone();
         self.used.insert(name.clone());
-        Ok(self.g.initializer(
-            &format!("{}{name}", self.prefix),
-            dims,
-            data_type::FLOAT,
-            bytes.clone(),
-        ))
+        Ok(self
+            .g
+            .initializer(&format!("{}{name}", self.prefix), dims, data_type::FLOAT, bytes))
     }
 
-    fn layer(
-        &mut self,
-        path: &str,
-        layer: &Layer,
-        x: String,
-        shape: Shape,
-    ) -> Result<(String, Shape), OnnxError> {
-        let op = &layer.op;
+    /// The layer's nodes, named after its path; returns its output.
+    fn layer(&mut self, path: &str, op: &Op, x: String) -> Result<String, OnnxError> {
         let node = format!("{}{path}", self.prefix);
-        let unexpected = |what: &str| OnnxError::Layer {
-            layer: format!("{path} ({})", op.describe()),
-            message: format!("it gets {what}, which the shape check should have refused"),
-            path: self.checkpoint.path.clone(),
-        };
-        let window = |kernel: usize, stride: usize, padding: usize, side: usize| {
-            window_side(side, kernel, stride, padding)
-                .ok_or_else(|| unexpected("a map smaller than its window"))
-        };
-        Ok(match (op, shape) {
-            (
-                Op::Conv {
-                    filters,
-                    kernel,
-                    stride,
-                    padding,
-                    bias,
-                },
-                Shape::Map(c, h, w),
-            ) => {
-                let weight = self.weight(path, op, "weight", &[*filters, c, *kernel, *kernel])?;
-                let mut inputs = vec![x, weight];
+        Ok(match op {
+            Op::Conv {
+                filters,
+                kernel,
+                stride,
+                padding,
+                bias,
+            } => {
+                let channels = self.features(path, op)?;
+                let mut inputs = vec![
+                    x,
+                    self.weight(path, op, "weight", &[*filters, channels, *kernel, *kernel])?,
+                ];
                 if *bias {
                     inputs.push(self.weight(path, op, "bias", &[*filters])?);
                 }
                 let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-                let y = self.g.node(
-                    "Conv",
-                    &node,
-                    &inputs,
-                    vec![
-                        ints("kernel_shape", &[*kernel, *kernel]),
-                        ints("strides", &[*stride, *stride]),
-                        ints("pads", &[*padding; 4]),
-                        ints("dilations", &[1, 1]),
-                        int("group", 1),
-                    ],
-                );
-                let out = Shape::Map(
-                    *filters,
-                    window(*kernel, *stride, *padding, h)?,
-                    window(*kernel, *stride, *padding, w)?,
-                );
-                (y, out)
+                let mut attributes = window(*kernel, *stride, *padding);
+                attributes.extend([ints("dilations", &[1, 1]), int("group", 1)]);
+                self.g.node("Conv", &node, &inputs, attributes)
             }
-            (Op::BatchNorm, shape) => {
-                let n = match shape {
-                    Shape::Map(c, ..) => c,
-                    Shape::Flat(n) => n,
-                };
+            Op::BatchNorm => {
+                let n = self.features(path, op)?;
                 let mut inputs = vec![x];
                 for tensor in ["scale", "bias", "running_mean", "running_var"] {
                     inputs.push(self.weight(path, op, tensor, &[n])?);
                 }
                 let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
                 // Inference form: the running statistics (flat features as N x C).
-                let y = self.g.node(
-                    "BatchNormalization",
-                    &node,
-                    &inputs,
-                    vec![float("epsilon", BN_EPSILON)],
-                );
-                (y, shape)
+                let epsilon = vec![float("epsilon", BN_EPSILON)];
+                self.g.node("BatchNormalization", &node, &inputs, epsilon)
             }
-            (Op::Relu, shape) => (self.g.node("Relu", &node, &[&x], vec![]), shape),
-            (Op::LeakyRelu { slope }, shape) => (
-                self.g
-                    .node("LeakyRelu", &node, &[&x], vec![float("alpha", *slope as f32)]),
-                shape,
-            ),
-            (
-                Op::MaxPool {
-                    kernel,
-                    stride,
-                    padding,
-                }
-                | Op::AvgPool {
-                    kernel,
-                    stride,
-                    padding,
-                },
-                Shape::Map(c, h, w),
-            ) => {
-                let mut attributes = vec![
-                    ints("kernel_shape", &[*kernel, *kernel]),
-                    ints("strides", &[*stride, *stride]),
-                    ints("pads", &[*padding; 4]),
-                ];
-                let kind = match op {
-                    Op::MaxPool { .. } => "MaxPool",
-                    _ => {
-                        // fkp divides by the whole window, padding included.
-                        attributes.push(int("count_include_pad", 1));
-                        "AveragePool"
-                    }
-                };
-                let y = self.g.node(kind, &node, &[&x], attributes);
-                let out = Shape::Map(
-                    c,
-                    window(*kernel, *stride, *padding, h)?,
-                    window(*kernel, *stride, *padding, w)?,
-                );
-                (y, out)
+            Op::Relu => self.g.node("Relu", &node, &[&x], vec![]),
+            Op::LeakyRelu { slope } => {
+                let alpha = vec![float("alpha", *slope as f32)];
+                self.g.node("LeakyRelu", &node, &[&x], alpha)
             }
-            (Op::GlobalAvgPool, Shape::Map(c, ..)) => {
-                let pooled = self
-                    .g
-                    .node("GlobalAveragePool", &format!("{node}.pool"), &[&x], vec![]);
-                let y = self.g.node("Flatten", &node, &[&pooled], vec![int("axis", 1)]);
-                (y, Shape::Flat(c))
+            Op::Sigmoid => self.g.node("Sigmoid", &node, &[&x], vec![]),
+            Op::MaxPool {
+                kernel,
+                stride,
+                padding,
+            } => self
+                .g
+                .node("MaxPool", &node, &[&x], window(*kernel, *stride, *padding)),
+            Op::AvgPool {
+                kernel,
+                stride,
+                padding,
+            } => {
+                let mut attributes = window(*kernel, *stride, *padding);
+                // fkp divides by the whole window, padding included.
+                attributes.push(int("count_include_pad", 1));
+                self.g.node("AveragePool", &node, &[&x], attributes)
+            }
+            Op::GlobalAvgPool => {
+                let pool = format!("{node}.pool");
+                let pooled = self.g.node("GlobalAveragePool", &pool, &[&x], vec![]);
+                self.g.node("Flatten", &node, &[&pooled], vec![int("axis", 1)])
             }
             // Off at inference, as in fkp: no node.
-            (Op::Dropout { .. }, shape) => (x, shape),
-            (Op::Flatten, Shape::Map(c, h, w)) => (
-                self.g.node("Flatten", &node, &[&x], vec![int("axis", 1)]),
-                Shape::Flat(c * h * w),
-            ),
-            (Op::Dense { units }, Shape::Flat(n)) => {
+            Op::Dropout { .. } => x,
+            Op::Flatten => self.g.node("Flatten", &node, &[&x], vec![int("axis", 1)]),
+            Op::Dense { units } => {
+                let n = self.features(path, op)?;
                 let weight = self.weight(path, op, "weight", &[*units, n])?;
                 let bias = self.weight(path, op, "bias", &[*units])?;
-                let y = self
-                    .g
-                    .node("Gemm", &node, &[&x, &weight, &bias], vec![int("transB", 1)]);
-                (y, Shape::Flat(*units))
+                let transposed = vec![int("transB", 1)];
+                self.g.node("Gemm", &node, &[&x, &weight, &bias], transposed)
             }
-            (Op::Block { uses, .. }, shape) => {
-                let (mut x, mut shape) = (x, shape);
+            Op::Block { uses, .. } => {
+                let mut x = x;
                 for (r, block_use) in uses.iter().enumerate() {
-                    (x, shape) = self.block_use(&format!("{path}.{r}"), block_use, x, shape)?;
+                    x = self.block_use(&format!("{path}.{r}"), block_use, x)?;
                 }
-                (x, shape)
+                x
             }
-            (_, Shape::Map(c, h, w)) => return Err(unexpected(&format!("a {c}x{h}x{w} map"))),
-            (_, Shape::Flat(n)) => return Err(unexpected(&format!("{n} flat features"))),
         })
     }
 
-    fn block_use(
-        &mut self,
-        path: &str,
-        block_use: &BlockUse,
-        x: String,
-        shape: Shape,
-    ) -> Result<(String, Shape), OnnxError> {
-        let (body, body_shape) = self.list(&format!("{path}.body"), &block_use.body, x.clone(), shape)?;
+    fn block_use(&mut self, path: &str, block_use: &BlockUse, x: String) -> Result<String, OnnxError> {
+        let body = self.list(&format!("{path}.body"), &block_use.body, x.clone())?;
+        let add = format!("{}{path}.add", self.prefix);
         let sum = match &block_use.shortcut {
             Shortcut::None => body,
-            Shortcut::Identity => {
-                let node = format!("{}{path}.add", self.prefix);
-                self.g.node("Add", &node, &[&body, &x], vec![])
-            }
+            Shortcut::Identity => self.g.node("Add", &add, &[&body, &x], vec![]),
             Shortcut::Projection { layers } => {
-                let (projected, _) = self.list(&format!("{path}.projection"), layers, x, shape)?;
-                let node = format!("{}{path}.add", self.prefix);
-                self.g.node("Add", &node, &[&body, &projected], vec![])
+                let projected = self.list(&format!("{path}.projection"), layers, x)?;
+                self.g.node("Add", &add, &[&body, &projected], vec![])
             }
         };
-        self.list(
-            &format!("{path}.after_add"),
-            &block_use.after_add,
-            sum,
-            body_shape,
-        )
+        self.list(&format!("{path}.after_add"), &block_use.after_add, sum)
     }
+}
+
+/// A convolution's or pooling's window, as ONNX attributes.
+fn window(kernel: usize, stride: usize, padding: usize) -> Vec<AttributeProto> {
+    vec![
+        ints("kernel_shape", &[kernel, kernel]),
+        ints("strides", &[stride, stride]),
+        ints("pads", &[padding; 4]),
+    ]
 }
 
 #[cfg(test)]

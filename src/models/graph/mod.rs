@@ -5,13 +5,15 @@
 //! [`read`] turns the TOML (a preset, a pipeline's own layers, or both) into a
 //! [`Graph`]: block uses expanded, parameters substituted, defaults filled in.
 //! [`shape`] follows an image through it, checking every layer and counting
-//! parameters and multiply-adds.
+//! parameters and multiply-adds. What each layer kind is lives in
+//! [`super::kinds`].
 
 pub mod read;
 pub mod shape;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::kinds::Op;
 use crate::config::Location;
 
 /// A whole network: `layers`, then `head`, then the output layer, a dense layer
@@ -89,50 +91,6 @@ impl PartialEq for Graph {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Op {
-    Conv {
-        filters: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        bias: bool,
-    },
-    /// Per-channel batch norm (epsilon 1e-5, momentum 0.1, as PyTorch).
-    #[serde(rename = "batchnorm")]
-    BatchNorm,
-    Relu,
-    LeakyRelu {
-        slope: f64,
-    },
-    #[serde(rename = "maxpool")]
-    MaxPool {
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-    },
-    #[serde(rename = "avgpool")]
-    AvgPool {
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-    },
-    GlobalAvgPool,
-    Dropout {
-        p: f64,
-    },
-    Flatten,
-    Dense {
-        units: usize,
-    },
-    /// A named block, once per repetition.
-    Block {
-        name: String,
-        uses: Vec<BlockUse>,
-    },
-}
-
 /// One use of a block: its layers with the parameters filled in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BlockUse {
@@ -153,59 +111,4 @@ pub enum Shortcut {
     /// The input goes through these layers (ResNet's 1x1 conv and batch norm)
     /// before the sum, because the body changes its shape.
     Projection { layers: Vec<Layer> },
-}
-
-impl Op {
-    /// A short description for tables and messages: `conv 64 3x3/2`.
-    pub fn describe(&self) -> String {
-        let pool = |name: &str, kernel: usize, stride: usize, padding: usize| {
-            let mut text = format!("{name} {kernel}");
-            if stride != kernel {
-                text += &format!("/{stride}");
-            }
-            if padding > 0 {
-                text += &format!(" pad {padding}");
-            }
-            text
-        };
-        match self {
-            Op::Conv {
-                filters,
-                kernel,
-                stride,
-                padding,
-                bias,
-            } => {
-                let mut text = format!("conv {filters} {kernel}x{kernel}");
-                if *stride != 1 {
-                    text += &format!("/{stride}");
-                }
-                if *padding > 0 {
-                    text += &format!(" pad {padding}");
-                }
-                if !bias {
-                    text += " no bias";
-                }
-                text
-            }
-            Op::BatchNorm => "batchnorm".into(),
-            Op::Relu => "relu".into(),
-            Op::LeakyRelu { slope } => format!("leaky_relu {slope}"),
-            Op::MaxPool {
-                kernel,
-                stride,
-                padding,
-            } => pool("maxpool", *kernel, *stride, *padding),
-            Op::AvgPool {
-                kernel,
-                stride,
-                padding,
-            } => pool("avgpool", *kernel, *stride, *padding),
-            Op::GlobalAvgPool => "global_avg_pool".into(),
-            Op::Dropout { p } => format!("dropout {p}"),
-            Op::Flatten => "flatten".into(),
-            Op::Dense { units } => format!("dense {units}"),
-            Op::Block { name, uses } => format!("block {name} x{}", uses.len()),
-        }
-    }
 }

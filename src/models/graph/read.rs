@@ -7,28 +7,16 @@
 //! given where the block is used or in the block's `defaults`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::RangeInclusive;
 
 use super::{BlockUse, Graph, Layer, Op, Shortcut};
 use crate::config::{ConfigError, ConfigErrorKind, Entry, Location, Node, Table, Value, did_you_mean};
+use crate::models::kinds::{self, Flow, LayerTable, NumberReader, ReadLayer, SPELLINGS, TableForm, Written};
 use crate::text::excerpt;
 
-/// Layer kinds written as a bare string.
-const BARE_KINDS: [&str; 5] = ["relu", "batchnorm", "flatten", "global_avg_pool", "leaky_relu"];
-/// Layer kinds written as a table, by the key that names them.
-const TABLE_KINDS: [&str; 7] = [
-    "conv",
-    "maxpool",
-    "avgpool",
-    "dense",
-    "dropout",
-    "leaky_relu",
-    "block",
-];
 /// The keys of a block's definition.
 const BLOCK_KEYS: [&str; 5] = ["layers", "residual", "projection", "after_add", "defaults"];
 
-/// LeakyReLU's slope when none is given (PyTorch's default).
-const DEFAULT_SLOPE: f64 = 0.01;
 /// The most layers a network may have once its blocks are expanded: far above
 /// any real network (ResNet-152 has about 500), far below what exhausts memory.
 const MAX_LAYERS: usize = 10_000;
@@ -53,14 +41,6 @@ struct Scope {
     block: Option<String>,
     values: BTreeMap<String, Param>,
     read: BTreeSet<String>,
-}
-
-/// What flows out of the layers read so far, as far as blocks need to know:
-/// the channels of a map, or flat features.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Flow {
-    Map(usize),
-    Flat,
 }
 
 pub struct GraphReader<'a> {
@@ -207,12 +187,12 @@ impl<'a> GraphReader<'a> {
             if self.layers_read > MAX_LAYERS {
                 break;
             }
-            if let Some((op, stated)) = self.layer(&key, item, scope, flow) {
+            if let Some(read) = self.layer(&key, item, scope, flow) {
                 layers.push(Layer {
-                    op,
+                    op: read.op,
                     at: Some(item.at.clone()),
                 });
-                bias_stated.push(stated);
+                bias_stated.push(read.states_bias);
             }
         }
         // A conv's bias defaults to on, unless batch norm follows: its mean
@@ -228,11 +208,11 @@ impl<'a> GraphReader<'a> {
         layers
     }
 
-    /// One layer, and whether it states a conv's `bias`.
-    fn layer(&mut self, key: &str, item: &Node, scope: &mut Scope, flow: &mut Flow) -> Option<(Op, bool)> {
-        match &item.value {
-            Value::String(kind) => self.bare(key, kind, item, flow).map(|op| (op, false)),
-            Value::Table(table) => self.table_layer(key, table, item, scope, flow),
+    /// One layer.
+    fn layer(&mut self, key: &str, item: &Node, scope: &mut Scope, flow: &mut Flow) -> Option<ReadLayer> {
+        let read = match &item.value {
+            Value::String(kind) => ReadLayer::new(self.bare(key, kind, item)?),
+            Value::Table(table) => self.table_layer(key, table, item, scope, flow)?,
             other => {
                 self.error(
                     key,
@@ -242,53 +222,38 @@ impl<'a> GraphReader<'a> {
                         other.type_name()
                     ),
                 );
-                None
+                return None;
             }
-        }
+        };
+        *flow = read.op.flow(*flow);
+        Some(read)
     }
 
-    fn bare(&mut self, key: &str, kind: &str, item: &Node, flow: &mut Flow) -> Option<Op> {
-        let op = match kind {
-            "relu" => Op::Relu,
-            "batchnorm" => Op::BatchNorm,
-            "flatten" => Op::Flatten,
-            "global_avg_pool" => Op::GlobalAvgPool,
-            "leaky_relu" => Op::LeakyRelu { slope: DEFAULT_SLOPE },
-            "conv" | "maxpool" | "avgpool" | "dense" | "dropout" | "block" => {
-                let example = match kind {
-                    "conv" => "{ conv = 32, kernel = 3 }",
-                    "maxpool" => "{ maxpool = 2 }",
-                    "avgpool" => "{ avgpool = 2 }",
-                    "dense" => "{ dense = 500 }",
-                    "dropout" => "{ dropout = 0.5 }",
-                    _ => "{ block = \"basic\", filters = 64 }",
-                };
+    fn bare(&mut self, key: &str, kind: &str, item: &Node) -> Option<Op> {
+        let Some(spelling) = SPELLINGS.iter().find(|s| s.name == kind) else {
+            let help =
+                did_you_mean(kind, kinds::bare_names().chain(kinds::table_names())).unwrap_or_else(|| {
+                    format!(
+                        "layers are {}, or tables of {}",
+                        kinds::bare_names().collect::<Vec<_>>().join(", "),
+                        kinds::table_names().collect::<Vec<_>>().join(", ")
+                    )
+                });
+            let message = format!("unknown layer kind \"{}\"", excerpt(kind));
+            self.error_with_help(key, &item.at, message, Some(help));
+            return None;
+        };
+        match &spelling.written {
+            Written::Bare(op) | Written::BareOrTable(op, _) => Some(op.clone()),
+            Written::Table { example, .. } => {
                 self.error(
                     key,
                     &item.at,
                     format!("\"{kind}\" needs a value: write {example}"),
                 );
-                return None;
+                None
             }
-            other => {
-                let kinds = BARE_KINDS.iter().chain(&TABLE_KINDS).copied();
-                self.error_with_help(
-                    key,
-                    &item.at,
-                    format!("unknown layer kind \"{}\"", excerpt(other)),
-                    Some(did_you_mean(other, kinds).unwrap_or_else(|| {
-                        format!(
-                            "layers are {}, or tables of {}",
-                            BARE_KINDS.join(", "),
-                            TABLE_KINDS.join(", ")
-                        )
-                    })),
-                );
-                return None;
-            }
-        };
-        *flow = next_flow(&op, *flow);
-        Some(op)
+        }
     }
 
     fn table_layer(
@@ -298,153 +263,80 @@ impl<'a> GraphReader<'a> {
         item: &Node,
         scope: &mut Scope,
         flow: &mut Flow,
-    ) -> Option<(Op, bool)> {
-        let kinds: Vec<&str> = TABLE_KINDS
+    ) -> Option<ReadLayer> {
+        let (kind, form) = self.table_kind(key, table, item)?;
+        match form {
+            TableForm::Layer { keys, read } => {
+                self.check_keys(key, table, kind, keys);
+                let layer = LayerTable {
+                    value: &table.get(kind)?.node,
+                    table,
+                    at: &item.at,
+                };
+                read(
+                    &mut ScopedNumbers {
+                        reader: self,
+                        key,
+                        scope,
+                    },
+                    &layer,
+                )
+            }
+            TableForm::Block => self.block_use(key, table, item, scope, flow).map(ReadLayer::new),
+        }
+    }
+
+    /// The one kind a layer table names.
+    fn table_kind(
+        &mut self,
+        key: &str,
+        table: &Table,
+        item: &Node,
+    ) -> Option<(&'static str, &'static TableForm)> {
+        let kinds: Vec<(&'static str, &'static TableForm)> = SPELLINGS
             .iter()
-            .copied()
-            .filter(|k| table.get(k).is_some())
+            .filter_map(|s| Some((s.name, s.table()?)))
+            .filter(|(name, _)| table.get(name).is_some())
             .collect();
-        let kind = match kinds.as_slice() {
-            [kind] => *kind,
+        match kinds.as_slice() {
+            [kind] => Some(*kind),
             [] => {
                 let hint = table
                     .entries
                     .keys()
-                    .find_map(|k| did_you_mean(k, TABLE_KINDS.iter().copied()));
-                self.error_with_help(
-                    key,
-                    &item.at,
-                    format!("a layer table needs one of the keys {}", TABLE_KINDS.join(", ")),
-                    hint,
-                );
-                return None;
+                    .find_map(|k| did_you_mean(k, kinds::table_names()));
+                let names = kinds::table_names().collect::<Vec<_>>().join(", ");
+                let message = format!("a layer table needs one of the keys {names}");
+                self.error_with_help(key, &item.at, message, hint);
+                None
             }
             many => {
-                self.error(
-                    key,
-                    &item.at,
-                    format!("a layer has one kind, this one has {}", many.join(" and ")),
-                );
-                return None;
-            }
-        };
-        let value = &table.get(kind)?.node;
-        let options: &[&str] = match kind {
-            "conv" => &["kernel", "stride", "padding", "bias"],
-            "maxpool" | "avgpool" => &["stride", "padding"],
-            "block" => &[],
-            _ => &[],
-        };
-        if kind != "block" {
-            for (name, entry) in &table.entries {
-                if name != kind && !options.contains(&name.as_str()) {
-                    let help = did_you_mean(name, options.iter().copied()).or_else(|| {
-                        Some(if options.is_empty() {
-                            format!("{kind} takes no other keys")
-                        } else {
-                            format!("{kind} takes {}", options.join(", "))
-                        })
-                    });
-                    self.error_with_help(
-                        key,
-                        &entry.key_at,
-                        format!("unknown key `{}` for a {kind} layer", excerpt(name)),
-                        help,
-                    );
-                }
+                let names: Vec<&str> = many.iter().map(|(name, _)| *name).collect();
+                let message = format!("a layer has one kind, this one has {}", names.join(" and "));
+                self.error(key, &item.at, message);
+                None
             }
         }
-        let mut bias_stated = false;
-        let op = match kind {
-            "conv" => {
-                let filters = self.count(key, value, scope, "filters", 1..=65_536)?;
-                let kernel = match table.get("kernel") {
-                    Some(e) => self.count(key, &e.node, scope, "kernel", 1..=64)?,
-                    None => {
-                        self.error(key, &item.at, "a conv needs `kernel`: { conv = 32, kernel = 3 }");
-                        return None;
-                    }
-                };
-                let stride = self.option(key, table, "stride", scope, 1, 1..=64)?;
-                let padding = self.option(key, table, "padding", scope, 0, 0..=64)?;
-                let bias = match table.get("bias") {
-                    Some(e) => match e.node.value {
-                        Value::Boolean(b) => {
-                            bias_stated = true;
-                            b
-                        }
-                        _ => {
-                            self.error(key, &e.node.at, "`bias` is true or false");
-                            return None;
-                        }
-                    },
-                    None => true,
-                };
-                Op::Conv {
-                    filters,
-                    kernel,
-                    stride,
-                    padding,
-                    bias,
-                }
-            }
-            "maxpool" | "avgpool" => {
-                let kernel = self.count(key, value, scope, "kernel", 1..=64)?;
-                let stride = self.option(key, table, "stride", scope, kernel, 1..=64)?;
-                let padding = self.option(key, table, "padding", scope, 0, 0..=64)?;
-                if 2 * padding > kernel {
-                    self.error(
-                        key,
-                        &item.at,
-                        format!("padding {padding} is more than half the {kernel}x{kernel} window"),
-                    );
-                    return None;
-                }
-                if kind == "maxpool" {
-                    Op::MaxPool {
-                        kernel,
-                        stride,
-                        padding,
-                    }
-                } else {
-                    Op::AvgPool {
-                        kernel,
-                        stride,
-                        padding,
-                    }
-                }
-            }
-            "dense" => Op::Dense {
-                units: self.count(key, value, scope, "units", 1..=1 << 20)?,
-            },
-            "dropout" => Op::Dropout {
-                p: self.fraction(key, value, scope, "dropout", 0.95)?,
-            },
-            "leaky_relu" => Op::LeakyRelu {
-                slope: self.fraction(key, value, scope, "slope", 1.0)?,
-            },
-            _ => {
-                return self
-                    .block_use(key, table, item, scope, flow)
-                    .map(|op| (op, false));
-            }
-        };
-        *flow = next_flow(&op, *flow);
-        Some((op, bias_stated))
     }
 
-    fn option(
-        &mut self,
-        key: &str,
-        table: &Table,
-        name: &str,
-        scope: &mut Scope,
-        default: usize,
-        range: std::ops::RangeInclusive<usize>,
-    ) -> Option<usize> {
-        match table.get(name) {
-            Some(entry) => self.count(key, &entry.node, scope, name, range),
-            None => Some(default),
+    /// Every key of a `kind` layer's table is its name or one of `keys`.
+    fn check_keys(&mut self, key: &str, table: &Table, kind: &str, keys: &[&str]) {
+        for (name, entry) in &table.entries {
+            if name != kind && !keys.contains(&name.as_str()) {
+                let help = did_you_mean(name, keys.iter().copied()).or_else(|| {
+                    Some(if keys.is_empty() {
+                        format!("{kind} takes no other keys")
+                    } else {
+                        format!("{kind} takes {}", keys.join(", "))
+                    })
+                });
+                self.error_with_help(
+                    key,
+                    &entry.key_at,
+                    format!("unknown key `{}` for a {kind} layer", excerpt(name)),
+                    help,
+                );
+            }
         }
     }
 
@@ -550,6 +442,8 @@ impl<'a> GraphReader<'a> {
         }
     }
 
+    /// A block's use (`{ block = "basic", filters = 64, repeat = 2 }`): the
+    /// block's layers once per repetition, with the parameters filled in.
     fn block_use(
         &mut self,
         key: &str,
@@ -563,140 +457,22 @@ impl<'a> GraphReader<'a> {
             self.error(key, &name_node.at, "`block` names a block: { block = \"basic\" }");
             return None;
         };
-        let defined: Vec<&str> = self
-            .blocks
-            .map(|b| b.entries.keys().map(String::as_str).collect())
-            .unwrap_or_default();
-        let Some(definition) = self.blocks.and_then(|b| b.get(name)) else {
-            let help = did_you_mean(name, defined.iter().copied()).or_else(|| {
-                Some(if defined.is_empty() {
-                    format!("define it in [model.blocks.{}]", excerpt(name))
-                } else {
-                    format!("the blocks are {}", defined.join(", "))
-                })
-            });
-            self.error_with_help(
-                key,
-                &name_node.at,
-                format!("there is no block \"{}\"", excerpt(name)),
-                help,
-            );
-            return None;
-        };
-        if self.stack.contains(name) {
-            let chain = self
-                .stack
-                .iter()
-                .chain(std::iter::once(name))
-                .map(|b| format!("\"{b}\""))
-                .collect::<Vec<_>>()
-                .join(" -> ");
-            self.error(
-                key,
-                &name_node.at,
-                format!("block \"{name}\" uses itself: {chain}"),
-            );
-            return None;
-        }
-        let Value::Table(definition) = &definition.node.value else {
-            self.error(
-                &format!("model.blocks.{name}"),
-                &definition.node.at,
-                "a block is a table with `layers`",
-            );
-            return None;
-        };
-        let block_key = format!("model.blocks.{name}");
-        for (k, entry) in &definition.entries {
-            if !BLOCK_KEYS.contains(&k.as_str()) {
-                let help = did_you_mean(k, BLOCK_KEYS.iter().copied())
-                    .or_else(|| Some(format!("a block takes {}", BLOCK_KEYS.join(", "))));
-                self.error_with_help(
-                    &block_key,
-                    &entry.key_at,
-                    format!("unknown key `{}`", excerpt(k)),
-                    help,
-                );
-            }
-        }
+        let definition = self.block_definition(key, name, name_node)?;
         // Used, even when the use has mistakes of its own.
         self.used.entry(name.clone()).or_default();
         let repeat = match table.get("repeat") {
             Some(e) => self.count(key, &e.node, outer, "repeat", 1..=256)?,
             None => 1,
         };
-        // The parameters this use passes, resolved in the scope it is written in.
-        let mut passed = BTreeMap::new();
-        for (k, entry) in &table.entries {
-            if k != "block" && k != "repeat" {
-                let (value, at, _) = self.number(key, &entry.node, outer, k)?;
-                passed.insert(k.clone(), (Param { value, at }, entry.key_at.clone()));
-            }
-        }
-        let mut defaults = BTreeMap::new();
-        if let Some(entry) = definition.get("defaults") {
-            match &entry.node.value {
-                Value::Table(t) => {
-                    for (k, e) in &t.entries {
-                        match e.node.value {
-                            Value::Integer(i) => {
-                                let at = e.node.at.clone();
-                                defaults.insert(
-                                    k.clone(),
-                                    Param {
-                                        value: Number::Integer(i),
-                                        at,
-                                    },
-                                );
-                            }
-                            Value::Float(x) => {
-                                let at = e.node.at.clone();
-                                defaults.insert(
-                                    k.clone(),
-                                    Param {
-                                        value: Number::Float(x),
-                                        at,
-                                    },
-                                );
-                            }
-                            _ => {
-                                self.error(&block_key, &e.node.at, format!("default `{k}` must be a number"))
-                            }
-                        }
-                    }
-                }
-                _ => self.error(
-                    &block_key,
-                    &entry.node.at,
-                    "`defaults` is a table: { stride = 1 }",
-                ),
-            }
-        }
-        let residual = match definition.get("residual") {
-            Some(Entry { node, .. }) => match node.value {
-                Value::Boolean(b) => b,
-                _ => {
-                    self.error(&block_key, &node.at, "`residual` is true or false");
-                    false
-                }
-            },
-            None => false,
+        let passed = self.passed(key, table, outer)?;
+        let block_key = format!("model.blocks.{name}");
+        let block = Block {
+            name,
+            key: &block_key,
+            definition,
+            defaults: self.defaults(&block_key, definition),
+            residual: self.residual(&block_key, definition),
         };
-        if !residual {
-            for k in ["projection", "after_add"] {
-                // An empty list says "none", which undoes a preset's.
-                let stated = definition
-                    .get(k)
-                    .filter(|e| !matches!(&e.node.value, Value::Array(items) if items.is_empty()));
-                if let Some(e) = stated {
-                    self.error(
-                        &block_key,
-                        &e.key_at,
-                        format!("`{k}` only applies with `residual = true`"),
-                    );
-                }
-            }
-        }
         let Some(layers) = definition.get("layers") else {
             self.error(
                 &block_key,
@@ -705,110 +481,286 @@ impl<'a> GraphReader<'a> {
             );
             return None;
         };
-
         self.stack.push(name.clone());
         let mut uses = Vec::new();
         let mut read = BTreeSet::new();
         for r in 0..repeat {
-            let mut values = defaults.clone();
-            for (k, (param, _)) in &passed {
-                // A stage downsamples once: `stride` applies to the first use only.
-                if !(r > 0 && k == "stride") {
-                    values.insert(k.clone(), param.clone());
-                }
-            }
-            if r > 0 && !defaults.contains_key("stride") {
-                let at = item.at.clone();
-                values.insert(
-                    "stride".into(),
-                    Param {
-                        value: Number::Integer(1),
-                        at,
-                    },
-                );
-            }
             let mut scope = Scope {
                 block: Some(name.clone()),
-                values,
+                values: block.values(&passed, r, &item.at),
                 read: BTreeSet::new(),
             };
-            let input = *flow;
-            let body = self.list(&format!("{block_key}.layers"), &layers.node, &mut scope, flow);
-            let output = *flow;
-            let shortcut = if !residual {
-                Shortcut::None
-            } else if input == output && !strides(&body) {
-                Shortcut::Identity
-            } else if let Some(projection) = definition.get("projection") {
-                let mut through = input;
-                let layers = self.list(
-                    &format!("{block_key}.projection"),
-                    &projection.node,
-                    &mut scope,
-                    &mut through,
-                );
-                Shortcut::Projection { layers }
-            } else {
-                self.error_with_help(
-                    key,
-                    &item.at,
-                    format!(
-                        "block \"{name}\" changes the shape of its input ({} to {}{}), so its input cannot be added to its output",
-                        flow_text(input),
-                        flow_text(output),
-                        if strides(&body) { ", with a stride" } else { "" }
-                    ),
-                    Some(format!(
-                        "add `projection = [{{ conv = \"filters\", kernel = 1, stride = \"stride\" }}, \"batchnorm\"]` to [model.blocks.{name}]"
-                    )),
-                );
-                Shortcut::Identity
-            };
-            let after_add = match definition.get("after_add") {
-                Some(e) if residual => {
-                    self.list(&format!("{block_key}.after_add"), &e.node, &mut scope, flow)
-                }
-                _ => Vec::new(),
-            };
+            let block_use = self.expand(key, &block, &layers.node, item, &mut scope, flow);
             read.extend(scope.read);
             if self.layers_read > MAX_LAYERS {
                 break;
             }
-            uses.push(BlockUse {
-                body,
-                shortcut,
-                after_add,
-            });
+            uses.push(block_use);
         }
         self.stack.pop();
-        self.used
-            .entry(name.clone())
-            .or_default()
-            .extend(read.iter().cloned());
-        for (k, (_, at)) in &passed {
+        self.check_passed(key, name, &passed, read);
+        Some(Op::Block {
+            name: name.clone(),
+            uses,
+        })
+    }
+
+    /// The definition of the block `name`, which must exist, not be in use
+    /// already (a block may not use itself), be a table, and have only known keys.
+    fn block_definition(&mut self, key: &str, name: &str, name_node: &Node) -> Option<&'a Table> {
+        let Some(definition) = self.blocks.and_then(|b| b.get(name)) else {
+            let defined: Vec<&str> = self
+                .blocks
+                .map(|b| b.entries.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            let help = did_you_mean(name, defined.iter().copied()).or_else(|| {
+                Some(if defined.is_empty() {
+                    format!("define it in [model.blocks.{}]", excerpt(name))
+                } else {
+                    format!("the blocks are {}", defined.join(", "))
+                })
+            });
+            let message = format!("there is no block \"{}\"", excerpt(name));
+            self.error_with_help(key, &name_node.at, message, help);
+            return None;
+        };
+        if self.stack.iter().any(|b| b == name) {
+            let chain = self
+                .stack
+                .iter()
+                .map(String::as_str)
+                .chain(std::iter::once(name))
+                .map(|b| format!("\"{b}\""))
+                .collect::<Vec<_>>()
+                .join(" -> ");
+            let message = format!("block \"{name}\" uses itself: {chain}");
+            self.error(key, &name_node.at, message);
+            return None;
+        }
+        let Value::Table(table) = &definition.node.value else {
+            self.error(
+                &format!("model.blocks.{name}"),
+                &definition.node.at,
+                "a block is a table with `layers`",
+            );
+            return None;
+        };
+        for (k, entry) in &table.entries {
+            if !BLOCK_KEYS.contains(&k.as_str()) {
+                let help = did_you_mean(k, BLOCK_KEYS.iter().copied())
+                    .or_else(|| Some(format!("a block takes {}", BLOCK_KEYS.join(", "))));
+                let message = format!("unknown key `{}`", excerpt(k));
+                self.error_with_help(&format!("model.blocks.{name}"), &entry.key_at, message, help);
+            }
+        }
+        Some(table)
+    }
+
+    /// The parameters a use passes, resolved in the scope it is written in,
+    /// with where each is passed.
+    fn passed(&mut self, key: &str, table: &Table, outer: &mut Scope) -> Option<Passed> {
+        let mut passed = BTreeMap::new();
+        for (k, entry) in &table.entries {
+            if k != "block" && k != "repeat" {
+                let (value, at, _) = self.number(key, &entry.node, outer, k)?;
+                passed.insert(k.clone(), (Param { value, at }, entry.key_at.clone()));
+            }
+        }
+        Some(passed)
+    }
+
+    /// A block's `defaults`: numbers only.
+    fn defaults(&mut self, block_key: &str, definition: &Table) -> BTreeMap<String, Param> {
+        let mut defaults = BTreeMap::new();
+        let Some(entry) = definition.get("defaults") else {
+            return defaults;
+        };
+        let Value::Table(t) = &entry.node.value else {
+            self.error(block_key, &entry.node.at, "`defaults` is a table: { stride = 1 }");
+            return defaults;
+        };
+        for (k, e) in &t.entries {
+            let value = match e.node.value {
+                Value::Integer(i) => Number::Integer(i),
+                Value::Float(x) => Number::Float(x),
+                _ => {
+                    self.error(block_key, &e.node.at, format!("default `{k}` must be a number"));
+                    continue;
+                }
+            };
+            let at = e.node.at.clone();
+            defaults.insert(k.clone(), Param { value, at });
+        }
+        defaults
+    }
+
+    /// Whether the block adds its input to its output; without that, a
+    /// `projection` or `after_add` is a mistake (an empty list says "none",
+    /// which undoes a preset's).
+    fn residual(&mut self, block_key: &str, definition: &Table) -> bool {
+        let residual = match definition.get("residual") {
+            Some(Entry { node, .. }) => match node.value {
+                Value::Boolean(b) => b,
+                _ => {
+                    self.error(block_key, &node.at, "`residual` is true or false");
+                    false
+                }
+            },
+            None => false,
+        };
+        if !residual {
+            for k in ["projection", "after_add"] {
+                let stated = definition
+                    .get(k)
+                    .filter(|e| !matches!(&e.node.value, Value::Array(items) if items.is_empty()));
+                if let Some(e) = stated {
+                    let message = format!("`{k}` only applies with `residual = true`");
+                    self.error(block_key, &e.key_at, message);
+                }
+            }
+        }
+        residual
+    }
+
+    /// One use of `block`: its layers, its shortcut and what follows the sum.
+    fn expand(
+        &mut self,
+        key: &str,
+        block: &Block,
+        layers: &Node,
+        item: &Node,
+        scope: &mut Scope,
+        flow: &mut Flow,
+    ) -> BlockUse {
+        let input = *flow;
+        let body = self.list(&format!("{}.layers", block.key), layers, scope, flow);
+        let shortcut = if block.residual {
+            self.shortcut(key, block, item, scope, input, (*flow, &body))
+        } else {
+            Shortcut::None
+        };
+        let after_add = match block.definition.get("after_add") {
+            Some(e) if block.residual => self.list(&format!("{}.after_add", block.key), &e.node, scope, flow),
+            _ => Vec::new(),
+        };
+        BlockUse {
+            body,
+            shortcut,
+            after_add,
+        }
+    }
+
+    /// A residual block's shortcut: the identity when the layers keep the
+    /// shape, else the block's projection, which it must have.
+    fn shortcut(
+        &mut self,
+        key: &str,
+        block: &Block,
+        item: &Node,
+        scope: &mut Scope,
+        input: Flow,
+        (output, body): (Flow, &[Layer]),
+    ) -> Shortcut {
+        let strides = body.iter().any(|l| l.op.strides());
+        if input == output && !strides {
+            return Shortcut::Identity;
+        }
+        if let Some(projection) = block.definition.get("projection") {
+            let mut through = input;
+            let key = format!("{}.projection", block.key);
+            let layers = self.list(&key, &projection.node, scope, &mut through);
+            return Shortcut::Projection { layers };
+        }
+        let name = block.name;
+        self.error_with_help(
+            key,
+            &item.at,
+            format!(
+                "block \"{name}\" changes the shape of its input ({} to {}{}), so its input cannot be added to its output",
+                flow_text(input),
+                flow_text(output),
+                if strides { ", with a stride" } else { "" }
+            ),
+            Some(format!(
+                "add `projection = [{{ conv = \"filters\", kernel = 1, stride = \"stride\" }}, \"batchnorm\"]` to [model.blocks.{name}]"
+            )),
+        );
+        Shortcut::Identity
+    }
+
+    /// Records the parameters the block read; one passed that no use read is a mistake.
+    fn check_passed(&mut self, key: &str, name: &str, passed: &Passed, read: BTreeSet<String>) {
+        for (k, (_, at)) in passed {
             if !read.contains(k) {
                 let help = did_you_mean(k, read.iter().map(String::as_str)).or_else(|| {
                     Some(if read.is_empty() {
                         format!("block \"{name}\" takes no parameters")
                     } else {
-                        format!(
-                            "its parameters are {}",
-                            read.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
-                        )
+                        let names: Vec<&str> = read.iter().map(String::as_str).collect();
+                        format!("its parameters are {}", names.join(", "))
                     })
                 });
-                self.error_with_help(
-                    key,
-                    at,
-                    format!("block \"{name}\" has no parameter `{}`", excerpt(k)),
-                    help,
-                );
+                let message = format!("block \"{name}\" has no parameter `{}`", excerpt(k));
+                self.error_with_help(key, at, message, help);
             }
         }
-        Some(Op::Block {
-            name: name.clone(),
-            uses,
-        })
+        self.used.entry(name.to_string()).or_default().extend(read);
+    }
+}
+
+/// The parameters a block's use passes: each value and where its key is written.
+type Passed = BTreeMap<String, (Param, Location)>;
+
+/// A block as one of its uses expands it.
+struct Block<'b> {
+    name: &'b str,
+    /// `model.blocks.NAME`, for errors in its definition.
+    key: &'b str,
+    definition: &'b Table,
+    defaults: BTreeMap<String, Param>,
+    residual: bool,
+}
+
+impl Block<'_> {
+    /// The parameters of use `r`: the defaults, overridden by what the use
+    /// passes, except that `stride` applies to the first use only (a stage
+    /// downsamples once), later ones taking the default or 1.
+    fn values(&self, passed: &Passed, r: usize, at: &Location) -> BTreeMap<String, Param> {
+        let mut values = self.defaults.clone();
+        for (k, (param, _)) in passed {
+            if !(r > 0 && k == "stride") {
+                values.insert(k.clone(), param.clone());
+            }
+        }
+        if r > 0 && !self.defaults.contains_key("stride") {
+            let one = Param {
+                value: Number::Integer(1),
+                at: at.clone(),
+            };
+            values.insert("stride".into(), one);
+        }
+        values
+    }
+}
+
+/// The reader's checks of numbers, for one layer in one scope.
+struct ScopedNumbers<'r, 'a> {
+    reader: &'r mut GraphReader<'a>,
+    key: &'r str,
+    scope: &'r mut Scope,
+}
+
+impl NumberReader for ScopedNumbers<'_, '_> {
+    fn count(&mut self, node: &Node, what: &str, range: RangeInclusive<usize>) -> Option<usize> {
+        self.reader.count(self.key, node, self.scope, what, range)
+    }
+
+    fn fraction(&mut self, node: &Node, what: &str, max: f64) -> Option<f64> {
+        self.reader.fraction(self.key, node, self.scope, what, max)
+    }
+
+    fn error(&mut self, at: &Location, message: String) {
+        self.reader.error(self.key, at, message);
     }
 }
 
@@ -828,24 +780,6 @@ fn written_in(block: &Entry, at: &Location) -> bool {
             Value::Table(t) => t.entries.values().any(|e| same(&e.key_at)),
             _ => false,
         }
-}
-
-/// Whether any layer of `layers` (or of blocks in them) moves with a stride
-/// above 1: then the body shrinks the map, and a shortcut must too.
-fn strides(layers: &[Layer]) -> bool {
-    layers.iter().any(|l| match &l.op {
-        Op::Conv { stride, .. } | Op::MaxPool { stride, .. } | Op::AvgPool { stride, .. } => *stride > 1,
-        Op::Block { uses, .. } => uses.iter().any(|u| strides(&u.body)),
-        _ => false,
-    })
-}
-
-fn next_flow(op: &Op, flow: Flow) -> Flow {
-    match op {
-        Op::Conv { filters, .. } => Flow::Map(*filters),
-        Op::Flatten | Op::GlobalAvgPool | Op::Dense { .. } => Flow::Flat,
-        _ => flow,
-    }
 }
 
 fn flow_text(flow: Flow) -> String {
@@ -1081,9 +1015,12 @@ projection = [{ conv = "filters", kernel = 1, stride = "stride" }, "batchnorm"]
         let biases: Vec<bool> = graph
             .layers
             .iter()
-            .filter_map(|l| match l.op {
-                Op::Conv { bias, .. } => Some(bias),
-                _ => None,
+            .filter_map(|l| {
+                if let Op::Conv { bias, .. } = l.op {
+                    Some(bias)
+                } else {
+                    None
+                }
             })
             .collect();
         assert_eq!(biases, [false, true, true]);

@@ -1,11 +1,14 @@
 //! Following an image through a [`Graph`]: the shape after every layer, each
 //! layer's parameters and multiply-adds, and a clear error where a layer
-//! cannot take what it gets.
+//! cannot take what it gets. Each layer's rule is its kind's
+//! ([`crate::models::kinds`]); this walk follows blocks and their shortcuts.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use super::{BlockUse, Graph, Layer, Op, Shortcut};
 use crate::config::Location;
+use crate::models::kinds::Step;
 
 /// What flows between layers, for one image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +35,7 @@ pub struct Row {
     /// How many blocks deep it sits.
     pub depth: usize,
     pub what: String,
+    pub input: Shape,
     pub output: Shape,
     pub parameters: usize,
     pub mult_adds: u64,
@@ -43,6 +47,24 @@ pub struct Summary {
     pub rows: Vec<Row>,
     pub parameters: usize,
     pub mult_adds: u64,
+}
+
+impl Summary {
+    /// What each layer gets, by path: how the builder and the ONNX export size
+    /// the layers, from this one inference.
+    pub fn inputs(&self) -> Inputs<'_> {
+        Inputs(self.rows.iter().map(|r| (r.path.as_str(), r.input)).collect())
+    }
+}
+
+/// The input of every layer of a summary, by path.
+pub struct Inputs<'a>(BTreeMap<&'a str, Shape>);
+
+impl Inputs<'_> {
+    /// None only for a path the summary has no layer at: a graph other than the one inferred.
+    pub fn of(&self, path: &str) -> Option<Shape> {
+        self.0.get(path).copied()
+    }
 }
 
 /// A layer that cannot take its input.
@@ -119,86 +141,20 @@ impl Walk {
     }
 
     fn layer(&mut self, path: &str, depth: usize, layer: &Layer, input: Shape) -> Result<Shape, ShapeError> {
+        let side = self.side;
         let fail = |message: String| ShapeError {
             path: path.to_string(),
             what: layer.op.describe(),
             message,
             at: layer.at.clone(),
         };
-        let side = self.side;
-        let map = |what: &str| match input {
-            Shape::Map(c, h, w) => Ok((c, h, w)),
-            Shape::Flat(n) => Err(fail(format!(
-                "gets {n} flat features, but {what} needs a map: move it before the flatten"
-            ))),
-        };
-        // The side of a window's output, or why there is none.
-        let window = |kernel: usize, stride: usize, padding: usize, (h, w): (usize, usize), why: &str| match (
-            window_side(h, kernel, stride, padding),
-            window_side(w, kernel, stride, padding),
-        ) {
-            (Some(oh), Some(ow)) => Ok((oh, ow)),
-            _ => Err(fail(format!(
-                "gets a {h}x{w} map from a {side}x{side} input, smaller than its {kernel}x{kernel} window: {why}"
-            ))),
-        };
-        let (output, parameters, mult_adds) = match &layer.op {
-            Op::Conv {
-                filters,
-                kernel,
-                stride,
-                padding,
-                bias,
-            } => {
-                let (c, h, w) = map("a conv")?;
-                let (oh, ow) = window(*kernel, *stride, *padding, (h, w), "too many poolings or strides")?;
-                let weights = filters * c * kernel * kernel;
-                let macs = (weights * oh * ow) as u64;
-                (
-                    Shape::Map(*filters, oh, ow),
-                    weights + if *bias { *filters } else { 0 },
-                    macs,
-                )
-            }
-            Op::MaxPool {
-                kernel,
-                stride,
-                padding,
-            }
-            | Op::AvgPool {
-                kernel,
-                stride,
-                padding,
-            } => {
-                let (c, h, w) = map("a pooling")?;
-                let (oh, ow) = window(*kernel, *stride, *padding, (h, w), "too many poolings")?;
-                (Shape::Map(c, oh, ow), 0, 0)
-            }
-            Op::BatchNorm => {
-                let channels = match input {
-                    Shape::Map(c, ..) => c,
-                    Shape::Flat(n) => n,
-                };
-                (input, 2 * channels, 0)
-            }
-            Op::Relu | Op::LeakyRelu { .. } | Op::Dropout { .. } => (input, 0, 0),
-            Op::GlobalAvgPool => {
-                let (c, ..) = map("global_avg_pool")?;
-                (Shape::Flat(c), 0, 0)
-            }
-            Op::Flatten => match input {
-                Shape::Map(c, h, w) => (Shape::Flat(c * h * w), 0, 0),
-                Shape::Flat(n) => return Err(fail(format!("gets {n} features that are flat already"))),
-            },
-            Op::Dense { units } => match input {
-                Shape::Flat(n) => (Shape::Flat(*units), n * units + units, (n * units) as u64),
-                Shape::Map(..) => {
-                    return Err(fail(format!(
-                        "gets a {input} map, but dense needs flat features: add \"flatten\" or \"global_avg_pool\" before it"
-                    )));
-                }
-            },
-            Op::Block { name, uses } => {
+        let (output, parameters, mult_adds) = match layer.op.step(input, side).map_err(fail)? {
+            Step::Layer {
+                output,
+                parameters,
+                mult_adds,
+            } => (output, parameters, mult_adds),
+            Step::Block { name, uses } => {
                 let mut shape = input;
                 for (r, block_use) in uses.iter().enumerate() {
                     shape =
@@ -211,6 +167,7 @@ impl Walk {
             path: path.to_string(),
             depth,
             what: layer.op.describe(),
+            input,
             output,
             parameters,
             mult_adds,
@@ -254,6 +211,7 @@ impl Walk {
             path: format!("{path}.add"),
             depth,
             what: "add shortcut".into(),
+            input: body,
             output: body,
             parameters: 0,
             mult_adds: 0,
