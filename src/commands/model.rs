@@ -13,7 +13,7 @@ use super::{Context, Error, Exit, print_out};
 use crate::dag::{self, DagError, Graph};
 use crate::models::graph::shape::{self, Row, Summary};
 use crate::models::graph::{Layer, Op, Shortcut};
-use crate::models::{Graph as Network, shape_error};
+use crate::models::{Network, shape_error};
 use crate::render::{Cell, ReportTable};
 use crate::stages::StageKind;
 use crate::stages::ingest::{RULES_FILE, ReadingRules};

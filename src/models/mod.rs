@@ -18,14 +18,14 @@ use dfdx::prelude::*;
 
 use crate::config::{ConfigError, ConfigErrorKind};
 
-pub use graph::Graph;
+pub use graph::Network;
 pub use net::GraphNet;
 pub use presets::Arch;
 
 /// What a network is built from: the graph and the data's sizes.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelSpec {
-    pub graph: Graph,
+    pub graph: Network,
     /// Image side in pixels.
     pub side: usize,
     /// Output width: two per keypoint.

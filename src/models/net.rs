@@ -1,4 +1,4 @@
-//! The one network type fkp trains: a [`Graph`] built into dfdx layers whose
+//! The one network type fkp trains: a [`Network`] built into dfdx layers whose
 //! sizes are known at run time. Presets and custom graphs alike become a
 //! [`GraphNet`]. Each layer is sized from what it gets in the graph's shape
 //! inference ([`super::graph::shape::infer`]), which every build runs first.
@@ -20,7 +20,7 @@ use num_traits::Float;
 use rand_distr::uniform::SampleUniform;
 
 use super::graph::shape::{Inputs, Shape, Summary};
-use super::graph::{BlockUse, Graph, Layer, Op, Shortcut};
+use super::graph::{BlockUse, Layer, Network, Op, Shortcut};
 use super::kinds::features;
 use super::layers::RtLinear;
 use super::{Backend, Images, ModelError, Outputs};
@@ -100,7 +100,7 @@ fn reset_conv<E: Dtype + Float + SampleUniform, D: Device<E>>(
 impl<E: Dtype + Float + SampleUniform, D: Device<E>> GraphNet<E, D> {
     /// Builds `graph` with an output layer of `outputs` units, each layer sized
     /// from what it gets in `summary`, the graph's shape inference.
-    pub fn build(dev: &D, graph: &Graph, summary: &Summary, outputs: usize) -> Result<Self, ModelError> {
+    pub fn build(dev: &D, graph: &Network, summary: &Summary, outputs: usize) -> Result<Self, ModelError> {
         let mut builder = Builder {
             dev,
             inputs: summary.inputs(),
@@ -492,7 +492,7 @@ impl<D: Backend> ModuleMut<Images<D, OwnedTape<f32, D>>> for GraphNet<f32, D> {
 // ---- Tensors: names, gradients, optimisers and safetensors ----
 //
 // dfdx lists a module's tensors from its type; a graph's are only known at run
-// time, so each level reads them from the module the walk holds (patch 0009).
+// time, so each level reads them from the module the walk holds (patch 0011).
 // Only dfdx's BuildModule walks without one, and it never builds a GraphNet.
 
 impl<E: Dtype + Float + SampleUniform, D: Device<E>> TensorCollection<E, D> for GraphNet<E, D> {

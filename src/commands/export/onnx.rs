@@ -1,4 +1,4 @@
-//! A trained network as an ONNX graph: the layers of a [`Graph`] as ONNX
+//! A trained network as an ONNX graph: the layers of a [`Network`] as ONNX
 //! operators, with the weights of its safetensors checkpoint, and around them
 //! what fkp does to pixels before and after the network, so the file maps
 //! pixels to keypoints in pixels by itself.
@@ -151,7 +151,7 @@ pub fn build(export: &Export) -> Result<ModelProto, OnnxError> {
         } else {
             String::new()
         };
-        let mut network = Network {
+        let mut network = MemberGraph {
             g: &mut g,
             checkpoint,
             prefix: &prefix,
@@ -422,7 +422,7 @@ fn float(name: &str, value: f32) -> AttributeProto {
 }
 
 /// One member's layers, named after the graph as its checkpoint is.
-struct Network<'a> {
+struct MemberGraph<'a> {
     g: &'a mut Emitter,
     checkpoint: &'a Checkpoint,
     /// `member1.` for an ensemble's members, else empty.
@@ -432,7 +432,7 @@ struct Network<'a> {
     used: BTreeSet<String>,
 }
 
-impl Network<'_> {
+impl MemberGraph<'_> {
     fn run(&mut self, spec: &ModelSpec, x: &str) -> Result<String, OnnxError> {
         let graph = &spec.graph;
         let x = self.list("layers", &graph.layers, x.to_string())?;
@@ -609,7 +609,7 @@ mod tests {
     use dfdx::prelude::{Cpu, SaveToSafetensors};
 
     use super::*;
-    use crate::models::graph::Graph;
+    use crate::models::graph::Network;
     use crate::models::{Arch, ModelSpec};
 
     fn names() -> Vec<String> {
@@ -618,7 +618,7 @@ mod tests {
             .to_vec()
     }
 
-    fn spec(graph: Graph) -> ModelSpec {
+    fn spec(graph: Network) -> ModelSpec {
         ModelSpec {
             graph,
             side: 32,
@@ -671,8 +671,8 @@ mod tests {
     }
 
     /// Average pooling with padding, leaky ReLU, batch norm on flat features.
-    fn custom() -> Graph {
-        Graph {
+    fn custom() -> Network {
+        Network {
             name: "custom".into(),
             channels: 3,
             layers: vec![

@@ -3,7 +3,7 @@
 //! stage's cache key records.
 //!
 //! [`read`] turns the TOML (a preset, a pipeline's own layers, or both) into a
-//! [`Graph`]: block uses expanded, parameters substituted, defaults filled in.
+//! [`Network`]: block uses expanded, parameters substituted, defaults filled in.
 //! [`shape`] follows an image through it, checking every layer and counting
 //! parameters and multiply-adds. What each layer kind is lives in
 //! [`super::kinds`].
@@ -20,7 +20,7 @@ use crate::config::Location;
 /// as wide as the data has coordinates. Images enter as one grey channel,
 /// repeated to `channels`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Graph {
+pub struct Network {
     /// The preset it came from (`resnet18`), with ` (modified)` when the pipeline
     /// changed it, or `custom`.
     pub name: String,
@@ -32,10 +32,10 @@ pub struct Graph {
     pub at: Option<Location>,
 }
 
-impl Graph {
+impl Network {
     /// The stand-in for a `[model]` with errors: never built.
-    pub fn empty(channels: usize) -> Graph {
-        Graph {
+    pub fn empty(channels: usize) -> Network {
+        Network {
             name: "custom".into(),
             channels,
             layers: Vec::new(),
@@ -84,7 +84,7 @@ impl PartialEq for Layer {
     }
 }
 
-impl PartialEq for Graph {
+impl PartialEq for Network {
     fn eq(&self, other: &Self) -> bool {
         (&self.name, self.channels, &self.layers, &self.head)
             == (&other.name, other.channels, &other.layers, &other.head)

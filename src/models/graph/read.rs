@@ -1,4 +1,4 @@
-//! From the TOML of `[model]` to a [`Graph`]: every layer checked for its kind,
+//! From the TOML of `[model]` to a [`Network`]: every layer checked for its kind,
 //! keys and value types, block uses expanded with their parameters, and each
 //! error pointing at the file and line that wrote it.
 //!
@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 
-use super::{BlockUse, Graph, Layer, Op, Shortcut};
+use super::{BlockUse, Layer, Network, Op, Shortcut};
 use crate::config::{ConfigError, ConfigErrorKind, Entry, Location, Node, Table, Value, did_you_mean};
 use crate::models::kinds::{self, Flow, LayerTable, NumberReader, ReadLayer, SPELLINGS, TableForm, Written};
 use crate::text::excerpt;
@@ -76,7 +76,13 @@ impl<'a> GraphReader<'a> {
     }
 
     /// Reads `layers` and `head` into a graph whose input has `channels` channels.
-    pub fn graph(&mut self, name: String, channels: usize, layers_node: &Node, head: Option<&Node>) -> Graph {
+    pub fn graph(
+        &mut self,
+        name: String,
+        channels: usize,
+        layers_node: &Node,
+        head: Option<&Node>,
+    ) -> Network {
         let mut flow = Flow::Map(channels);
         let mut scope = Scope::default();
         let layers = self.list("model.layers", layers_node, &mut scope, &mut flow);
@@ -85,7 +91,7 @@ impl<'a> GraphReader<'a> {
             None => Vec::new(),
         };
         self.check_blocks(&layers_node.at);
-        Graph {
+        Network {
             name,
             channels,
             layers,
@@ -798,7 +804,7 @@ pub(crate) mod tests {
     use crate::config::SourceFile;
 
     /// Reads `text`, a `[model]` table's body, into a graph and the error messages.
-    pub(crate) fn read(text: &str) -> (Graph, Vec<String>) {
+    pub(crate) fn read(text: &str) -> (Network, Vec<String>) {
         let file = Arc::new(SourceFile::new(PathBuf::from("/p/model.toml"), text.to_string()));
         let document = toml_edit::Document::parse(text.to_string()).unwrap();
         let table = Table::from_document(&file, document.as_table());
@@ -1033,7 +1039,7 @@ projection = [{ conv = "filters", kernel = 1, stride = "stride" }, "batchnorm"]
             "# a comment\nlayers = [\n  { kernel = 3, conv = 8, stride = 1 },   # same\n  \"relu\",\n  \"flatten\",\n]\n",
         );
         let (c, _) = read("layers = [{ conv = 8, kernel = 3 }, \"relu\", { dropout = 0.1 }, \"flatten\"]\n");
-        let json = |g: &Graph| serde_json::to_string(g).unwrap();
+        let json = |g: &Network| serde_json::to_string(g).unwrap();
         assert_eq!(json(&a), json(&b));
         assert_ne!(json(&a), json(&c));
     }

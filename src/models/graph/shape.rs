@@ -1,4 +1,4 @@
-//! Following an image through a [`Graph`]: the shape after every layer, each
+//! Following an image through a [`Network`]: the shape after every layer, each
 //! layer's parameters and multiply-adds, and a clear error where a layer
 //! cannot take what it gets. Each layer's rule is its kind's
 //! ([`crate::models::kinds`]); this walk follows blocks and their shortcuts.
@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::{BlockUse, Graph, Layer, Op, Shortcut};
+use super::{BlockUse, Layer, Network, Op, Shortcut};
 use crate::config::Location;
 use crate::models::kinds::Step;
 
@@ -85,7 +85,7 @@ pub fn window_side(side: usize, kernel: usize, stride: usize, padding: usize) ->
 
 /// Follows a `side` x `side` grey image through `graph` and its output layer of
 /// `outputs` units.
-pub fn infer(graph: &Graph, side: usize, outputs: usize) -> Result<Summary, ShapeError> {
+pub fn infer(graph: &Network, side: usize, outputs: usize) -> Result<Summary, ShapeError> {
     let mut walk = Walk {
         side,
         rows: Vec::new(),

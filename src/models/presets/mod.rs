@@ -45,7 +45,7 @@ impl Arch {
 impl Arch {
     /// The preset as a graph, as `arch = "<name>"` alone reads it (the presets
     /// are tested to read without errors).
-    pub fn graph(self, channels: usize) -> crate::models::Graph {
+    pub fn graph(self, channels: usize) -> crate::models::Network {
         let table = self.table();
         let blocks = match table.get("blocks").map(|e| &e.node.value) {
             Some(crate::config::Value::Table(t)) => Some(t),

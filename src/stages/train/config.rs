@@ -6,7 +6,7 @@ use crate::config::{ConfigError, ConfigErrorKind, Node, Value};
 use crate::data::augment::Augment;
 use crate::models::graph::Op;
 use crate::models::graph::read::GraphReader;
-use crate::models::{Arch, Graph};
+use crate::models::{Arch, Network};
 use crate::training::{EarlyStopping, OptimizerKind, OptimizerSettings, Schedule};
 
 crate::config_choice! {
@@ -56,7 +56,7 @@ const SCHEDULE_KEYS: [(&str, &[ScheduleKind]); 7] = [
 pub struct ModelConfig {
     /// `arch`, `channels`, `layers`, `head`, `[model.blocks.*]` and `dropout`,
     /// as the network they describe (this, not the text, is the cache key).
-    pub graph: Graph,
+    pub graph: Network,
     /// `side`: the image side to check the network against before the data
     /// is there (and for `fkp model`). Not part of the key: the data decides.
     pub side: Option<usize>,
@@ -96,7 +96,7 @@ impl ModelConfig {
                 r.report(vec![ConfigError::new(kind, &r.location("arch")).with_help(help)]);
             }
             return ModelConfig {
-                graph: Graph::empty(channels as usize),
+                graph: Network::empty(channels as usize),
                 side,
             };
         };
@@ -134,7 +134,7 @@ impl ModelConfig {
 }
 
 /// `dropout`: the rate of every dropout layer of the head, which must have one.
-fn set_head_dropout(r: &mut TableReader, graph: &mut Graph, p: f64) {
+fn set_head_dropout(r: &mut TableReader, graph: &mut Network, p: f64) {
     let mut found = false;
     for layer in &mut graph.head {
         if let Op::Dropout { p: rate } = &mut layer.op {
