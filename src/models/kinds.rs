@@ -7,14 +7,14 @@
 //! The reader ([`super::graph::read`]) goes through [`SPELLINGS`] instead of
 //! lists of names; shape inference ([`super::graph::shape`]) applies
 //! [`Op::step`] once, and the builder ([`super::net`]) and the ONNX export
-//! ([`crate::export::onnx`]) size each layer from the shapes it found.
+//! ([`crate::commands::export::onnx`]) size each layer from the shapes it found.
 //!
 //! Every match over [`Op`] names each kind, with no catch-all. Adding a kind is
 //! a variant of [`Op`] (its fields are its settings, which the train stage's
 //! cache key records) and its entry in [`SPELLINGS`]; the compiler then lists
 //! each match to extend: here its description, shape rule, flow and strides;
 //! in `net` how it is built (with weights, or kept as its `Op`) and its
-//! forward pass; in `export::onnx` its nodes. Then a row in
+//! forward pass; in `commands::export::onnx` its nodes. Then a row in
 //! docs/pipeline-reference.md. (`sigmoid` was added this way.)
 //!
 //! A block (`{ block = "NAME" }`) is spelt like a layer, but it is many: the

@@ -1,4 +1,4 @@
-//! A trained network as an ONNX graph: the layers of a [`Network`] as ONNX
+//! A trained network as an ONNX graph: the layers of a [`crate::models::Network`] as ONNX
 //! operators, with the weights of its safetensors checkpoint, and around them
 //! what fkp does to pixels before and after the network, so the file maps
 //! pixels to keypoints in pixels by itself.
