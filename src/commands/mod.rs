@@ -77,7 +77,7 @@ enum Command {
     /// Says one line per stage (why it runs, what it found), the training's
     /// epochs and a closing line per pipeline; -v adds each stage's tables.
     /// Ctrl-C stops the running stage at its next safe point and says what was
-    /// kept (exit 130; SIGTERM 143); a second Ctrl-C stops at once.
+    /// kept (exit 130; SIGTERM 143, SIGHUP 129); a second Ctrl-C stops at once.
     Run(run::RunArgs),
     /// Build one stage into the cache: what a Slurm job of `fkp run --executor
     /// slurm` runs. Checks it builds the plan (and key) it was sent.

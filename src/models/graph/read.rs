@@ -307,10 +307,22 @@ impl<'a> GraphReader<'a> {
         match kinds.as_slice() {
             [kind] => Some(*kind),
             [] => {
+                // `{ relu = true }`: a kind written only as a string.
+                let bare_only = |k: &String| {
+                    SPELLINGS
+                        .iter()
+                        .find(|s| s.name == k && s.table().is_none())
+                        .map(|s| {
+                            format!(
+                                "\"{0}\" takes no settings: write it as the string \"{0}\"",
+                                s.name
+                            )
+                        })
+                };
                 let hint = table
                     .entries
                     .keys()
-                    .find_map(|k| did_you_mean(k, kinds::table_names()));
+                    .find_map(|k| bare_only(k).or_else(|| did_you_mean(k, kinds::table_names())));
                 let names = kinds::table_names().collect::<Vec<_>>().join(", ");
                 let message = format!("a layer table needs one of the keys {names}");
                 self.error_with_help(key, &item.at, message, hint);
@@ -964,6 +976,11 @@ projection = [{ conv = "filters", kernel = 1, stride = "stride" }, "batchnorm"]
             let e = one_error(&format!("layers = [{layer}, \"flatten\"]\n"));
             assert!(e.contains("a layer table needs one of the keys"), "{layer}: {e}");
         }
+        let e = one_error("layers = [{ sigmoid = 1 }]\n");
+        assert!(
+            e.contains("\"sigmoid\" takes no settings: write it as the string \"sigmoid\""),
+            "{e}"
+        );
         // A block defined and never used (a misspelt override, say).
         let e = one_error(
             "layers = [{ block = \"basic\" }]\n[blocks.basic]\nlayers = [\"relu\"]\n[blocks.basci]\nlayers = [\"relu\"]\n",
