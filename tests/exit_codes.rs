@@ -4,7 +4,9 @@
 //! Ctrl-C, SIGTERM and SIGHUP, in output.rs and watch.rs; a closed standard
 //! output is 0, in bad_input.rs.)
 
-use crate::common::{Scratch, labelled_csv};
+use std::time::Duration;
+
+use crate::common::{Scratch, labelled_csv, output_within};
 
 const GOOD: &str = "[ingest]\ntrain = \"faces.csv\"\n[prepare]\nmissing = \"mask\"\n\
                     [model]\narch = \"lenet\"\n[train]\ndevice = \"cpu\"\nepochs = 1\n";
@@ -61,8 +63,10 @@ fn a_wrong_configuration_or_argument_is_2_for_every_command() {
         &["push", "typo.toml"],
         &["clean", "typo.toml", "--dry-run"],
         &["status", "p.toml", "--set", "train.epochs"],
-        // fkp.toml's mistake.
+        // fkp.toml's mistake, for every command that builds.
         &["run", "p.toml"],
+        &["predict", "p.toml", "--input", "faces.csv", "--output", "o.csv"],
+        &["export", "p.toml"],
         // clap's own usage errors.
         &["run", "p.toml", "--no-such-flag"],
         &["frobnicate"],
@@ -71,4 +75,13 @@ fn a_wrong_configuration_or_argument_is_2_for_every_command() {
         let (code, err) = s.fails(args);
         assert_eq!(code, 2, "{args:?}: {err}");
     }
+    // `watch` says so at once rather than watching.
+    let out = output_within(&mut s.command(&["watch", "p.toml"]), Duration::from_secs(60))
+        .expect("fkp watch with a broken fkp.toml should stop at once");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

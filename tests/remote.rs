@@ -51,6 +51,30 @@ fn a_fresh_workspace_fetches_every_entry_instead_of_building_it() {
     assert!(second.path("reports/b/metrics.json").is_file());
 }
 
+/// `predict` and `export` train first as `run` would: from the remote cache
+/// when it has the entries.
+#[test]
+fn predict_and_export_fetch_what_they_would_train() {
+    let remote = tempfile::tempdir().unwrap();
+    let url = remote.path().to_string_lossy().into_owned();
+    let first = Scratch::new();
+    study(&first);
+    first.ok(&["run", "--remote", &url, "a.toml"]);
+
+    for command in [
+        &["predict", "a.toml", "--input", "faces.csv", "--output", "p.csv"][..],
+        &["export", "a.toml", "--output", "a.onnx"],
+    ] {
+        let second = Scratch::new();
+        study(&second);
+        second.write("fkp.toml", format!("[cache]\nremote = {url:?}\n"));
+        let out = second.ok(command);
+        assert!(!out.contains("running"), "{command:?}: {out}");
+        // ingest, prepare and train.
+        assert_eq!(out.matches("fetched").count(), 3, "{command:?}: {out}");
+    }
+}
+
 #[test]
 fn a_broken_or_partial_remote_entry_is_built_here_and_replaced() {
     let remote = tempfile::tempdir().unwrap();

@@ -121,6 +121,19 @@ fn slurm_run(args: &RunArgs, settings: &Settings, context: &Context) -> Result<S
     })
 }
 
+/// How a command that trains first (`predict`, `export`) or reruns (`watch`)
+/// builds: on this machine, with fkp.toml's `[executor] jobs` and the remote
+/// cache, as `fkp run` without flags would. Reading fkp.toml also reports its
+/// mistakes, as `run` does.
+pub(super) fn local_options(context: &Context) -> Result<RunOptions, Error> {
+    let settings = Settings::load(&context.workspace.root)?;
+    Ok(RunOptions {
+        jobs: settings.jobs,
+        remote: remote(context.global.remote.as_deref(), &settings)?.map(Arc::new),
+        ..RunOptions::default()
+    })
+}
+
 /// The remote cache: `--remote` (or FKP_REMOTE), else fkp.toml's `[cache] remote`.
 pub(super) fn remote(flag: Option<&str>, settings: &Settings) -> Result<Option<Remote>, Error> {
     match flag.or(settings.remote.as_deref()).filter(|url| !url.is_empty()) {

@@ -15,7 +15,7 @@ use super::signals::interruptible;
 use super::{Context, Error, Exit, count};
 use crate::commands::predict::{self, PredictError};
 use crate::console::Console;
-use crate::dag::Graph;
+use crate::dag::{Graph, RunOptions};
 use crate::stages::train::{MODEL_FILE, MODEL_META, TrainedModel};
 use crate::training::Tta;
 use crate::workspace::WorkspaceLock;
@@ -39,6 +39,7 @@ pub(super) struct ExportArgs {
 
 pub(super) fn execute(args: ExportArgs, context: &Context) -> Result<Exit, Error> {
     let graph = context.load(&[args.pipeline])?;
+    let options = super::run::local_options(context)?;
     let lock = context.lock()?;
     let exported = interruptible(
         context.console,
@@ -47,7 +48,10 @@ pub(super) fn execute(args: ExportArgs, context: &Context) -> Result<Exit, Error
                 output: args.output.as_deref(),
                 tta: !args.no_tta,
                 input_type: args.input_type,
-                cancel: cancel.clone(),
+                run: RunOptions {
+                    cancel: cancel.clone(),
+                    ..options.clone()
+                },
             };
             export(&graph, &lock, &request, context.console)
         },
@@ -94,8 +98,8 @@ pub struct ExportRequest<'a> {
     /// Put the pipeline's `[evaluate] tta` inside the graph.
     pub tta: bool,
     pub input_type: InputType,
-    /// Stops a training it runs first (Ctrl-C).
-    pub cancel: crate::dag::Cancel,
+    /// How a training it runs first builds: its Ctrl-C, the remote cache, jobs.
+    pub run: RunOptions,
 }
 
 /// What was written.
@@ -161,7 +165,7 @@ pub fn export(
         path: output.clone(),
         source,
     })?;
-    let (_, members) = predict::train_first(graph, pipeline, lock, &request.cancel, console)?;
+    let (_, members) = predict::train_first(graph, pipeline, lock, &request.run, console)?;
     let mut trained: Vec<TrainedModel> = Vec::new();
     let mut checkpoints = Vec::new();
     let mut weights_bytes = 0;

@@ -15,7 +15,7 @@ use clap::Args;
 use super::signals::interruptible;
 use super::{Context, Error, Exit};
 use crate::console::Console;
-use crate::dag::{self, Cancel, DagError, Graph, RunOptions, RunReport};
+use crate::dag::{self, DagError, Graph, RunOptions, RunReport};
 use crate::data::augment::FlipMap;
 use crate::data::{DataError, lookup};
 use crate::pipeline::Pipeline;
@@ -66,6 +66,7 @@ pub(super) struct PredictArgs {
 
 pub(super) fn execute(args: PredictArgs, context: &Context) -> Result<Exit, Error> {
     let graph = context.load(&[args.pipeline])?;
+    let options = super::run::local_options(context)?;
     let lock = context.lock()?;
     let predicted = interruptible(
         context.console,
@@ -80,7 +81,10 @@ pub(super) fn execute(args: PredictArgs, context: &Context) -> Result<Exit, Erro
                 tta: !args.no_tta,
                 draw: args.draw.as_deref(),
                 fail_fast: args.fail_fast,
-                cancel: cancel.clone(),
+                run: RunOptions {
+                    cancel: cancel.clone(),
+                    ..options.clone()
+                },
             };
             predict(&graph, &lock, &request, context.console)
         },
@@ -209,19 +213,18 @@ pub fn the_pipeline(graph: &Graph) -> Result<&Pipeline, PredictError> {
 
 /// Runs the pipeline up to its training (from the cache when it can) and returns
 /// the run and the `data/` folder of each trained model: one, or every member
-/// of a seed ensemble, in `seeds` order. `cancel` stops the training at its next
-/// safe point, as in `fkp run`.
+/// of a seed ensemble, in `seeds` order. `run` is how it builds; its cancel
+/// stops the training at its next safe point, as in `fkp run`.
 pub fn train_first(
     graph: &Graph,
     pipeline: &Pipeline,
     lock: &WorkspaceLock,
-    cancel: &Cancel,
+    run: &RunOptions,
     console: &Console,
 ) -> Result<(RunReport, Vec<PathBuf>), PredictError> {
     let options = RunOptions {
         until: Some(StageKind::Train),
-        cancel: cancel.clone(),
-        ..RunOptions::default()
+        ..run.clone()
     };
     let report = dag::run(graph, lock, &options, console)?;
     let members: Vec<PathBuf> = report
@@ -262,8 +265,8 @@ pub struct PredictRequest<'a> {
     pub draw: Option<&'a Path>,
     /// Images only: stop at the first image that cannot be read.
     pub fail_fast: bool,
-    /// Stops a training it runs first (Ctrl-C).
-    pub cancel: Cancel,
+    /// How a training it runs first builds: its Ctrl-C, the remote cache, jobs.
+    pub run: RunOptions,
 }
 
 /// Trains first if the model is not cached, then predicts. Returns the number of
@@ -302,7 +305,7 @@ pub fn predict(
             None
         }
     };
-    let (report, members) = train_first(graph, pipeline, lock, &request.cancel, console)?;
+    let (report, members) = train_first(graph, pipeline, lock, &request.run, console)?;
     // One model, or every member of a seed ensemble: their predictions are averaged.
     let mut sessions = Vec::new();
     let mut trained = None;

@@ -58,6 +58,7 @@ pub(super) fn execute(args: WatchArgs, context: &Context) -> Result<Exit, Error>
         return Err(error.into());
     }
     let options = WatchOptions {
+        run: super::run::local_options(context)?,
         files: args.pipelines,
         debounce: Duration::from_millis(args.debounce),
         poll: args.poll.then(|| Duration::from_millis(args.poll_interval)),
@@ -81,6 +82,9 @@ pub struct WatchOptions {
     pub clear: bool,
     /// `--set` overrides, applied in every round.
     pub overrides: Vec<crate::config::Override>,
+    /// How each round builds (fkp.toml's jobs, the remote cache); each round
+    /// has its own cancel.
+    pub run: dag::RunOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -292,6 +296,7 @@ impl Watch<'_> {
         self.round = Some(Round::start(
             self.rounds,
             plan.graph.clone(),
+            &self.options.run,
             self.workspace,
             self.console,
             self.sender.clone(),

@@ -39,6 +39,7 @@ impl Round {
     pub fn start(
         number: usize,
         graph: Arc<Graph>,
+        run: &RunOptions,
         workspace: &Workspace,
         console: &Console,
         events: Sender<Event>,
@@ -51,7 +52,7 @@ impl Round {
         };
         let options = RunOptions {
             cancel: round.cancel.clone(),
-            ..RunOptions::default()
+            ..run.clone()
         };
         let (workspace, console, locked) = (workspace.clone(), console.clone(), round.locked.clone());
         std::thread::spawn(move || {
