@@ -206,6 +206,31 @@ fn clean_removes_only_unreferenced_entries() {
     assert!(s.ok(&["run", "p.toml"]).contains("cached"));
 }
 
+/// An entry missing a file, or with one cut short, is said to be damaged (not
+/// removed) and is rebuilt.
+#[test]
+fn a_damaged_entry_is_said_and_rebuilt() {
+    let s = setup();
+    s.ok(&["run", "p.toml"]);
+    let entry = s.entries("ingest").remove(0);
+    let data = std::fs::read_dir(entry.join("data"))
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .find(|p| p.is_file())
+        .unwrap();
+    std::fs::write(&data, b"cut").unwrap();
+    let status = s.status_json(&["p.toml"]);
+    let ingest = &status["pipelines"][0]["stages"][0];
+    assert_eq!(ingest["state"], "stale", "{status:#}");
+    assert_eq!(ingest["changes"][0]["change"], "entry_damaged", "{status:#}");
+    let out = s.ok(&["run", "p.toml"]);
+    assert!(
+        out.contains("its cache entry is damaged (a file it lists is missing or changed size)"),
+        "{out}"
+    );
+    assert!(s.ok(&["run", "p.toml"]).contains("ingest     cached"));
+}
+
 #[test]
 fn the_cache_dir_can_be_moved() {
     let s = setup();

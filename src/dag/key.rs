@@ -211,6 +211,9 @@ pub enum Change {
     Code { old: u32, new: u32 },
     /// Nothing changed, but the cached output is gone (e.g. `fkp clean`).
     EntryRemoved,
+    /// Nothing changed, but the entry lacks a file its manifest lists, or one
+    /// has another size (damaged by hand, or by a clean killed halfway).
+    EntryDamaged,
     /// `--force` or `--force-stage`.
     Forced,
 }
@@ -236,6 +239,10 @@ impl fmt::Display for Change {
             Change::Upstream { stage } => write!(f, "upstream [{stage}] changed"),
             Change::Code { old, new } => write!(f, "fkp's code for this stage changed (v{old} -> v{new})"),
             Change::EntryRemoved => write!(f, "its cache entry was removed"),
+            Change::EntryDamaged => write!(
+                f,
+                "its cache entry is damaged (a file it lists is missing or changed size)"
+            ),
             Change::Forced => write!(f, "forced"),
         }
     }

@@ -210,7 +210,10 @@ impl<'a> Resolver<'a> {
             (None, Some(previous)) => {
                 let mut changes = inputs.changes_since(&previous);
                 if changes.is_empty() {
-                    changes.push(Change::EntryRemoved);
+                    changes.push(match self.store.entry_dir(kind, &key).exists() {
+                        true => Change::EntryDamaged,
+                        false => Change::EntryRemoved,
+                    });
                 }
                 State::Stale(changes)
             }
