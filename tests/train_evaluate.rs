@@ -148,6 +148,30 @@ fn predict_writes_one_row_per_input_row_and_a_kaggle_submission() {
     assert!((0.0..=SIDE as f32).contains(&location));
 }
 
+/// Every `[train] loss` trains; its settings are in the key, checked, and a
+/// setting of another loss is said to be one.
+#[test]
+fn each_loss_trains_and_its_settings_are_keys() {
+    let s = Scratch::new();
+    for loss in ["l1", "smooth_l1", "wing"] {
+        pipeline(&s, &format!("epochs = 2\nloss = \"{loss}\"\n"), "");
+        let out = s.ok(&["run", "p.toml"]);
+        assert!(out.contains("epoch   2/2"), "{loss}: {out}");
+        let rmse = metrics(&s)["validation"]["rmse_px"].as_f64().unwrap();
+        assert!(rmse.is_finite() && rmse < SIDE as f64, "{loss}: {rmse}");
+    }
+    pipeline(&s, "epochs = 2\nloss = \"wing\"\nwing_w = 5\n", "");
+    let out = s.ok(&["run", "p.toml", "--dry-run"]);
+    assert!(out.contains("`[train] wing_w` changed: 10.0 -> 5.0"), "{out}");
+
+    pipeline(&s, "epochs = 2\nwing_w = 5\n", "");
+    let err = refused(&s);
+    assert!(err.contains("`wing_w` is a setting of loss = \"wing\""), "{err}");
+    pipeline(&s, "epochs = 2\nloss = \"wing\"\nwing_epsilon = 0\n", "");
+    let err = refused(&s);
+    assert!(err.contains("`train.wing_epsilon`: 0 is outside"), "{err}");
+}
+
 #[test]
 fn bad_model_and_train_values_are_clear_errors() {
     let s = Scratch::new();

@@ -16,7 +16,7 @@ use super::TrainError;
 use super::batch::{Batch, Normalisation};
 use crate::buffers;
 use crate::data::tensor_file::{self, CHUNK, Entry, write_f32s};
-use crate::models::loss::masked_mse;
+use crate::models::loss::LossFunction;
 use crate::models::{Backend, GraphNet, Images, ModelSpec, Outputs};
 
 crate::config_choice! {
@@ -109,6 +109,7 @@ struct NetSession<D: Backend> {
     grads: Option<Gradients<f32, D>>,
     optim: Optim<GraphNet<f32, D>, D>,
     clip: Option<f64>,
+    loss: LossFunction,
     side: usize,
     outputs: usize,
 }
@@ -146,8 +147,9 @@ pub fn open_session<D: Backend + 'static>(
     device_name: &'static str,
     spec: &ModelSpec,
     settings: &OptimizerSettings,
+    loss: LossFunction,
 ) -> Result<Box<dyn Session>, TrainError> {
-    Ok(Box::new(new_session(dev, device_name, spec, settings)?))
+    Ok(Box::new(new_session(dev, device_name, spec, settings, loss)?))
 }
 
 fn new_session<D: Backend>(
@@ -155,6 +157,7 @@ fn new_session<D: Backend>(
     device_name: &'static str,
     spec: &ModelSpec,
     settings: &OptimizerSettings,
+    loss: LossFunction,
 ) -> Result<NetSession<D>, TrainError> {
     let net = spec.build(&dev)?;
     let optim = match settings.kind {
@@ -186,6 +189,7 @@ fn new_session<D: Backend>(
         grads: None,
         optim,
         clip: settings.clip_grad_norm,
+        loss,
         side: spec.side,
         outputs: spec.outputs,
     })
@@ -214,7 +218,9 @@ impl<D: Backend> Session for NetSession<D> {
             .net
             .try_forward_mut(x.traced(grads))
             .map_err(|e| self.fail(e))?;
-        let loss = masked_mse(prediction, y, mask);
+        // Targets are normalised by half the side (`Normalisation`).
+        let pixels_per_unit = self.side as f32 / 2.0;
+        let loss = self.loss.masked(prediction, y, mask, pixels_per_unit);
         let value = loss.array();
         let mut grads = loss.backward();
         if let Some(max_norm) = self.clip {
@@ -735,7 +741,14 @@ mod tests {
     }
 
     fn open(arch: Arch, settings: &OptimizerSettings) -> NetSession<Cpu> {
-        new_session(Cpu::seed_from_u64(7), "cpu", &spec(arch), settings).unwrap()
+        new_session(
+            Cpu::seed_from_u64(7),
+            "cpu",
+            &spec(arch),
+            settings,
+            LossFunction::Mse,
+        )
+        .unwrap()
     }
 
     /// fkp streams the weights itself; the files must stay those dfdx wrote
@@ -812,11 +825,13 @@ mod tests {
             assert!(straight.save_optimizer(&optimizer).unwrap(), "{name}");
 
             // Another network (other initial weights), restored from the files.
-            let mut resumed = new_session(Cpu::seed_from_u64(99), "cpu", &spec, &settings).unwrap();
+            let mut resumed =
+                new_session(Cpu::seed_from_u64(99), "cpu", &spec, &settings, LossFunction::Mse).unwrap();
             resumed.load_weights(&weights).unwrap();
             resumed.load_optimizer(&optimizer).unwrap();
             // Without the optimiser's state, the steps go elsewhere.
-            let mut forgetful = new_session(Cpu::seed_from_u64(99), "cpu", &spec, &settings).unwrap();
+            let mut forgetful =
+                new_session(Cpu::seed_from_u64(99), "cpu", &spec, &settings, LossFunction::Mse).unwrap();
             forgetful.load_weights(&weights).unwrap();
             for batch in &batches[3..] {
                 straight.step(batch).unwrap();

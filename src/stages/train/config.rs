@@ -6,6 +6,7 @@ use crate::config::{ConfigError, ConfigErrorKind, Node, Value};
 use crate::data::augment::Augment;
 use crate::models::graph::Op;
 use crate::models::graph::read::GraphReader;
+use crate::models::loss::LossFunction;
 use crate::models::{Arch, Network};
 use crate::training::{EarlyStopping, OptimizerKind, OptimizerSettings, Schedule};
 
@@ -33,6 +34,9 @@ crate::config_choice! {
     /// The training loss. Masked automatically when `prepare.missing = "mask"`.
     pub enum Loss {
         Mse = "mse",
+        L1 = "l1",
+        SmoothL1 = "smooth_l1",
+        Wing = "wing",
     }
 }
 
@@ -232,8 +236,12 @@ pub struct TrainConfig {
     pub warmup_epochs: f64,
     /// `[train.early_stopping]`: `patience` (10), `min_delta` (0), `restore_best` (true).
     pub early_stopping: Option<EarlyStopping>,
-    /// `loss`: "mse" (default).
+    /// `loss`: "mse" (default), "l1", "smooth_l1" or "wing".
     pub loss: Loss,
+    /// The settings of the chosen loss (none for "mse" and "l1", so their keys
+    /// hold only `loss`).
+    #[serde(flatten)]
+    pub loss_settings: LossSettings,
     /// `[train.augment]`: `hflip`, `shift_px`, `rotate_deg`, `scale`, `brightness`, `contrast`.
     pub augment: Augment,
 }
@@ -280,6 +288,7 @@ impl TrainConfig {
             }
             None => Augment::default(),
         };
+        let loss = r.choice("loss", Loss::Mse);
         TrainConfig {
             device: r.choice("device", DeviceChoice::Auto),
             epochs,
@@ -289,9 +298,71 @@ impl TrainConfig {
             schedule,
             warmup_epochs,
             early_stopping,
-            loss: r.choice("loss", Loss::Mse),
+            loss,
+            loss_settings: read_loss_settings(r, loss),
             augment,
         }
+    }
+
+    /// The loss the training minimises, with its settings.
+    pub fn loss_function(&self) -> LossFunction {
+        let setting = |value: Option<f64>| value.unwrap_or_default() as f32;
+        let s = &self.loss_settings;
+        match self.loss {
+            Loss::Mse => LossFunction::Mse,
+            Loss::L1 => LossFunction::L1,
+            Loss::SmoothL1 => LossFunction::SmoothL1 {
+                beta: setting(s.smooth_l1_beta),
+            },
+            Loss::Wing => LossFunction::Wing {
+                w: setting(s.wing_w),
+                epsilon: setting(s.wing_epsilon),
+            },
+        }
+    }
+}
+
+/// `smooth_l1_beta` (smooth_l1), `wing_w` and `wing_epsilon` (wing), in pixels.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LossSettings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smooth_l1_beta: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wing_w: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wing_epsilon: Option<f64>,
+}
+
+/// The keys of the losses' settings, with the loss that takes each.
+const LOSS_KEYS: [(&str, Loss); 3] = [
+    ("smooth_l1_beta", Loss::SmoothL1),
+    ("wing_w", Loss::Wing),
+    ("wing_epsilon", Loss::Wing),
+];
+
+/// The settings of `loss`; another loss's setting is a mistake, said as such.
+fn read_loss_settings(r: &mut TableReader, loss: Loss) -> LossSettings {
+    for (key, owner) in LOSS_KEYS {
+        if owner != loss {
+            r.not_here(
+                key,
+                format!("`{key}` is a setting of loss = \"{}\"", owner.name()),
+            );
+        }
+    }
+    // Errors in pixels: up to a whole 4096-pixel side.
+    let pixels = 1e-3..=4096.0;
+    match loss {
+        Loss::Mse | Loss::L1 => LossSettings::default(),
+        Loss::SmoothL1 => LossSettings {
+            smooth_l1_beta: Some(r.f64_in("smooth_l1_beta", 1.0, pixels)),
+            ..LossSettings::default()
+        },
+        Loss::Wing => LossSettings {
+            wing_w: Some(r.f64_in("wing_w", 10.0, pixels.clone())),
+            wing_epsilon: Some(r.f64_in("wing_epsilon", 2.0, pixels)),
+            ..LossSettings::default()
+        },
     }
 }
 

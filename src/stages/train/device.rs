@@ -8,6 +8,7 @@ use super::TrainStageError;
 use super::config::{DeviceChoice, TrainConfig};
 use crate::console::Console;
 use crate::models::ModelSpec;
+use crate::models::loss::LossFunction;
 use crate::training::{
     OptimizerKind, OptimizerSettings, Session, TrainError, host_memory, numerics, open_session,
 };
@@ -67,7 +68,10 @@ pub fn open(
             }
             let dev = Cpu::seed_from_u64(config.seed);
             reuse_freed_buffers(&dev);
-            Ok((open_session(dev, "cpu", spec, &config.optimizer)?, "cpu"))
+            Ok((
+                open_session(dev, "cpu", spec, &config.optimizer, config.loss_function())?,
+                "cpu",
+            ))
         }
         Resolved::Cuda => cuda(config, spec),
         Resolved::CudaUnavailable(why) => Err(TrainStageError::Device(why.clone())),
@@ -94,7 +98,7 @@ pub fn open_inference(trained_on: &str, spec: &ModelSpec) -> Result<Box<dyn Sess
     }
     let dev = Cpu::default();
     reuse_freed_buffers(&dev);
-    open_session(dev, "cpu", spec, &settings)
+    open_session(dev, "cpu", spec, &settings, LossFunction::Mse)
 }
 
 /// Reusing freed buffers instead of faulting in fresh memory for every operation
@@ -119,7 +123,7 @@ fn cuda_inference(
         return Ok(None);
     };
     dev.enable_cache();
-    open_session(dev, "cuda", spec, settings).map(Some)
+    open_session(dev, "cuda", spec, settings, LossFunction::Mse).map(Some)
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -153,7 +157,10 @@ fn cuda(config: &TrainConfig, spec: &ModelSpec) -> Result<(Box<dyn Session>, &'s
     let dev = Cuda::try_seed_from_u64(config.seed)
         .map_err(|e| TrainStageError::Device(format!("no usable CUDA GPU ({e:?})")))?;
     dev.enable_cache();
-    Ok((open_session(dev, "cuda", spec, &config.optimizer)?, "cuda"))
+    Ok((
+        open_session(dev, "cuda", spec, &config.optimizer, config.loss_function())?,
+        "cuda",
+    ))
 }
 
 #[cfg(not(feature = "cuda"))]
