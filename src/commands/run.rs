@@ -91,15 +91,15 @@ fn run_options(args: &RunArgs, context: &Context) -> Result<RunOptions, Error> {
         ExecutorKind::Local => None,
         ExecutorKind::Slurm => Some(slurm_run(args, &settings, context)?),
     };
+    let workspace_options = options_of(&settings, context)?;
     Ok(RunOptions {
         force_all: args.force,
         force_stages: args.force_stage.clone(),
         until: args.until,
         fail_fast: args.fail_fast,
-        jobs: args.jobs.map_or(settings.jobs, usize::from),
+        jobs: args.jobs.map_or(workspace_options.jobs, usize::from),
         slurm,
-        remote: remote(context.global.remote.as_deref(), &settings)?.map(Arc::new),
-        ..RunOptions::default()
+        ..workspace_options
     })
 }
 
@@ -126,10 +126,14 @@ fn slurm_run(args: &RunArgs, settings: &Settings, context: &Context) -> Result<S
 /// cache, as `fkp run` without flags would. Reading fkp.toml also reports its
 /// mistakes, as `run` does.
 pub(super) fn local_options(context: &Context) -> Result<RunOptions, Error> {
-    let settings = Settings::load(&context.workspace.root)?;
+    options_of(&Settings::load(&context.workspace.root)?, context)
+}
+
+/// What fkp.toml (and `--remote`) set for every build: the jobs and the remote cache.
+fn options_of(settings: &Settings, context: &Context) -> Result<RunOptions, Error> {
     Ok(RunOptions {
         jobs: settings.jobs,
-        remote: remote(context.global.remote.as_deref(), &settings)?.map(Arc::new),
+        remote: remote(context.global.remote.as_deref(), settings)?.map(Arc::new),
         ..RunOptions::default()
     })
 }

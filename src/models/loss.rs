@@ -64,9 +64,7 @@ pub fn masked_mse<D: Device<f32> + TensorToArray<Rank0, f32, Array = f32>, T: Ta
     target: Tensor<(usize, usize), f32, D>,
     mask: Tensor<(usize, usize), f32, D>,
 ) -> Tensor<Rank0, f32, D, T> {
-    let count = mask.clone().sum::<Rank0, _>().array().max(1.0);
-    let squared = (pred - target).square() * mask;
-    squared.sum::<Rank0, _>() / count
+    masked_mean((pred - target).square(), mask)
 }
 
 /// `sum(mask * each) / max(1, sum(mask))`.
