@@ -21,7 +21,6 @@ from fkp, in pixels.
 """
 import argparse
 import csv
-import json
 import os
 import sys
 import time
@@ -77,19 +76,10 @@ def main():
     report("onnxruntime " + ort.__version__, len(faces), seconds, got, expected)
 
     import torch
-    from torch_from_checkpoint import Builder, Network, read_safetensors, torch_state
-    from torch import nn
+    from torch_from_checkpoint import load_network
 
     torch.set_num_threads(args.threads)
-    meta = json.load(open(os.path.join(args.entry, "model.json")))
-    weights = read_safetensors(os.path.join(args.entry, "model.safetensors"))
-    graph = meta["spec"]["graph"]
-    builder = Builder(weights)
-    out, inp = builder.shape("output.weight")
-    net = Network(graph["channels"], builder.sequence("layers", graph["layers"]),
-                  builder.sequence("head", graph["head"]), nn.Linear(inp, out))
-    net.load_state_dict(torch_state(weights), strict=True)
-    net.eval()
+    net, meta = load_network(args.entry)
     scaling = meta["scaling"]
 
     def torch_run(x):

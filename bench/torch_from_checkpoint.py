@@ -167,6 +167,20 @@ def torch_state(weights):
     return state
 
 
+def load_network(data):
+    """The network of a train entry's `data` folder, in inference mode, with its model.json."""
+    meta = json.load(open(os.path.join(data, "model.json")))
+    weights = read_safetensors(os.path.join(data, "model.safetensors"))
+    graph = meta["spec"]["graph"]
+    builder = Builder(weights)
+    out, inp = builder.shape("output.weight")
+    net = Network(graph["channels"], builder.sequence("layers", graph["layers"]),
+                  builder.sequence("head", graph["head"]), nn.Linear(inp, out))
+    net.load_state_dict(torch_state(weights), strict=True)
+    net.eval()
+    return net, meta
+
+
 def read_faces(path):
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", newline="") as f:
@@ -189,17 +203,8 @@ def main():
     train = next(s for s in status["pipelines"][0]["stages"] if s["stage"] == "train")
     if train["state"] != "cached" or not train.get("entry"):
         raise SystemExit(f"the train stage is {train['state']}: run `fkp run {args.pipeline}` first")
-    data = os.path.join(train["entry"], "data")
-    meta = json.load(open(os.path.join(data, "model.json")))
-    weights = read_safetensors(os.path.join(data, "model.safetensors"))
+    net, meta = load_network(os.path.join(train["entry"], "data"))
     graph = meta["spec"]["graph"]
-
-    builder = Builder(weights)
-    out, inp = builder.shape("output.weight")
-    net = Network(graph["channels"], builder.sequence("layers", graph["layers"]),
-                  builder.sequence("head", graph["head"]), nn.Linear(inp, out))
-    net.load_state_dict(torch_state(weights), strict=True)
-    net.eval()
 
     side = meta["spec"]["side"]
     scaling = meta["scaling"]
