@@ -47,20 +47,11 @@ fn main() {
 /// cargo compiles as dfdx.
 fn dfdx_patch_path(manifest: &Path) -> String {
     let text = std::fs::read_to_string(manifest).expect("Cargo.toml is readable");
-    let mut in_patch = false;
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_patch = line == "[patch.crates-io]";
-        } else if in_patch && line.starts_with("dfdx") {
-            let path = line
-                .split_once("path")
-                .and_then(|(_, rest)| rest.split('"').nth(1));
-            if let Some(path) = path {
-                return path.to_string();
-            }
-        }
-    }
-    panic!("Cargo.toml has no `dfdx = {{ path = \"...\" }}` under [patch.crates-io]")
+    let document: toml_edit::DocumentMut = text.parse().expect("Cargo.toml is TOML");
+    document["patch"]["crates-io"]["dfdx"]["path"]
+        .as_str()
+        .expect("Cargo.toml has `dfdx = { path = \"...\" }` under [patch.crates-io]")
+        .to_string()
 }
 
 /// Every file under `dir`, recursively. The patched copy is made by
