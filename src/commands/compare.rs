@@ -149,13 +149,48 @@ pub fn compare(
     against: Option<&Path>,
 ) -> Result<CompareResult, CompareError> {
     let status = dag::status(graph, workspace)?;
-    let settings = ReportSettings::of(graph);
-    let (cached, not_compared) = cached_pipelines(graph, &status, &settings.reports)?;
+    compare_within(
+        graph,
+        &status,
+        workspace,
+        ReportSettings::of(graph),
+        None,
+        against,
+    )
+}
+
+/// Compares the pipelines picked among `graph`'s (by index; each with
+/// [evaluate]), with Δ columns against `baseline`: `fkp serve`'s selections.
+pub fn compare_picked(
+    graph: &Graph,
+    status: &StatusReport,
+    workspace: &Workspace,
+    picked: &[usize],
+    baseline: Option<String>,
+) -> Result<CompareResult, CompareError> {
+    let settings = ReportSettings {
+        reports: Vec::new(),
+        this: None,
+        baseline,
+        sort_by: SortBy::Rmse,
+    };
+    compare_within(graph, status, workspace, settings, Some(picked), None)
+}
+
+fn compare_within(
+    graph: &Graph,
+    status: &StatusReport,
+    workspace: &Workspace,
+    settings: ReportSettings,
+    picked: Option<&[usize]>,
+    against: Option<&Path>,
+) -> Result<CompareResult, CompareError> {
+    let (cached, not_compared) = cached_pipelines(graph, status, &settings.reports, picked)?;
     let infos: Vec<MemberInfo> = cached.iter().map(|&index| graph.describe(index)).collect();
     let members: Vec<(&MemberInfo, MemberFiles)> = infos
         .iter()
         .zip(&cached)
-        .map(|(info, &index)| (info, member_files(&status, index)))
+        .map(|(info, &index)| (info, member_files(status, index)))
         .collect();
     let is_compared = |name: &str| infos.iter().any(|info| info.name == name);
     let notes = match &settings.baseline {
@@ -164,7 +199,7 @@ pub fn compare(
     };
     let baseline = settings.baseline.as_deref().filter(|name| is_compared(name));
     let compared = report::gather(settings.this.as_ref(), &members, baseline, settings.sort_by)?;
-    let timing = train_timings(&status, &cached, &infos);
+    let timing = train_timings(status, &cached, &infos);
     let comparison = views::with_timing(&compared.comparison, &timing);
     let changes = match against {
         Some(path) => changes_against(&comparison, &read_against(path)?),
@@ -232,10 +267,12 @@ fn cached_pipelines(
     graph: &Graph,
     status: &StatusReport,
     reports: &[usize],
+    picked: Option<&[usize]>,
 ) -> Result<(Vec<usize>, Vec<NotCompared>), CompareError> {
     let mut cached = Vec::new();
     let mut not_compared = Vec::new();
-    for (index, pipeline) in graph.pipelines.iter().enumerate() {
+    let is_picked = |index: &usize| picked.is_none_or(|picked| picked.contains(index));
+    for (index, pipeline) in graph.pipelines.iter().enumerate().filter(|(i, _)| is_picked(i)) {
         if pipeline.stage(StageKind::Evaluate).is_none() {
             if reports.contains(&index) || graph.is_member(index) {
                 continue;

@@ -18,6 +18,7 @@ use crate::commands::compare::CompareError;
 use crate::commands::export::ExportError;
 use crate::commands::model::ModelSummaryError;
 use crate::commands::predict::PredictError;
+use crate::commands::serve::ServeError;
 use crate::commands::watch::WatchError;
 use crate::config::ConfigErrors;
 use crate::dag::DagError;
@@ -72,6 +73,8 @@ pub enum Error {
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error(transparent)]
     Remote(#[from] RemoteError),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
@@ -114,6 +117,7 @@ impl Error {
             Error::Watch(_)
             | Error::Lock(_)
             | Error::Remote(_)
+            | Error::Serve(_)
             | Error::Io { .. }
             | Error::NoRemote
             | Error::NothingCompared { .. }

@@ -12,6 +12,7 @@ pub mod model;
 pub mod predict;
 mod run;
 mod run_stage;
+pub mod serve;
 mod signals;
 mod status;
 mod transfer;
@@ -123,6 +124,13 @@ enum Command {
     /// Download from the remote cache the entries of pipelines that the local
     /// cache lacks, so that `fkp run` finds them cached.
     Pull(transfer::TransferArgs),
+    /// Serve a live view of the pipelines in the browser until Ctrl-C: stage
+    /// states, training curves as they happen, comparisons, faces, reports.
+    ///
+    /// Reads the cache and reports/ only (no lock): run, watch and serve work
+    /// side by side. Listens on 127.0.0.1:8000; any other address needs a
+    /// token. The JSON API is in docs/serve.md.
+    Serve(serve::ServeArgs),
     /// Remove cache entries that no pipeline refers to, and leftovers of killed runs.
     ///
     /// Pipelines considered: every *.toml in ./pipelines/ plus those named here.
@@ -158,6 +166,7 @@ impl Cli {
             Command::Compare(args) => compare::execute(args, &context),
             Command::Push(args) => transfer::execute(transfer::Direction::Push, args, &context),
             Command::Pull(args) => transfer::execute(transfer::Direction::Pull, args, &context),
+            Command::Serve(args) => serve::execute(args, &context),
             Command::Clean(args) => clean::execute(args, &context),
         }
     }

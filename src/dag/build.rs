@@ -10,6 +10,7 @@ use super::DagError;
 use super::cancel::{Cancel, RunningStage};
 use super::graph::Graph;
 use super::key::KeyInputs;
+use super::live::{EndOutcome, LiveLog, LiveRecord, host_name, live_path, now_ms};
 use super::store::{Manifest, Store};
 use crate::console::Console;
 use crate::stages::{StageContext, StageError, UpstreamOutput};
@@ -172,6 +173,14 @@ impl StageBuild<'_> {
             // A forced rerun starts over rather than resuming.
             store.remove_entry(&checkpoint_dir).map_err(cache_error)?;
         }
+        let live_path = live_path(store.root(), node.kind, key);
+        let live = LiveLog::open(&live_path, self.forced);
+        live.record(&LiveRecord::Start {
+            pid: std::process::id(),
+            host: host_name(),
+            pipeline: pipeline.name.clone(),
+            at_ms: now_ms(),
+        });
         let ctx = StageContext {
             data_dir: &pending.data_dir(),
             report_dir: &pending.report_dir(),
@@ -180,6 +189,7 @@ impl StageBuild<'_> {
             kind: node.kind,
             upstream: self.upstream,
             cancel,
+            live: &live,
         };
         let running = RunningStage {
             pipeline: pipeline.name.clone(),
@@ -191,9 +201,19 @@ impl StageBuild<'_> {
             false => Err(StageError::Cancelled),
         };
         cancel.end_stage(&running);
-        if outcome.is_err() {
+        if let Err(error) = &outcome {
             // A stage stopped before its first checkpoint leaves no empty folder.
             let _ = std::fs::remove_dir(&checkpoint_dir);
+            let cancelled = cancel.now() || matches!(error, StageError::Cancelled);
+            live.record(&LiveRecord::End {
+                outcome: if cancelled {
+                    EndOutcome::Cancelled
+                } else {
+                    EndOutcome::Failed
+                },
+                message: (!cancelled).then(|| error.to_string()),
+                at_ms: now_ms(),
+            });
         }
         let outcome = outcome.map_err(|source| {
             if cancel.now() || matches!(source, StageError::Cancelled) {
@@ -220,6 +240,9 @@ impl StageBuild<'_> {
         if checkpoint_dir.exists() {
             store.remove_entry(&checkpoint_dir).map_err(cache_error)?;
         }
+        // The entry tells the whole story now.
+        drop(live);
+        let _ = std::fs::remove_file(&live_path);
         let headline = manifest
             .headline
             .as_ref()

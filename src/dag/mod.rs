@@ -8,6 +8,7 @@ mod error;
 mod graph;
 mod hashing;
 mod key;
+pub mod live;
 mod load;
 pub mod remote;
 mod resolve;

@@ -7,6 +7,7 @@
 //! .fkp/entries/<stage>/<key>/report/         human outputs, copied to reports/<pipeline>/
 //! .fkp/tmp/<stage>-<key>-<pid>-<n>/          an entry being built
 //! .fkp/checkpoints/<stage>-<key>/             a stage's resumable progress (train)
+//! .fkp/live/<stage>-<key>.jsonl               a running stage's progress, for `fkp serve` (live.rs)
 //! .fkp/pipelines/<workspace>/<name>.json     each pipeline's last run in a workspace: what it
 //!                                             used ("what changed") and what it published
 //! .fkp/file-hashes.json                      input hashes by path, size and mtime

@@ -27,6 +27,7 @@ use strum::IntoEnumIterator;
 use crate::config::{ConfigError, Location, TableReader};
 use crate::console::Console;
 use crate::dag::Cancel;
+use crate::dag::live::LiveLog;
 
 /// The stage kinds fkp can run, in data-flow order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, strum::EnumIter)]
@@ -206,6 +207,8 @@ pub struct StageContext<'a> {
     pub upstream: &'a [UpstreamOutput],
     /// A long stage checks [`Cancel::now`] at safe points and returns early.
     pub cancel: &'a Cancel,
+    /// Where a long stage says how far it is, for `fkp serve`.
+    pub live: &'a LiveLog,
 }
 
 /// An upstream node's outputs, as a running stage sees them.
@@ -522,6 +525,7 @@ mod tests {
             kind: StageKind::Train,
             upstream: &upstream,
             cancel: &Cancel::default(),
+            live: &LiveLog::off(),
         };
         assert_eq!(
             ctx.upstream_file(StageKind::Prepare, prepare::PREPARED_FILE)

@@ -9,7 +9,7 @@
 //! and end the watch with 130 / 143.
 
 mod events;
-mod files;
+pub(super) mod files;
 mod round;
 
 use std::collections::BTreeSet;

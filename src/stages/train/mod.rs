@@ -37,6 +37,7 @@ use super::{
     FileInput, ResumePoint, Stage, StageContext, StageDef, StageError, StageKind, StageOutcome, StageTables,
 };
 use crate::console::Unit;
+use crate::dag::live::{LiveRecord, now_ms};
 use crate::data::DataError;
 use crate::data::augment::FlipMap;
 use crate::data::prepared::{Prepared, Split};
@@ -371,6 +372,12 @@ impl TrainStage {
         let earlier_seconds = progress.seconds;
         let checkpoints = ctx.checkpoint_dir;
         std::fs::create_dir_all(checkpoints).map_err(|e| RenderError::write(checkpoints, e))?;
+        ctx.live.record(&LiveRecord::Resume {
+            after_epoch: progress.epochs_done,
+            epochs: self.config.epochs,
+            batches: prepared.train.len().div_ceil(self.config.batch_size),
+            at_ms: now_ms(),
+        });
         while progress.epochs_done < self.config.epochs && !progress.stopped_early {
             self.epoch(session.as_mut(), &prepared, &checkpoint, &mut progress, ctx)?;
             progress.seconds = earlier_seconds + run_started.elapsed().as_secs_f64();
@@ -514,6 +521,17 @@ impl TrainStage {
             "             epoch {epoch:>3}/{}: train loss {:.5}  val loss {:.5}  val RMSE {:.3} px  lr {:.2e}  {:.1} img/s",
             config.epochs, log.train_loss, log.val_loss, log.val_rmse_px, log.lr, timing.images_per_s
         ));
+        ctx.live.record(&LiveRecord::Epoch {
+            epoch,
+            train_loss: log.train_loss,
+            val_loss: log.val_loss,
+            val_rmse_px: log.val_rmse_px,
+            val_mae_px: log.val_mae_px,
+            lr: log.lr,
+            images_per_s: timing.images_per_s,
+            seconds: timing.seconds,
+            at_ms: now_ms(),
+        });
         progress.history.push(log);
         progress.timing.push(timing);
 
@@ -669,6 +687,7 @@ impl TrainStage {
             total += f64::from(loss) * chunk.len() as f64;
             rows += chunk.len();
             bar.inc(1);
+            ctx.live.batch(epoch, index + 1, batches);
         }
         bar.finish_and_clear();
         Ok(total / rows.max(1) as f64)
