@@ -13,7 +13,11 @@ A Python client on the same event stream (bench/serve_load.py's, stdlib asyncio)
 the same thing beside the browser, so the server's share and the browser's can be told
 apart; `--sse-only` measures with it alone (no browser needed).
 
-    python3 bench/serve_latency.py [FKP_BINARY] [--count 20] [--sse-only]
+    python3 bench/serve_latency.py [FKP_BINARY] [--count 20] [--sse-only | --inject]
+
+`--inject` is for a page that does not record its events: the script adds an EventSource
+of its own to the page that records them the same way (the browser's delivery, without
+the page's own code).
 
 Needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver;
 installed with apt-get when missing, as root) and the `selenium` package, which it
@@ -37,6 +41,7 @@ import time
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 sys.path.insert(0, BENCH)
+sys.dont_write_bytecode = True  # no bench/__pycache__ from the import below
 from serve_load import Client  # noqa: E402  (the stdlib event-stream client)
 
 VENV = os.environ.get("FKP_SELENIUM_VENV", os.path.expanduser("~/.cache/fkp-bench-selenium"))
@@ -162,7 +167,24 @@ class StreamThread:
         self.thread.join(timeout=5)
 
 
-def open_browser(url, profile):
+# --inject: what the page does, for a page that does not (yet): an EventSource on
+# /api/events recording every event as the page would.
+INJECT_JS = """
+if (window.__fkp && Array.isArray(window.__fkp.events)) return false;
+window.__fkp = { events: [] };
+const source = new EventSource('/api/events');
+for (const name of ['hello', 'status', 'run', 'progress', 'epoch', 'lagged']) {
+  source.addEventListener(name, m => {
+    let data = m.data;
+    try { data = JSON.parse(m.data); } catch (_) {}
+    window.__fkp.events.push({ name, data, receivedAt: Date.now() });
+  });
+}
+return true;
+"""
+
+
+def open_browser(url, profile, inject):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -175,6 +197,8 @@ def open_browser(url, profile):
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_script_timeout(10)
     driver.get(url)
+    if inject and driver.execute_script(INJECT_JS):
+        print("--inject: the page records no events itself; an injected EventSource does", flush=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         ready = driver.execute_script(
@@ -185,7 +209,8 @@ def open_browser(url, profile):
         time.sleep(0.2)
     driver.quit()
     sys.exit(f"the page at {url} does not record its events in window.__fkp.events "
-             "(or got no `hello` event in 30 s); --sse-only measures with a Python client")
+             "(or got no `hello` event in 30 s); --sse-only measures with a Python client, --inject "
+             "with an EventSource of its own in the page")
 
 
 def summarize(label, epochs, count):
@@ -206,6 +231,9 @@ def main():
         os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "fkp")))
     parser.add_argument("--count", type=int, default=20, help="epochs to time (default 20)")
     parser.add_argument("--sse-only", action="store_true", help="no browser: the Python client only")
+    parser.add_argument("--inject", action="store_true",
+                        help="when the page records no events itself, record them with an EventSource "
+                             "injected into it (measures the browser, not the page's own code)")
     parser.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
     args = parser.parse_args()
     fkp = os.path.abspath(args.fkp)
@@ -235,7 +263,7 @@ def main():
         if not stream.ready.wait(10) or stream.client.error:
             sys.exit(f"the event stream did not open: {stream.client.error}")
         if not args.sse_only:
-            driver = open_browser(url, profile)
+            driver = open_browser(url, profile, args.inject)
             print(f"page open at {url} in {driver.capabilities.get('browserName')} "
                   f"{driver.capabilities.get('browserVersion')}", flush=True)
         train_log = open(os.path.join(work, "train.log"), "w")

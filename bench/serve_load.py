@@ -11,10 +11,12 @@ text/event-stream format parsed by hand), so the load does not come from fkp its
         then closes them and writes what each client received to OUT.
 
     python3 bench/serve_load.py report --clients clients.json \
-        --baseline TIMING.json --loaded TIMING.json
+        --baseline TIMING.json [--baseline TIMING.json] --loaded TIMING.json
         Prints the summary: events per client, whether every client got every epoch
         event, the server's RSS, and the training's images/s under load against the
-        same training with no server (each the train entry's timing.json).
+        same training with no server (each the train entry's timing.json; with two
+        baselines, run before and after the loaded one, against both together, so a
+        drift in the machine's load cancels).
 """
 
 import argparse
@@ -131,6 +133,16 @@ class Client:
                         data.append(value)
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process, all its threads."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def rss_kib(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -155,6 +167,8 @@ async def clients_main(args):
     print(f"serve_load.py: {connected} of {args.clients} event streams open "
           f"(server RSS {fmt_mib(rss_idle)} before, {fmt_mib(rss_connected)} with them)", flush=True)
     hold_start = now_ms()
+    cpu_start = cpu_seconds(args.serve_pid)
+    own_start = time.process_time()
     with open(args.ready, "w") as f:
         f.write(f"{hold_start}\n")
     samples = []
@@ -164,6 +178,8 @@ async def clients_main(args):
         await asyncio.sleep(max(0.0, start + second - time.monotonic()))
     samples.append(rss_kib(args.serve_pid))
     hold_end = now_ms()
+    cpu_end = cpu_seconds(args.serve_pid)
+    own_cpu = time.process_time() - own_start
     still_open = sum(1 for c in clients if c.counts.get("hello") and not c.closed_early)
     for task in tasks:
         task.cancel()
@@ -179,6 +195,8 @@ async def clients_main(args):
         "rss_kib_idle": rss_idle,
         "rss_kib_connected": rss_connected,
         "rss_kib_samples": samples,
+        "serve_cpu_s": None if cpu_start is None or cpu_end is None else cpu_end - cpu_start,
+        "clients_cpu_s": own_cpu,
         "per_client": [
             {"counts": c.counts, "epochs": c.epochs, "error": c.error, "closed_early": c.closed_early}
             for c in clients
@@ -249,28 +267,41 @@ def report_main(args):
         print(f"serve RSS: {fmt_mib(run['rss_kib_idle'])} before the clients, "
               f"{fmt_mib(run['rss_kib_connected'])} with {run['connected']} open, "
               f"max {fmt_mib(max(samples))} over {len(samples)} samples (1 s apart)")
+    if run.get("serve_cpu_s") is not None:
+        print(f"serve CPU during the hold: {run['serve_cpu_s']:.2f} s in {run['hold_s']:.0f} s "
+              f"({run['serve_cpu_s'] / run['hold_s'] * 100:.1f}% of one core); the Python clients: "
+              f"{run['clients_cpu_s']:.2f} s ({run['clients_cpu_s'] / run['hold_s'] * 100:.1f}%)")
 
     ok = bool(expected) and not missing and run["connected"] == run["clients"] and not errors
     if args.baseline and args.loaded:
-        base, loaded = epochs_of(args.baseline), epochs_of(args.loaded)
+        bases = [epochs_of(path) for path in args.baseline]
+        loaded = epochs_of(args.loaded)
         # Epochs that ran entirely inside the hold (the first epoch warms up: left out).
         inside = sorted(
             e for e, at in seen.items()
-            if e > 1 and e in loaded and e in base and at is not None
+            if e > 1 and e in loaded and all(e in b for b in bases) and at is not None
             and at - loaded[e]["seconds"] * 1000 >= hold_start and at <= hold_end)
-        common = sorted(e for e in loaded if e > 1 and e in base)
-        print("training images/s (timing.json), loaded run / run with no server:")
-        if inside:
-            b, l = throughput(base, inside), throughput(loaded, inside)
-            print(f"  epochs {inside[0]}..{inside[-1]} (inside the {run['hold_s']:.0f} s hold, "
-                  f"{len(inside)} epochs): {l:.1f} / {b:.1f} img/s = {l / b:.3f}  "
-                  f"({(l / b - 1) * 100:+.1f}%, target within 5%)")
-        else:
-            print("  no epoch ran entirely inside the hold")
-            ok = False
-        if common:
-            b, l = throughput(base, common), throughput(loaded, common)
-            print(f"  whole run, epochs {common[0]}..{common[-1]}: {l:.1f} / {b:.1f} img/s = {l / b:.3f}")
+        common = sorted(e for e in loaded if e > 1 and all(e in b for b in bases))
+        labels = ["before", "after"] if len(bases) == 2 else [f"#{i + 1}" for i in range(len(bases))]
+        print(f"training images/s (timing.json): loaded run / the same training with no server "
+              f"({', '.join(labels)} it)")
+        for what, numbers in ((f"inside the {run['hold_s']:.0f} s hold", inside), ("whole run", common)):
+            if not numbers:
+                print(f"  {what}: no epoch ran entirely inside the hold")
+                ok = False
+                continue
+            l = throughput(loaded, numbers)
+            each = [throughput(b, numbers) for b in bases]
+            pooled = len(numbers) * len(bases) / sum(len(numbers) / x for x in each)  # harmonic mean
+            line = (f"  {what}, epochs {numbers[0]}..{numbers[-1]} ({len(numbers)}): loaded {l:.1f} img/s; "
+                    f"no server {' / '.join(f'{x:.1f}' for x in each)} img/s")
+            if len(bases) > 1:
+                line += f" ({pooled:.1f} together)"
+            print(line)
+            ratio = l / pooled
+            print(f"    ratio {ratio:.3f} ({(ratio - 1) * 100:+.1f}%, target within 5%)"
+                  + ("" if len(bases) == 1 else
+                     "; against each: " + ", ".join(f"{l / x:.3f}" for x in each)))
     return 0 if ok else 1
 
 
@@ -289,7 +320,8 @@ def main():
     c.add_argument("--connect-timeout", type=float, default=30.0)
     r = sub.add_parser("report")
     r.add_argument("--clients", required=True)
-    r.add_argument("--baseline", help="timing.json of the training with no server")
+    r.add_argument("--baseline", action="append",
+                   help="timing.json of the training with no server (repeatable: runs before and after)")
     r.add_argument("--loaded", help="timing.json of the training under load")
     args = parser.parse_args()
     if args.command == "clients":

@@ -4,22 +4,24 @@
 #  1. study: a scratch workspace with 10 small pipelines (a LeNet-style network on the
 #     bundled 300-face sample, 2 epochs each, each its own lr and seed), all run, then
 #     `fkp serve`; wrk (Debian's, `wrk --latency`, WRK_THREADS threads, WRK_CONNECTIONS
-#     connections, WRK_SECONDS s) on GET /api/compare?pipelines=<all 10> and on
-#     GET /api/overview: requests/s and p50/p99 latency.
+#     connections, WRK_SECONDS s) on GET /api/compare?pipelines=<all 10> (also with one
+#     connection: one request's cost), GET /api/overview and GET /api/status: requests/s
+#     and p50/p90/p99 latency, and any non-2xx answers or socket errors.
 #  2. events: CLIENTS (200) /api/events streams (bench/serve_load.py, Python asyncio)
 #     held open HOLD (60) s while a quickstart-like training (pipelines/quickstart.toml's
-#     network, LONG_EPOCHS = 40 epochs, longer than the hold) runs in another process
-#     (`fkp run`): the events each client got, and that every one got every epoch event;
-#     the server's max RSS (VmRSS, sampled every second); and the training's images/s
-#     (its train entry's timing.json) against the same training, another seed, run just
-#     before with no server and no clients: the ratio over the epochs that ran inside
-#     the hold (target: within 5%).
+#     network, LONG_EPOCHS = 40 epochs of 2-3 s, longer than the hold) runs in another
+#     process (`fkp run`): the events each client got, and that every one got every epoch
+#     event; the server's max RSS (VmRSS, sampled every second) and CPU; and the training's
+#     images/s (its train entry's timing.json) against the same training (other seeds,
+#     so nothing is cached) with no server and no clients, run once before and once
+#     after it so that a drift in the machine's load cancels: the ratio over the epochs
+#     that ran inside the hold (target: within 5%).
 #
 #   bench/serve_load.sh [FKP_BINARY] [study|events|all]
 #
 # Everything listens and connects on 127.0.0.1 only. wrk is installed with apt-get when
 # missing (as root). Meant for an idle 2-core machine: the load generator, the server and
-# (in part 2) the training share the cores, so close other work first. ~7 min in all.
+# (in part 2) the training share the cores, so close other work first. ~10 min in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -185,7 +187,7 @@ fi
 if [ "$PART" != study ]; then
     cp "$ROOT/pipelines/quickstart.toml" base/quickstart.toml
     seed=$((1000 + RANDOM)) # a fresh workspace, but never the quickstart's own key
-    for run in baseline loaded; do
+    for run in before loaded after; do
         seed=$((seed + 1))
         cat >"pipelines/long-$run.toml" <<EOF
 [pipeline]
@@ -203,12 +205,16 @@ import json, sys
 stages = json.load(sys.stdin)["pipelines"][0]["stages"]
 print(next(s["timing"] for s in stages if s["stage"] == "train"))'
     }
-    # Ingest, EDA and prepare first, so that both trainings start at once.
-    "$FKP" -q run --until prepare pipelines/long-baseline.toml
-    echo "training long-baseline ($LONG_EPOCHS epochs) with no server and no clients..."
-    start=$(date +%s%N)
-    "$FKP" run pipelines/long-baseline.toml >train-baseline.log 2>&1
-    echo "  done in $((($(date +%s%N) - start) / 1000000)) ms"
+    # Ingest, EDA and prepare first, so that each training starts at once.
+    "$FKP" -q run --until prepare pipelines/long-before.toml
+    alone() {
+        echo "training long-$1 ($LONG_EPOCHS epochs) with no server and no clients..."
+        local start
+        start=$(date +%s%N)
+        "$FKP" run "pipelines/long-$1.toml" >"train-$1.log" 2>&1
+        echo "  done in $((($(date +%s%N) - start) / 1000000)) ms"
+    }
+    alone before
 
     start_serve
     echo "opening $CLIENTS event streams, holding them ${HOLD}s while long-loaded trains..."
@@ -228,11 +234,13 @@ print(next(s["timing"] for s in stages if s["stage"] == "train"))'
     wait "$TRAIN_PID"
     TRAIN_PID=
     stop_serve
+    alone after
     say ""
     say "part 2: $CLIENTS /api/events clients for ${HOLD}s during a $LONG_EPOCHS-epoch training"
     report_rc=0
     python3 "$ROOT/bench/serve_load.py" report --clients clients.json \
-        --baseline "$(timing long-baseline)" --loaded "$(timing long-loaded)" | tee -a "$SUMMARY" || report_rc=$?
+        --baseline "$(timing long-before)" --baseline "$(timing long-after)" \
+        --loaded "$(timing long-loaded)" | tee -a "$SUMMARY" || report_rc=$?
     [ "$clients_rc" = 0 ] || say "(not every client connected: exit $clients_rc)"
     [ "$report_rc" = 0 ] || say "(a check failed: see above)"
 fi

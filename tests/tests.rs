@@ -24,6 +24,7 @@ mod output;
 mod remote;
 mod report;
 mod run_and_cache;
+mod serve;
 mod slurm;
 mod train_evaluate;
 mod watch;

@@ -114,10 +114,10 @@ impl Error {
             Error::Export(error) => error.is_config(),
             Error::Model(error) => error.is_config(),
             Error::Compare(error) => error.is_config(),
+            Error::Serve(error) => error.is_config(),
             Error::Watch(_)
             | Error::Lock(_)
             | Error::Remote(_)
-            | Error::Serve(_)
             | Error::Io { .. }
             | Error::NoRemote
             | Error::NothingCompared { .. }
@@ -180,6 +180,15 @@ impl IsConfig for PredictError {
             | PredictError::OutputIsInput { .. }
             | PredictError::Image(_)
             | PredictError::SomeImagesFailed { .. } => false,
+        }
+    }
+}
+
+impl IsConfig for ServeError {
+    fn is_config(&self) -> bool {
+        match self {
+            ServeError::WeakToken => true,
+            ServeError::Listen { .. } | ServeError::Start(_) => false,
         }
     }
 }

@@ -174,11 +174,13 @@ impl LiveLog {
 }
 
 /// The reading end: follows one log, returning the records appended since the
-/// last read. A log that shrank or was replaced (a forced rerun, a success
-/// that removed it) is read again from its start.
+/// last read. It keeps the file open, so the last records of a log that its
+/// successful stage removed meanwhile are still read; a log that was replaced
+/// (a forced rerun) or shrank is read again from its start.
 #[derive(Debug)]
 pub struct LiveReader {
     path: PathBuf,
+    file: Option<File>,
     offset: u64,
     partial: Vec<u8>,
 }
@@ -198,47 +200,70 @@ impl LiveReader {
     pub fn new(path: PathBuf) -> LiveReader {
         LiveReader {
             path,
+            file: None,
             offset: 0,
             partial: Vec::new(),
         }
     }
 
     pub fn read(&mut self) -> LiveRead {
-        let Ok(mut file) = File::open(&self.path) else {
+        let restarted = self.file.is_none();
+        if restarted {
+            match File::open(&self.path) {
+                Ok(file) => self.file = Some(file),
+                Err(_) => return LiveRead::Absent,
+            }
             self.offset = 0;
             self.partial.clear();
+        }
+        let Some(file) = self.file.as_mut() else {
             return LiveRead::Absent;
         };
-        let len = file.metadata().map_or(0, |m| m.len());
-        let restarted = self.offset == 0 || len < self.offset;
-        if len < self.offset {
+        if file.metadata().is_ok_and(|m| m.len() < self.offset) {
             self.offset = 0;
             self.partial.clear();
         }
         let mut bytes = Vec::new();
-        if file.seek(SeekFrom::Start(self.offset)).is_err() || file.read_to_end(&mut bytes).is_err() {
-            return LiveRead::More(Vec::new());
+        if file.seek(SeekFrom::Start(self.offset)).is_ok() && file.read_to_end(&mut bytes).is_ok() {
+            self.offset += bytes.len() as u64;
+            self.partial.extend_from_slice(&bytes);
         }
-        self.offset += bytes.len() as u64;
-        self.partial.extend_from_slice(&bytes);
+        let records = self.complete_records();
+        // Removed or replaced since it was opened: what it held is read; the
+        // next read finds the new log, or none.
+        if !self.still_at_path() {
+            self.file = None;
+        }
+        match restarted {
+            true => LiveRead::Restarted(records),
+            false => LiveRead::More(records),
+        }
+    }
+
+    /// The whole lines read so far; a partial last one waits for its end. A
+    /// damaged line (a crash mid-write on a file system without atomic appends)
+    /// is skipped: the next record is whole again.
+    fn complete_records(&mut self) -> Vec<LiveRecord> {
         let complete = self
             .partial
             .iter()
             .rposition(|&b| b == b'\n')
             .map_or(0, |i| i + 1);
         let lines: Vec<u8> = self.partial.drain(..complete).collect();
-        // A damaged line (a crash mid-write on a file system without atomic
-        // appends) is skipped: the next record is whole again.
-        let records = lines
+        lines
             .split(|&b| b == b'\n')
             .filter(|line| !line.is_empty())
             .filter_map(|line| serde_json::from_slice(line).ok())
-            .collect();
-        if restarted {
-            LiveRead::Restarted(records)
-        } else {
-            LiveRead::More(records)
-        }
+            .collect()
+    }
+
+    fn still_at_path(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let (Some(file), Ok(at_path)) = (&self.file, std::fs::metadata(&self.path)) else {
+            return false;
+        };
+        file.metadata()
+            .is_ok_and(|open| (open.dev(), open.ino()) == (at_path.dev(), at_path.ino()))
     }
 }
 
@@ -281,10 +306,19 @@ mod tests {
         raw.write_all(b"\n").unwrap();
         assert_eq!(reader.read(), LiveRead::More(vec![epoch(2)]));
 
-        // A forced rerun empties the log: read from its start again.
+        // A forced rerun replaces the log: what the old one gained is read,
+        // then the new one from its start.
+        log.record(&epoch(3));
         let fresh = LiveLog::open(&path, true);
         fresh.record(&epoch(1));
+        assert_eq!(reader.read(), LiveRead::More(vec![epoch(3)]));
         assert_eq!(reader.read(), LiveRead::Restarted(vec![epoch(1)]));
+
+        // A successful stage removes its log right after its last record.
+        fresh.record(&epoch(2));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(reader.read(), LiveRead::More(vec![epoch(2)]));
+        assert_eq!(reader.read(), LiveRead::Absent);
     }
 
     #[test]

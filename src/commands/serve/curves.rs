@@ -44,11 +44,12 @@ impl Curves {
             .iter()
             .filter(|s| StageKind::Train.matches_label(&s.stage))
             .map(|stage| {
-                let track = stage
-                    .key
-                    .as_deref()
-                    .and_then(|key| hub.live(StageKind::Train, key));
+                // (a cached training's entry tells the whole story)
                 let cached = stage.state == StateName::Cached;
+                let track = (!cached)
+                    .then_some(stage.key.as_deref())
+                    .flatten()
+                    .and_then(|key| hub.live(StageKind::Train, key));
                 let points = match (&stage.entry, &track) {
                     (Some(entry), _) if cached => read_history(entry).unwrap_or_default(),
                     (_, Some(track)) => track.curve.clone(),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use super::live_view::{Change, EpochPoint, LiveTrack};
+use super::live_view::{Change, EpochPoint, LiveTrack, RunState};
 use crate::config::discover_pipelines;
 use crate::dag::live::{LIVE_DIR, LiveRead, LiveReader, live_path};
 use crate::dag::{self, Graph, StateName, StatusReport};
@@ -181,6 +181,8 @@ struct Follower {
     status_json: String,
     status_at: Instant,
     readers: BTreeMap<String, LiveReader>,
+    /// Live logs whose process was seen dead.
+    killed: BTreeSet<String>,
 }
 
 impl Follower {
@@ -195,6 +197,7 @@ impl Follower {
             status_json: String::new(),
             status_at: Instant::now(),
             readers: BTreeMap::new(),
+            killed: BTreeSet::new(),
         }
     }
 
@@ -287,14 +290,23 @@ impl Follower {
                 LiveRead::More(records) => records,
             };
             let track = live.entry(name.clone()).or_default();
-            for record in records {
-                let change = track.apply(record);
-                run_changed |= matches!(change, Change::Started | Change::Ended);
+            let mut changes: Vec<Change> = records.into_iter().map(|record| track.apply(record)).collect();
+            // A killed process writes nothing: its death is seen here, once.
+            let killed = track.state() == RunState::Killed;
+            if killed && self.killed.insert(name.clone()) {
+                changes.push(Change::Ended);
+            } else if !killed {
+                self.killed.remove(name);
+            }
+            for change in &changes {
+                // An epoch's checkpoint changes the status too (its resume point).
+                run_changed |= matches!(change, Change::Started | Change::Ended | Change::Epoch(_));
                 for (pipeline, stage) in stages {
-                    announce(&self.hub, pipeline, stage, key, track, &change);
+                    announce(&self.hub, pipeline, stage, key, track, change);
                 }
             }
         }
+        self.killed.retain(|name| owners.contains_key(name));
         run_changed
     }
 }
@@ -342,6 +354,7 @@ fn announce(hub: &Hub, pipeline: &str, stage: &str, key: &str, track: &LiveTrack
                 "eta_s": track.eta_s(), "at_ms": progress.at_ms,
             }),
         ),
+        Change::Planned => {}
         Change::Started | Change::Ended => hub.send(
             "run",
             serde_json::json!({

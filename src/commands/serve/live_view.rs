@@ -66,6 +66,8 @@ pub enum RunState {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     Started,
+    /// The training said where it starts and how long it runs: no news for the page.
+    Planned,
     Epoch(EpochPoint),
     Batch(BatchProgress),
     Ended,
@@ -100,7 +102,7 @@ impl LiveTrack {
                 self.curve.retain(|point| point.epoch <= after_epoch);
                 self.epochs = epochs;
                 self.batches = batches;
-                Change::Started
+                Change::Planned
             }
             LiveRecord::Batch {
                 epoch,

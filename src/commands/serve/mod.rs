@@ -79,22 +79,16 @@ pub enum ServeError {
 }
 
 pub(super) fn execute(args: ServeArgs, context: &Context) -> Result<Exit, Error> {
-    let server = Serving::start(
-        context.workspace.clone(),
-        args.pipelines,
-        &args.options,
-        context.console,
-    )?;
-    let signal = wait_for_signal().map_err(|e| Error::io("cannot catch Ctrl-C and SIGTERM", e))?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    // Caught before the address is printed: a signal sent as soon as it is
+    // seen still stops the server in order.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| Error::io("cannot catch Ctrl-C and SIGTERM", e))?;
+    let workspace = context.workspace.clone();
+    let server = Serving::start(workspace, args.pipelines, &args.options, context.console)?;
+    let signal = signals.forever().next().unwrap_or(SIGINT);
     server.stop();
     Ok(Exit::Signal(signal))
-}
-
-/// Blocks until SIGINT, SIGTERM or SIGHUP; returns its number.
-fn wait_for_signal() -> std::io::Result<i32> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    Ok(signals.forever().next().unwrap_or(SIGINT))
 }
 
 /// A server running on its own threads.
@@ -137,6 +131,7 @@ impl Serving {
             token: token.clone(),
             faces: faces::FaceImages::default(),
             streams: AtomicUsize::new(0),
+            compared: std::sync::Mutex::new(Vec::new()),
             stopping: stopping_rx.clone(),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()

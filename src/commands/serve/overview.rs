@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::hub::{Hub, LoadProblem};
 use super::live_view::{BatchProgress, LiveTrack, RunState};
+use crate::dag::StateName;
 use crate::stages::StageKind;
 
 #[derive(Serialize)]
@@ -101,8 +102,11 @@ impl Overview {
                     .iter()
                     .map(|stage| {
                         let kind = StageKind::all().find(|k| k.matches_label(&stage.stage));
+                        // A cached stage's entry tells the whole story, even in the
+                        // moment before the follower sees its live log gone.
                         let track = kind
                             .zip(stage.key.as_deref())
+                            .filter(|_| stage.state != StateName::Cached)
                             .and_then(|(k, key)| hub.live(k, key));
                         let running = track.as_ref().is_some_and(|t| t.state() == RunState::Running);
                         StageView {

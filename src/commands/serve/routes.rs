@@ -4,12 +4,12 @@
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -26,9 +26,16 @@ use super::hub::{Hub, pipeline_indices};
 use super::overview::Overview;
 use super::page;
 use crate::commands::compare::compare_picked;
+use crate::stages::StageKind;
 
 /// Event streams open at once; more are refused (503) so memory stays bounded.
 const MAX_STREAMS: usize = 1024;
+/// Comparisons kept (each some kB of JSON).
+const KEEP_COMPARISONS: usize = 32;
+
+/// What makes two comparisons the same: the status they were read from, the
+/// pipelines and the baseline.
+pub type CompareKey = (u64, Option<String>, Option<String>);
 
 /// What every handler shares.
 pub struct Server {
@@ -41,6 +48,9 @@ pub struct Server {
     pub hosts: Option<Vec<String>>,
     pub faces: FaceImages,
     pub streams: AtomicUsize,
+    /// Comparisons already made, by status generation and request: a cache
+    /// entry never changes, so one is valid until the status does.
+    pub compared: Mutex<Vec<(CompareKey, Bytes)>>,
     /// Becomes true when the server stops: event streams end.
     pub stopping: watch::Receiver<bool>,
 }
@@ -210,40 +220,52 @@ struct CompareQuery {
 async fn compare(State(server): State<Arc<Server>>, Query(query): Query<CompareQuery>) -> Response {
     blocking(move || {
         let view = server.hub.view();
-        let (Some(graph), Some(status)) = (view.graph.as_deref(), view.status.as_ref()) else {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "no pipeline loads");
-        };
-        let picked = match &query.pipelines {
-            Some(list) => {
-                let names: BTreeSet<&str> = list.split(',').filter(|n| !n.is_empty()).collect();
-                let picked = pipeline_indices(graph, &names);
-                if let Some(unknown) = names
-                    .iter()
-                    .find(|name| !picked.iter().any(|&p| graph.pipelines[p].name == **name))
-                {
-                    return error(StatusCode::NOT_FOUND, &format!("no pipeline `{unknown}`"));
-                }
-                picked
-            }
-            None => (0..graph.pipelines.len())
-                .filter(|&p| {
-                    graph.pipelines[p]
-                        .stage(crate::stages::StageKind::Evaluate)
-                        .is_some()
-                })
-                .collect(),
-        };
-        match compare_picked(graph, status, &server.hub.workspace, &picked, query.baseline) {
-            Ok(result) => (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                result.to_json(),
-            )
-                .into_response(),
-            Err(e) => error(StatusCode::BAD_REQUEST, &crate::text::error_chain(&e)),
+        let key: CompareKey = (view.generation, query.pipelines.clone(), query.baseline.clone());
+        let known = server.compared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, json)) = known.iter().find(|(k, _)| *k == key) {
+            return compare_response(json.clone());
         }
+        drop(known);
+        let json = match compare_now(&server, &view, query) {
+            Ok(json) => Bytes::from(json),
+            Err(response) => return response,
+        };
+        let mut known = server.compared.lock().unwrap_or_else(|e| e.into_inner());
+        known.insert(0, (key, json.clone()));
+        known.truncate(KEEP_COMPARISONS);
+        compare_response(json)
     })
     .await
+}
+
+fn compare_response(json: Bytes) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json).into_response()
+}
+
+/// The comparison as `fkp compare --format json` prints it, or the error answer.
+fn compare_now(server: &Server, view: &super::hub::View, query: CompareQuery) -> Result<String, Response> {
+    let (Some(graph), Some(status)) = (view.graph.as_deref(), view.status.as_ref()) else {
+        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "no pipeline loads"));
+    };
+    let picked = match &query.pipelines {
+        Some(list) => {
+            let names: BTreeSet<&str> = list.split(',').filter(|n| !n.is_empty()).collect();
+            let picked = pipeline_indices(graph, &names);
+            if let Some(unknown) = names
+                .iter()
+                .find(|name| !picked.iter().any(|&p| graph.pipelines[p].name == **name))
+            {
+                return Err(error(StatusCode::NOT_FOUND, &format!("no pipeline `{unknown}`")));
+            }
+            picked
+        }
+        None => (0..graph.pipelines.len())
+            .filter(|&p| graph.pipelines[p].stage(StageKind::Evaluate).is_some())
+            .collect(),
+    };
+    compare_picked(graph, status, &server.hub.workspace, &picked, query.baseline)
+        .map(|result| result.to_json())
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &crate::text::error_chain(&e)))
 }
 
 #[derive(Deserialize)]

@@ -13,7 +13,9 @@ const state = {
   overview: null,
   // The comparison's sort, filter and baseline, kept when it refreshes.
   compare: null,
-  view: null, // { kind, render(), onEvent(name, data) }
+  view: null, // { refresh(), onEvent(name, data) }
+  // The status generation the overview was drawn from.
+  generation: null,
   refreshTimer: null,
 };
 
@@ -146,7 +148,9 @@ function connect() {
 }
 
 function onEvent(name, data) {
-  if (name === "status" || name === "run" || name === "lagged" || name === "hello") {
+  // (the stream's first event repeats the generation the page may have drawn already)
+  const drawn = (name === "hello" || name === "status") && data && data.generation === state.generation;
+  if (!drawn && (name === "status" || name === "run" || name === "lagged" || name === "hello")) {
     // The states changed: refetch what is shown, at most every 250 ms.
     clearTimeout(state.refreshTimer);
     state.refreshTimer = setTimeout(() => state.view && state.view.refresh && state.view.refresh(), 250);
@@ -194,6 +198,7 @@ async function renderOverview() {
     return;
   }
   state.overview = overview;
+  state.generation = overview.generation;
   const selected = new Set();
   const compareButton = el("button", {
     text: "Compare selected",
@@ -305,6 +310,7 @@ async function renderPipeline(name) {
     return;
   }
   state.overview = overview;
+  state.generation = overview.generation;
   const p = overview.pipelines.find((q) => q.name === name);
   if (!p) {
     setMain(errorCard(new Error("no pipeline `" + name + "`")));
@@ -438,6 +444,7 @@ async function renderCompare() {
     return;
   }
   state.overview = overview;
+  state.generation = overview.generation;
   const evaluated = overview.pipelines.filter((p) => p.evaluated);
   const chosen = new Set(params.get("pipelines") ? params.get("pipelines").split(",") : evaluated.map((p) => p.name));
   const selection = params.get("pipelines") || "";
@@ -695,6 +702,7 @@ async function renderFaces() {
     return;
   }
   state.overview = overview;
+  state.generation = overview.generation;
   const evaluated = overview.pipelines.filter((p) => p.evaluated);
   const a = params.get("a") || (evaluated[0] && evaluated[0].name);
   const b = params.get("b") || "";
