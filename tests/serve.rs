@@ -50,12 +50,17 @@ impl Serving {
     fn start(s: &Scratch, args: &[&str]) -> Serving {
         let mut all = vec!["serve", "--port", "0"];
         all.extend(args);
+        Serving::spawn(s, &all)
+    }
+
+    /// Any command that serves (`fkp watch --serve`), printing its address.
+    fn spawn(s: &Scratch, all: &[&str]) -> Serving {
         let mut child = s
-            .command(&all)
+            .command(all)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("fkp serve starts");
+            .expect("fkp starts");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut printed = Vec::new();
         let address = loop {
@@ -433,6 +438,25 @@ fn an_edited_pipeline_shows_as_stale_within_a_second() {
 }
 
 #[test]
+fn watch_serves_the_rounds_it_runs() {
+    let s = workspace();
+    s.write("pipelines/live.toml", pipeline(3, 4, "live"));
+    let server = Serving::spawn(&s, &["watch", "pipelines/live.toml", "--serve", "--port", "0"]);
+    let overview = server.wait_for("/api/overview", "watch's first round", |o| {
+        stage_state(o, "live", "evaluate")["state"] == "cached"
+    });
+    // It shows the pipelines it watches, not the whole folder.
+    assert_eq!(overview["pipelines"].as_array().unwrap().len(), 1, "{overview:#}");
+    assert_eq!(
+        server.json("/api/curves?pipeline=live")["runs"][0]["points"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[test]
 fn sigterm_stops_it_with_143() {
     let s = workspace();
     let mut server = Serving::start(&s, &[]);
@@ -474,4 +498,43 @@ fn the_page_works_in_chromium() {
     );
     assert!(out.status.success(), "tests/serve/browser.py failed:\n{printed}");
     assert!(printed.contains("all browser checks passed"), "{printed}");
+}
+
+#[test]
+fn clean_keeps_a_resumable_runs_live_log_and_removes_a_leftover() {
+    let s = workspace();
+    s.write("pipelines/live.toml", pipeline(40, 5, "live"));
+    let mut run = s
+        .command(&["run", "pipelines/live.toml"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let live_dir = s.path(".fkp/live");
+    let logs = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&live_dir).map_or(Vec::new(), |d| d.flatten().map(|e| e.path()).collect())
+    };
+    let deadline = Instant::now() + PATIENCE;
+    // Two epochs logged: the first one's checkpoint is on disk.
+    while !logs().iter().any(|log| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches("\"event\":\"epoch\"")
+            .count()
+            >= 2
+    }) {
+        assert!(Instant::now() < deadline, "no epoch was logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert_eq!(logs().len(), 1);
+    s.ok(&["clean"]);
+    assert_eq!(logs().len(), 1, "the next run resumes and continues its curve");
+    s.write("pipelines/live.toml", pipeline(41, 5, "live"));
+    s.ok(&["clean"]);
+    assert_eq!(
+        logs(),
+        Vec::<std::path::PathBuf>::new(),
+        "nothing resumes that training now"
+    );
 }

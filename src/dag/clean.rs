@@ -89,6 +89,14 @@ pub fn plan(graph: &Graph, workspace: &Workspace) -> Result<CleanPlan, DagError>
             plan.abandoned.push(dir);
         }
     }
+    // A live log goes with its checkpoint: with none left, no run continues its story.
+    for (kind, key, file) in store.live_logs().map_err(cache_error)? {
+        let resumable = keep.contains(&key) && store.checkpoint_dir(kind, &key).exists();
+        if !resumable && super::live::is_leftover(&file) {
+            plan.bytes += file.metadata().map_or(0, |m| m.len());
+            plan.abandoned.push(file);
+        }
+    }
     Ok(plan)
 }
 

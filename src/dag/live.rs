@@ -104,6 +104,31 @@ pub fn host_name() -> String {
         .unwrap_or_default()
 }
 
+/// Whether the process that wrote a `Start` record is gone. Only a process of
+/// this machine can be looked up; one elsewhere (a Slurm node) is taken to run
+/// until its log says otherwise.
+pub fn process_is_gone(pid: u32, host: &str) -> bool {
+    let proc = Path::new("/proc");
+    proc.join("self").exists() && host == host_name() && !proc.join(pid.to_string()).exists()
+}
+
+/// Whether a live log is a leftover: its last run ended, or its process is
+/// gone. (`fkp clean` removes such logs with the checkpoints they belong to.)
+pub fn is_leftover(path: &Path) -> bool {
+    let LiveRead::Restarted(records) = LiveReader::new(path.to_path_buf()).read() else {
+        return true;
+    };
+    let mut running = None;
+    for record in records {
+        match record {
+            LiveRecord::Start { pid, host, .. } => running = Some((pid, host)),
+            LiveRecord::End { .. } => running = None,
+            _ => {}
+        }
+    }
+    running.is_none_or(|(pid, host)| process_is_gone(pid, &host))
+}
+
 /// The writing end, handed to a running stage.
 #[derive(Debug, Default)]
 pub struct LiveLog {

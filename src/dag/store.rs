@@ -330,6 +330,22 @@ impl Store {
             .join(format!("{}-{key}", kind.name()))
     }
 
+    /// Every live log (`dag::live`), with the stage kind and key it belongs to.
+    pub fn live_logs(&self) -> std::io::Result<Vec<(StageKind, String, PathBuf)>> {
+        let mut found = Vec::new();
+        for entry in read_dir_if_any(&self.root.join(super::live::LIVE_DIR))? {
+            let path = entry.path();
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            if let Some((kind, key)) = stem.split_once('-')
+                && let Some(kind) = StageKind::from_name(kind)
+            {
+                found.push((kind, key.to_string(), path));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
     /// Every checkpoint folder, with the key it belongs to.
     pub fn checkpoints(&self) -> std::io::Result<Vec<(String, PathBuf)>> {
         let mut found = Vec::new();

@@ -56,7 +56,6 @@ mod tests {
             "p/out.txt",
             "up/secret.txt",
             "p",
-            "p/./metrics.md",
             "p/metrics.md\0",
             "",
         ] {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use super::live_view::{Change, EpochPoint, LiveTrack, RunState};
-use crate::config::discover_pipelines;
+use crate::config::{Override, discover_pipelines};
 use crate::dag::live::{LIVE_DIR, LiveRead, LiveReader, live_path};
 use crate::dag::{self, Graph, StateName, StatusReport};
 use crate::stages::StageKind;
@@ -57,6 +57,8 @@ pub struct Hub {
     pub workspace: Workspace,
     /// The pipeline files named on the command line; none: every one in `pipelines/`.
     named: Vec<PathBuf>,
+    /// `--set` changes, applied to every pipeline as `fkp run` applies them.
+    overrides: Vec<Override>,
     view: RwLock<Arc<View>>,
     /// Live logs, by file name (`train-<key>`).
     live: Mutex<BTreeMap<String, LiveTrack>>,
@@ -69,12 +71,14 @@ impl Hub {
     pub fn start(
         workspace: Workspace,
         named: Vec<PathBuf>,
+        overrides: Vec<Override>,
         stop: Arc<AtomicBool>,
     ) -> (Arc<Hub>, std::thread::JoinHandle<()>) {
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
         let hub = Arc::new(Hub {
             workspace,
             named,
+            overrides,
             view: RwLock::new(Arc::new(View {
                 generation: 0,
                 graph: None,
@@ -132,14 +136,14 @@ fn live_name(kind: StageKind, key: &str) -> String {
 
 /// Loads every file together; when that fails, each alone, so one broken file
 /// hides only itself (and the reports that list it).
-fn load(files: &[PathBuf], root: &Path) -> (Option<Arc<Graph>>, Vec<LoadProblem>) {
-    if let Ok(graph) = Graph::load_with(files, &[]) {
+fn load(files: &[PathBuf], overrides: &[Override], root: &Path) -> (Option<Arc<Graph>>, Vec<LoadProblem>) {
+    if let Ok(graph) = Graph::load_with(files, overrides) {
         return (Some(Arc::new(graph)), Vec::new());
     }
     let mut good = Vec::new();
     let mut problems = Vec::new();
     for file in files {
-        match Graph::load_with(std::slice::from_ref(file), &[]) {
+        match Graph::load_with(std::slice::from_ref(file), overrides) {
             Ok(_) => good.push(file.clone()),
             Err(error) => problems.push(LoadProblem {
                 file: file.strip_prefix(root).unwrap_or(file).display().to_string(),
@@ -147,7 +151,7 @@ fn load(files: &[PathBuf], root: &Path) -> (Option<Arc<Graph>>, Vec<LoadProblem>
             }),
         }
     }
-    match Graph::load_with(&good, &[]) {
+    match Graph::load_with(&good, overrides) {
         Ok(graph) => (Some(Arc::new(graph)), problems),
         Err(error) => {
             problems.push(LoadProblem {
@@ -221,7 +225,7 @@ impl Follower {
             return;
         }
         let (graph, problems) = match reload {
-            true => load(&self.files, &workspace.root),
+            true => load(&self.files, &hub.overrides, &workspace.root),
             false => (view.graph.clone(), view.problems.clone()),
         };
         let status = graph

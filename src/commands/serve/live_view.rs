@@ -1,11 +1,9 @@
 //! What a live log says about a stage run: its curve so far, the current
 //! epoch's batches, and whether it runs, was cancelled, failed or was killed.
 
-use std::path::Path;
-
 use serde::Serialize;
 
-use crate::dag::live::{EndOutcome, LiveRecord, host_name};
+use crate::dag::live::{EndOutcome, LiveRecord, process_is_gone};
 
 /// One epoch of a curve: the values of `history.csv` and `timing.json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -158,16 +156,9 @@ impl LiveTrack {
         match self.ended {
             Some(EndOutcome::Cancelled) => RunState::Cancelled,
             Some(EndOutcome::Failed) => RunState::Failed,
-            None if self.process_is_gone() => RunState::Killed,
+            None if process_is_gone(self.pid, &self.host) => RunState::Killed,
             None => RunState::Running,
         }
-    }
-
-    /// Only a process of this machine can be looked up; one elsewhere (a
-    /// Slurm node) is taken to run until its log says otherwise.
-    fn process_is_gone(&self) -> bool {
-        let proc = Path::new("/proc");
-        proc.join("self").exists() && self.host == host_name() && !proc.join(self.pid.to_string()).exists()
     }
 
     /// Seconds left, from this run's mean epoch time and the current epoch's
@@ -191,6 +182,7 @@ impl LiveTrack {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dag::live::host_name;
 
     fn epoch(n: usize, seconds: f64) -> LiveRecord {
         LiveRecord::Epoch {

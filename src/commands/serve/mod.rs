@@ -25,6 +25,7 @@ use clap::Args;
 use tokio::sync::watch;
 
 use super::{Context, Error, Exit};
+use crate::config::Override;
 use crate::console::Console;
 use crate::workspace::Workspace;
 
@@ -85,7 +86,14 @@ pub(super) fn execute(args: ServeArgs, context: &Context) -> Result<Exit, Error>
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| Error::io("cannot catch Ctrl-C and SIGTERM", e))?;
     let workspace = context.workspace.clone();
-    let server = Serving::start(workspace, args.pipelines, &args.options, context.console)?;
+    let overrides = context.overrides.clone();
+    let server = Serving::start(
+        workspace,
+        args.pipelines,
+        overrides,
+        &args.options,
+        context.console,
+    )?;
     let signal = signals.forever().next().unwrap_or(SIGINT);
     server.stop();
     Ok(Exit::Signal(signal))
@@ -105,6 +113,7 @@ impl Serving {
     pub fn start(
         workspace: Workspace,
         pipelines: Vec<PathBuf>,
+        overrides: Vec<Override>,
         flags: &ServeFlags,
         console: &Console,
     ) -> Result<Serving, ServeError> {
@@ -123,7 +132,7 @@ impl Serving {
             (None, false) => Some(new_token()),
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let (hub, follower) = hub::Hub::start(workspace, pipelines, stop.clone());
+        let (hub, follower) = hub::Hub::start(workspace, pipelines, overrides, stop.clone());
         let (stopping, stopping_rx) = watch::channel(false);
         let server = Arc::new(routes::Server {
             hub,

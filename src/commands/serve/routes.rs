@@ -228,7 +228,7 @@ async fn compare(State(server): State<Arc<Server>>, Query(query): Query<CompareQ
         drop(known);
         let json = match compare_now(&server, &view, query) {
             Ok(json) => Bytes::from(json),
-            Err(response) => return response,
+            Err((code, message)) => return error(code, &message),
         };
         let mut known = server.compared.lock().unwrap_or_else(|e| e.into_inner());
         known.insert(0, (key, json.clone()));
@@ -242,10 +242,14 @@ fn compare_response(json: Bytes) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
 
-/// The comparison as `fkp compare --format json` prints it, or the error answer.
-fn compare_now(server: &Server, view: &super::hub::View, query: CompareQuery) -> Result<String, Response> {
+/// The comparison as `fkp compare --format json` prints it, or the error's status and message.
+fn compare_now(
+    server: &Server,
+    view: &super::hub::View,
+    query: CompareQuery,
+) -> Result<String, (StatusCode, String)> {
     let (Some(graph), Some(status)) = (view.graph.as_deref(), view.status.as_ref()) else {
-        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "no pipeline loads"));
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "no pipeline loads".to_string()));
     };
     let picked = match &query.pipelines {
         Some(list) => {
@@ -255,7 +259,7 @@ fn compare_now(server: &Server, view: &super::hub::View, query: CompareQuery) ->
                 .iter()
                 .find(|name| !picked.iter().any(|&p| graph.pipelines[p].name == **name))
             {
-                return Err(error(StatusCode::NOT_FOUND, &format!("no pipeline `{unknown}`")));
+                return Err((StatusCode::NOT_FOUND, format!("no pipeline `{unknown}`")));
             }
             picked
         }
@@ -265,7 +269,7 @@ fn compare_now(server: &Server, view: &super::hub::View, query: CompareQuery) ->
     };
     compare_picked(graph, status, &server.hub.workspace, &picked, query.baseline)
         .map(|result| result.to_json())
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &crate::text::error_chain(&e)))
+        .map_err(|e| (StatusCode::BAD_REQUEST, crate::text::error_chain(&e)))
 }
 
 #[derive(Deserialize)]

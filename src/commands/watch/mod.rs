@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::serve::{ServeFlags, Serving};
 use super::{Context, Error, Exit};
 use crate::console::Console;
 use crate::dag::{self, Graph, RunningStage, Stop};
@@ -47,6 +48,12 @@ pub(super) struct WatchArgs {
     /// Clear the screen at the start of each round.
     #[arg(long)]
     clear: bool,
+    /// Also serve the live page, as `fkp serve` does for these pipelines
+    /// (with --host, --port, --token and --open).
+    #[arg(long)]
+    serve: bool,
+    #[command(flatten)]
+    server: ServeFlags,
 }
 
 pub(super) fn execute(args: WatchArgs, context: &Context) -> Result<Exit, Error> {
@@ -65,7 +72,20 @@ pub(super) fn execute(args: WatchArgs, context: &Context) -> Result<Exit, Error>
         clear: args.clear,
         overrides: context.overrides.clone(),
     };
+    let serving = match args.serve {
+        true => Some(Serving::start(
+            context.workspace.clone(),
+            options.files.clone(),
+            options.overrides.clone(),
+            &args.server,
+            context.console,
+        )?),
+        false => None,
+    };
     let signal = watch(&context.workspace, &options, context.console)?;
+    if let Some(serving) = serving {
+        serving.stop();
+    }
     Ok(Exit::Signal(signal))
 }
 
