@@ -117,6 +117,11 @@ impl StageKind {
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('#'))
     }
 
+    /// The kind a node label names (`train#seed-1`: train).
+    pub fn of_label(label: &str) -> Option<StageKind> {
+        StageKind::all().find(|kind| kind.matches_label(label))
+    }
+
     /// `ingest, eda, ...`: for messages that list the valid names.
     pub fn names() -> String {
         StageKind::all()

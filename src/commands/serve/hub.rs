@@ -215,22 +215,33 @@ impl Follower {
         let stamp = cache_stamp(&workspace.cache_dir);
         let reload = self.first || files != self.files || fingerprint != self.fingerprint;
         self.first = false;
-        let live_ended = self.follow_live(&view);
-        let restatus =
-            reload || live_ended || stamp != self.stamp || self.status_at.elapsed() >= STATUS_AT_LEAST_EVERY;
+        let runs_changed = self.follow_live(&view);
+        let restatus = reload
+            || runs_changed
+            || stamp != self.stamp
+            || self.status_at.elapsed() >= STATUS_AT_LEAST_EVERY;
         self.files = files;
         self.fingerprint = fingerprint;
         self.stamp = stamp;
         if !restatus {
             return;
         }
-        let (graph, problems) = match reload {
+        let (graph, mut problems) = match reload {
             true => load(&self.files, &hub.overrides, &workspace.root),
             false => (view.graph.clone(), view.problems.clone()),
         };
         let status = graph
             .as_deref()
-            .and_then(|graph| dag::status(graph, workspace).ok());
+            .and_then(|graph| match dag::status(graph, workspace) {
+                Ok(status) => Some(status),
+                Err(error) => {
+                    problems.push(LoadProblem {
+                        file: String::new(),
+                        message: format!("cannot read the status: {error}"),
+                    });
+                    None
+                }
+            });
         let status_json = serde_json::to_string(&status).unwrap_or_default();
         self.status_at = Instant::now();
         if !reload && status_json == self.status_json {
@@ -250,14 +261,15 @@ impl Follower {
     }
 
     /// Reads what the live logs of unfinished stages gained, and announces it.
-    /// True when a run started or ended (the status will have changed).
+    /// True when a run started, ended or finished an epoch (the status may have
+    /// changed: an entry, a checkpoint's resume point).
     fn follow_live(&mut self, view: &View) -> bool {
         let Some(status) = &view.status else { return false };
         // Which pipelines (and node labels) each unfinished key belongs to.
         let mut owners: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
         for pipeline in &status.pipelines {
             for stage in &pipeline.stages {
-                let (Some(key), Some(kind)) = (&stage.key, kind_of(&stage.stage)) else {
+                let (Some(key), Some(kind)) = (&stage.key, StageKind::of_label(&stage.stage)) else {
                     continue;
                 };
                 let name = live_name(kind, key);
@@ -315,11 +327,6 @@ impl Follower {
     }
 }
 
-/// The kind of a node label (`train`, `train#seed-2`).
-fn kind_of(label: &str) -> Option<StageKind> {
-    StageKind::from_name(label.split('#').next().unwrap_or(label))
-}
-
 fn split_live_name(name: &str) -> Option<(StageKind, &str)> {
     let (kind, key) = name.split_once('-')?;
     Some((StageKind::from_name(kind)?, key))
@@ -369,7 +376,7 @@ fn announce(hub: &Hub, pipeline: &str, stage: &str, key: &str, track: &LiveTrack
     }
 }
 
-/// The names of pipelines and node labels, for selections made by name.
+/// The indices of the pipelines whose names are given.
 pub fn pipeline_indices(graph: &Graph, names: &BTreeSet<&str>) -> Vec<usize> {
     (0..graph.pipelines.len())
         .filter(|&p| names.contains(graph.pipelines[p].name.as_str()))

@@ -101,7 +101,7 @@ impl Overview {
                     .stages
                     .iter()
                     .map(|stage| {
-                        let kind = StageKind::all().find(|k| k.matches_label(&stage.stage));
+                        let kind = StageKind::of_label(&stage.stage);
                         // A cached stage's entry tells the whole story, even in the
                         // moment before the follower sees its live log gone.
                         let track = kind
