@@ -94,7 +94,11 @@ function lineChart(title, series, data, options = {}) {
       width,
       height: 260,
       scales: { x: { time: false }, y: options.log ? { distr: 3 } : {} },
-      axes: [{ label: options.xLabel || "epoch" }, { label: options.yLabel || "", size: 60 }],
+      // (epochs are whole numbers: no ticks between them)
+      axes: [
+        { label: options.xLabel || "epoch", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] },
+        { label: options.yLabel || "", size: 60 },
+      ],
       series: [{ label: options.xLabel || "epoch" }].concat(
         series.map((s, i) => ({
           label: s,
