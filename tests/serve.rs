@@ -204,6 +204,20 @@ fn the_api_says_what_status_and_compare_say() {
     assert_eq!(compared, cli, "/api/compare is `fkp compare --format json`");
     let (code, body) = server.get("/api/compare?pipelines=a,nope");
     assert_eq!((code, body.contains("no pipeline `nope`")), (404, true), "{body}");
+    let (code, body) = server.get("/api/compare?pipelines=a&baseline=b");
+    assert_eq!(
+        (code, body.contains("not among the pipelines compared")),
+        (404, true),
+        "{body}"
+    );
+    // Every error is JSON, also a request the router itself refuses.
+    for path in ["/api/curves", "/api/face.png?pipeline=a&row=-1"] {
+        let (code, body) = server.get(path);
+        assert_eq!(code, 400, "{path}: {body}");
+        let error: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        assert!(error["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+    }
 
     let curves = server.json("/api/curves?pipeline=b");
     let points = curves["runs"][0]["points"].as_array().unwrap();
@@ -316,6 +330,14 @@ fn beyond_loopback_every_request_needs_the_token() {
             .0,
         2
     );
+    // What no edit can fix is said at once, as `fkp status` says it.
+    for args in [
+        &["serve", "--set", "train.epoch=3"][..],
+        &["serve", "pipelines/nope.toml"],
+    ] {
+        let (code, error) = s.fails(args);
+        assert_eq!(code, 2, "{args:?}: {error}");
+    }
     let (code, error) = s.fails(&["serve", "--host", "example.com"]);
     assert_eq!(code, 2, "{error}");
     assert!(error.contains("not an IP address"), "{error}");
@@ -389,6 +411,17 @@ fn a_training_in_another_process_is_followed_live() {
         stage_state(o, "live", "evaluate")["state"] == "cached"
     });
     assert!(stage_state(&overview, "live", "train")["run"].is_null());
+    // A stage that succeeded is no kill, though its process is gone by now.
+    events
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let rest: Vec<String> = (&mut events).lines().map_while(Result::ok).collect();
+    let false_kills: Vec<&String> = rest
+        .iter()
+        .filter(|l| l.contains("\"killed\"") && l.contains("\"evaluate\""))
+        .collect();
+    assert!(false_kills.is_empty(), "{false_kills:?}");
     assert_eq!(
         server.json("/api/curves?pipeline=live")["runs"][0]["points"]
             .as_array()

@@ -307,8 +307,10 @@ impl Follower {
             };
             let track = live.entry(name.clone()).or_default();
             let mut changes: Vec<Change> = records.into_iter().map(|record| track.apply(record)).collect();
-            // A killed process writes nothing: its death is seen here, once.
-            let killed = track.state() == RunState::Killed;
+            // A killed process writes nothing: its death is seen here, once. (A
+            // stage that succeeded removed its log before its process ended: gone
+            // with its log, it was no kill.)
+            let killed = track.state() == RunState::Killed && live_path(cache_dir, kind, key).exists();
             if killed && self.killed.insert(name.clone()) {
                 changes.push(Change::Ended);
             } else if !killed {

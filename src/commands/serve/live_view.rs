@@ -162,10 +162,10 @@ impl LiveTrack {
     }
 
     /// Seconds left, from this run's mean epoch time and the current epoch's
-    /// batches; `None` before an epoch ends.
+    /// batches; `None` before an epoch ends and once the run stopped.
     pub fn eta_s(&self) -> Option<f64> {
         let timed: Vec<f64> = self.curve.iter().filter_map(|p| p.seconds).collect();
-        if timed.is_empty() || self.epochs == 0 {
+        if timed.is_empty() || self.epochs == 0 || self.state() != RunState::Running {
             return None;
         }
         let per_epoch = timed.iter().sum::<f64>() / timed.len() as f64;
@@ -265,5 +265,8 @@ mod tests {
         // A pid no process has (above the kernel's pid_max).
         track.apply(start(u32::MAX));
         assert_eq!(track.state(), RunState::Killed);
+        track.apply(resume(0));
+        track.apply(epoch(1, 2.0));
+        assert_eq!(track.eta_s(), None, "a stopped run has no time left");
     }
 }

@@ -25,9 +25,10 @@ use clap::Args;
 use tokio::sync::watch;
 
 use super::{Context, Error, Exit};
-use crate::config::Override;
+use crate::config::{Override, discover_pipelines};
 use crate::console::Console;
-use crate::workspace::Workspace;
+use crate::dag::Graph;
+use crate::workspace::{PIPELINES_DIR, Workspace};
 
 #[derive(Args)]
 pub(super) struct ServeArgs {
@@ -85,6 +86,7 @@ pub(super) fn execute(args: ServeArgs, context: &Context) -> Result<Exit, Error>
     // seen still stops the server in order.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| Error::io("cannot catch Ctrl-C and SIGTERM", e))?;
+    refuse_what_no_edit_fixes(&args.pipelines, context)?;
     let workspace = context.workspace.clone();
     let overrides = context.overrides.clone();
     let server = Serving::start(
@@ -97,6 +99,24 @@ pub(super) fn execute(args: ServeArgs, context: &Context) -> Result<Exit, Error>
     let signal = signals.forever().next().unwrap_or(SIGINT);
     server.stop();
     Ok(Exit::Signal(signal))
+}
+
+/// A named pipeline file that does not load, or a `--set` that fits no
+/// pipeline, is an error now (exit 2, as for `fkp status`); a broken file
+/// found in `pipelines/` is shown on the page instead, until it is fixed.
+fn refuse_what_no_edit_fixes(named: &[PathBuf], context: &Context) -> Result<(), Error> {
+    if !named.is_empty() {
+        context.load(named)?;
+        return Ok(());
+    }
+    if context.overrides.is_empty() {
+        return Ok(());
+    }
+    let found = discover_pipelines(&context.workspace.root.join(PIPELINES_DIR)).unwrap_or_default();
+    match context.load(&found) {
+        Err(error) if Graph::load(&found).is_ok() => Err(error.into()),
+        _ => Ok(()),
+    }
 }
 
 /// A server running on its own threads.

@@ -84,7 +84,7 @@ async fn guard(State(server): State<Arc<Server>>, request: Request, next: Next) 
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
-        if !hosts.iter().any(|allowed| allowed == host) {
+        if !hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(host)) {
             return error(StatusCode::FORBIDDEN, "this server answers only its own address");
         }
     }
@@ -108,7 +108,7 @@ async fn guard(State(server): State<Arc<Server>>, request: Request, next: Next) 
             ));
         }
     }
-    let mut response = next.run(request).await;
+    let mut response = as_json_error(next.run(request).await).await;
     let headers = response.headers_mut();
     headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
@@ -125,6 +125,24 @@ async fn guard(State(server): State<Arc<Server>>, request: Request, next: Next) 
         headers.insert(header::SET_COOKIE, cookie);
     }
     response
+}
+
+/// A request the router or an extractor refused (a missing query field, a bad
+/// number) answers in plain text: the API answers every error as JSON.
+async fn as_json_error(response: Response) -> Response {
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !(response.status().is_client_error() && plain) {
+        return response;
+    }
+    let code = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    error(code, String::from_utf8_lossy(&body).trim())
 }
 
 fn query_token(query: Option<&str>) -> Option<String> {
@@ -267,6 +285,14 @@ fn compare_now(
             .filter(|&p| graph.pipelines[p].stage(StageKind::Evaluate).is_some())
             .collect(),
     };
+    if let Some(baseline) = &query.baseline
+        && !picked.iter().any(|&p| graph.pipelines[p].name == *baseline)
+    {
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!("the baseline `{baseline}` is not among the pipelines compared"),
+        ));
+    }
     compare_picked(graph, status, &server.hub.workspace, &picked, query.baseline)
         .map(|result| result.to_json())
         .map_err(|e| (StatusCode::BAD_REQUEST, crate::text::error_chain(&e)))

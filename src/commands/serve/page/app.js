@@ -178,9 +178,11 @@ function fillRun(cell, run) {
   if (run.batch && run.batch.epoch > run.epoch && run.batch.of > 0) done += run.batch.batch / run.batch.of;
   const fraction = epochs > 0 ? Math.min(1, done / epochs) : 0;
   const words = [];
+  const current = run.state === "running" && run.batch && run.batch.epoch > run.epoch ? run.batch : null;
   if (run.state !== "running") words.push(run.state);
-  words.push("epoch " + run.epoch + (epochs ? "/" + epochs : ""));
-  if (run.batch && run.state === "running") words.push("batch " + run.batch.batch + "/" + run.batch.of);
+  // The epoch under way with its batches, or how many were done.
+  if (current) words.push("epoch " + current.epoch + (epochs ? "/" + epochs : "") + " · batch " + current.batch + "/" + current.of);
+  else words.push(run.epoch + (epochs ? " of " + epochs : "") + " epochs done");
   if (run.val_rmse_px !== null && run.val_rmse_px !== undefined) words.push("val RMSE " + fmt(run.val_rmse_px) + " px");
   if (run.images_per_s) words.push(fmt(run.images_per_s, 1) + " img/s");
   if (run.state === "running" && run.eta_s !== null && run.eta_s !== undefined) words.push("ETA " + duration(run.eta_s));
