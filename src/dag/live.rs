@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::stages::StageKind;
+use crate::stages::train::EpochLog;
 
 /// Under the cache folder.
 pub const LIVE_DIR: &str = "live";
@@ -61,12 +62,8 @@ pub enum LiveRecord {
     },
     /// An epoch ended: what `history.csv` and `timing.json` will hold for it.
     Epoch {
-        epoch: usize,
-        train_loss: f64,
-        val_loss: f64,
-        val_rmse_px: f64,
-        val_mae_px: f64,
-        lr: f64,
+        #[serde(flatten)]
+        log: EpochLog,
         images_per_s: f64,
         seconds: f64,
         at_ms: u64,
@@ -298,12 +295,14 @@ mod tests {
 
     fn epoch(n: usize) -> LiveRecord {
         LiveRecord::Epoch {
-            epoch: n,
-            train_loss: 0.5,
-            val_loss: 0.25,
-            val_rmse_px: 3.0,
-            val_mae_px: 2.0,
-            lr: 1e-3,
+            log: EpochLog {
+                epoch: n,
+                train_loss: 0.5,
+                val_loss: 0.25,
+                val_rmse_px: 3.0,
+                val_mae_px: 2.0,
+                lr: 1e-3,
+            },
             images_per_s: 100.0,
             seconds: 1.5,
             at_ms: 7,

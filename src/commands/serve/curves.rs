@@ -11,7 +11,7 @@ use super::hub::Hub;
 use super::live_view::{BatchProgress, EpochPoint, RunState};
 use crate::dag::{DATA_DIR, StateName, TIMING_FILE};
 use crate::stages::StageKind;
-use crate::stages::train::HISTORY_FILE;
+use crate::stages::train::{HISTORY_FILE, read_history};
 
 #[derive(Serialize)]
 pub struct Curves {
@@ -51,7 +51,7 @@ impl Curves {
                     .flatten()
                     .and_then(|key| hub.live(StageKind::Train, key));
                 let points = match (&stage.entry, &track) {
-                    (Some(entry), _) if cached => read_history(entry).unwrap_or_default(),
+                    (Some(entry), _) if cached => read_history_and_timing(entry).unwrap_or_default(),
                     (_, Some(track)) => track.curve.clone(),
                     _ => Vec::new(),
                 };
@@ -76,37 +76,30 @@ impl Curves {
 }
 
 /// A built training's epochs: `history.csv` with `timing.json`'s speeds.
-fn read_history(entry: &Path) -> Option<Vec<EpochPoint>> {
-    let mut reader = csv::Reader::from_path(entry.join(DATA_DIR).join(HISTORY_FILE)).ok()?;
+fn read_history_and_timing(entry: &Path) -> Option<Vec<EpochPoint>> {
+    let history = read_history(&entry.join(DATA_DIR).join(HISTORY_FILE)).ok()?;
     let timing: serde_json::Value = std::fs::read(entry.join(TIMING_FILE))
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default();
+    let epochs = timing["stage"]["epochs"].as_array().cloned().unwrap_or_default();
     let timed = |epoch: usize, field: &str| {
-        timing["stage"]["epochs"]
-            .as_array()?
+        epochs
             .iter()
             .find(|e| e["epoch"].as_u64() == Some(epoch as u64))?[field]
             .as_f64()
     };
-    let mut points = Vec::new();
-    for record in reader.records() {
-        let record = record.ok()?;
-        let number = |i: usize| record.get(i)?.parse::<f64>().ok();
-        let epoch = record.get(0)?.parse::<usize>().ok()?;
-        points.push(EpochPoint {
-            epoch,
-            train_loss: number(1)?,
-            val_loss: number(2)?,
-            val_rmse_px: number(3)?,
-            val_mae_px: number(4)?,
-            lr: number(5)?,
-            images_per_s: timed(epoch, "images_per_s"),
-            seconds: timed(epoch, "seconds"),
-            at_ms: None,
-        });
-    }
-    Some(points)
+    Some(
+        history
+            .into_iter()
+            .map(|log| EpochPoint {
+                images_per_s: timed(log.epoch, "images_per_s"),
+                seconds: timed(log.epoch, "seconds"),
+                at_ms: None,
+                log,
+            })
+            .collect(),
+    )
 }
 
 /// The files of a pipeline's report folder, relative to `reports/`, sorted.

@@ -354,7 +354,7 @@ fn announce(hub: &Hub, pipeline: &str, stage: &str, key: &str, track: &LiveTrack
                 pipeline,
                 stage,
                 key,
-                val_rmse: point.val_rmse_px,
+                val_rmse: point.log.val_rmse_px,
                 point,
             },
         ),

@@ -4,16 +4,13 @@
 use serde::Serialize;
 
 use crate::dag::live::{EndOutcome, LiveRecord, process_is_gone};
+use crate::stages::train::EpochLog;
 
 /// One epoch of a curve: the values of `history.csv` and `timing.json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EpochPoint {
-    pub epoch: usize,
-    pub train_loss: f64,
-    pub val_loss: f64,
-    pub val_rmse_px: f64,
-    pub val_mae_px: f64,
-    pub lr: f64,
+    #[serde(flatten)]
+    pub log: EpochLog,
     /// Absent for epochs whose timing is unknown.
     pub images_per_s: Option<f64>,
     pub seconds: Option<f64>,
@@ -97,7 +94,7 @@ impl LiveTrack {
                 ..
             } => {
                 // A resumed run redoes what its checkpoint did not keep.
-                self.curve.retain(|point| point.epoch <= after_epoch);
+                self.curve.retain(|point| point.log.epoch <= after_epoch);
                 self.epochs = epochs;
                 self.batches = batches;
                 Change::Planned
@@ -118,28 +115,19 @@ impl LiveTrack {
                 Change::Batch(progress)
             }
             LiveRecord::Epoch {
-                epoch,
-                train_loss,
-                val_loss,
-                val_rmse_px,
-                val_mae_px,
-                lr,
+                log,
                 images_per_s,
                 seconds,
                 at_ms,
             } => {
+                let epoch = log.epoch;
                 let point = EpochPoint {
-                    epoch,
-                    train_loss,
-                    val_loss,
-                    val_rmse_px,
-                    val_mae_px,
-                    lr,
+                    log,
                     images_per_s: Some(images_per_s),
                     seconds: Some(seconds),
                     at_ms: Some(at_ms),
                 };
-                self.curve.retain(|p| p.epoch < epoch);
+                self.curve.retain(|p| p.log.epoch < epoch);
                 self.curve.push(point.clone());
                 Change::Epoch(point)
             }
@@ -169,7 +157,7 @@ impl LiveTrack {
             return None;
         }
         let per_epoch = timed.iter().sum::<f64>() / timed.len() as f64;
-        let done = self.curve.last().map_or(0, |p| p.epoch);
+        let done = self.curve.last().map_or(0, |p| p.log.epoch);
         let current = match self.batch {
             Some(b) if b.epoch > done && b.of > 0 => b.batch as f64 / b.of as f64,
             _ => 0.0,
@@ -186,12 +174,14 @@ mod tests {
 
     fn epoch(n: usize, seconds: f64) -> LiveRecord {
         LiveRecord::Epoch {
-            epoch: n,
-            train_loss: 1.0 / n as f64,
-            val_loss: 1.0,
-            val_rmse_px: 10.0 / n as f64,
-            val_mae_px: 1.0,
-            lr: 1e-3,
+            log: EpochLog {
+                epoch: n,
+                train_loss: 1.0 / n as f64,
+                val_loss: 1.0,
+                val_rmse_px: 10.0 / n as f64,
+                val_mae_px: 1.0,
+                lr: 1e-3,
+            },
             images_per_s: 50.0,
             seconds,
             at_ms: 0,
@@ -227,7 +217,7 @@ mod tests {
         // Killed after epoch 3 was logged but before its checkpoint: resumes after 2.
         track.apply(start(std::process::id()));
         track.apply(resume(2));
-        let epochs: Vec<usize> = track.curve.iter().map(|p| p.epoch).collect();
+        let epochs: Vec<usize> = track.curve.iter().map(|p| p.log.epoch).collect();
         assert_eq!(epochs, [1, 2]);
         track.apply(epoch(3, 2.0));
         assert_eq!(track.curve.len(), 3);

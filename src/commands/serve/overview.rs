@@ -67,11 +67,11 @@ impl RunView {
         let last = track.curve.last();
         RunView {
             state: track.state(),
-            epoch: last.map_or(0, |p| p.epoch),
+            epoch: last.map_or(0, |p| p.log.epoch),
             epochs: track.epochs,
             batch: track.batch,
             eta_s: track.eta_s(),
-            val_rmse_px: last.map(|p| p.val_rmse_px),
+            val_rmse_px: last.map(|p| p.log.val_rmse_px),
             images_per_s: last.and_then(|p| p.images_per_s),
             message: track.message.clone(),
         }

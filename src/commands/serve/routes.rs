@@ -306,10 +306,7 @@ struct PipelineQuery {
 async fn curves(State(server): State<Arc<Server>>, Query(query): Query<PipelineQuery>) -> Response {
     blocking(move || match Curves::of(&server.hub, &query.pipeline) {
         Some(curves) => json(&curves),
-        None => error(
-            StatusCode::NOT_FOUND,
-            &format!("no pipeline `{}`", query.pipeline),
-        ),
+        None => no_pipeline(&query.pipeline),
     })
     .await
 }
@@ -326,6 +323,10 @@ async fn faces(State(server): State<Arc<Server>>, Query(query): Query<PipelineQu
         }
     })
     .await
+}
+
+fn no_pipeline(name: &str) -> Response {
+    error(StatusCode::NOT_FOUND, &format!("no pipeline `{name}`"))
 }
 
 fn faces_error(e: &faces::FacesError) -> Response {
@@ -366,10 +367,7 @@ async fn face_png(State(server): State<Arc<Server>>, Query(query): Query<FaceQue
 async fn report_files(State(server): State<Arc<Server>>, Query(query): Query<PipelineQuery>) -> Response {
     blocking(move || match curves::report_files(&server.hub, &query.pipeline) {
         Some(list) => json(&list),
-        None => error(
-            StatusCode::NOT_FOUND,
-            &format!("no pipeline `{}`", query.pipeline),
-        ),
+        None => no_pipeline(&query.pipeline),
     })
     .await
 }

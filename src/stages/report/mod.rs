@@ -30,7 +30,7 @@ use crate::render::{RenderError, plot};
 use crate::stages::eda;
 use crate::stages::evaluate::{METRICS_FILE, Metrics, MetricsReadError, PREDICTIONS_FILE};
 use crate::stages::prepare::PREPARED_FILE;
-use crate::stages::train::{EpochLog, HISTORY_FILE};
+use crate::stages::train::{HISTORY_FILE, read_history};
 
 /// The comparison without timings: what the report's views are rendered from.
 pub const COMPARISON_FILE: &str = "comparison.json";
@@ -492,44 +492,6 @@ fn headline(comparison: &comparison::Comparison) -> String {
         }
     }
     line
-}
-
-/// Train's `history.csv`, back into epochs.
-fn read_history(path: &Path) -> Result<Vec<EpochLog>, String> {
-    let mut reader = csv::Reader::from_path(path).map_err(|e| e.to_string())?;
-    let headers = reader.headers().map_err(|e| e.to_string())?.clone();
-    let column = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h == name)
-            .ok_or_else(|| format!("no `{name}` column"))
-    };
-    let columns = [
-        column("epoch")?,
-        column("train loss")?,
-        column("val loss")?,
-        column("val RMSE px")?,
-        column("val MAE px")?,
-        column("lr")?,
-    ];
-    let mut history = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| e.to_string())?;
-        let value = |i: usize| -> Result<f64, String> {
-            let text = record.get(columns[i]).unwrap_or("");
-            text.parse::<f64>()
-                .map_err(|_| format!("`{text}` is not a number"))
-        };
-        history.push(EpochLog {
-            epoch: value(0)? as usize,
-            train_loss: value(1)?,
-            val_loss: value(2)?,
-            val_rmse_px: value(3)?,
-            val_mae_px: value(4)?,
-            lr: value(5)?,
-        });
-    }
-    Ok(history)
 }
 
 /// One summary per distinct data set (members with byte-identical EDA numbers

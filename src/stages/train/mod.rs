@@ -165,7 +165,7 @@ impl Scaling {
 }
 
 /// One epoch of the log: what the epoch computed, the same on every run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochLog {
     pub epoch: usize,
     pub train_loss: f64,
@@ -173,6 +173,44 @@ pub struct EpochLog {
     pub val_rmse_px: f64,
     pub val_mae_px: f64,
     pub lr: f64,
+}
+
+/// Train's `history.csv`, back into epochs.
+pub fn read_history(path: &Path) -> Result<Vec<EpochLog>, String> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| e.to_string())?;
+    let headers = reader.headers().map_err(|e| e.to_string())?.clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| format!("no `{name}` column"))
+    };
+    let columns = [
+        column("epoch")?,
+        column("train loss")?,
+        column("val loss")?,
+        column("val RMSE px")?,
+        column("val MAE px")?,
+        column("lr")?,
+    ];
+    let mut history = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| e.to_string())?;
+        let value = |i: usize| -> Result<f64, String> {
+            let text = record.get(columns[i]).unwrap_or("");
+            text.parse::<f64>()
+                .map_err(|_| format!("`{text}` is not a number"))
+        };
+        history.push(EpochLog {
+            epoch: value(0)? as usize,
+            train_loss: value(1)?,
+            val_loss: value(2)?,
+            val_rmse_px: value(3)?,
+            val_mae_px: value(4)?,
+            lr: value(5)?,
+        });
+    }
+    Ok(history)
 }
 
 /// How long an epoch took: volatile, kept in `timing.json`.
@@ -522,12 +560,7 @@ impl TrainStage {
             config.epochs, log.train_loss, log.val_loss, log.val_rmse_px, log.lr, timing.images_per_s
         ));
         ctx.live.record(&LiveRecord::Epoch {
-            epoch,
-            train_loss: log.train_loss,
-            val_loss: log.val_loss,
-            val_rmse_px: log.val_rmse_px,
-            val_mae_px: log.val_mae_px,
-            lr: log.lr,
+            log: log.clone(),
             images_per_s: timing.images_per_s,
             seconds: timing.seconds,
             at_ms: now_ms(),

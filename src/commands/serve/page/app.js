@@ -78,6 +78,19 @@ function setMain(...children) {
   main.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
 }
 
+// The overview, kept for the live events; on failure the error is shown and null returned.
+async function loadOverview(heading) {
+  try {
+    const overview = await api("/api/overview");
+    state.overview = overview;
+    state.generation = overview.generation;
+    return overview;
+  } catch (error) {
+    setMain(heading ? el("h1", { text: heading }) : null, errorCard(error));
+    return null;
+  }
+}
+
 function errorCard(error) {
   return el("div", { class: "card problems" }, el("strong", { text: "Could not load: " }), error.message);
 }
@@ -196,15 +209,8 @@ function stageBadges(pipeline) {
 }
 
 async function renderOverview() {
-  let overview;
-  try {
-    overview = await api("/api/overview");
-  } catch (error) {
-    setMain(errorCard(error));
-    return;
-  }
-  state.overview = overview;
-  state.generation = overview.generation;
+  const overview = await loadOverview();
+  if (!overview) return;
   const selected = new Set();
   const compareButton = el("button", {
     text: "Compare selected",
@@ -700,15 +706,8 @@ function faceError(face, only) {
 
 async function renderFaces() {
   const params = hashParams();
-  let overview;
-  try {
-    overview = await api("/api/overview");
-  } catch (error) {
-    setMain(errorCard(error));
-    return;
-  }
-  state.overview = overview;
-  state.generation = overview.generation;
+  const overview = await loadOverview();
+  if (!overview) return;
   const evaluated = overview.pipelines.filter((p) => p.evaluated);
   const a = params.get("a") || (evaluated[0] && evaluated[0].name);
   const b = params.get("b") || "";
