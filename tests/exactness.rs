@@ -1,8 +1,8 @@
 //! A cache hit must mean exactly what a fresh run would produce. These tests build
 //! every stage from a clean cache several times (also on 1 and 2 threads, with
 //! stages built side by side by `-j 3`, and
-//! once killed with SIGKILL and resumed, with Adam, AdamW and SGD with
-//! momentum) and compare every byte the stages wrote: entries (data, reports,
+//! once killed with SIGKILL and resumed, with Adam, AdamW, SGD with
+//! momentum and a moving average of the weights) and compare every byte the stages wrote: entries (data, reports,
 //! manifests) and the published reports. Only the entries' `timing.json` (wall
 //! times, images/s) may differ.
 
@@ -134,6 +134,13 @@ fn a_killed_sgd_run_with_momentum_resumes_to_the_same_bytes() {
 #[test]
 fn a_killed_adamw_run_resumes_to_the_same_bytes() {
     killed_and_resumed_to_the_same_bytes("optimizer = \"adamw\"\n");
+}
+
+/// The moving average of the weights and its step count are checkpointed:
+/// without them the resumed run's model (the average) would differ.
+#[test]
+fn a_killed_run_with_a_moving_average_resumes_to_the_same_bytes() {
+    killed_and_resumed_to_the_same_bytes("ema = 0.9\n");
 }
 
 /// Trains once straight and once killed after its first checkpoint and

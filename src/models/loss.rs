@@ -4,8 +4,8 @@
 //!
 //! Targets are normalised coordinates (pixels / half the side, centred). MSE
 //! works on them as they are; the other losses work on errors in pixels, so
-//! their settings (`smooth_l1_beta`, `wing_w`, `wing_epsilon`) are in pixels
-//! whatever the image side.
+//! their settings (`smooth_l1_beta`, `wing_w`, `wing_epsilon`, `awing_*`) are
+//! in pixels whatever the image side.
 
 use dfdx::prelude::*;
 
@@ -21,6 +21,18 @@ pub enum LossFunction {
     /// Wing loss (Feng et al., CVPR 2018) in pixels: `w ln(1 + |x| / epsilon)`
     /// below `w`, `|x| - C` above, where `C` joins the two.
     Wing { w: f32, epsilon: f32 },
+    /// Adaptive wing loss (Wang et al., ICCV 2019) on errors in pixels:
+    /// `omega ln(1 + (|x| / epsilon)^alpha)` below `theta`, linear above with
+    /// the slope and value that join it there. The paper's exponent is
+    /// `alpha - y` with `y` a heatmap's target intensity; a coordinate has
+    /// none, so the exponent is `alpha`: smooth at zero (no kink as in L1 or
+    /// wing), logarithmic up to `theta`.
+    AdaptiveWing {
+        omega: f32,
+        theta: f32,
+        epsilon: f32,
+        alpha: f32,
+    },
 }
 
 impl LossFunction {
@@ -53,9 +65,31 @@ impl LossFunction {
                 let log = (error / epsilon + 1.0).ln() * w;
                 near.choose(log, linear)
             }
+            LossFunction::AdaptiveWing {
+                omega,
+                theta,
+                epsilon,
+                alpha,
+            } => {
+                let error = ((pred - target) * pixels_per_unit).abs();
+                let near = error.lt(theta);
+                let (slope, offset) = adaptive_wing_joint(omega, theta, epsilon, alpha);
+                let linear = error.with_empty_tape() * slope - offset;
+                let log = ((error / epsilon).powf(alpha) + 1.0).ln() * omega;
+                near.choose(log, linear)
+            }
         };
         masked_mean(each, mask)
     }
+}
+
+/// Adaptive wing's linear part above `theta`, `slope |x| - offset`: the
+/// slope and value of the logarithmic part at `theta`.
+fn adaptive_wing_joint(omega: f32, theta: f32, epsilon: f32, alpha: f32) -> (f32, f32) {
+    let ratio = theta / epsilon;
+    let slope = omega * alpha * ratio.powf(alpha - 1.0) / (epsilon * (1.0 + ratio.powf(alpha)));
+    let offset = theta * slope - omega * (1.0 + ratio.powf(alpha)).ln();
+    (slope, offset)
 }
 
 /// `sum(mask * (pred - target)^2) / max(1, sum(mask))`.
@@ -127,15 +161,45 @@ mod tests {
                     a - (w - w * (1.0 + w / epsilon).ln())
                 }
             }
+            LossFunction::AdaptiveWing {
+                omega,
+                theta,
+                epsilon,
+                alpha,
+            } => {
+                let [omega, theta, epsilon, alpha] = [omega, theta, epsilon, alpha].map(f64::from);
+                let log = |a: f64| omega * (1.0 + (a / epsilon).powf(alpha)).ln();
+                if a < theta {
+                    log(a)
+                } else {
+                    // The line through (theta, log(theta)) with log's slope there.
+                    let h = 1e-6;
+                    let slope = (log(theta + h) - log(theta - h)) / (2.0 * h);
+                    log(theta) + slope * (a - theta)
+                }
+            }
         }
     }
 
-    const PIXEL_LOSSES: [LossFunction; 3] = [
+    const PIXEL_LOSSES: [LossFunction; 5] = [
         LossFunction::L1,
         LossFunction::SmoothL1 { beta: 1.0 },
         LossFunction::Wing {
             w: 10.0,
             epsilon: 2.0,
+        },
+        LossFunction::AdaptiveWing {
+            omega: 14.0,
+            theta: 0.5,
+            epsilon: 1.0,
+            alpha: 2.1,
+        },
+        // theta well inside the errors, so both parts are checked.
+        LossFunction::AdaptiveWing {
+            omega: 10.0,
+            theta: 5.0,
+            epsilon: 2.0,
+            alpha: 2.1,
         },
     ];
 

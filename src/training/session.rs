@@ -7,7 +7,8 @@ use std::path::Path;
 
 use ::safetensors::Dtype as StDtype;
 use dfdx::nn::tensor_collection::{
-    RecursiveWalker, ScalarOptions, TensorOptions, TensorVisitor, ViewTensorName, ViewTensorRef,
+    RecursiveWalker, ScalarOptions, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
+    ViewTensorRef,
 };
 use dfdx::optim::{Adam, Optimizer, Sgd};
 use dfdx::prelude::*;
@@ -39,6 +40,18 @@ pub struct OptimizerSettings {
     pub nesterov: bool,
     /// Scale the gradients down to this global L2 norm when it is above it.
     pub clip_grad_norm: Option<f64>,
+    /// `ema`: predict with an exponential moving average of the weights, of
+    /// this decay per step (none: with the weights as trained).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ema: Option<f64>,
+}
+
+/// Which of a session's weights: those the optimiser steps, or those its
+/// predictions use (with `ema`, their moving average; without, the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    Training,
+    Predicting,
 }
 
 /// What the training loop does with a network.
@@ -56,11 +69,14 @@ pub trait Session {
     fn device(&self) -> &'static str;
     /// Writes the weights as safetensors, streamed from the device (byte for
     /// byte what dfdx's `save_safetensors` writes), atomically.
-    fn save_weights(&self, path: &Path) -> Result<(), TrainError>;
-    fn load_weights(&mut self, path: &Path) -> Result<(), TrainError>;
+    fn save_weights(&self, path: &Path, which: Weights) -> Result<(), TrainError>;
+    fn load_weights(&mut self, path: &Path, which: Weights) -> Result<(), TrainError>;
+    /// Whether predictions use a moving average of the weights (`ema`), which
+    /// a checkpoint must then keep beside them.
+    fn averages(&self) -> bool;
     /// Whether the optimiser carries state from step to step that a resumed
     /// run needs: Adam's and AdamW's step and moments, SGD's momentum (none for
-    /// SGD without momentum).
+    /// SGD without momentum), the moving average's step count.
     fn has_optimizer_state(&self) -> bool;
     /// Saves the optimiser's state, streamed from the device. Returns false when
     /// it has none ([`Session::has_optimizer_state`]).
@@ -108,6 +124,7 @@ struct NetSession<D: Backend> {
     net: GraphNet<f32, D>,
     grads: Option<Gradients<f32, D>>,
     optim: Optim<GraphNet<f32, D>, D>,
+    average: Option<Average<D>>,
     clip: Option<f64>,
     loss: LossFunction,
     side: usize,
@@ -130,6 +147,58 @@ impl<D: Backend> NetSession<D> {
             device: self.device_name,
             message: format!("{error:?}"),
         }
+    }
+
+    fn weights(&self, which: Weights) -> &GraphNet<f32, D> {
+        match (which, &self.average) {
+            (Weights::Predicting, Some(average)) => &average.net,
+            _ => &self.net,
+        }
+    }
+}
+
+/// `ema`: an exponential moving average of the network's weights and of batch
+/// norm's running statistics (as timm's ModelEmaV2), updated after every step.
+struct Average<D: Backend> {
+    decay: f64,
+    /// Steps averaged so far: checkpointed, since the decay depends on it.
+    updates: u64,
+    net: GraphNet<f32, D>,
+}
+
+impl<D: Backend> Average<D> {
+    /// The decay of the next step: `ema`, or less while few steps are in, as
+    /// TensorFlow's ExponentialMovingAverage with `num_updates` does, so the
+    /// average does not hold on to the random start for thousands of steps.
+    fn decay(&self) -> f64 {
+        let n = self.updates as f64;
+        self.decay.min((1.0 + n) / (10.0 + n))
+    }
+
+    fn update(&mut self, net: &GraphNet<f32, D>) -> Result<(), D::Err> {
+        struct Blend(f64);
+        impl<D: Backend> TensorVisitor<f32, D> for Blend {
+            type Viewer = (ViewTensorMut, ViewTensorRef);
+            type Err = D::Err;
+            type E2 = f32;
+            type D2 = D;
+
+            fn visit<S: Shape>(
+                &mut self,
+                _: TensorOptions<S, f32, D>,
+                (average, weights): (&mut Tensor<S, f32, D>, &Tensor<S, f32, D>),
+            ) -> Result<Option<Tensor<S, f32, D>>, D::Err> {
+                average.try_axpy(self.0, weights, 1.0 - self.0)?;
+                Ok(None)
+            }
+        }
+        let mut blend = Blend(self.decay());
+        GraphNet::iter_tensors(&mut RecursiveWalker {
+            m: (&mut self.net, net),
+            f: &mut blend,
+        })?;
+        self.updates += 1;
+        Ok(())
     }
 }
 
@@ -182,12 +251,18 @@ fn new_session<D: Backend>(
             },
         )),
     };
+    let average = settings.ema.map(|decay| Average {
+        decay,
+        updates: 0,
+        net: net.clone(),
+    });
     Ok(NetSession {
         dev,
         device_name,
         net,
         grads: None,
         optim,
+        average,
         clip: settings.clip_grad_norm,
         loss,
         side: spec.side,
@@ -234,6 +309,10 @@ impl<D: Backend> Session for NetSession<D> {
         if let Err(OptimizerUpdateError::DeviceError(e)) = update {
             return Err(self.fail(e));
         }
+        if let Some(average) = &mut self.average {
+            let averaged = average.update(&self.net);
+            averaged.map_err(|e| self.fail(e))?;
+        }
         self.net.try_zero_grads(&mut grads).map_err(|e| self.fail(e))?;
         self.grads = Some(grads);
         Ok(value)
@@ -251,7 +330,10 @@ impl<D: Backend> Session for NetSession<D> {
                     (n, Const, self.side, self.side),
                 )
                 .map_err(|e| self.fail(e))?;
-            let y = self.net.try_forward(x).map_err(|e| self.fail(e))?;
+            let y = self
+                .weights(Weights::Predicting)
+                .try_forward(x)
+                .map_err(|e| self.fail(e))?;
             out.extend(y.as_vec());
         }
         Ok(out)
@@ -276,15 +358,16 @@ impl<D: Backend> Session for NetSession<D> {
         self.device_name
     }
 
-    fn save_weights(&self, path: &Path) -> Result<(), TrainError> {
+    fn save_weights(&self, path: &Path, which: Weights) -> Result<(), TrainError> {
         let write = |e: std::io::Error| TrainError::Write {
             path: path.to_path_buf(),
             message: e.to_string(),
         };
         // Names and shapes first: the header comes before the tensors' bytes.
         let mut list = ListWeights(Vec::new());
+        let net = self.weights(which);
         GraphNet::iter_tensors(&mut RecursiveWalker {
-            m: (&self.net, String::new()),
+            m: (net, String::new()),
             f: &mut list,
         })
         .map_err(|e| self.fail(e))?;
@@ -295,30 +378,38 @@ impl<D: Backend> Session for NetSession<D> {
             chunk: transfer_buffer()?,
         };
         GraphNet::iter_tensors(&mut RecursiveWalker {
-            m: (&self.net, String::new()),
+            m: (net, String::new()),
             f: &mut stream,
         })
         .map_err(|e| e.into_train(self.device_name, path))?;
         writer.finish().map_err(write)
     }
 
-    fn load_weights(&mut self, path: &Path) -> Result<(), TrainError> {
+    fn load_weights(&mut self, path: &Path, which: Weights) -> Result<(), TrainError> {
         let error = |message: String| TrainError::Read {
             path: path.to_path_buf(),
             message,
         };
         // Checked first, for a plain message: dfdx reports I/O errors in Debug form.
         std::fs::metadata(path).map_err(|e| error(e.to_string()))?;
-        self.net
-            .load_safetensors(path)
+        let net = match (which, &mut self.average) {
+            (Weights::Predicting, Some(average)) => &mut average.net,
+            _ => &mut self.net,
+        };
+        net.load_safetensors(path)
             .map_err(|e| error(format!("not the weights of this network ({e:?})")))
     }
 
+    fn averages(&self) -> bool {
+        self.average.is_some()
+    }
+
     fn has_optimizer_state(&self) -> bool {
-        match &self.optim {
-            Optim::Adam(_) => true,
-            Optim::Sgd(opt) => opt.cfg.momentum.is_some(),
-        }
+        self.average.is_some()
+            || match &self.optim {
+                Optim::Adam(_) => true,
+                Optim::Sgd(opt) => opt.cfg.momentum.is_some(),
+            }
     }
 
     fn save_optimizer(&self, path: &Path) -> Result<bool, TrainError> {
@@ -338,14 +429,17 @@ impl<D: Backend> Session for NetSession<D> {
             f: &mut found,
         })
         .map_err(|e| self.fail(e))?;
+        let average_updates = self.average.as_ref().map(|a| a.updates);
         let meta = match &self.optim {
             Optim::Adam(opt) => OptimizerMeta {
                 step: Some(opt.step()),
                 optimizer: None,
+                average_updates,
             },
             Optim::Sgd(_) => OptimizerMeta {
                 step: None,
                 optimizer: Some(SGD.to_string()),
+                average_updates,
             },
         };
         let meta = serde_json::to_string(&meta).map_err(|e| write(e.into()))?;
@@ -380,6 +474,11 @@ impl<D: Backend> Session for NetSession<D> {
             (Optim::Adam(opt), Some(step), None) => opt.set_step(step),
             (Optim::Sgd(_), None, Some(SGD)) => {}
             _ => return Err(error("the state of another optimiser".to_string())),
+        }
+        match (&mut self.average, meta.average_updates) {
+            (Some(average), Some(updates)) => average.updates = updates,
+            (None, None) => {}
+            _ => return Err(error("a training with another `ema`".to_string())),
         }
         let remaining: HashSet<String> = reader.tensors().into_keys().collect();
         let mut load = LoadOptimizer {
@@ -465,6 +564,9 @@ struct OptimizerMeta {
     /// [`SGD`] for SGD's velocity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     optimizer: Option<String>,
+    /// With `ema`, the steps the moving average has taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    average_updates: Option<u64>,
 }
 
 const SGD: &str = "sgd";
@@ -718,6 +820,7 @@ mod tests {
             momentum,
             nesterov,
             clip_grad_norm: None,
+            ema: None,
         }
     }
 
@@ -775,7 +878,7 @@ mod tests {
             }
             let ours = dir.path().join("ours.safetensors");
             let theirs = dir.path().join("theirs.safetensors");
-            session.save_weights(&ours).unwrap();
+            session.save_weights(&ours, Weights::Training).unwrap();
             session.net.save_safetensors(&theirs).unwrap();
             assert!(
                 std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
@@ -783,9 +886,9 @@ mod tests {
             );
             // And it loads back.
             let mut again = open(arch, &adam);
-            again.load_weights(&ours).unwrap();
+            again.load_weights(&ours, Weights::Training).unwrap();
             let back = dir.path().join("back.safetensors");
-            again.save_weights(&back).unwrap();
+            again.save_weights(&back, Weights::Training).unwrap();
             assert!(
                 std::fs::read(&back).unwrap() == std::fs::read(&ours).unwrap(),
                 "{arch:?}"
@@ -799,7 +902,8 @@ mod tests {
     }
 
     /// A session that saves after some steps and one restored from its files
-    /// take the next steps to the same bits, for every optimiser with state.
+    /// take the next steps to the same bits, for every optimiser with state
+    /// and with a moving average of the weights.
     #[test]
     fn every_optimiser_resumes_bit_identically() {
         let dir = tempfile::tempdir().unwrap();
@@ -813,6 +917,21 @@ mod tests {
             ("adamw", settings(OptimizerKind::AdamW, 0.0, false)),
             ("sgd momentum", settings(OptimizerKind::Sgd, 0.9, false)),
             ("sgd nesterov", settings(OptimizerKind::Sgd, 0.9, true)),
+            (
+                "adamw ema",
+                OptimizerSettings {
+                    ema: Some(0.9),
+                    ..settings(OptimizerKind::AdamW, 0.0, false)
+                },
+            ),
+            // Its only state is the average and its step count.
+            (
+                "sgd ema",
+                OptimizerSettings {
+                    ema: Some(0.9),
+                    ..settings(OptimizerKind::Sgd, 0.0, false)
+                },
+            ),
         ] {
             let mut straight = open(arch, &settings);
             assert!(straight.has_optimizer_state(), "{name}");
@@ -820,36 +939,46 @@ mod tests {
                 straight.step(batch).unwrap();
             }
             let weights = dir.path().join("w.safetensors");
+            let average = dir.path().join("a.safetensors");
             let optimizer = dir.path().join("o.safetensors");
-            straight.save_weights(&weights).unwrap();
+            straight.save_weights(&weights, Weights::Training).unwrap();
+            straight.save_weights(&average, Weights::Predicting).unwrap();
             assert!(straight.save_optimizer(&optimizer).unwrap(), "{name}");
 
             // Another network (other initial weights), restored from the files.
             let mut resumed =
                 new_session(Cpu::seed_from_u64(99), "cpu", &spec, &settings, LossFunction::Mse).unwrap();
-            resumed.load_weights(&weights).unwrap();
+            resumed.load_weights(&weights, Weights::Training).unwrap();
+            if resumed.averages() {
+                resumed.load_weights(&average, Weights::Predicting).unwrap();
+            }
             resumed.load_optimizer(&optimizer).unwrap();
             // Without the optimiser's state, the steps go elsewhere.
             let mut forgetful =
                 new_session(Cpu::seed_from_u64(99), "cpu", &spec, &settings, LossFunction::Mse).unwrap();
-            forgetful.load_weights(&weights).unwrap();
+            forgetful.load_weights(&weights, Weights::Training).unwrap();
             for batch in &batches[3..] {
                 straight.step(batch).unwrap();
                 resumed.step(batch).unwrap();
                 forgetful.step(batch).unwrap();
             }
-            let files: Vec<Vec<u8>> = [&straight, &resumed, &forgetful]
-                .iter()
-                .enumerate()
-                .map(|(i, session)| {
-                    let path = dir.path().join(format!("{i}.safetensors"));
-                    session.save_weights(&path).unwrap();
-                    std::fs::read(path).unwrap()
-                })
-                .collect();
-            assert!(files[0] == files[1], "{name}: the resumed weights differ");
+            let files = |which| -> Vec<Vec<u8>> {
+                [&straight, &resumed, &forgetful]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, session)| {
+                        let path = dir.path().join(format!("{i}.safetensors"));
+                        session.save_weights(&path, which).unwrap();
+                        std::fs::read(path).unwrap()
+                    })
+                    .collect()
+            };
+            let trained = files(Weights::Training);
+            assert!(trained[0] == trained[1], "{name}: the resumed weights differ");
+            let used = files(Weights::Predicting);
+            assert!(used[0] == used[1], "{name}: the resumed average differs");
             assert!(
-                files[0] != files[2],
+                used[0] != used[2],
                 "{name}: the optimiser's state made no difference"
             );
             let saved: Vec<Vec<u8>> = [&straight, &resumed]
@@ -892,5 +1021,80 @@ mod tests {
         );
         std::fs::write(&path, b"not a file of tensors").unwrap();
         assert!(adam.load_optimizer(&path).is_err());
+
+        // Nor the state of a training with a moving average into one without.
+        let ema = OptimizerSettings {
+            ema: Some(0.99),
+            ..settings(OptimizerKind::Adam, 0.0, false)
+        };
+        let mut averaged = open(Arch::LeNet, &ema);
+        averaged.step(&batch(2, spec.side, spec.outputs, 1)).unwrap();
+        assert!(averaged.save_optimizer(&path).unwrap());
+        let error = adam.load_optimizer(&path).unwrap_err().to_string();
+        assert!(error.contains("another `ema`"), "{error}");
+    }
+
+    /// Every tensor of a network, in the walk's order.
+    fn values(net: &GraphNet<f32, Cpu>) -> Vec<f32> {
+        struct Collect(Vec<f32>);
+        impl TensorVisitor<f32, Cpu> for Collect {
+            type Viewer = ViewTensorRef;
+            type Err = <Cpu as HasErr>::Err;
+            type E2 = f32;
+            type D2 = Cpu;
+
+            fn visit<S: Shape>(
+                &mut self,
+                _: TensorOptions<S, f32, Cpu>,
+                t: &Tensor<S, f32, Cpu>,
+            ) -> Result<Option<Tensor<S, f32, Cpu>>, Self::Err> {
+                self.0.extend(t.as_vec());
+                Ok(None)
+            }
+        }
+        let mut collect = Collect(Vec::new());
+        GraphNet::iter_tensors(&mut RecursiveWalker {
+            m: net,
+            f: &mut collect,
+        })
+        .unwrap();
+        collect.0
+    }
+
+    /// The average follows `d a + (1 - d) w` with the decay warming up as
+    /// (1 + n) / (10 + n), and predictions come from it.
+    #[test]
+    fn the_moving_average_blends_each_step_with_a_warming_decay() {
+        let ema = OptimizerSettings {
+            ema: Some(0.5),
+            ..settings(OptimizerKind::Adam, 0.0, false)
+        };
+        let mut session = open(Arch::LeNet, &ema);
+        let spec = spec(Arch::LeNet);
+        let mut expected: Vec<f64> = values(&session.net).into_iter().map(f64::from).collect();
+        // Decays 0.1, 2/11, 0.25, then 0.5 (the cap) from the eighth step on.
+        for step in 0..9u64 {
+            session.step(&batch(2, spec.side, spec.outputs, step)).unwrap();
+            let d = 0.5f64.min((1.0 + step as f64) / (10.0 + step as f64));
+            for (a, w) in expected.iter_mut().zip(values(&session.net)) {
+                *a = d * *a + (1.0 - d) * f64::from(w);
+            }
+        }
+        let average = values(&session.average.as_ref().unwrap().net);
+        let worst = average
+            .iter()
+            .zip(&expected)
+            .map(|(a, e)| (f64::from(*a) - e).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-5, "off by {worst}");
+        assert_ne!(average, values(&session.net));
+
+        let images = batch(3, spec.side, spec.outputs, 50).images;
+        let predicted = session.predict(&images, 3, 3).unwrap();
+        let mut plain = open(Arch::LeNet, &settings(OptimizerKind::Adam, 0.0, false));
+        let file = tempfile::NamedTempFile::new().unwrap();
+        session.save_weights(file.path(), Weights::Predicting).unwrap();
+        plain.load_weights(file.path(), Weights::Predicting).unwrap();
+        assert_eq!(predicted, plain.predict(&images, 3, 3).unwrap());
     }
 }

@@ -1,8 +1,9 @@
 //! Training checkpoints in `.fkp/checkpoints/train-<key>/`, written after every
 //! epoch so that a killed run resumes where it stopped.
 //!
-//! `state.json` is the commit point. The weights, the optimiser state and the
-//! best weights are files named by the epoch they hold (`weights-00003.safetensors`);
+//! `state.json` is the commit point. The weights, the optimiser state, the
+//! moving average of the weights (`ema`) and the best weights (those
+//! predictions use) are files named by the epoch they hold (`weights-00003.safetensors`);
 //! a new epoch's files are written first, then `state.json` is replaced atomically
 //! to point at them, and only then are the files it no longer names removed. A
 //! kill at any moment leaves a `state.json` whose files are all complete.
@@ -15,7 +16,7 @@ use super::{Progress, TrainStageError};
 use crate::console::Console;
 use crate::fsutil;
 use crate::render::RenderError;
-use crate::training::Session;
+use crate::training::{Session, Weights};
 
 const STATE: &str = "state.json";
 
@@ -79,8 +80,13 @@ impl<'a> Checkpoint<'a> {
             let epoch = state.progress.epochs_done;
             touched = true;
             session
-                .load_weights(&self.dir.join(file("weights", epoch)))
+                .load_weights(&self.dir.join(file("weights", epoch)), Weights::Training)
                 .map_err(|e| e.to_string())?;
+            if session.averages() {
+                session
+                    .load_weights(&self.dir.join(file("average", epoch)), Weights::Predicting)
+                    .map_err(|e| e.to_string())?;
+            }
             if state.has_optimizer {
                 session
                     .load_optimizer(&self.dir.join(file("optimizer", epoch)))
@@ -108,7 +114,7 @@ impl<'a> Checkpoint<'a> {
 
     /// Keeps the weights of `epoch`, the best so far.
     pub fn save_best(&self, session: &dyn Session, epoch: usize) -> Result<(), TrainStageError> {
-        self.write_weights(session, &file("best", epoch))
+        self.write_weights(session, &file("best", epoch), Weights::Predicting)
     }
 
     /// The best weights recorded in `progress`, if they were saved.
@@ -120,7 +126,10 @@ impl<'a> Checkpoint<'a> {
     /// Saves the state after `progress.epochs_done` epochs.
     pub fn save(&self, session: &dyn Session, progress: &Progress) -> Result<(), TrainStageError> {
         let epoch = progress.epochs_done;
-        self.write_weights(session, &file("weights", epoch))?;
+        self.write_weights(session, &file("weights", epoch), Weights::Training)?;
+        if session.averages() {
+            self.write_weights(session, &file("average", epoch), Weights::Predicting)?;
+        }
         let optimizer = self.dir.join(file("optimizer", epoch));
         // (streamed, synced and renamed into place, as the weights)
         let has_optimizer = session.save_optimizer(&optimizer)?;
@@ -134,6 +143,7 @@ impl<'a> Checkpoint<'a> {
         let keep = [
             file("weights", epoch),
             file("optimizer", epoch),
+            file("average", epoch),
             file("best", progress.early.best_epoch),
             STATE.to_string(),
         ];
@@ -148,9 +158,14 @@ impl<'a> Checkpoint<'a> {
         Ok(())
     }
 
-    fn write_weights(&self, session: &dyn Session, name: &str) -> Result<(), TrainStageError> {
+    fn write_weights(
+        &self,
+        session: &dyn Session,
+        name: &str,
+        which: Weights,
+    ) -> Result<(), TrainStageError> {
         // (synced before it is renamed into place)
-        session.save_weights(&self.dir.join(name))?;
+        session.save_weights(&self.dir.join(name), which)?;
         Ok(())
     }
 }

@@ -37,6 +37,7 @@ crate::config_choice! {
         L1 = "l1",
         SmoothL1 = "smooth_l1",
         Wing = "wing",
+        AdaptiveWing = "adaptive_wing",
     }
 }
 
@@ -225,7 +226,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// `optimizer` ("adam", "adamw" or "sgd"), `lr` (adam and adamw 1e-3, sgd
     /// 1e-2), `weight_decay` (adamw 1e-2, decoupled; others 0, L2), `momentum`
-    /// (sgd, 0.9), `nesterov` (sgd, false), `clip_grad_norm` (none).
+    /// (sgd, 0.9), `nesterov` (sgd, false), `clip_grad_norm` (none), `ema`
+    /// (none: predict with the weights as trained).
     pub optimizer: OptimizerSettings,
     /// `[train.schedule]`: `kind` = "none" (default), "exponential" (`gamma`, 0.95),
     /// "plateau" (`factor` 0.1, `patience` 10, `min_lr` 0), "cosine" (`min_lr` 0)
@@ -236,7 +238,7 @@ pub struct TrainConfig {
     pub warmup_epochs: f64,
     /// `[train.early_stopping]`: `patience` (10), `min_delta` (0), `restore_best` (true).
     pub early_stopping: Option<EarlyStopping>,
-    /// `loss`: "mse" (default), "l1", "smooth_l1" or "wing".
+    /// `loss`: "mse" (default), "l1", "smooth_l1", "wing" or "adaptive_wing".
     pub loss: Loss,
     /// The settings of the chosen loss (none for "mse" and "l1", so their keys
     /// hold only `loss`).
@@ -318,11 +320,19 @@ impl TrainConfig {
                 w: setting(s.wing_w),
                 epsilon: setting(s.wing_epsilon),
             },
+            Loss::AdaptiveWing => LossFunction::AdaptiveWing {
+                omega: setting(s.awing_omega),
+                theta: setting(s.awing_theta),
+                epsilon: setting(s.awing_epsilon),
+                alpha: setting(s.awing_alpha),
+            },
         }
     }
 }
 
-/// `smooth_l1_beta` (smooth_l1), `wing_w` and `wing_epsilon` (wing), in pixels.
+/// `smooth_l1_beta` (smooth_l1), `wing_w` and `wing_epsilon` (wing),
+/// `awing_omega`, `awing_theta`, `awing_epsilon` (adaptive_wing) in pixels,
+/// and `awing_alpha`, its exponent.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct LossSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -331,13 +341,25 @@ pub struct LossSettings {
     pub wing_w: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wing_epsilon: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awing_omega: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awing_theta: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awing_epsilon: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awing_alpha: Option<f64>,
 }
 
 /// The keys of the losses' settings, with the loss that takes each.
-const LOSS_KEYS: [(&str, Loss); 3] = [
+const LOSS_KEYS: [(&str, Loss); 7] = [
     ("smooth_l1_beta", Loss::SmoothL1),
     ("wing_w", Loss::Wing),
     ("wing_epsilon", Loss::Wing),
+    ("awing_omega", Loss::AdaptiveWing),
+    ("awing_theta", Loss::AdaptiveWing),
+    ("awing_epsilon", Loss::AdaptiveWing),
+    ("awing_alpha", Loss::AdaptiveWing),
 ];
 
 /// The settings of `loss`; another loss's setting is a mistake, said as such.
@@ -361,6 +383,14 @@ fn read_loss_settings(r: &mut TableReader, loss: Loss) -> LossSettings {
         Loss::Wing => LossSettings {
             wing_w: Some(r.f64_in("wing_w", 10.0, pixels.clone())),
             wing_epsilon: Some(r.f64_in("wing_epsilon", 2.0, pixels)),
+            ..LossSettings::default()
+        },
+        Loss::AdaptiveWing => LossSettings {
+            awing_omega: Some(r.f64_in("awing_omega", 14.0, 1e-3..=1e3)),
+            awing_theta: Some(r.f64_in("awing_theta", 0.5, pixels.clone())),
+            awing_epsilon: Some(r.f64_in("awing_epsilon", 1.0, pixels)),
+            // Above 1 the loss is smooth at zero and convex near it.
+            awing_alpha: Some(r.f64_in("awing_alpha", 2.1, 1.0..=4.0)),
             ..LossSettings::default()
         },
     }
@@ -390,6 +420,7 @@ fn read_optimizer(r: &mut TableReader) -> OptimizerSettings {
         clip_grad_norm: r
             .states("clip_grad_norm")
             .then(|| r.f64_in("clip_grad_norm", 1.0, 1e-6..=1e6)),
+        ema: r.states("ema").then(|| r.f64_in("ema", 0.999, 0.5..=0.999_999)),
     };
     if kind != OptimizerKind::Sgd {
         for key in ["momentum", "nesterov"] {

@@ -90,6 +90,7 @@ pub fn open_inference(trained_on: &str, spec: &ModelSpec) -> Result<Box<dyn Sess
         momentum: 0.0,
         nesterov: false,
         clip_grad_norm: None,
+        ema: None,
     };
     if trained_on == "cuda"
         && let Some(session) = cuda_inference(spec, &settings)?

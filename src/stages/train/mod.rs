@@ -48,7 +48,8 @@ use crate::models::graph::shape::Shape;
 use crate::render::{Cell, RenderError, ReportTable, plot};
 use crate::stages::prepare::PREPARED_FILE;
 use crate::training::{
-    EarlyStoppingState, Normalisation, ScheduleState, Session, Step, TrainError, assemble, predict_pixels,
+    EarlyStoppingState, Normalisation, ScheduleState, Session, Step, TrainError, Weights, assemble,
+    predict_pixels,
 };
 
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -426,7 +427,7 @@ impl TrainStage {
         if self.restores_best()
             && let Some(best) = checkpoint.best(&progress)
         {
-            session.load_weights(&best)?;
+            session.load_weights(&best, Weights::Predicting)?;
         }
         let trained = self.save_model(session.as_ref(), spec, device, &prepared, &progress, ctx)?;
         let table = self.write_reports(&prepared, &trained, &progress, ctx)?;
@@ -603,7 +604,7 @@ impl TrainStage {
         progress: &Progress,
         ctx: &StageContext,
     ) -> Result<TrainedModel, TrainStageError> {
-        session.save_weights(&ctx.data_dir.join(MODEL_FILE))?;
+        session.save_weights(&ctx.data_dir.join(MODEL_FILE), Weights::Predicting)?;
         let trained = TrainedModel {
             scaling: Scaling::for_side(spec.side),
             spec,
@@ -741,7 +742,7 @@ pub fn load_trained(
     let bytes = std::fs::read(meta_path).map_err(|e| read_error(e.to_string()))?;
     let trained: TrainedModel = serde_json::from_slice(&bytes).map_err(|e| read_error(e.to_string()))?;
     let mut session = device::open_inference(&trained.device, &trained.spec)?;
-    session.load_weights(weights)?;
+    session.load_weights(weights, Weights::Predicting)?;
     Ok((session, trained))
 }
 
