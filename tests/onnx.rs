@@ -113,6 +113,14 @@ const SIGMOID: &str = r#"layers = [{ conv = 8, kernel = 3, stride = 2 }, "sigmoi
 head = [{ dense = 16 }, "sigmoid"]
 "#;
 
+/// A heatmap head: nearest and bilinear upsampling, a map per keypoint and
+/// soft-argmax instead of an output layer.
+const HEATMAP: &str = r#"layers = [{ conv = 8, kernel = 3, stride = 2, padding = 1 }, "relu", { maxpool = 4 },
+  { upsample = 2 }, { conv = 8, kernel = 3, padding = 1 }, { upsample = 2, mode = "bilinear" },
+  { conv = 15, kernel = 1 }, { soft_argmax = 0.5 }]
+head = []
+"#;
+
 const TTA: &str = "tta = [\"hflip\"]";
 
 /// fkp's predictions in a CSV it wrote: the coordinate columns of each row.
@@ -667,6 +675,7 @@ fn exported_pipelines_predict_what_fkp_predict_does_in_onnx_runtime() {
         ("custom residual", CUSTOM, ""),
         ("lenet ensemble of 2", "arch = \"lenet\"", "seeds = [1, 2]"),
         ("custom sigmoid", SIGMOID, ""),
+        ("heatmap", HEATMAP, ""),
     ];
     for (i, (label, model, train)) in cases.iter().enumerate() {
         let name = format!("p{i}");

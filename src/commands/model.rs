@@ -99,7 +99,7 @@ pub fn summarise(
             ));
         }
     };
-    let summary = shape::infer(&model.graph, side, outputs)
+    let summary = shape::infer(&model.graph, side, Some(outputs))
         .map_err(|e| ModelSummaryError::Shape(shape_error(&e).to_string()))?;
     Ok(ModelSummary {
         pipeline: pipeline.name.clone(),
@@ -188,8 +188,11 @@ impl ModelSummary {
         ));
         let last = dot.list("layers", &self.network.layers, "input".into(), 1);
         let last = dot.list("head", &self.network.head, last, 1);
-        dot.node("output", &format!("dense {}", self.outputs), 1);
-        dot.edge(&last, "output", 1);
+        // A final soft_argmax gives the coordinates: no output layer.
+        if !self.network.reads_coordinates() {
+            dot.node("output", &format!("dense {}", self.outputs), 1);
+            dot.edge(&last, "output", 1);
+        }
         dot.out.push_str("}\n");
         dot.out
     }

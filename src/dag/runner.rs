@@ -350,7 +350,7 @@ fn check_networks(
         if problems.iter().any(|(p, _)| *p == node.pipeline) {
             continue; // one problem a pipeline (a seed ensemble has one network)
         }
-        if let Err(error) = crate::models::graph::shape::infer(&model.graph, side, 1) {
+        if let Err(error) = crate::models::graph::shape::infer(&model.graph, side, None) {
             let shape = crate::models::ModelError::Shape(crate::models::shape_error(&error).to_string());
             let source = crate::stages::StageError::Train(crate::training::TrainError::Model(shape).into());
             problems.push((

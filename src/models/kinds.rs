@@ -68,11 +68,34 @@ pub enum Op {
     Dense {
         units: usize,
     },
+    /// Enlarges a map `factor` times in each direction.
+    Upsample {
+        factor: usize,
+        mode: UpsampleMode,
+    },
+    /// One map per keypoint to its coordinates (integral regression, Sun et
+    /// al. 2018): a softmax over each map's positions, its values divided by
+    /// `temperature`, then the expected position. As a network's last layer
+    /// it gives the coordinates itself, and there is no output layer.
+    SoftArgmax {
+        temperature: f64,
+    },
     /// A named block, once per repetition.
     Block {
         name: String,
         uses: Vec<BlockUse>,
     },
+}
+
+/// How `upsample` fills the new positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpsampleMode {
+    /// Each value repeated over a `factor` x `factor` square.
+    Nearest,
+    /// Interpolated between the four nearest values, the corners kept where
+    /// they are (PyTorch's `align_corners = True`).
+    Bilinear,
 }
 
 // ---- Spelling: how a pipeline writes each kind ----
@@ -87,6 +110,8 @@ const PADDING: RangeInclusive<usize> = 0..=64;
 const UNITS: RangeInclusive<usize> = 1..=1 << 20;
 const MAX_DROPOUT: f64 = 0.95;
 const MAX_SLOPE: f64 = 1.0;
+const UPSAMPLE: RangeInclusive<usize> = 2..=16;
+const MAX_TEMPERATURE: f64 = 100.0;
 
 /// How a pipeline writes one kind. The order of [`SPELLINGS`] is the order
 /// messages list the kinds in.
@@ -223,6 +248,33 @@ pub const SPELLINGS: &[Spelling] = &[
         written: Written::Bare(Op::Sigmoid),
     },
     Spelling {
+        name: "upsample",
+        written: Written::Table {
+            example: "{ upsample = 2 }",
+            form: TableForm::Layer {
+                keys: &["mode"],
+                read: read_upsample,
+            },
+        },
+    },
+    Spelling {
+        name: "soft_argmax",
+        written: Written::BareOrTable(
+            Op::SoftArgmax { temperature: 1.0 },
+            TableForm::Layer {
+                keys: &[],
+                read: |v, t| {
+                    let temperature = v.fraction(t.value, "temperature", MAX_TEMPERATURE)?;
+                    if temperature <= 0.0 {
+                        v.error(t.at, "the temperature divides the maps: it is above 0".into());
+                        return None;
+                    }
+                    Some(ReadLayer::new(Op::SoftArgmax { temperature }))
+                },
+            },
+        ),
+    },
+    Spelling {
         name: "block",
         written: Written::Table {
             example: "{ block = \"basic\", filters = 64 }",
@@ -349,6 +401,20 @@ fn read_avgpool(v: &mut dyn NumberReader, t: &LayerTable) -> Option<ReadLayer> {
     }))
 }
 
+fn read_upsample(v: &mut dyn NumberReader, t: &LayerTable) -> Option<ReadLayer> {
+    let factor = v.count(t.value, "factor", UPSAMPLE)?;
+    let mode = match t.table.get("mode").map(|e| (&e.node.value, &e.node.at)) {
+        None => UpsampleMode::Nearest,
+        Some((crate::config::Value::String(mode), _)) if mode == "nearest" => UpsampleMode::Nearest,
+        Some((crate::config::Value::String(mode), _)) if mode == "bilinear" => UpsampleMode::Bilinear,
+        Some((_, at)) => {
+            v.error(at, "`mode` is \"nearest\" or \"bilinear\"".into());
+            return None;
+        }
+    };
+    Some(ReadLayer::new(Op::Upsample { factor, mode }))
+}
+
 // ---- What each kind does with what flows in ----
 
 /// What flows out of the layers read so far, as far as the reader needs to
@@ -409,6 +475,12 @@ impl Op {
             Op::Dropout { p } => format!("dropout {p}"),
             Op::Flatten => "flatten".into(),
             Op::Dense { units } => format!("dense {units}"),
+            Op::Upsample { factor, mode } => match mode {
+                UpsampleMode::Nearest => format!("upsample {factor}"),
+                UpsampleMode::Bilinear => format!("upsample {factor} bilinear"),
+            },
+            Op::SoftArgmax { temperature } if *temperature == 1.0 => "soft_argmax".into(),
+            Op::SoftArgmax { temperature } => format!("soft_argmax {temperature}"),
             Op::Block { name, uses } => format!("block {name} x{}", uses.len()),
         }
     }
@@ -472,6 +544,14 @@ impl Op {
                     ));
                 }
             },
+            Op::Upsample { factor, .. } => {
+                let (c, h, w) = needs_map(input, "upsample")?;
+                layer(Shape::Map(c, h * factor, w * factor), 0, 0)
+            }
+            Op::SoftArgmax { .. } => {
+                let (c, ..) = needs_map(input, "soft_argmax")?;
+                layer(Shape::Flat(2 * c), 0, 0)
+            }
             Op::Block { name, uses } => Step::Block { name, uses },
         })
     }
@@ -481,8 +561,9 @@ impl Op {
     pub fn flow(&self, flow: Flow) -> Flow {
         match self {
             Op::Conv { filters, .. } => Flow::Map(*filters),
-            Op::Flatten | Op::GlobalAvgPool | Op::Dense { .. } => Flow::Flat,
+            Op::Flatten | Op::GlobalAvgPool | Op::Dense { .. } | Op::SoftArgmax { .. } => Flow::Flat,
             Op::BatchNorm
+            | Op::Upsample { .. }
             | Op::Relu
             | Op::LeakyRelu { .. }
             | Op::Sigmoid
@@ -506,9 +587,27 @@ impl Op {
             | Op::GlobalAvgPool
             | Op::Dropout { .. }
             | Op::Flatten
-            | Op::Dense { .. } => false,
+            | Op::Dense { .. }
+            | Op::Upsample { .. }
+            | Op::SoftArgmax { .. } => false,
         }
     }
+}
+
+/// The position `soft_argmax` gives each cell of an `h` x `w` map of a `side`
+/// x `side` image, `(x, y)` row by row: the centre of the pixels it covers,
+/// in the coordinates the targets use (pixel `p` at `(p - side / 2) / (side /
+/// 2)`, pixels numbered from 0 at their centres, as Kaggle's are). One
+/// definition for the network and its ONNX export.
+pub fn soft_argmax_positions(h: usize, w: usize, side: usize) -> Vec<f32> {
+    let half = side as f64 / 2.0;
+    let centre = |cell: usize, cells: usize| {
+        let pixel = (cell as f64 + 0.5) * side as f64 / cells as f64 - 0.5;
+        ((pixel - half) / half) as f32
+    };
+    (0..h)
+        .flat_map(|y| (0..w).flat_map(move |x| [centre(x, w), centre(y, h)]))
+        .collect()
 }
 
 fn padding_text(padding: usize) -> String {

@@ -21,7 +21,7 @@ use rand_distr::uniform::SampleUniform;
 
 use super::graph::shape::{Inputs, Shape, Summary};
 use super::graph::{BlockUse, Layer, Network, Op, Shortcut};
-use super::kinds::features;
+use super::kinds::{features, soft_argmax_positions};
 use super::layers::RtLinear;
 use super::{Backend, Images, ModelError, Outputs};
 
@@ -44,7 +44,8 @@ pub struct GraphNet<E: Dtype, D: Storage<E>> {
     channels: usize,
     pub layers: Layers<E, D>,
     pub head: Layers<E, D>,
-    pub output: RtLinear<E, D>,
+    /// None when the network ends in `soft_argmax`, which gives the coordinates.
+    pub output: Option<RtLinear<E, D>>,
 }
 
 #[derive(Debug, Clone)]
@@ -56,8 +57,41 @@ pub enum NetLayer<E: Dtype, D: Storage<E>> {
     BatchNorm(Norm<E, D>),
     Dense(RtLinear<E, D>),
     Block(Vec<NetBlock<E, D>>),
+    /// `soft_argmax`: no weights, but the positions it averages over.
+    SoftArgmax(Positions),
     /// A layer without weights: its description is all it needs.
     Weightless(Op),
+}
+
+/// What `soft_argmax` needs besides its input: the position of each cell of
+/// the map, as the coordinates the network predicts.
+#[derive(Debug, Clone)]
+pub struct Positions {
+    temperature: f32,
+    /// `(x, y)` of each cell, row by row: `(h * w, 2)`.
+    cells: Vec<f32>,
+}
+
+impl Positions {
+    /// For an `h` x `w` map of a `side` x `side` image.
+    fn new(temperature: f64, (h, w): (usize, usize), side: usize) -> Positions {
+        Positions {
+            temperature: temperature as f32,
+            cells: soft_argmax_positions(h, w, side),
+        }
+    }
+
+    /// `(b, k, h, w)` maps to `(b, 2k)` coordinates, x then y per keypoint.
+    fn forward<D: Device<f32>, T: Tape<f32, D>>(&self, x: Map<f32, D, T>) -> Result<Act<D, T>, D::Err> {
+        let (b, k, h, w) = *x.shape();
+        let cells = x.device().try_tensor_from_vec(self.cells.clone(), (h * w, 2))?;
+        let weights = x
+            .try_reshape_like(&(b * k, h * w))?
+            .try_mul(1.0 / self.temperature)?
+            .try_softmax::<Axis<1>>()?;
+        let coordinates = weights.try_matmul(cells)?;
+        Ok(Act::Flat(coordinates.try_reshape_like(&(b, 2 * k))?))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -101,13 +135,21 @@ impl<E: Dtype + Float + SampleUniform, D: Device<E>> GraphNet<E, D> {
     /// Builds `graph` with an output layer of `outputs` units, each layer sized
     /// from what it gets in `summary`, the graph's shape inference.
     pub fn build(dev: &D, graph: &Network, summary: &Summary, outputs: usize) -> Result<Self, ModelError> {
+        let side = match summary.input {
+            Shape::Map(_, side, _) => side,
+            Shape::Flat(_) => 0,
+        };
         let mut builder = Builder {
             dev,
             inputs: summary.inputs(),
+            side,
         };
         let layers = builder.list("layers", &graph.layers)?;
         let head = builder.list("head", &graph.head)?;
-        let output = RtLinear::new(dev, features(builder.input("output")?), outputs).map_err(device)?;
+        let output = match graph.reads_coordinates() {
+            true => None,
+            false => Some(RtLinear::new(dev, features(builder.input("output")?), outputs).map_err(device)?),
+        };
         Ok(GraphNet {
             channels: graph.channels,
             layers,
@@ -125,6 +167,8 @@ fn device<Err: std::fmt::Debug>(error: Err) -> ModelError {
 struct Builder<'a, D> {
     dev: &'a D,
     inputs: Inputs<'a>,
+    /// The images' side.
+    side: usize,
 }
 
 impl<D> Builder<'_, D> {
@@ -188,6 +232,10 @@ impl<D> Builder<'_, D> {
                     .map(|(r, u)| self.block(&format!("{path}.{r}"), u))
                     .collect::<Result<_, _>>()?,
             ),
+            Op::SoftArgmax { temperature } => match self.input(path)? {
+                Shape::Map(_, h, w) => NetLayer::SoftArgmax(Positions::new(*temperature, (h, w), self.side)),
+                Shape::Flat(_) => return Err(ModelError::Shape(format!("{path} (soft_argmax) needs a map"))),
+            },
             Op::Relu
             | Op::LeakyRelu { .. }
             | Op::Sigmoid
@@ -195,7 +243,8 @@ impl<D> Builder<'_, D> {
             | Op::AvgPool { .. }
             | Op::GlobalAvgPool
             | Op::Dropout { .. }
-            | Op::Flatten => NetLayer::Weightless(op.clone()),
+            | Op::Flatten
+            | Op::Upsample { .. } => NetLayer::Weightless(op.clone()),
         })
     }
 
@@ -301,6 +350,7 @@ impl<D: Backend> NetLayer<f32, D> {
             }
             NetLayer::Dense(dense) => Ok(Act::Flat(dense.try_forward(x.flat()?)?)),
             NetLayer::Block(uses) => uses.iter().try_fold(x, |x, block| block.infer(x)),
+            NetLayer::SoftArgmax(positions) => x.on_map(|x| positions.forward(x)),
             NetLayer::Weightless(op) => weightless(op, x, false),
         }
     }
@@ -330,6 +380,7 @@ impl<D: Backend> NetLayer<f32, D> {
             }),
             NetLayer::Dense(dense) => Ok(Act::Flat(dense.try_forward(x.flat()?)?)),
             NetLayer::Block(uses) => uses.iter_mut().try_fold(x, |x, block| block.train(x)),
+            NetLayer::SoftArgmax(positions) => x.on_map(|x| positions.forward(x)),
             NetLayer::Weightless(op) => weightless(op, x, true),
         }
     }
@@ -355,7 +406,7 @@ impl<D: Backend> Conv<f32, D> {
 
 /// A layer without weights, the same in training and inference except
 /// dropout, which only drops in training.
-fn weightless<D: Backend, T: Tape<f32, D>>(
+fn weightless<D: Backend, T: Tape<f32, D> + 'static>(
     op: &Op,
     x: Act<D, T>,
     training: bool,
@@ -384,8 +435,11 @@ fn weightless<D: Backend, T: Tape<f32, D>>(
         Op::Dropout { p } if training && *p > 0.0 => x.map(|t| t.try_dropout(*p), |t| t.try_dropout(*p)),
         Op::Dropout { .. } => Ok(x),
         Op::Flatten => Ok(Act::Flat(x.flat()?)),
-        // Built with weights (`Builder::layer`), never weightless.
-        Op::Conv { .. } | Op::BatchNorm | Op::Dense { .. } | Op::Block { .. } => Ok(x),
+        Op::Upsample { factor, mode } => x.on_map(|x| Ok(Act::Map(D::upsample(x, *factor, *mode)?))),
+        // Built with what they hold (`Builder::layer`), never weightless.
+        Op::Conv { .. } | Op::BatchNorm | Op::Dense { .. } | Op::Block { .. } | Op::SoftArgmax { .. } => {
+            Ok(x)
+        }
     }
 }
 
@@ -452,6 +506,14 @@ impl<D: Backend> NetBlock<f32, D> {
 }
 
 impl<D: Device<f32>> GraphNet<f32, D> {
+    /// The coordinates: the output layer's, or those `soft_argmax` gave.
+    fn output<T: Tape<f32, D>>(&self, x: Act<D, T>) -> Result<Outputs<D, T>, D::Err> {
+        match &self.output {
+            Some(dense) => dense.try_forward(x.flat()?),
+            None => x.flat(),
+        }
+    }
+
     /// Grey images to `channels` channels (a copy of the grey one each).
     fn input<T: Tape<f32, D>>(&self, x: Images<D, T>) -> Result<Act<D, T>, D::Err> {
         let (b, _, h, w) = *x.shape();
@@ -473,7 +535,7 @@ impl<D: Backend> Module<Images<D>> for GraphNet<f32, D> {
 
     fn try_forward(&self, x: Images<D>) -> Result<Outputs<D>, D::Err> {
         let x = self.head.infer(self.layers.infer(self.input(x)?)?)?;
-        self.output.try_forward(x.flat()?)
+        self.output(x)
     }
 }
 
@@ -485,7 +547,7 @@ impl<D: Backend> ModuleMut<Images<D, OwnedTape<f32, D>>> for GraphNet<f32, D> {
         let x = self.input(x)?;
         let x = self.layers.train(x)?;
         let x = self.head.train(x)?;
-        self.output.try_forward(x.flat()?)
+        self.output(x)
     }
 }
 
@@ -502,19 +564,27 @@ impl<E: Dtype + Float + SampleUniform, D: Device<E>> TensorCollection<E, D> for 
         visitor: &mut V,
     ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
         let channels = visitor.module().map_or(1, |m| m.channels);
-        visitor.visit_fields(
-            (
-                Self::module("layers", |s| &s.layers, |s| &mut s.layers),
-                Self::module("head", |s| &s.head, |s| &mut s.head),
-                Self::module("output", |s| &s.output, |s| &mut s.output),
-            ),
-            move |(layers, head, output)| GraphNet {
+        let layers = Self::module("layers", |s| &s.layers, |s| &mut s.layers);
+        let head = Self::module("head", |s| &s.head, |s| &mut s.head);
+        if visitor.module().is_some_and(|m| m.output.is_none()) {
+            return visitor.visit_fields((layers, head), move |(layers, head)| GraphNet {
                 channels,
                 layers,
                 head,
-                output,
-            },
-        )
+                output: None,
+            });
+        }
+        let output = Self::module(
+            "output",
+            |s| s.output.as_ref().expect(WRONG_VARIANT),
+            |s| s.output.as_mut().expect(WRONG_VARIANT),
+        );
+        visitor.visit_fields((layers, head, output), move |(layers, head, output)| GraphNet {
+            channels,
+            layers,
+            head,
+            output: Some(output),
+        })
     }
 }
 
@@ -618,6 +688,11 @@ impl<E: Dtype + Float + SampleUniform, D: Device<E>> TensorCollection<E, D> for 
             NetLayer::Block(uses) => {
                 let count = uses.len();
                 Self::block_fields(visitor, count)
+            }
+            // Host values, the same for every dtype and device.
+            NetLayer::SoftArgmax(positions) => {
+                let positions = positions.clone();
+                visitor.visit_fields((), move |()| NetLayer::SoftArgmax(positions))
             }
             // Its description is all it is, the same for every dtype and device.
             NetLayer::Weightless(op) => {
@@ -753,6 +828,7 @@ fn ones<E: Dtype, D: Device<E>>(do_gradient_update: bool) -> TensorOptions<(usiz
 mod tests {
     use super::*;
     use crate::models::graph::read::tests::read;
+    use crate::models::kinds::UpsampleMode;
     use crate::models::{ModelSpec, loss};
 
     #[test]
@@ -804,5 +880,80 @@ mod tests {
             panic!("layers.0 is the conv")
         };
         assert!(grads.get(&conv.weight).as_vec().iter().any(|g| *g != 0.0));
+    }
+
+    /// One map per keypoint: each cell's position is the centre of the pixels
+    /// it covers, in the targets' coordinates.
+    #[test]
+    fn soft_argmax_cells_sit_at_the_centres_of_their_pixels() {
+        // A map as fine as the image: cell p is pixel p, at (p - 48) / 48.
+        let fine = soft_argmax_positions(96, 96, 96);
+        assert_eq!(fine.len(), 96 * 96 * 2);
+        assert_eq!((fine[0], fine[1]), (-1.0, -1.0));
+        let (x, y) = (fine[2 * (95 * 96 + 10)], fine[2 * (95 * 96 + 10) + 1]);
+        assert_eq!((x, y), ((10.0 - 48.0) / 48.0, (95.0 - 48.0) / 48.0));
+        // A 12x12 map: cell 0 covers pixels 0..=7, centred at 3.5.
+        let coarse = soft_argmax_positions(12, 12, 96);
+        assert_eq!(coarse[0], (3.5 - 48.0) / 48.0);
+    }
+
+    #[test]
+    fn soft_argmax_reads_each_peak_as_its_position_with_gradients_to_every_cell() {
+        let (graph, errors) = read(
+            "layers = [{ conv = 2, kernel = 1 }, { upsample = 2 }, { soft_argmax = 0.01 }]\nhead = []\n",
+        );
+        assert!(errors.is_empty(), "{errors:#?}");
+        let spec = ModelSpec {
+            graph,
+            side: 4,
+            outputs: 4,
+        };
+        let summary = spec.check().unwrap();
+        assert_eq!(summary.rows.last().unwrap().output, Shape::Flat(4));
+        assert!(summary.rows.iter().all(|r| r.path != "output"), "no output layer");
+        let dev = Cpu::seed_from_u64(0);
+        let network = spec.build(&dev).unwrap();
+        assert!(network.output.is_none());
+
+        // Two 4x4 maps, each with one high cell: keypoint 0 at (x 3, y 1), 1 at (0, 2).
+        let positions = Positions::new(0.01, (4, 4), 4);
+        let mut maps = vec![0.0f32; 2 * 16];
+        maps[4 + 3] = 1.0;
+        maps[16 + 2 * 4] = 1.0;
+        let x: Map<f32, Cpu, NoneTape> = dev.tensor_from_vec(maps.clone(), (1, 2, 4, 4));
+        let Act::Flat(points) = positions.forward(x).unwrap() else {
+            panic!("coordinates are flat")
+        };
+        let at = |p: f32| (p - 2.0) / 2.0;
+        let want = [at(3.0), at(1.0), at(0.0), at(2.0)];
+        for (got, want) in points.as_vec().iter().zip(want) {
+            assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+        }
+
+        // Softer, the gradient reaches every cell of every map.
+        let soft = Positions::new(1.0, (4, 4), 4);
+        let x: Map<f32, Cpu, NoneTape> = dev.tensor_from_vec(maps, (1, 2, 4, 4));
+        let Act::Flat(points) = soft.forward(x.leaky_trace()).unwrap() else {
+            panic!("coordinates are flat")
+        };
+        let grads = points.sum::<Rank0, _>().backward();
+        assert!(grads.get(&x).as_vec().iter().all(|g| *g != 0.0));
+    }
+
+    #[test]
+    fn upsampling_repeats_or_interpolates_and_keeps_the_corners() {
+        let dev = Cpu::seed_from_u64(0);
+        let map = |values: Vec<f32>| -> Map<f32, Cpu, NoneTape> { dev.tensor_from_vec(values, (1, 1, 2, 2)) };
+        let nearest = Cpu::upsample(map(vec![1.0, 2.0, 3.0, 4.0]), 2, UpsampleMode::Nearest).unwrap();
+        assert_eq!(
+            nearest.as_vec(),
+            [1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.]
+        );
+        let bilinear = Cpu::upsample(map(vec![0.0, 3.0, 6.0, 9.0]), 2, UpsampleMode::Bilinear).unwrap();
+        // Corners kept; in between by thirds (align_corners).
+        assert_eq!(
+            bilinear.as_vec(),
+            [0., 1., 2., 3., 2., 3., 4., 5., 4., 5., 6., 7., 6., 7., 8., 9.]
+        );
     }
 }

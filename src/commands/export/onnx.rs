@@ -32,9 +32,10 @@ use super::proto::{
 };
 use crate::data::augment::FlipMap;
 use crate::models::ModelSpec;
+use crate::models::graph::shape::Shape;
 use crate::models::graph::shape::{Inputs, Summary};
 use crate::models::graph::{BlockUse, Layer, Op, Shortcut};
-use crate::models::kinds::features;
+use crate::models::kinds::{UpsampleMode, features, soft_argmax_positions};
 use crate::training::Tta;
 
 /// The opset the file imports, and the IR version that goes with it.
@@ -156,6 +157,7 @@ pub fn build(export: &Export) -> Result<ModelProto, OnnxError> {
             checkpoint,
             prefix: &prefix,
             inputs: &inputs,
+            side: export.spec.side,
             used: BTreeSet::new(),
         };
         let y = network.run(export.spec, &x)?;
@@ -412,6 +414,15 @@ fn ints(name: &str, values: &[usize]) -> AttributeProto {
     }
 }
 
+fn string(name: &str, value: &str) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(attribute_type::STRING),
+        s: Some(value.as_bytes().to_vec()),
+        ..Default::default()
+    }
+}
+
 fn float(name: &str, value: f32) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
@@ -429,6 +440,8 @@ struct MemberGraph<'a> {
     prefix: &'a str,
     /// What each layer gets, as the shape check found.
     inputs: &'a Inputs<'a>,
+    /// The images' side.
+    side: usize,
     used: BTreeSet<String>,
 }
 
@@ -437,6 +450,9 @@ impl MemberGraph<'_> {
         let graph = &spec.graph;
         let x = self.list("layers", &graph.layers, x.to_string())?;
         let x = self.list("head", &graph.head, x)?;
+        if graph.reads_coordinates() {
+            return Ok(x);
+        }
         self.layer("output", &Op::Dense { units: spec.outputs }, x)
     }
 
@@ -470,13 +486,17 @@ impl MemberGraph<'_> {
         }
     }
 
-    /// What the layer at `path` gets: the channels of a map, or the width of flat features.
-    fn features(&self, path: &str, op: &Op) -> Result<usize, OnnxError> {
-        let input = self.inputs.of(path).ok_or_else(|| {
+    /// What the layer at `path` gets.
+    fn input(&self, path: &str, op: &Op) -> Result<Shape, OnnxError> {
+        self.inputs.of(path).ok_or_else(|| {
             let message = "the shape check did not reach it".to_string();
             self.fail(path, op, message)
-        })?;
-        Ok(features(input))
+        })
+    }
+
+    /// What the layer at `path` gets: the channels of a map, or the width of flat features.
+    fn features(&self, path: &str, op: &Op) -> Result<usize, OnnxError> {
+        Ok(features(self.input(path, op)?))
     }
 
     /// A checkpoint tensor of `layer`, checked against the shape the graph gives it.
@@ -570,6 +590,24 @@ impl MemberGraph<'_> {
                 let transposed = vec![int("transB", 1)];
                 self.g.node("Gemm", &node, &[&x, &weight, &bias], transposed)
             }
+            Op::Upsample { factor, mode } => {
+                let f = *factor as f32;
+                let scales = self.g.floats(&format!("{node}.scales"), &[4], &[1.0, 1.0, f, f]);
+                // dfdx's kernels: nearest takes floor(out / factor), bilinear keeps the corners.
+                let attributes = match mode {
+                    UpsampleMode::Nearest => vec![
+                        string("mode", "nearest"),
+                        string("coordinate_transformation_mode", "asymmetric"),
+                        string("nearest_mode", "floor"),
+                    ],
+                    UpsampleMode::Bilinear => vec![
+                        string("mode", "linear"),
+                        string("coordinate_transformation_mode", "align_corners"),
+                    ],
+                };
+                self.g.node("Resize", &node, &[&x, "", &scales], attributes)
+            }
+            Op::SoftArgmax { temperature } => self.soft_argmax(path, op, *temperature, x)?,
             Op::Block { uses, .. } => {
                 let mut x = x;
                 for (r, block_use) in uses.iter().enumerate() {
@@ -578,6 +616,43 @@ impl MemberGraph<'_> {
                 x
             }
         })
+    }
+
+    /// `[N, K, H, W]` maps to `[N, 2K]` coordinates, as the network's layer:
+    /// each map a row, divided by the temperature, softmax, times the cells'
+    /// positions.
+    fn soft_argmax(&mut self, path: &str, op: &Op, temperature: f64, x: String) -> Result<String, OnnxError> {
+        let Shape::Map(k, h, w) = self.input(path, op)? else {
+            return Err(self.fail(path, op, "it gets flat features, not maps".into()));
+        };
+        let node = format!("{}{path}", self.prefix);
+        let rows_shape = self
+            .g
+            .int64s(&format!("{node}.rows_shape"), &[2], &[-1, (h * w) as i64]);
+        let rows = self
+            .g
+            .node("Reshape", &format!("{node}.rows"), &[&x, &rows_shape], vec![]);
+        let inverse = self
+            .g
+            .scalar(&format!("{node}.inverse_temperature"), (1.0 / temperature) as f32);
+        let scaled = self
+            .g
+            .node("Mul", &format!("{node}.scaled"), &[&rows, &inverse], vec![]);
+        let weights = self.g.node(
+            "Softmax",
+            &format!("{node}.softmax"),
+            &[&scaled],
+            vec![int("axis", 1)],
+        );
+        let positions = soft_argmax_positions(h, w, self.side);
+        let cells = self
+            .g
+            .floats(&format!("{node}.positions"), &[h * w, 2], &positions);
+        let points = self
+            .g
+            .node("MatMul", &format!("{node}.points"), &[&weights, &cells], vec![]);
+        let flat_shape = self.g.int64s(&format!("{node}.shape"), &[2], &[-1, 2 * k as i64]);
+        Ok(self.g.node("Reshape", &node, &[&points, &flat_shape], vec![]))
     }
 
     fn block_use(&mut self, path: &str, block_use: &BlockUse, x: String) -> Result<String, OnnxError> {

@@ -17,8 +17,8 @@ pub use super::kinds::Op;
 use crate::config::Location;
 
 /// A whole network: `layers`, then `head`, then the output layer, a dense layer
-/// as wide as the data has coordinates. Images enter as one grey channel,
-/// repeated to `channels`.
+/// as wide as the data has coordinates (none after a final `soft_argmax`).
+/// Images enter as one grey channel, repeated to `channels`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Network {
     /// The preset it came from (`resnet18`), with ` (modified)` when the pipeline
@@ -42,6 +42,22 @@ impl Network {
             head: Vec::new(),
             at: None,
         }
+    }
+
+    /// Whether the network ends in `soft_argmax`, which gives the coordinates
+    /// itself: then it has no output layer.
+    pub fn reads_coordinates(&self) -> bool {
+        let last = self.head.last().or(self.layers.last());
+        matches!(last.map(|l| &l.op), Some(Op::SoftArgmax { .. }))
+    }
+
+    /// The last layer written, for errors about the network's end.
+    pub fn last_written(&self) -> Option<Location> {
+        self.head
+            .last()
+            .or(self.layers.last())
+            .and_then(|l| l.at.clone())
+            .or(self.at.clone())
     }
 
     /// The network as the train stage's cache key holds it: its layers and

@@ -8,7 +8,7 @@ use std::fmt;
 
 use super::{BlockUse, Layer, Network, Op, Shortcut};
 use crate::config::Location;
-use crate::models::kinds::Step;
+use crate::models::kinds::{Step, features};
 
 /// What flows between layers, for one image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,8 +84,10 @@ pub fn window_side(side: usize, kernel: usize, stride: usize, padding: usize) ->
 }
 
 /// Follows a `side` x `side` grey image through `graph` and its output layer of
-/// `outputs` units.
-pub fn infer(graph: &Network, side: usize, outputs: usize) -> Result<Summary, ShapeError> {
+/// `outputs` units (a dense layer; none after a final `soft_argmax`, whose
+/// maps must then be one per keypoint). `outputs` is None before the data is
+/// known: the layers are checked, not the width of what they end in.
+pub fn infer(graph: &Network, side: usize, outputs: Option<usize>) -> Result<Summary, ShapeError> {
     let mut walk = Walk {
         side,
         rows: Vec::new(),
@@ -93,26 +95,42 @@ pub fn infer(graph: &Network, side: usize, outputs: usize) -> Result<Summary, Sh
     let input = Shape::Map(graph.channels, side, side);
     let mut shape = walk.list("layers", 0, &graph.layers, input)?;
     shape = walk.list("head", 0, &graph.head, shape)?;
-    let output = Layer {
-        op: Op::Dense { units: outputs },
-        at: None,
-    };
-    if let Shape::Map(..) = shape {
-        return Err(ShapeError {
-            path: "output".into(),
-            what: "dense, one unit per coordinate".into(),
-            message: format!(
-                "gets a {shape} map: end `layers` or `head` with \"flatten\" or \"global_avg_pool\""
-            ),
-            at: graph
-                .head
-                .last()
-                .or(graph.layers.last())
-                .and_then(|l| l.at.clone())
-                .or(graph.at.clone()),
-        });
+    if graph.reads_coordinates() {
+        if let Some(outputs) = outputs
+            && shape != Shape::Flat(outputs)
+        {
+            let last = walk.rows.last().map(|r| r.path.clone()).unwrap_or_default();
+            return Err(ShapeError {
+                path: last,
+                what: "soft_argmax".into(),
+                message: format!(
+                    "gets {} maps, but the data has {} keypoints: end with {{ conv = {}, kernel = 1 }} before it",
+                    features(shape) / 2,
+                    outputs / 2,
+                    outputs / 2
+                ),
+                at: graph.last_written(),
+            });
+        }
+    } else {
+        if let Shape::Map(..) = shape {
+            return Err(ShapeError {
+                path: "output".into(),
+                what: "dense, one unit per coordinate".into(),
+                message: format!(
+                    "gets a {shape} map: end `layers` or `head` with \"flatten\" or \"global_avg_pool\", or with \"soft_argmax\""
+                ),
+                at: graph.last_written(),
+            });
+        }
+        let output = Layer {
+            op: Op::Dense {
+                units: outputs.unwrap_or(1),
+            },
+            at: None,
+        };
+        walk.layer("output", 0, &output, shape)?;
     }
-    walk.layer("output", 0, &output, shape)?;
     Ok(Summary {
         input,
         parameters: walk.rows.iter().map(|r| r.parameters).sum(),

@@ -130,7 +130,7 @@ impl ModelConfig {
         // With a side, shapes are checked now, before any stage runs; the output
         // layer's width does not change what the layers accept.
         if let (Some(side), 0) = (side, r.error_count())
-            && let Err(error) = crate::models::graph::shape::infer(&graph, side, 1)
+            && let Err(error) = crate::models::graph::shape::infer(&graph, side, None)
         {
             r.report(vec![crate::models::shape_error(&error)]);
         }
