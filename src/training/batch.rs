@@ -28,7 +28,7 @@ impl Normalisation {
 }
 
 /// One batch: `rows` images of `side * side` values, `rows * coords` targets and
-/// loss-mask entries (1 or 0).
+/// loss-mask entries (1 or 0, or a row's weight: [`Batch::weigh_complete_rows`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
     pub rows: usize,
@@ -83,6 +83,24 @@ pub fn assemble(
     batch
 }
 
+impl Batch {
+    /// Multiplies the loss mask of the rows of `split` (as `rows` lists them)
+    /// whose every coordinate is labelled by `weight`: the masked loss, a mean
+    /// weighted by the mask, then counts each complete face `weight` times.
+    /// Kaggle's faces come from two sources, one labelling all 15 keypoints
+    /// and one only 4 (`[train] complete_weight`).
+    pub fn weigh_complete_rows(&mut self, split: &Split, rows: &[usize], coords: usize, weight: f32) {
+        for (i, &row) in rows.iter().enumerate() {
+            let labelled = &split.labelled[row * coords..(row + 1) * coords];
+            if labelled.iter().all(|&l| l == 1) {
+                self.mask[i * coords..(i + 1) * coords]
+                    .iter_mut()
+                    .for_each(|m| *m *= weight);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +125,20 @@ mod tests {
         assert_eq!(batch.mask, [1.0, 1.0, 0.0, 0.0]);
         let norm = Normalisation::for_side(96);
         assert_eq!(norm.to_pixels(norm.to_unit(37.5)), 37.5);
+    }
+
+    #[test]
+    fn complete_rows_weigh_more_and_missing_labels_stay_out() {
+        // Row 0 is complete, row 1 has one label of two.
+        let split = Split {
+            images: vec![0; 8],
+            targets: vec![1.0, 0.5, 0.0, 0.0],
+            labelled: vec![1, 1, 1, 0],
+            loss_mask: vec![1, 1, 1, 0],
+            source_rows: vec![0, 1],
+        };
+        let mut batch = assemble(&split, &[1, 0], 2, 2, None);
+        batch.weigh_complete_rows(&split, &[1, 0], 2, 3.0);
+        assert_eq!(batch.mask, [1.0, 0.0, 3.0, 3.0]);
     }
 }

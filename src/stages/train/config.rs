@@ -246,6 +246,10 @@ pub struct TrainConfig {
     pub loss_settings: LossSettings,
     /// `[train.augment]`: `hflip`, `shift_px`, `rotate_deg`, `scale`, `brightness`, `contrast`.
     pub augment: Augment,
+    /// `complete_weight`: how much more a face with every keypoint labelled
+    /// counts in the loss than one with some missing (none: the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub complete_weight: Option<f64>,
 }
 
 impl TrainConfig {
@@ -303,6 +307,9 @@ impl TrainConfig {
             loss,
             loss_settings: read_loss_settings(r, loss),
             augment,
+            complete_weight: r
+                .states("complete_weight")
+                .then(|| r.f64_in("complete_weight", 1.0, 0.01..=100.0)),
         }
     }
 

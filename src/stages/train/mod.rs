@@ -709,13 +709,16 @@ impl TrainStage {
                     epochs_done: epoch - 1,
                 });
             }
-            let batch = assemble(
+            let mut batch = assemble(
                 train,
                 chunk,
                 prepared.side,
                 coords,
                 augment.map(|a| (a, &flips, &mut augment_rng)),
             );
+            if let Some(weight) = config.complete_weight {
+                batch.weigh_complete_rows(train, chunk, coords, weight as f32);
+            }
             session.set_lr(self.rate(schedule, epoch, index, train.len()));
             let loss = session.step(&batch)?;
             total += f64::from(loss) * chunk.len() as f64;
