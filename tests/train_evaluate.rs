@@ -153,7 +153,7 @@ fn predict_writes_one_row_per_input_row_and_a_kaggle_submission() {
 #[test]
 fn each_loss_trains_and_its_settings_are_keys() {
     let s = Scratch::new();
-    for loss in ["l1", "smooth_l1", "wing"] {
+    for loss in ["l1", "smooth_l1", "adaptive_wing", "wing"] {
         pipeline(&s, &format!("epochs = 2\nloss = \"{loss}\"\n"), "");
         let out = s.ok(&["run", "p.toml"]);
         assert!(out.contains("epoch   2/2"), "{loss}: {out}");
@@ -170,6 +170,50 @@ fn each_loss_trains_and_its_settings_are_keys() {
     pipeline(&s, "epochs = 2\nloss = \"wing\"\nwing_epsilon = 0\n", "");
     let err = refused(&s);
     assert!(err.contains("`train.wing_epsilon`: 0 is outside"), "{err}");
+    pipeline(&s, "epochs = 2\nloss = \"adaptive_wing\"\n", "");
+    s.ok(&["run", "p.toml"]);
+    pipeline(&s, "epochs = 2\nloss = \"adaptive_wing\"\nawing_theta = 4\n", "");
+    let out = s.ok(&["run", "p.toml", "--dry-run"]);
+    assert!(out.contains("`[train] awing_theta` changed: 0.5 -> 4.0"), "{out}");
+    pipeline(&s, "epochs = 2\nloss = \"wing\"\nawing_alpha = 2\n", "");
+    let err = refused(&s);
+    assert!(
+        err.contains("`awing_alpha` is a setting of loss = \"adaptive_wing\""),
+        "{err}"
+    );
+}
+
+/// `ema` and `complete_weight` train, are in the key when written and only
+/// then (earlier pipelines keep their entries), and are checked.
+#[test]
+fn ema_and_complete_weight_are_keys_only_when_written() {
+    let s = Scratch::new();
+    pipeline(&s, "epochs = 2\n", "");
+    s.ok(&["run", "p.toml"]);
+    let plain = metrics(&s)["validation"]["rmse_px"].as_f64().unwrap();
+    for (train, changed) in [
+        ("ema = 0.9\n", "`[train] ema` changed: (unset) -> 0.9"),
+        (
+            "complete_weight = 3\n",
+            "`[train] complete_weight` changed: (unset) -> 3.0",
+        ),
+    ] {
+        pipeline(&s, &format!("epochs = 2\n{train}"), "");
+        let out = s.ok(&["run", "p.toml", "--dry-run"]);
+        assert!(out.contains(changed), "{train}: {out}");
+        let out = s.ok(&["run", "p.toml"]);
+        assert!(out.contains("epoch   2/2"), "{train}: {out}");
+        let rmse = metrics(&s)["validation"]["rmse_px"].as_f64().unwrap();
+        assert!(rmse.is_finite() && rmse != plain, "{train}: {rmse} vs {plain}");
+    }
+    pipeline(&s, "epochs = 2\nema = 1\n", "");
+    assert!(refused(&s).contains("`train.ema`: 1 is outside"));
+    pipeline(&s, "epochs = 2\ncomplete_weight = 0\n", "");
+    assert!(refused(&s).contains("`train.complete_weight`: 0 is outside"));
+    // Written back as they were, the old entry is the answer again.
+    pipeline(&s, "epochs = 2\n", "");
+    let out = s.ok(&["run", "p.toml"]);
+    assert!(out.contains("train      cached"), "{out}");
 }
 
 #[test]
