@@ -639,7 +639,7 @@ fn needs_map(input: Shape, what: &str) -> Result<(usize, usize, usize), String> 
     match input {
         Shape::Map(c, h, w) => Ok((c, h, w)),
         Shape::Flat(n) => Err(format!(
-            "gets {n} flat features, but {what} needs a map: move it before the flatten"
+            "gets {n} flat features, but {what} needs a map: move it before what made the features flat (\"flatten\", \"global_avg_pool\", \"dense\" or \"soft_argmax\")"
         )),
     }
 }

@@ -351,7 +351,7 @@ impl<'a> GraphReader<'a> {
                 self.error_with_help(
                     key,
                     &entry.key_at,
-                    format!("unknown key `{}` for a {kind} layer", excerpt(name)),
+                    format!("unknown key `{}` for the {kind} layer", excerpt(name)),
                     help,
                 );
             }
@@ -915,7 +915,7 @@ projection = [{ conv = "filters", kernel = 1, stride = "stride" }, "batchnorm"]
 
         let e = one_error("layers = [{ conv = 8, kernel = 3, strid = 2 }]\n");
         assert!(
-            e.contains("unknown key `strid` for a conv layer") && e.contains("did you mean `stride`?"),
+            e.contains("unknown key `strid` for the conv layer") && e.contains("did you mean `stride`?"),
             "{e}"
         );
 
