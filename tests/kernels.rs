@@ -1,4 +1,5 @@
 //! fkp's patched dfdx kernels (patches/dfdx/0006: batched conv2d and pool2d;
+//! 0016: Winograd 3x3 convolutions;
 //! 0004: elementwise ops and reductions; 0008: leaky ReLU; 0005: zeroing large
 //! buffers)
 //! checked against plain per-image reference implementations kept here, forward
@@ -236,19 +237,61 @@ fn conv2d_batches_split_into_chunks_and_lanes() {
 #[test]
 fn conv2d_deep_layer_gemms_split_over_threads() {
     // 36 output pixels: chunks of 29 images, 3 chunks (the last of 6 images),
-    // whose GEMMs (64 x 576 x 1044 forward) are large enough for gemm to split
-    // them over the 2 threads: the result must not change.
+    // whose GEMMs (64 x 1600 x 1044 forward) are large enough for gemm to split
+    // them over the 2 threads: the result must not change. (5x5: a 3x3 of
+    // stride 1 would take the Winograd path, tested below.)
     let c = Conv {
         batch: 64,
         chan_in: 64,
         side: 6,
         chan_out: 64,
-        kernel: 3,
+        kernel: 5,
         stride: 1,
-        padding: 1,
+        padding: 2,
         dilation: 1,
     };
     check_conv(c, 7);
+}
+
+/// A 3x3 convolution of stride 1 (0016: Winograd F(2x2, 3x3) from 16 input
+/// channels and 4x4 outputs on).
+fn winograd(batch: usize, chan_in: usize, side: usize, chan_out: usize, padding: usize) -> Conv {
+    Conv {
+        batch,
+        chan_in,
+        side,
+        chan_out,
+        kernel: 3,
+        stride: 1,
+        padding,
+        dilation: 1,
+    }
+}
+
+#[test]
+fn conv2d_winograd_tiles_at_the_edges() {
+    // Odd output sides (a last tile half outside), and each padding: 0 (no
+    // tile reads padding), 1 (ResNet's) and 2 (the output larger than the
+    // input); one image, then 3 in one chunk.
+    check_conv(winograd(1, 16, 7, 5, 1), 8);
+    check_conv(winograd(3, 17, 8, 3, 0), 9);
+    check_conv(winograd(2, 16, 5, 4, 2), 10);
+    // 5x5 outputs: the last tile row and column half past the edge
+    check_conv(winograd(5, 16, 7, 2, 0), 11);
+}
+
+#[test]
+fn conv2d_winograd_chunks_lanes_and_deep_layers() {
+    // 24x24: 144 tiles per image, chunks of 2 images, 19 chunks over the 8
+    // lanes (ResNet-18's first stage)
+    check_conv(winograd(37, 16, 24, 8, 1), 12);
+    // 6x6: 9 tiles per image, chunks of 29 images, 3 chunks run in order with
+    // every GEMM (64 x 64 x 261) and transform spread over the threads
+    check_conv(winograd(64, 64, 6, 64, 1), 13);
+    // 4x4: 4 tiles per image, the smallest output Winograd takes
+    check_conv(winograd(20, 32, 4, 48, 1), 14);
+    // 3x3 outputs stay on im2col
+    check_conv(winograd(6, 32, 3, 8, 1), 15);
 }
 
 /// A pooling case: kind, batch, channels, side, kernel, stride, padding.
