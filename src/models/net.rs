@@ -404,6 +404,97 @@ impl<D: Backend> Conv<f32, D> {
     }
 }
 
+// Folding batch norm into the convolution before it, for inference: batch
+// norm's (x - mean) * scale / sqrt(var + eps) + bias is per output channel, so
+// it is the convolution with each output channel's filter scaled and a bias
+// added. One broadcast add replaces batch norm's three passes over the maps.
+// The folded network predicts what the network does, up to rounding.
+impl<D: Backend> GraphNet<f32, D> {
+    /// This network for inference, each batch norm that directly follows a
+    /// convolution folded into it.
+    pub fn folded(&self) -> Result<Self, D::Err> {
+        Ok(GraphNet {
+            channels: self.channels,
+            layers: self.layers.folded()?,
+            head: self.head.folded()?,
+            output: self.output.clone(),
+        })
+    }
+}
+
+impl<D: Backend> Layers<f32, D> {
+    fn folded(&self) -> Result<Self, D::Err> {
+        let mut folded = Vec::with_capacity(self.0.len());
+        let mut layers = self.0.iter().peekable();
+        while let Some(layer) = layers.next() {
+            folded.push(match (layer, layers.peek()) {
+                (NetLayer::Conv(conv), Some(NetLayer::BatchNorm(norm))) => {
+                    layers.next();
+                    NetLayer::Conv(conv.folded(norm)?)
+                }
+                (NetLayer::Block(uses), _) => {
+                    NetLayer::Block(uses.iter().map(NetBlock::folded).collect::<Result<_, _>>()?)
+                }
+                (layer, _) => layer.clone(),
+            });
+        }
+        Ok(Layers(folded))
+    }
+}
+
+impl<D: Backend> NetBlock<f32, D> {
+    fn folded(&self) -> Result<Self, D::Err> {
+        Ok(NetBlock {
+            body: self.body.folded()?,
+            residual: self.residual,
+            projection: self.projection.folded()?,
+            after_add: self.after_add.folded()?,
+        })
+    }
+}
+
+impl<D: Backend> Conv<f32, D> {
+    /// This convolution followed by `norm` (inference mode), as one
+    /// convolution; the arithmetic in f64, rounded once.
+    fn folded(&self, norm: &Norm<f32, D>) -> Result<Self, D::Err> {
+        let wide = |t: &Vector<f32, D>| t.as_vec().into_iter().map(f64::from).collect::<Vec<_>>();
+        let (scale, shift, mean, var) = (
+            wide(&norm.scale),
+            wide(&norm.bias),
+            wide(&norm.running_mean),
+            wide(&norm.running_var),
+        );
+        let factor: Vec<f64> = scale
+            .iter()
+            .zip(&var)
+            .map(|(s, v)| s / (v + BN_EPSILON).sqrt())
+            .collect();
+        let shape = *self.weight.shape();
+        let per_filter = shape.1 * shape.2 * shape.3;
+        let weight: Vec<f32> = self
+            .weight
+            .as_vec()
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| (f64::from(w) * factor[i / per_filter]) as f32)
+            .collect();
+        let own_bias = match &self.bias {
+            Some(bias) => wide(bias),
+            None => vec![0.0; shape.0],
+        };
+        let bias: Vec<f32> = (0..shape.0)
+            .map(|o| ((own_bias[o] - mean[o]) * factor[o] + shift[o]) as f32)
+            .collect();
+        let dev = self.weight.device();
+        Ok(Conv {
+            weight: dev.try_tensor_from_vec(weight, shape)?,
+            bias: Some(dev.try_tensor_from_vec(bias, (shape.0,))?),
+            stride: self.stride,
+            padding: self.padding,
+        })
+    }
+}
+
 /// A layer without weights, the same in training and inference except
 /// dropout, which only drops in training.
 fn weightless<D: Backend, T: Tape<f32, D> + 'static>(
@@ -880,6 +971,85 @@ mod tests {
             panic!("layers.0 is the conv")
         };
         assert!(grads.get(&conv.weight).as_vec().iter().any(|g| *g != 0.0));
+    }
+
+    /// Every batch norm's four vectors, wherever it sits.
+    fn norms(layers: &mut Layers<f32, Cpu>) -> Vec<&mut Norm<f32, Cpu>> {
+        let mut found = Vec::new();
+        for layer in &mut layers.0 {
+            match layer {
+                NetLayer::BatchNorm(norm) => found.push(norm),
+                NetLayer::Block(uses) => {
+                    for block in uses {
+                        for part in [&mut block.body, &mut block.projection, &mut block.after_add] {
+                            found.extend(norms(part));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        found
+    }
+
+    fn count_norms(layers: &Layers<f32, Cpu>) -> usize {
+        layers
+            .0
+            .iter()
+            .map(|layer| match layer {
+                NetLayer::BatchNorm(_) => 1,
+                NetLayer::Block(uses) => uses
+                    .iter()
+                    .map(|b| count_norms(&b.body) + count_norms(&b.projection) + count_norms(&b.after_add))
+                    .sum(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    #[test]
+    fn folding_batch_norm_into_the_convolutions_predicts_the_same() {
+        // A conv with a bias and one without, each followed by batch norm, a
+        // residual block with a projection, and a batch norm after a ReLU
+        // (not after a convolution: it stays).
+        let (graph, errors) = read(
+            "layers = [{ conv = 4, kernel = 3, padding = 1, bias = true }, \"batchnorm\", \"relu\", \
+             { block = \"b\", filters = 6, stride = 2 }, \"relu\", \"batchnorm\", \"flatten\"]\n\
+             head = []\n\
+             [blocks.b]\n\
+             layers = [{ conv = \"filters\", kernel = 3, stride = \"stride\", padding = 1 }, \"batchnorm\"]\n\
+             residual = true\n\
+             projection = [{ conv = \"filters\", kernel = 1, stride = \"stride\" }, \"batchnorm\"]\n",
+        );
+        assert!(errors.is_empty(), "{errors:#?}");
+        let spec = ModelSpec {
+            graph,
+            side: 8,
+            outputs: 3,
+        };
+        spec.check().unwrap();
+        let dev = Cpu::seed_from_u64(1);
+        let mut network = spec.build(&dev).unwrap();
+        // statistics and affine terms far from the identity batch norm starts as
+        for norm in norms(&mut network.layers) {
+            let n = norm.scale.shape().0;
+            norm.scale = dev.sample_uniform_like(&(n,)) + 0.5;
+            norm.bias = dev.sample_normal_like(&(n,));
+            norm.running_mean = dev.sample_normal_like(&(n,));
+            norm.running_var = dev.sample_uniform_like(&(n,)) * 3.0 + 0.1;
+        }
+        let folded = network.folded().unwrap();
+        assert_eq!(
+            (count_norms(&network.layers), count_norms(&folded.layers)),
+            (4, 1)
+        );
+
+        let x: Images<Cpu> = dev.sample_uniform_like(&(5, Const, 8, 8));
+        let want = network.forward(x.clone()).as_vec();
+        let got = folded.forward(x).as_vec();
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{g} vs {w}");
+        }
     }
 
     /// One map per keypoint: each cell's position is the centre of the pixels

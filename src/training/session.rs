@@ -1,6 +1,7 @@
 //! A network and its optimiser behind one object-safe trait, so the training
 //! loop is written once for every architecture and device.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
@@ -125,6 +126,10 @@ struct NetSession<D: Backend> {
     grads: Option<Gradients<f32, D>>,
     optim: Optim<GraphNet<f32, D>, D>,
     average: Option<Average<D>>,
+    /// The predicting weights with batch norm folded into the convolutions
+    /// ([`GraphNet::folded`]), made on the first prediction after the weights
+    /// change, since predictions come a batch at a time.
+    folded: RefCell<Option<GraphNet<f32, D>>>,
     clip: Option<f64>,
     loss: LossFunction,
     side: usize,
@@ -263,6 +268,7 @@ fn new_session<D: Backend>(
         grads: None,
         optim,
         average,
+        folded: RefCell::new(None),
         clip: settings.clip_grad_norm,
         loss,
         side: spec.side,
@@ -272,6 +278,7 @@ fn new_session<D: Backend>(
 
 impl<D: Backend> Session for NetSession<D> {
     fn step(&mut self, batch: &Batch) -> Result<f32, TrainError> {
+        self.folded.get_mut().take();
         let x: Images<D> = self
             .dev
             .try_tensor_from_vec(batch.images.clone(), (batch.rows, Const, self.side, self.side))
@@ -320,6 +327,15 @@ impl<D: Backend> Session for NetSession<D> {
 
     fn predict(&self, images: &[f32], rows: usize, chunk: usize) -> Result<Vec<f32>, TrainError> {
         let pixels = self.side * self.side;
+        let mut folded = self.folded.borrow_mut();
+        let net = match &mut *folded {
+            Some(net) => net,
+            empty => empty.insert(
+                self.weights(Weights::Predicting)
+                    .folded()
+                    .map_err(|e| self.fail(e))?,
+            ),
+        };
         let mut out = Vec::with_capacity(rows * self.outputs);
         for start in (0..rows).step_by(chunk.max(1)) {
             let n = chunk.min(rows - start);
@@ -330,10 +346,7 @@ impl<D: Backend> Session for NetSession<D> {
                     (n, Const, self.side, self.side),
                 )
                 .map_err(|e| self.fail(e))?;
-            let y = self
-                .weights(Weights::Predicting)
-                .try_forward(x)
-                .map_err(|e| self.fail(e))?;
+            let y = net.try_forward(x).map_err(|e| self.fail(e))?;
             out.extend(y.as_vec());
         }
         Ok(out)
@@ -392,6 +405,7 @@ impl<D: Backend> Session for NetSession<D> {
         };
         // Checked first, for a plain message: dfdx reports I/O errors in Debug form.
         std::fs::metadata(path).map_err(|e| error(e.to_string()))?;
+        self.folded.get_mut().take();
         let net = match (which, &mut self.average) {
             (Weights::Predicting, Some(average)) => &mut average.net,
             _ => &mut self.net,
