@@ -1,13 +1,26 @@
 #!/usr/bin/env python3
-"""PyTorch CPU training-speed reference for fkp's dfdx models.
+"""PyTorch CPU training- and inference-speed reference for fkp's dfdx models.
 
-One step = forward + MSE loss + backward + Adam update on a random batch of
-1x96x96 images with 30 targets (the Kaggle facial-keypoints shape).
+Training (default): one step = forward + MSE loss + backward + Adam update on a random batch
+of 1x96x96 images with 30 targets (the Kaggle facial-keypoints shape).
 
     python bench/torch_train_speed.py --model lenet --batch 64 --threads 2 --steps 5
 
+Inference (--inference): the same network in eval mode (batch norm on its running statistics,
+dropout off) under torch.inference_mode(); one step = one forward pass of a random batch.
+The --warmup batches (default 1) run untimed first, then --steps timed batches.
+
+    python bench/torch_train_speed.py --model lenet --inference --batch 64 --threads 2 --steps 20
+
 Prints per-step times and a final line:
-    RESULT model=lenet batch=64 threads=2 steps=5 img_per_s=... s_per_step=... peak_rss_mib=...
+    RESULT model=lenet mode=train batch=64 threads=2 steps=5 img_per_s=... s_per_step=...
+           peak_rss_mib=... macs_per_img=...
+(mode=inference with --inference). peak_rss_mib is the process's peak (ru_maxrss), the torch
+import included. macs_per_img: the forward pass's multiply-adds for ONE 1 x size x size image,
+counted by forward hooks on every Conv2d (output elements x in-channels/groups x kernel area)
+and Linear (in x out features); bias adds, batch norm, activations, pooling and residual adds
+are not counted (they are a few % of the total). FLOPs = 2 x MACs; a training step is about
+3x the forward (backward = input and weight gradients, 2x).
 
 Install: PyPI has no CPU-only torch wheel for Linux; `pip install torch==2.15.0` pulls the
 CUDA build (~0.5 GB wheel + ~3 GB nvidia-* wheels, needed even to import on CPU).
@@ -157,6 +170,33 @@ def darknet53(outputs: int) -> nn.Module:
     return nn.Sequential(*layers)
 
 
+def forward_macs(model: nn.Module, size: int, device: str) -> int:
+    """Multiply-adds of one forward pass of one 1 x size x size image (Conv2d and Linear only)."""
+    total = 0
+
+    def conv(m, inp, out):
+        nonlocal total
+        k = m.kernel_size[0] * m.kernel_size[1]
+        total += out.numel() // out.shape[0] * (m.in_channels // m.groups) * k
+
+    def linear(m, inp, out):
+        nonlocal total
+        total += out.numel() // out.shape[0] * m.in_features
+
+    hooks = [m.register_forward_hook(conv if isinstance(m, nn.Conv2d) else linear)
+             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 1, size, size, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return total
+
+
 def peak_rss_mib() -> float:
     # ru_maxrss is KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -167,8 +207,10 @@ def main() -> int:
     ap.add_argument("--model", choices=["lenet", "resnet18", "resnet50", "alexnet", "darknet53"], default="lenet")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=5, help="timed steps")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps (batches with --inference)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    ap.add_argument("--inference", action="store_true",
+                    help="time eval-mode forward passes under torch.inference_mode() instead of training")
     ap.add_argument("--outputs", type=int, default=30)
     ap.add_argument("--size", type=int, default=96, help="input height = width")
     ap.add_argument("--seed", type=int, default=0)
@@ -192,39 +234,57 @@ def main() -> int:
     loss_fn = nn.MSELoss()
     x = torch.randn(a.batch, 1, a.size, a.size, device=a.device)
     y = torch.randn(a.batch, a.outputs, device=a.device)
+    macs = forward_macs(model, a.size, a.device)
+    mode = "inference" if a.inference else "train"
     print(
-        f"torch {torch.__version__} model={a.model} params={params} "
-        f"threads={torch.get_num_threads()} batch={a.batch}",
+        f"torch {torch.__version__} model={a.model} mode={mode} params={params} "
+        f"macs_per_img={macs} threads={torch.get_num_threads()} batch={a.batch}",
         flush=True,
     )
 
-    t0 = time.perf_counter()
-    for i in range(a.warmup + a.steps):
-        if i == a.warmup:
+    if a.inference:
+        model.eval()
+        with torch.inference_mode():
             t0 = time.perf_counter()
-        ts = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        lv = loss.item()  # also waits for the GPU, so step times are real
-        print(f"  step {i}: loss {lv:.4f} {time.perf_counter() - ts:.3f}s", flush=True)
-    dt = time.perf_counter() - t0
+            for i in range(a.warmup + a.steps):
+                if i == a.warmup:
+                    t0 = time.perf_counter()
+                ts = time.perf_counter()
+                out = model(x)
+                first = out[0, 0].item()  # also waits for the GPU, so batch times are real
+                print(f"  batch {i}: out[0,0] {first:.4f} {time.perf_counter() - ts:.3f}s", flush=True)
+            dt = time.perf_counter() - t0
+    else:
+        t0 = time.perf_counter()
+        for i in range(a.warmup + a.steps):
+            if i == a.warmup:
+                t0 = time.perf_counter()
+            ts = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            lv = loss.item()  # also waits for the GPU, so step times are real
+            print(f"  step {i}: loss {lv:.4f} {time.perf_counter() - ts:.3f}s", flush=True)
+        dt = time.perf_counter() - t0
 
     res = {
         "model": a.model,
+        "mode": mode,
         "batch": a.batch,
         "threads": a.threads,
         "steps": a.steps,
         "img_per_s": round(a.batch * a.steps / dt, 2),
         "s_per_step": round(dt / a.steps, 4),
         "peak_rss_mib": round(peak_rss_mib(), 1),
+        "macs_per_img": macs,
+        "params": params,
         "torch": torch.__version__,
     }
     print(
         "RESULT " + " ".join(f"{k}={res[k]}" for k in
-                             ["model", "batch", "threads", "steps", "img_per_s",
-                              "s_per_step", "peak_rss_mib"])
+                             ["model", "mode", "batch", "threads", "steps", "img_per_s",
+                              "s_per_step", "peak_rss_mib", "macs_per_img"])
     )
     if a.json:
         print(json.dumps(res))
