@@ -254,7 +254,7 @@ fn conv2d_deep_layer_gemms_split_over_threads() {
 }
 
 /// A 3x3 convolution of stride 1 (0016: Winograd F(2x2, 3x3) from 16 input
-/// channels and 4x4 outputs on).
+/// channels and 6x6 outputs on).
 fn winograd(batch: usize, chan_in: usize, side: usize, chan_out: usize, padding: usize) -> Conv {
     Conv {
         batch,
@@ -276,8 +276,9 @@ fn conv2d_winograd_tiles_at_the_edges() {
     check_conv(winograd(1, 16, 7, 5, 1), 8);
     check_conv(winograd(3, 17, 8, 3, 0), 9);
     check_conv(winograd(2, 16, 5, 4, 2), 10);
-    // 5x5 outputs: the last tile row and column half past the edge
-    check_conv(winograd(5, 16, 7, 2, 0), 11);
+    // 7x7 outputs without padding: the last tile row and column half past
+    // the edge
+    check_conv(winograd(5, 16, 9, 2, 0), 11);
 }
 
 #[test]
@@ -288,10 +289,11 @@ fn conv2d_winograd_chunks_lanes_and_deep_layers() {
     // 6x6: 9 tiles per image, chunks of 29 images, 3 chunks run in order with
     // every GEMM (64 x 64 x 261) and transform spread over the threads
     check_conv(winograd(64, 64, 6, 64, 1), 13);
-    // 4x4: 4 tiles per image, the smallest output Winograd takes
-    check_conv(winograd(20, 32, 4, 48, 1), 14);
-    // 3x3 outputs stay on im2col
-    check_conv(winograd(6, 32, 3, 8, 1), 15);
+    // 6x6 without padding: 9 tiles per image, one chunk of all 20 images
+    check_conv(winograd(20, 32, 8, 48, 0), 14);
+    // 5x5 and 3x3 outputs stay on im2col
+    check_conv(winograd(6, 32, 5, 8, 1), 15);
+    check_conv(winograd(6, 32, 3, 8, 1), 16);
 }
 
 /// A pooling case: kind, batch, channels, side, kernel, stride, padding.
