@@ -8,7 +8,7 @@
 //! a patch's header or format can change without changing what dfdx computes.
 //!
 //! On the CPU, matrix products run in the `gemm` crate's kernels for the best
-//! instruction set the processor has (AVX-512, FMA, AVX, SSE2), and those sum in different
+//! instruction set the processor has (AVX-512, FMA or none), and those sum in different
 //! orders. Results do not depend on the number of threads (the patched kernels
 //! split work into fixed chunks), but they can differ between processors with
 //! different instruction sets, so the instruction set is part of the key.
@@ -28,24 +28,16 @@ pub fn cpu_kernels() -> &'static str {
     KERNELS.get_or_init(|| format!("{}/{}", std::env::consts::ARCH, instruction_set()))
 }
 
-/// The instruction set `gemm` dispatches to, tested in its order.
+/// The instruction set `gemm` dispatches to, tested in its order: gemm 0.19
+/// (with `x86-v4`) takes its AVX-512 kernels on `avx512f`, else its FMA ones
+/// on `fma`, else scalar ones.
 fn instruction_set() -> &'static str {
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     {
-        // gemm's `x86-v4` kernels need what x86-64-v4 names (pulp's `V4`)
-        let v4 = std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512cd")
-            && std::arch::is_x86_feature_detected!("avx512dq")
-            && std::arch::is_x86_feature_detected!("avx512vl");
-        if v4 && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx512f") {
             "avx512"
         } else if std::arch::is_x86_feature_detected!("fma") {
             "fma"
-        } else if std::arch::is_x86_feature_detected!("avx") {
-            "avx"
-        } else if std::arch::is_x86_feature_detected!("sse2") {
-            "sse2"
         } else {
             "scalar"
         }
