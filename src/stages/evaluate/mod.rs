@@ -92,7 +92,8 @@ impl Stage for EvaluateStage {
     fn version(&self) -> u32 {
         // 4: metrics.json says which test-time augmentation its scores use.
         // 5: seed ensembles: averaged predictions, and `members`.
-        5
+        // 6: predictions with batch norm folded into the convolutions.
+        6
     }
 
     /// The configuration, with the numerics its predictions are computed with

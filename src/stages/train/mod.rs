@@ -322,7 +322,8 @@ impl Stage for TrainStage {
         // 3: networks built from graphs; weights named after the graph.
         // 4: the learning rate follows its schedule batch by batch.
         // 5: model.json records the seed (which member of an ensemble it is).
-        5
+        // 6: validation predicts with batch norm folded into the convolutions.
+        6
     }
 
     /// The configuration, with the device `device` resolves to (so "auto" files
