@@ -992,21 +992,6 @@ mod tests {
         found
     }
 
-    fn count_norms(layers: &Layers<f32, Cpu>) -> usize {
-        layers
-            .0
-            .iter()
-            .map(|layer| match layer {
-                NetLayer::BatchNorm(_) => 1,
-                NetLayer::Block(uses) => uses
-                    .iter()
-                    .map(|b| count_norms(&b.body) + count_norms(&b.projection) + count_norms(&b.after_add))
-                    .sum(),
-                _ => 0,
-            })
-            .sum()
-    }
-
     #[test]
     fn folding_batch_norm_into_the_convolutions_predicts_the_same() {
         // A conv with a bias and one without, each followed by batch norm, a
@@ -1039,10 +1024,8 @@ mod tests {
             norm.running_var = dev.sample_uniform_like(&(n,)) * 3.0 + 0.1;
         }
         let folded = network.folded().unwrap();
-        assert_eq!(
-            (count_norms(&network.layers), count_norms(&folded.layers)),
-            (4, 1)
-        );
+        let count = |net: &GraphNet<f32, Cpu>| norms(&mut net.clone().layers).len();
+        assert_eq!((count(&network), count(&folded)), (4, 1));
 
         let x: Images<Cpu> = dev.sample_uniform_like(&(5, Const, 8, 8));
         let want = network.forward(x.clone()).as_vec();
