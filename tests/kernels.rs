@@ -270,30 +270,33 @@ fn winograd(batch: usize, chan_in: usize, side: usize, chan_out: usize, padding:
 
 #[test]
 fn conv2d_winograd_tiles_at_the_edges() {
-    // Odd output sides (a last tile half outside), and each padding: 0 (no
-    // tile reads padding), 1 (ResNet's) and 2 (the output larger than the
-    // input); one image, then 3 in one chunk.
+    // Each padding: 0 (no tile reads padding), 1 (ResNet's), 2 and 3 (the
+    // output larger than the input); odd output sides 7 and 9, where the last
+    // tile row and column are half past the edge; batches of 1 to 5 images,
+    // each one chunk.
     check_conv(winograd(1, 16, 7, 5, 1), 8);
     check_conv(winograd(3, 17, 8, 3, 0), 9);
     check_conv(winograd(2, 16, 5, 4, 2), 10);
-    // 7x7 outputs without padding: the last tile row and column half past
-    // the edge
     check_conv(winograd(5, 16, 9, 2, 0), 11);
+    check_conv(winograd(2, 16, 5, 3, 3), 12);
 }
 
 #[test]
 fn conv2d_winograd_chunks_lanes_and_deep_layers() {
     // 24x24: 144 tiles per image, chunks of 2 images, 19 chunks over the 8
     // lanes (ResNet-18's first stage)
-    check_conv(winograd(37, 16, 24, 8, 1), 12);
-    // 6x6: 9 tiles per image, chunks of 29 images, 3 chunks run in order with
-    // every GEMM (64 x 64 x 261) and transform spread over the threads
-    check_conv(winograd(64, 64, 6, 64, 1), 13);
-    // 6x6 without padding: 9 tiles per image, one chunk of all 20 images
-    check_conv(winograd(20, 32, 8, 48, 0), 14);
-    // 5x5 and 3x3 outputs stay on im2col
-    check_conv(winograd(6, 32, 5, 8, 1), 15);
-    check_conv(winograd(6, 32, 3, 8, 1), 16);
+    check_conv(winograd(37, 16, 24, 8, 1), 13);
+    // 6x6: 9 tiles per image, chunks of 29 images, 3 chunks run in order; the
+    // first two chunks' GEMMs (64 x 64 x 261) are large enough for gemm to
+    // split them over the 2 threads
+    check_conv(winograd(64, 64, 6, 64, 1), 14);
+    // 6x6 without padding: one chunk of all 20 images
+    check_conv(winograd(20, 32, 8, 48, 0), 15);
+    // the shapes just outside Winograd's reach, on im2col: 5x5 and 3x3
+    // outputs, 15 input channels
+    check_conv(winograd(6, 32, 5, 8, 1), 16);
+    check_conv(winograd(6, 32, 3, 8, 1), 17);
+    check_conv(winograd(4, 15, 8, 8, 1), 18);
 }
 
 /// A pooling case: kind, batch, channels, side, kernel, stride, padding.
