@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where fkp's CPU training time goes: `perf record` of one epoch of ARCH (default
 # resnet18) on the first ROWS (default 640) faces of the shared sparse file, batch 64,
-# 2 threads, then the samples grouped by kind of work (gemm, elementwise, im2col,
+# 2 threads, then the samples grouped by kind of work (gemm, elementwise, Winograd, im2col,
 # reductions, ...) and the cores used ((user + sys) / wall). Needs `perf` (Debian:
 # linux-perf) and the fkp binary.
 #
@@ -40,6 +40,7 @@ perf report -i perf.data --no-children --sort symbol --stdio -g none 2>/dev/null
 import collections, re, sys
 groups = [
     ("gemm (convolution and dense matmuls, multi-threaded)", lambda s, k: "gemm" in s),
+    ("Winograd transforms (3x3 convolutions)", lambda s, k: "winograd" in s),
     ("im2col unfold/fold, filter copies", lambda s, k: "conv2d" in s),
     ("binary elementwise (adds, muls, batch-norm arithmetic)", lambda s, k: "BinaryKernel" in s or "zip_map" in s),
     ("gradient accumulation (elementwise backward, broadcast sums)", lambda s, k: "par::accumulate" in s),
