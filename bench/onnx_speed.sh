@@ -90,18 +90,9 @@ with gzip.open(sample, "rt", newline="") as f, open(f"{tmp}/train.csv", "w") as 
     out.writelines(line for i, line in zip(range(129), f))
 EOF
 
-# best_seconds N COMMAND...: the fastest of N runs, in seconds
-best_seconds() {
-  local n=$1 best="" started elapsed
-  shift
-  for _ in $(seq 1 "$n"); do
-    started=$(date +%s.%N)
-    "$@" >/dev/null 2>&1 || die "failed: $*"
-    elapsed=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.4f", b - a }')
-    if [[ -z $best ]] || awk -v e="$elapsed" -v b="$best" 'BEGIN { exit !(e < b) }'; then best=$elapsed; fi
-  done
-  echo "$best"
-}
+# best_seconds N COMMAND...: the fastest of N runs, in wall seconds
+# shellcheck source=bench/lib/timing.sh
+source "$REPO/bench/lib/timing.sh"
 
 ROWS_OUT=()
 for MODEL in "${MODELS[@]}"; do

@@ -252,18 +252,9 @@ print("%.2f %d" % (last["images_per_s"], last["epoch"]))
   note "  $bin: $FKP_IPS img/s (epoch $FKP_EPOCH), peak RSS $FKP_RSS MiB, ${WALL_S} s wall, $FKP_CORES cores"
 }
 
-# best_seconds N COMMAND...: the fastest of N runs of COMMAND, in wall seconds
-best_seconds() {
-  local n=$1 best="" started elapsed
-  shift
-  for _ in $(seq 1 "$n"); do
-    started=$(date +%s.%N)
-    "$@" >/dev/null 2>&1 || die "failed ($MODEL): $*"
-    elapsed=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.4f", b - a }')
-    if [[ -z $best ]] || awk -v e="$elapsed" -v b="$best" 'BEGIN { exit !(e < b) }'; then best=$elapsed; fi
-  done
-  echo "$best"
-}
+# best_seconds N COMMAND...: the fastest of N runs, in wall seconds
+# shellcheck source=bench/lib/timing.sh
+source "$REPO/bench/lib/timing.sh"
 
 # predict BIN DIR TOML INPUT OUTPUT: one plain `fkp predict` with the model cached in DIR
 predict() {
