@@ -40,6 +40,7 @@ Parameter counts equal fkp's for the same model (`fkp run` prints them when trai
 """
 
 import argparse
+import contextlib
 import json
 import resource
 import sys
@@ -242,30 +243,31 @@ def main() -> int:
         flush=True,
     )
 
+    # one step of the mode; its .item() also waits for the GPU, so step times are real
     if a.inference:
         model.eval()
-        with torch.inference_mode():
-            t0 = time.perf_counter()
-            for i in range(a.warmup + a.steps):
-                if i == a.warmup:
-                    t0 = time.perf_counter()
-                ts = time.perf_counter()
-                out = model(x)
-                first = out[0, 0].item()  # also waits for the GPU, so batch times are real
-                print(f"  batch {i}: out[0,0] {first:.4f} {time.perf_counter() - ts:.3f}s", flush=True)
-            dt = time.perf_counter() - t0
+        context = torch.inference_mode()
+
+        def step() -> str:
+            return f"out[0,0] {model(x)[0, 0].item():.4f}"
     else:
+        context = contextlib.nullcontext()
+
+        def step() -> str:
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            return f"loss {loss.item():.4f}"
+
+    with context:
         t0 = time.perf_counter()
         for i in range(a.warmup + a.steps):
             if i == a.warmup:
                 t0 = time.perf_counter()
             ts = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
-            lv = loss.item()  # also waits for the GPU, so step times are real
-            print(f"  step {i}: loss {lv:.4f} {time.perf_counter() - ts:.3f}s", flush=True)
+            what = step()
+            print(f"  step {i}: {what} {time.perf_counter() - ts:.3f}s", flush=True)
         dt = time.perf_counter() - t0
 
     res = {

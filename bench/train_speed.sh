@@ -24,7 +24,7 @@
 #            warm-up batch, then N timed batches (lenet 40, resnet18 12, resnet50 8, alexnet 20,
 #            darknet53 6); img/s from its RESULT line.
 #   fkp inference  `fkp predict`, timed differentially in the folder of the fkp run above (the
-#            model is then cached: predict does not retrain). Once per model two Kaggle-layout
+#            model is then cached: predict does not retrain). Once per benchmark two Kaggle-layout
 #            inputs are written from the shared full-label faces15-train.csv.gz: its header + first
 #            64 rows, and its header + first F rows (F = BENCH_INFER_FACES, 1024; at most 3462).
 #            Each is predicted by `RAYON_NUM_THREADS=2 fkp predict -q --no-tta --input FILE
@@ -69,11 +69,10 @@
 #     cores: lscpu's "Core(s) per socket" x "Socket(s)" (SMT siblings share their core's FMA
 #       units), else nproc. FMA units: 2 (every AVX2+FMA x86 core since Intel Haswell / AMD Zen 2;
 #       not detectable from the flags; BENCH_FMA_UNITS). Lanes, from the first "flags" line of
-#       /proc/cpuinfo: 16 (512-bit AVX-512) when it has avx512f, avx512bw, avx512cd, avx512dq and
-#       avx512vl as well as avx2 and fma: then fkp's gemm 0.19 (its x86-v4 feature) picks its
-#       AVX-512 kernels at run time, as PyTorch (oneDNN) does; else 8 (256-bit AVX2+FMA) when it
-#       has avx2 and fma; else no peak is computed (set BENCH_PEAK_GFLOPS). Some AVX-512 cores
-#       have only one 512-bit FMA unit (some Xeon Bronze/Silver, client Ice/Tiger Lake), and AMD
+#       /proc/cpuinfo: 16 (512-bit AVX-512) when it has avx512f as well as avx2 and fma: then
+#       fkp's gemm 0.19 (its x86-v4 feature) picks its AVX-512 kernels at run time, as PyTorch
+#       (oneDNN) does; else 8 (256-bit AVX2+FMA) when it has avx2 and fma; else no peak is
+#       computed (set BENCH_PEAK_GFLOPS). Some AVX-512 cores have only one 512-bit FMA unit (some Xeon Bronze/Silver, client Ice/Tiger Lake), and AMD
 #       Zen 4 splits 512-bit FMAs into 256-bit halves: set BENCH_FMA_UNITS=1 there.
 #     GHz: BENCH_CPU_MHZ, else lscpu's "CPU max MHz", else cpufreq's cpuinfo_max_freq, else the
 #       highest "cpu MHz" in /proc/cpuinfo (in a VM that is the host's nominal/TSC clock: turbo
@@ -198,8 +197,8 @@ else
   FLAGS=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
   has_flags() { local f; for f in "$@"; do [[ $FLAGS == *" $f "* ]] || return 1; done; }
   if has_flags avx2 fma; then
-    # gemm 0.19's x86-v4 kernels run when the CPU has all of these (checked at run time)
-    if has_flags avx512f avx512bw avx512cd avx512dq avx512vl; then
+    # gemm 0.19 (x86-v4) takes its AVX-512 kernels on avx512f, as src/training/numerics.rs says
+    if has_flags avx512f; then
       LANES=16; SIMD="AVX-512"
     else
       LANES=8; SIMD="AVX2+FMA"
@@ -256,6 +255,18 @@ print("%.2f %d" % (last["images_per_s"], last["epoch"]))
 # shellcheck source=bench/lib/timing.sh
 source "$REPO/bench/lib/timing.sh"
 
+# torch_result LOG ARGS...: bench/torch_train_speed.py for MODEL at BATCH and THREADS with ARGS,
+# its output in LOG; prints its RESULT line
+torch_result() {
+  local log=$1
+  shift
+  "$PY" "$REPO/bench/torch_train_speed.py" --model "$MODEL" --batch "$BATCH" --threads "$THREADS" "$@" \
+    > "$log" 2>&1 || { cat "$log" >&2; die "torch_train_speed.py $* failed ($MODEL)"; }
+  grep '^RESULT ' "$log" | tail -n 1 | grep . || die "no RESULT line from torch_train_speed.py $* ($MODEL)"
+}
+# result_field NAME: the value of NAME=... in RESULT
+result_field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$RESULT"; }
+
 # predict BIN DIR TOML INPUT OUTPUT: one plain `fkp predict` with the model cached in DIR
 predict() {
   (cd "$2" && RAYON_NUM_THREADS=$THREADS "$1" predict -q --no-tta --input "$4" --output "$5" "$3")
@@ -300,6 +311,15 @@ median() {
     }' "$1"
 }
 
+# the faces fkp predict times, for every model: header + the first PREDICT_SMALL / INFER_FACES
+# rows of the full-label file (Kaggle layout; predict ignores the coordinate columns)
+FACES_SMALL="$TMP/faces-$PREDICT_SMALL.csv"
+FACES_LARGE="$TMP/faces-$INFER_FACES.csv"
+{ zcat "$FULL" || true; } | head -n $((INFER_FACES + 1)) > "$FACES_LARGE"
+head -n $((PREDICT_SMALL + 1)) "$FACES_LARGE" > "$FACES_SMALL"
+FULL_ROWS=$(($(wc -l < "$FACES_LARGE") - 1))
+((FULL_ROWS == INFER_FACES)) || die "BENCH_INFER_FACES=$INFER_FACES, but $FULL has only $FULL_ROWS rows"
+
 SECONDS=0
 ROWS_OUT=()
 for MODEL in "${MODELS[@]}"; do
@@ -326,15 +346,6 @@ for MODEL in "${MODELS[@]}"; do
     # header + the first ROWS rows (pipefail: head closing the pipe early kills zcat with SIGPIPE)
     { zcat "$SPARSE" || true; } | head -n $((ROWS + 1)) | gzip -1 > "$INPUT"
   fi
-  # the faces fkp predict times: header + the first PREDICT_SMALL / INFER_FACES rows of the
-  # full-label file (Kaggle layout; predict ignores the coordinate columns)
-  FACES_SMALL="$DIR/faces-$PREDICT_SMALL.csv"
-  FACES_LARGE="$DIR/faces-$INFER_FACES.csv"
-  { zcat "$FULL" || true; } | head -n $((PREDICT_SMALL + 1)) > "$FACES_SMALL"
-  { zcat "$FULL" || true; } | head -n $((INFER_FACES + 1)) > "$FACES_LARGE"
-  FULL_ROWS=$(($(wc -l < "$FACES_LARGE") - 1))
-  ((FULL_ROWS == INFER_FACES)) ||
-    die "BENCH_INFER_FACES=$INFER_FACES, but $FULL has only $FULL_ROWS rows"
   cat > "$DIR/train-$MODEL.toml" <<EOF
 [pipeline]
 name = "train-speed-$MODEL"
@@ -383,23 +394,17 @@ EOF
 
     # ---- PyTorch
     note "$MODEL / PyTorch: $STEPS steps"
-    "$PY" "$REPO/bench/torch_train_speed.py" --model "$MODEL" --batch "$BATCH" --threads "$THREADS" \
-      --steps "$STEPS" > "$RUN_DIR/torch.log" 2>&1 || { cat "$RUN_DIR/torch.log" >&2; die "torch_train_speed.py failed ($MODEL)"; }
-    RESULT=$(grep '^RESULT ' "$RUN_DIR/torch.log" | tail -n 1) || die "no RESULT line from torch_train_speed.py ($MODEL)"
-    TORCH_IPS=$(sed -n 's/.* img_per_s=\([^ ]*\).*/\1/p' <<<"$RESULT")
-    TORCH_RSS=$(sed -n 's/.* peak_rss_mib=\([^ ]*\).*/\1/p' <<<"$RESULT")
-    MACS=$(sed -n 's/.* macs_per_img=\([0-9]*\).*/\1/p' <<<"$RESULT")
+    RESULT=$(torch_result "$RUN_DIR/torch.log" --steps "$STEPS")
+    TORCH_IPS=$(result_field img_per_s)
+    TORCH_RSS=$(result_field peak_rss_mib)
+    MACS=$(result_field macs_per_img)
     [[ -n $TORCH_IPS && -n $TORCH_RSS && -n $MACS ]] || die "cannot parse: $RESULT"
     note "  PyTorch: $TORCH_IPS img/s, peak RSS $TORCH_RSS MiB; $MACS forward MACs per image"
 
     note "$MODEL / PyTorch inference: $INFER_STEPS batches"
-    "$PY" "$REPO/bench/torch_train_speed.py" --model "$MODEL" --inference --batch "$BATCH" \
-      --threads "$THREADS" --steps "$INFER_STEPS" > "$RUN_DIR/torch-inference.log" 2>&1 ||
-      { cat "$RUN_DIR/torch-inference.log" >&2; die "torch_train_speed.py --inference failed ($MODEL)"; }
-    RESULT=$(grep '^RESULT ' "$RUN_DIR/torch-inference.log" | tail -n 1) ||
-      die "no RESULT line from torch_train_speed.py --inference ($MODEL)"
-    TORCH_INFER=$(sed -n 's/.* img_per_s=\([^ ]*\).*/\1/p' <<<"$RESULT")
-    TORCH_INFER_RSS=$(sed -n 's/.* peak_rss_mib=\([^ ]*\).*/\1/p' <<<"$RESULT")
+    RESULT=$(torch_result "$RUN_DIR/torch-inference.log" --inference --steps "$INFER_STEPS")
+    TORCH_INFER=$(result_field img_per_s)
+    TORCH_INFER_RSS=$(result_field peak_rss_mib)
     [[ -n $TORCH_INFER && -n $TORCH_INFER_RSS ]] || die "cannot parse: $RESULT"
     note "  PyTorch inference: $TORCH_INFER img/s, peak RSS $TORCH_INFER_RSS MiB"
 
