@@ -72,8 +72,8 @@
 #       /proc/cpuinfo: 16 (512-bit AVX-512) when it has avx512f as well as avx2 and fma: then
 #       fkp's gemm 0.19 (its x86-v4 feature) picks its AVX-512 kernels at run time, as PyTorch
 #       (oneDNN) does; else 8 (256-bit AVX2+FMA) when it has avx2 and fma; else no peak is
-#       computed (set BENCH_PEAK_GFLOPS). Some AVX-512 cores have only one 512-bit FMA unit (some Xeon Bronze/Silver, client Ice/Tiger Lake), and AMD
-#       Zen 4 splits 512-bit FMAs into 256-bit halves: set BENCH_FMA_UNITS=1 there.
+#       computed (set BENCH_PEAK_GFLOPS). Some AVX-512 cores have only one 512-bit FMA unit
+#       (some Xeon Bronze/Silver, client Ice/Tiger Lake), and AMD Zen 4 splits 512-bit FMAs into 256-bit halves: set BENCH_FMA_UNITS=1 there.
 #     GHz: BENCH_CPU_MHZ, else lscpu's "CPU max MHz", else cpufreq's cpuinfo_max_freq, else the
 #       highest "cpu MHz" in /proc/cpuinfo (in a VM that is the host's nominal/TSC clock: turbo
 #       above it is not counted, so % of peak may read a little high). The table's title says
