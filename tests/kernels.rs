@@ -414,6 +414,65 @@ fn max_and_average_pooling() {
             padding: 1,
         };
         check_pool(resnet, seed + 1);
+        // No padding, as AlexNet's, and a side whose last row and column
+        // no window reaches.
+        let uncovered_edge = Pool {
+            side: 12,
+            padding: 0,
+            ..resnet
+        };
+        check_pool(uncovered_edge, seed + 2);
+        // Windows with rows and columns on both sides outside the plane.
+        let wide_padding = Pool {
+            max,
+            batch: 2,
+            chan: 5,
+            side: 7,
+            kernel: 3,
+            stride: 1,
+            padding: 2,
+        };
+        check_pool(wide_padding, seed + 3);
+    }
+}
+
+/// Pooling and the binary ops that keep their inputs for backward write their
+/// outputs on buffers from the allocation cache without zeroing them
+/// (patches/dfdx/0005-0006): handed buffers full of NaN, they must leave none,
+/// and give what a fresh device gives.
+#[test]
+fn pooling_and_binary_outputs_overwrite_reused_buffers() {
+    let (batch, chan, side, side_out) = (3, 4, 13, 7);
+    let x = random(batch * chan * side * side, 90);
+    let y = random(batch * chan * side * side, 91);
+    let run = |cache: bool| {
+        let dev = Cpu::default();
+        if cache {
+            dev.enable_cache();
+            for n in [batch * chan * side_out * side_out, x.len()] {
+                drop(dev.tensor_from_vec(vec![f32::NAN; n], (n,)));
+            }
+        }
+        let shape = (batch, chan, side, side);
+        let xt = dev.tensor_from_vec(x.clone(), shape);
+        let yt = dev.tensor_from_vec(y.clone(), shape);
+        let pooled = xt.leaky_trace().pool2d(Pool2DKind::Max, 3, 2, 1, 1usize);
+        let product = xt.leaky_trace() * yt;
+        [pooled.as_vec(), product.as_vec()]
+    };
+    let fresh = run(false);
+    for threads in [1, 2] {
+        let reused = on_threads(threads, || run(true));
+        for (name, got, want) in [
+            ("pooled", &reused[0], &fresh[0]),
+            ("product", &reused[1], &fresh[1]),
+        ] {
+            assert!(
+                got.iter().all(|v| !v.is_nan()),
+                "{name}: an element left unwritten"
+            );
+            assert_eq!(got, want, "{name}, {threads} thread(s)");
+        }
     }
 }
 
