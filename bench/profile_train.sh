@@ -3,9 +3,12 @@
 # resnet18) on the first ROWS (default 640) faces of the shared sparse file, batch 64,
 # 2 threads, then the samples grouped by kind of work (gemm, elementwise, Winograd, im2col,
 # reductions, ...) and the cores used ((user + sys) / wall). Needs `perf` (Debian:
-# linux-perf) and the fkp binary.
+# linux-perf) and the fkp binary. With PROFILE=predict it profiles inference instead: the
+# model trained first (unprofiled), then `fkp predict --no-tta` on the first 1024 faces of the
+# shared full-label file.
 #
 #   bench/profile_train.sh [ARCH] [ROWS] [FKP_BINARY]
+#   PROFILE=predict bench/profile_train.sh resnet18
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -13,6 +16,10 @@ ARCH=${1:-resnet18}
 ROWS=${2:-640}
 FKP=$(realpath "${3:-${CARGO_TARGET_DIR:-target}/release/fkp}")
 DATA="$ROOT/../shared/data/faces15-train-sparse.csv.gz"
+case ${PROFILE:=train} in
+train | predict) ;;
+*) echo "profile_train.sh: PROFILE is train or predict, not '$PROFILE'" >&2; exit 2 ;;
+esac
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fkp-profile.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
@@ -32,10 +39,19 @@ batch_size = 64
 TOML
 "$FKP" run p.toml -q --until prepare
 export RAYON_NUM_THREADS=2
+case $PROFILE in
+train) what="training" profiled=("$FKP" run p.toml -q --until train) ;;
+predict)
+    "$FKP" run p.toml -q --until train
+    (zcat "$ROOT/../shared/data/faces15-train.csv.gz" || true) | head -n 1025 >predict.csv
+    what="fkp predict --no-tta, 1024 faces"
+    profiled=("$FKP" predict p.toml -q --no-tta --input predict.csv --output predictions.csv)
+    ;;
+esac
 /usr/bin/time -f "wall %e s, user %U s, sys %S s" -o time.txt \
-    perf record -q -F 499 -o perf.data -- "$FKP" run p.toml -q --until train
-echo "$ARCH, $ROWS rows, batch 64, 2 threads: $(cat time.txt)"
-grep -h images_per_s .fkp/entries/train/*/timing.json | sed 's/^ */training /'
+    perf record -q -F 499 -o perf.data -- "${profiled[@]}"
+echo "$ARCH, $ROWS rows, batch 64, 2 threads, $what: $(cat time.txt)"
+[[ $what != training ]] || grep -h images_per_s .fkp/entries/train/*/timing.json | sed 's/^ */training /'
 perf report -i perf.data --no-children --sort symbol --stdio -g none 2>/dev/null | grep -v '^#' | python3 -c '
 import collections, re, sys
 groups = [
