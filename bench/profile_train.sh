@@ -16,6 +16,7 @@ ARCH=${1:-resnet18}
 ROWS=${2:-640}
 FKP=$(realpath "${3:-${CARGO_TARGET_DIR:-target}/release/fkp}")
 DATA="$ROOT/../shared/data/faces15-train-sparse.csv.gz"
+FULL_LABELS="$ROOT/../shared/data/faces15-train.csv.gz"
 case ${PROFILE:=train} in
 train | predict) ;;
 *) echo "profile_train.sh: PROFILE is train or predict, not '$PROFILE'" >&2; exit 2 ;;
@@ -43,7 +44,7 @@ case $PROFILE in
 train) what="training" profiled=("$FKP" run p.toml -q --until train) ;;
 predict)
     "$FKP" run p.toml -q --until train
-    (zcat "$ROOT/../shared/data/faces15-train.csv.gz" || true) | head -n 1025 >predict.csv
+    (zcat "$FULL_LABELS" || true) | head -n 1025 >predict.csv
     what="fkp predict --no-tta, 1024 faces"
     profiled=("$FKP" predict p.toml -q --no-tta --input predict.csv --output predictions.csv)
     ;;
@@ -51,7 +52,7 @@ esac
 /usr/bin/time -f "wall %e s, user %U s, sys %S s" -o time.txt \
     perf record -q -F 499 -o perf.data -- "${profiled[@]}"
 echo "$ARCH, $ROWS rows, batch 64, 2 threads, $what: $(cat time.txt)"
-[[ $what != training ]] || grep -h images_per_s .fkp/entries/train/*/timing.json | sed 's/^ */training /'
+[[ $PROFILE != train ]] || grep -h images_per_s .fkp/entries/train/*/timing.json | sed 's/^ */training /'
 perf report -i perf.data --no-children --sort symbol --stdio -g none 2>/dev/null | grep -v '^#' | python3 -c '
 import collections, re, sys
 groups = [
