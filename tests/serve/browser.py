@@ -73,12 +73,17 @@ def main():
     args = parser.parse_args()
     driver = browser()
     training = None
+
+    def click(selector):
+        """Clicks the first element matching selector, finding it again if a redraw replaced it."""
+        wait("a click on " + selector, lambda: driver.find_element(By.CSS_SELECTOR, selector).click() or True)
     try:
         driver.get(args.url)
-        rows = wait("the overview's rows", lambda: driver.find_elements(By.CSS_SELECTOR, "#overview tbody tr"))
-        names = [row.get_attribute("data-pipeline") for row in rows]
+        # (read in one script each: the page redraws as it polls, and an element
+        # found in one call may be gone by the next)
+        names = wait("the overview's rows", lambda: driver.execute_script(
+            "return [...document.querySelectorAll('#overview tbody tr')].map((r) => r.dataset.pipeline)"))
         assert names == ["a", "b", "live"], names
-        # (read in one script: the page may redraw between two reads)
         states = lambda name: driver.execute_script(
             "return [...document.querySelectorAll('tr[data-pipeline=\"' + arguments[0] + '\"] .badge')]"
             ".map((b) => b.dataset.state)", name)
@@ -112,23 +117,24 @@ def main():
 
         # Sorting the comparison.
         driver.get(args.url + "#/compare?pipelines=a,b")
-        header = wait("the comparison", lambda: driver.find_element(By.CSS_SELECTOR, 'th[data-key="rmse_px"]'))
+        wait("the comparison", lambda: driver.find_element(By.CSS_SELECTOR, 'th[data-key="rmse_px"]'))
         order = lambda: driver.execute_script(
             "return [...document.querySelectorAll('#compare-table tbody tr')].map((r) => r.dataset.pipeline)")
         rmse = lambda: [float(v) for v in driver.execute_script(
             "return [...document.querySelectorAll('#compare-table tbody tr')].map((r) => r.children[5].textContent)")]
-        header.click()
+        click('th[data-key="rmse_px"]')
         ascending = rmse()
         assert ascending == sorted(ascending), ascending
         first_order = order()
-        driver.find_element(By.CSS_SELECTOR, 'th[data-key="rmse_px"]').click()
+        click('th[data-key="rmse_px"]')
         assert rmse() == sorted(ascending, reverse=True), rmse()
         assert order() == list(reversed(first_order)), (order(), first_order)
         print("compare: sorting by RMSE reorders the rows: %s, then %s" % (first_order, order()))
 
         # A face with its keypoints.
         driver.get(args.url + "#/faces?a=a")
-        wait("the faces", lambda: driver.find_elements(By.CSS_SELECTOR, ".face"))[0].click()
+        wait("the faces", lambda: driver.find_elements(By.CSS_SELECTOR, ".face"))
+        click(".face")
         drawn = wait(
             "the face's keypoints",
             lambda: int(driver.execute_script(
