@@ -216,6 +216,53 @@ fn ema_and_complete_weight_are_keys_only_when_written() {
     assert!(out.contains("train      cached"), "{out}");
 }
 
+/// DSNT's regulariser trains a heatmap network, is in the key when written,
+/// and is refused where there are no maps or with a setting alone.
+#[test]
+fn the_dsnt_regulariser_trains_heatmap_networks_only() {
+    let s = Scratch::new();
+    s.write("faces.csv", blob_csv(300, SIDE, 7));
+    let heatmap = |train: &str| {
+        s.write(
+            "p.toml",
+            format!(
+                "[ingest]\ntrain = \"faces.csv\"\n[prepare]\nmissing = \"mask\"\nval = 0.2\n[model]\n\
+                 layers = [{{ conv = 8, kernel = 3, padding = 1 }}, \"relu\", {{ maxpool = 2 }}, \
+                 {{ conv = 2, kernel = 3, padding = 1 }}, \"soft_argmax\"]\n\
+                 [train]\ndevice = \"cpu\"\nbatch_size = 16\nepochs = 3\n{train}\n[evaluate]\n"
+            ),
+        )
+    };
+    heatmap("");
+    s.ok(&["run", "p.toml"]);
+    let plain = metrics(&s)["validation"]["rmse_px"].as_f64().unwrap();
+    heatmap("dsnt_regulariser = 1\ndsnt_sigma = 2\n");
+    let out = s.ok(&["run", "p.toml", "--dry-run"]);
+    assert!(
+        out.contains("`[train] dsnt_regulariser` changed: (unset) -> 1.0"),
+        "{out}"
+    );
+    let out = s.ok(&["run", "p.toml"]);
+    assert!(out.contains("epoch   3/3"), "{out}");
+    let rmse = metrics(&s)["validation"]["rmse_px"].as_f64().unwrap();
+    assert!(rmse.is_finite() && rmse != plain, "{rmse} vs {plain}");
+
+    heatmap("dsnt_sigma = 2\n");
+    assert!(
+        refused(&s).contains("`dsnt_sigma` is a setting of the regulariser: set `dsnt_regulariser` too"),
+        "sigma alone"
+    );
+    heatmap("dsnt_regulariser = 0\n");
+    assert!(refused(&s).contains("`train.dsnt_regulariser`: 0 is outside"));
+    pipeline(&s, "epochs = 2\ndsnt_regulariser = 1\n", "");
+    let err = refused(&s);
+    assert!(
+        err.contains("p.toml:")
+            && err.contains("regularises the maps of a network ending in \"soft_argmax\""),
+        "{err}"
+    );
+}
+
 #[test]
 fn bad_model_and_train_values_are_clear_errors() {
     let s = Scratch::new();

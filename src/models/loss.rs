@@ -83,6 +83,133 @@ impl LossFunction {
     }
 }
 
+/// DSNT's regulariser (Nibali et al., 2018), `[train] dsnt_regulariser`: for
+/// a network ending in `soft_argmax`, the Jensen-Shannon divergence between
+/// each map's distribution over its cells and a Gaussian at the labelled
+/// point, so the maps stay peaked where the keypoint is instead of taking any
+/// shape whose mean lands there. Masked like the coordinates' loss.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MapRegulariser {
+    /// How much the mean divergence (at most ln 2) counts beside the
+    /// coordinates' loss.
+    pub weight: f32,
+    /// The Gaussian's standard deviation in pixels; None for one cell of the map.
+    pub sigma_px: Option<f32>,
+}
+
+/// What a training minimises: the coordinates' loss, and optionally DSNT's
+/// regulariser on the maps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Objective {
+    pub loss: LossFunction,
+    pub regulariser: Option<MapRegulariser>,
+}
+
+impl From<LossFunction> for Objective {
+    fn from(loss: LossFunction) -> Objective {
+        Objective {
+            loss,
+            regulariser: None,
+        }
+    }
+}
+
+/// Keeps `x ln x` finite (and 0) where a softmax underflowed to 0.
+const LOG_FLOOR: f32 = 1e-12;
+
+impl MapRegulariser {
+    /// `weight` times the mean divergence over the keypoints `mask` labels
+    /// (weighted by it, as the coordinates' loss is).
+    ///
+    /// `maps`: `(b * k, cells)` distributions; `cells`: each cell's `(x, y)`
+    /// and `cell_width`, in the targets' normalised coordinates;
+    /// `targets` and `mask`: `(b, 2k)`, x then y per keypoint, row by row.
+    pub fn masked<D, T>(
+        self,
+        maps: Tensor<(usize, usize), f32, D, T>,
+        (cells, cell_width): (&[f32], f32),
+        targets: &[f32],
+        mask: &[f32],
+        pixels_per_unit: f32,
+    ) -> Tensor<Rank0, f32, D, T>
+    where
+        D: Device<f32> + TensorToArray<Rank0, f32, Array = f32>,
+        T: Tape<f32, D>,
+    {
+        let (rows, count) = *maps.shape();
+        let sigma = self.sigma_px.map_or(cell_width, |px| px / pixels_per_unit);
+        let gaussians = gaussians_at(targets, mask, cells, sigma);
+        let dev = maps.device().clone();
+        let q_log_q = dev.tensor_from_vec(gaussians.q_log_q, (rows,));
+        let weights = dev.tensor_from_vec(gaussians.weights, (rows,));
+        let q = dev.tensor_from_vec(gaussians.q, (rows, count));
+        // JS(p, q) = (sum p ln p + sum q ln q) / 2 - sum m ln m, m = (p + q) / 2.
+        let (p, tape) = maps.split_tape();
+        let m = (p.retaped::<T>() + q) * 0.5;
+        let halves = x_ln_x(p.put_tape(tape)) * 0.5 - x_ln_x(m);
+        let divergence = halves.sum::<(usize,), Axis<1>>() + q_log_q * 0.5;
+        masked_mean(
+            divergence.reshape_like(&(rows, 1)),
+            weights.reshape_like(&(rows, 1)),
+        ) * self.weight
+    }
+}
+
+/// `x ln x` elementwise, with `x` used twice on one tape.
+fn x_ln_x<D: Device<f32>, T: Tape<f32, D>>(
+    x: Tensor<(usize, usize), f32, D, T>,
+) -> Tensor<(usize, usize), f32, D, T> {
+    let (x, tape) = x.split_tape();
+    (x.clone().put_tape(tape) + LOG_FLOOR).ln() * x.retaped::<T>()
+}
+
+/// The regulariser's targets, one row per keypoint of each face.
+struct Gaussians {
+    /// `(rows, cells)`: a Gaussian of standard deviation `sigma` at the
+    /// target, normalised over the cells (uniform for an unlabelled keypoint,
+    /// which weighs nothing).
+    q: Vec<f32>,
+    /// `sum q ln q` of each row.
+    q_log_q: Vec<f32>,
+    /// Each row's weight: the mask of its x coordinate.
+    weights: Vec<f32>,
+}
+
+fn gaussians_at(targets: &[f32], mask: &[f32], cells: &[f32], sigma: f32) -> Gaussians {
+    let count = cells.len() / 2;
+    let rows = targets.len() / 2;
+    let mut q = Vec::with_capacity(rows * count);
+    let mut q_log_q = Vec::with_capacity(rows);
+    let mut weights = Vec::with_capacity(rows);
+    let scale = 1.0 / (2.0 * f64::from(sigma) * f64::from(sigma));
+    let mut row = vec![0f64; count];
+    for (target, weight) in targets.chunks_exact(2).zip(mask.chunks_exact(2)) {
+        let labelled = weight[0] > 0.0 && target.iter().all(|v| v.is_finite());
+        let (tx, ty) = (f64::from(target[0]), f64::from(target[1]));
+        for (value, cell) in row.iter_mut().zip(cells.chunks_exact(2)) {
+            let (dx, dy) = (f64::from(cell[0]) - tx, f64::from(cell[1]) - ty);
+            *value = if labelled {
+                -(dx * dx + dy * dy) * scale
+            } else {
+                0.0
+            };
+        }
+        // A softmax of the exponents: a target far off the map still gives a
+        // distribution, not zeros.
+        let top = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let total: f64 = row.iter().map(|e| (e - top).exp()).sum();
+        let mut entropy = 0.0;
+        for e in &row {
+            let log = e - top - total.ln();
+            entropy += log.exp() * log;
+            q.push(log.exp() as f32);
+        }
+        q_log_q.push(entropy as f32);
+        weights.push(if labelled { weight[0] } else { 0.0 });
+    }
+    Gaussians { q, q_log_q, weights }
+}
+
 /// Adaptive wing's linear part above `theta`, `slope |x| - offset`: the
 /// slope and value of the logarithmic part at `theta`.
 fn adaptive_wing_joint(omega: f32, theta: f32, epsilon: f32, alpha: f32) -> (f32, f32) {
@@ -262,5 +389,123 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Two faces of two keypoints on a 3x4 map of a 16-pixel image: the
+    /// cells' positions, targets (the second face's first keypoint missing),
+    /// and a mask.
+    fn dsnt_case() -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let cells = crate::models::kinds::soft_argmax_positions(3, 4, 16);
+        let targets = vec![0.1f32, -0.3, -0.6, 0.5, f32::NAN, f32::NAN, 0.9, 0.2];
+        let mask = vec![1.0f32, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0];
+        (cells, targets, mask)
+    }
+
+    /// Jensen-Shannon divergence of `p` from a Gaussian at `(tx, ty)` over
+    /// `cells`, in f64 from the definition.
+    fn reference_divergence(p: &[f64], cells: &[f32], (tx, ty): (f64, f64), sigma: f64) -> f64 {
+        let density: Vec<f64> = cells
+            .chunks_exact(2)
+            .map(|c| {
+                (-((f64::from(c[0]) - tx).powi(2) + (f64::from(c[1]) - ty).powi(2)) / (2.0 * sigma * sigma))
+                    .exp()
+            })
+            .collect();
+        let total: f64 = density.iter().sum();
+        let kl = |a: &[f64], b: &[f64]| -> f64 {
+            a.iter()
+                .zip(b)
+                .filter(|(a, _)| **a > 0.0)
+                .map(|(a, b)| a * (a / b).ln())
+                .sum()
+        };
+        let q: Vec<f64> = density.iter().map(|d| d / total).collect();
+        let m: Vec<f64> = p.iter().zip(&q).map(|(p, q)| (p + q) / 2.0).collect();
+        (kl(p, &m) + kl(&q, &m)) / 2.0
+    }
+
+    /// The regulariser's value by the reference, over the labelled rows.
+    fn reference_regulariser(maps: &[f64], weight: f64, sigma_px: f64) -> f64 {
+        let (cells, targets, mask) = dsnt_case();
+        let count = cells.len() / 2;
+        let mut total = 0.0;
+        let mut labelled = 0.0;
+        for (row, (target, m)) in targets.chunks_exact(2).zip(mask.chunks_exact(2)).enumerate() {
+            if m[0] > 0.0 {
+                let at = (f64::from(target[0]), f64::from(target[1]));
+                total +=
+                    reference_divergence(&maps[row * count..(row + 1) * count], &cells, at, sigma_px / 8.0);
+                labelled += 1.0;
+            }
+        }
+        weight * total / labelled
+    }
+
+    #[test]
+    fn the_dsnt_regulariser_is_the_jensen_shannon_divergence_over_labelled_keypoints() {
+        let dev = Cpu::seed_from_u64(5);
+        let (cells, targets, mask) = dsnt_case();
+        let regulariser = MapRegulariser {
+            weight: 0.5,
+            sigma_px: Some(3.0),
+        };
+        let logits: Tensor<(usize, usize), f32, Cpu> = dev.sample_normal_like(&(4, 12));
+        let maps = logits.softmax::<Axis<1>>();
+        let values: Vec<f64> = maps.as_vec().into_iter().map(f64::from).collect();
+        // 16 pixels: 8 per unit of the targets' coordinates.
+        let got = regulariser
+            .masked(maps.leaky_trace(), (&cells, 0.5), &targets, &mask, 8.0)
+            .array();
+        let want = reference_regulariser(&values, 0.5, 3.0);
+        assert!(want > 0.01, "a random map is far from the Gaussian: {want}");
+        assert!((f64::from(got) - want).abs() < 1e-5, "{got} vs {want}");
+
+        // Its gradient, by central differences of the reference.
+        let grads = regulariser
+            .masked(maps.leaky_trace(), (&cells, 0.5), &targets, &mask, 8.0)
+            .backward()
+            .get(&maps)
+            .as_vec();
+        for (i, &g) in grads.iter().enumerate() {
+            let h = 1e-5;
+            let (mut up, mut down) = (values.clone(), values.clone());
+            up[i] += h;
+            down[i] -= h;
+            let slope =
+                (reference_regulariser(&up, 0.5, 3.0) - reference_regulariser(&down, 0.5, 3.0)) / (2.0 * h);
+            assert!((f64::from(g) - slope).abs() < 1e-3, "cell {i}: {g} vs {slope}");
+            if (24..36).contains(&i) {
+                assert_eq!(g, 0.0, "the missing keypoint's map gets no gradient");
+            }
+        }
+    }
+
+    #[test]
+    fn the_dsnt_regulariser_vanishes_on_the_gaussian_and_defaults_to_one_cell() {
+        let dev = Cpu::default();
+        let (cells, targets, mask) = dsnt_case();
+        // One cell of the 4-wide map is 0.5 in the targets' coordinates (4 px).
+        let one_cell = gaussians_at(&targets, &mask, &cells, 0.5);
+        let regulariser = |sigma_px| MapRegulariser {
+            weight: 1.0,
+            sigma_px,
+        };
+        let maps = || dev.tensor_from_vec(one_cell.q.clone(), (4, 12));
+        for sigma_px in [None, Some(4.0)] {
+            let value = regulariser(sigma_px)
+                .masked(maps(), (&cells, 0.5), &targets, &mask, 8.0)
+                .array();
+            assert!(value.abs() < 1e-6, "{sigma_px:?}: {value}");
+        }
+        let wider = regulariser(Some(8.0))
+            .masked(maps(), (&cells, 0.5), &targets, &mask, 8.0)
+            .array();
+        assert!(wider > 1e-3, "another sigma is another Gaussian: {wider}");
+        // Each row is a distribution; the missing keypoint's is uniform and weighs nothing.
+        for row in one_cell.q.chunks_exact(12) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
+        assert_eq!(one_cell.weights, [1.0, 1.0, 0.0, 1.0]);
+        assert!(one_cell.q[24..36].iter().all(|&v| (v - 1.0 / 12.0).abs() < 1e-7));
     }
 }

@@ -32,6 +32,10 @@ const BN_MOMENTUM: f64 = 0.1;
 type Map<E, D, T> = Tensor<(usize, usize, usize, usize), E, D, T>;
 type Flat<E, D, T> = Tensor<(usize, usize), E, D, T>;
 type Vector<E, D> = Tensor<(usize,), E, D>;
+/// The tape of a training step.
+type Taped<D> = OwnedTape<f32, D>;
+/// A final `soft_argmax`'s maps as distributions over their cells, `(b * k, h * w)`.
+pub type MapDistributions<D> = Flat<f32, D, Taped<D>>;
 
 /// What flows between layers: a batch of maps, or of flat features.
 enum Act<D: Storage<f32>, T> {
@@ -70,6 +74,8 @@ pub struct Positions {
     temperature: f32,
     /// `(x, y)` of each cell, row by row: `(h * w, 2)`.
     cells: Vec<f32>,
+    /// The width of a cell in the targets' coordinates.
+    cell_width: f32,
 }
 
 impl Positions {
@@ -78,18 +84,55 @@ impl Positions {
         Positions {
             temperature: temperature as f32,
             cells: soft_argmax_positions(h, w, side),
+            // Targets run from -1 to 1 across the side.
+            cell_width: 2.0 / w as f32,
         }
     }
 
     /// `(b, k, h, w)` maps to `(b, 2k)` coordinates, x then y per keypoint.
     fn forward<D: Device<f32>, T: Tape<f32, D>>(&self, x: Map<f32, D, T>) -> Result<Act<D, T>, D::Err> {
+        let (b, k, ..) = *x.shape();
+        self.coordinates(self.distributions(x)?, b, k)
+    }
+
+    /// Like `forward`, keeping the maps as distributions over their cells,
+    /// `(b * k, h * w)`, on the same tape in `kept`: what DSNT's regulariser
+    /// compares with the labels.
+    fn forward_keeping_maps<D: Device<f32>>(
+        &self,
+        x: Map<f32, D, Taped<D>>,
+        kept: &mut Option<MapDistributions<D>>,
+    ) -> Result<Act<D, Taped<D>>, D::Err> {
+        let (b, k, ..) = *x.shape();
+        // Off the tape and back, as a residual's input: both uses' gradients
+        // reach the softmax.
+        let (distributions, tape) = self.distributions(x)?.split_tape();
+        *kept = Some(distributions.retaped());
+        self.coordinates(distributions.put_tape(tape), b, k)
+    }
+
+    /// Each map's softmax (after dividing by the temperature): `(b * k, h * w)`.
+    fn distributions<D: Device<f32>, T: Tape<f32, D>>(
+        &self,
+        x: Map<f32, D, T>,
+    ) -> Result<Flat<f32, D, T>, D::Err> {
         let (b, k, h, w) = *x.shape();
-        let cells = x.device().try_tensor_from_vec(self.cells.clone(), (h * w, 2))?;
-        let weights = x
-            .try_reshape_like(&(b * k, h * w))?
+        x.try_reshape_like(&(b * k, h * w))?
             .try_mul(1.0 / self.temperature)?
-            .try_softmax::<Axis<1>>()?;
-        let coordinates = weights.try_matmul(cells)?;
+            .try_softmax::<Axis<1>>()
+    }
+
+    /// The expected position under each distribution, as `(b, 2k)` coordinates.
+    fn coordinates<D: Device<f32>, T: Tape<f32, D>>(
+        &self,
+        distributions: Flat<f32, D, T>,
+        b: usize,
+        k: usize,
+    ) -> Result<Act<D, T>, D::Err> {
+        let cells = distributions
+            .device()
+            .try_tensor_from_vec(self.cells.clone(), (self.cells.len() / 2, 2))?;
+        let coordinates = distributions.try_matmul(cells)?;
         Ok(Act::Flat(coordinates.try_reshape_like(&(b, 2 * k))?))
     }
 }
@@ -635,10 +678,49 @@ impl<D: Backend> ModuleMut<Images<D, OwnedTape<f32, D>>> for GraphNet<f32, D> {
     type Error = D::Err;
 
     fn try_forward_mut(&mut self, x: Images<D, OwnedTape<f32, D>>) -> Result<Self::Output, D::Err> {
-        let x = self.input(x)?;
-        let x = self.layers.train(x)?;
-        let x = self.head.train(x)?;
-        self.output(x)
+        Ok(self.train_forward(x, false)?.coordinates)
+    }
+}
+
+/// A training forward pass: the coordinates, and a final `soft_argmax`'s
+/// distributions when asked for and the network has one.
+pub struct TrainForward<D: Storage<f32>> {
+    pub coordinates: Outputs<D, Taped<D>>,
+    pub maps: Option<MapDistributions<D>>,
+}
+
+impl<D: Backend> GraphNet<f32, D> {
+    /// The training forward pass; with `keep_maps`, also the distributions
+    /// of a final `soft_argmax` (None for a network without one).
+    pub fn train_forward(
+        &mut self,
+        x: Images<D, Taped<D>>,
+        keep_maps: bool,
+    ) -> Result<TrainForward<D>, D::Err> {
+        let mut x = self.input(x)?;
+        let mut maps = None;
+        let last = self.layers.0.len() + self.head.0.len();
+        for (index, layer) in self.layers.0.iter_mut().chain(&mut self.head.0).enumerate() {
+            x = match layer {
+                NetLayer::SoftArgmax(positions) if keep_maps && index + 1 == last => {
+                    x.on_map(|x| positions.forward_keeping_maps(x, &mut maps))?
+                }
+                layer => layer.train(x)?,
+            };
+        }
+        Ok(TrainForward {
+            coordinates: self.output(x)?,
+            maps,
+        })
+    }
+
+    /// The position of each cell of a final `soft_argmax`'s maps, `(x, y)`
+    /// row by row in the targets' coordinates, and a cell's width in them.
+    pub fn soft_argmax_cells(&self) -> Option<(&[f32], f32)> {
+        match self.head.0.last().or(self.layers.0.last()) {
+            Some(NetLayer::SoftArgmax(positions)) => Some((&positions.cells, positions.cell_width)),
+            _ => None,
+        }
     }
 }
 
@@ -1091,6 +1173,83 @@ mod tests {
         };
         let grads = points.sum::<Rank0, _>().backward();
         assert!(grads.get(&x).as_vec().iter().all(|g| *g != 0.0));
+    }
+
+    #[test]
+    fn keeping_the_maps_changes_no_coordinate_and_both_losses_reach_the_weights() {
+        let (graph, errors) = read(
+            "layers = [{ conv = 2, kernel = 3, padding = 1 }, { upsample = 2 }, \"soft_argmax\"]\nhead = []\n",
+        );
+        assert!(errors.is_empty(), "{errors:#?}");
+        let spec = ModelSpec {
+            graph,
+            side: 4,
+            outputs: 4,
+        };
+        let dev = Cpu::seed_from_u64(1);
+        let mut network = spec.build(&dev).unwrap();
+        let (cells, cell_width) = network.soft_argmax_cells().unwrap();
+        let cells = cells.to_vec();
+        assert_eq!((cells.len(), cell_width), (2 * 64, 0.25), "8x8 maps");
+        let x: Images<Cpu> = dev.sample_uniform_like(&(3, Const, 4, 4));
+        let targets: Vec<f32> = (0..12).map(|i| (i as f32 - 6.0) / 8.0).collect();
+        let mask = vec![1.0f32; 12];
+        let regulariser = loss::MapRegulariser {
+            weight: 1.0,
+            sigma_px: None,
+        };
+        let coordinate_loss = |points| {
+            loss::masked_mse(
+                points,
+                dev.tensor_from_vec(targets.clone(), (3, 4)),
+                dev.ones_like(&(3, 4)),
+            )
+        };
+        let weight_grads = |network: &mut GraphNet<f32, Cpu>, coordinates: bool, maps: bool| {
+            let grads = network.alloc_grads();
+            let pass = network.train_forward(x.clone().traced(grads), maps).unwrap();
+            let mut total = coordinate_loss(pass.coordinates) * if coordinates { 1.0 } else { 0.0 };
+            if let Some(distributions) = pass.maps {
+                total = total + regulariser.masked(distributions, (&cells, 0.25), &targets, &mask, 2.0);
+            }
+            let grads = total.backward();
+            let NetLayer::Conv(conv) = &network.layers.0[0] else {
+                panic!("a conv first")
+            };
+            grads.get(&conv.weight).as_vec()
+        };
+
+        let grads = network.alloc_grads();
+        let plain = network.train_forward(x.clone().traced(grads), false).unwrap();
+        assert!(plain.maps.is_none());
+        let grads = network.alloc_grads();
+        let kept = network.train_forward(x.clone().traced(grads), true).unwrap();
+        assert_eq!(
+            plain.coordinates.as_vec(),
+            kept.coordinates.as_vec(),
+            "the same coordinates, bit for bit"
+        );
+        let maps = kept.maps.unwrap();
+        assert_eq!(*maps.shape(), (6, 64));
+        for row in maps.as_vec().chunks_exact(64) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+
+        // Gradients of the sum are the sums of each loss's: the two uses of the
+        // maps meet on one tape.
+        let coordinates_only = weight_grads(&mut network, true, false);
+        let regulariser_only = weight_grads(&mut network, false, true);
+        let both = weight_grads(&mut network, true, true);
+        assert!(
+            regulariser_only.iter().any(|g| g.abs() > 1e-6),
+            "{regulariser_only:?}"
+        );
+        for ((a, b), sum) in coordinates_only.iter().zip(&regulariser_only).zip(&both) {
+            assert!(
+                (a + b - sum).abs() < 1e-5 * (1.0 + sum.abs()),
+                "{a} + {b} vs {sum}"
+            );
+        }
     }
 
     #[test]

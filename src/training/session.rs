@@ -18,7 +18,7 @@ use super::TrainError;
 use super::batch::{Batch, Normalisation};
 use crate::buffers;
 use crate::data::tensor_file::{self, CHUNK, Entry, write_f32s};
-use crate::models::loss::LossFunction;
+use crate::models::loss::Objective;
 use crate::models::{Backend, GraphNet, Images, ModelSpec, Outputs};
 
 crate::config_choice! {
@@ -131,7 +131,7 @@ struct NetSession<D: Backend> {
     /// change, since predictions come a batch at a time.
     folded: RefCell<Option<GraphNet<f32, D>>>,
     clip: Option<f64>,
-    loss: LossFunction,
+    objective: Objective,
     side: usize,
     outputs: usize,
 }
@@ -221,9 +221,15 @@ pub fn open_session<D: Backend + 'static>(
     device_name: &'static str,
     spec: &ModelSpec,
     settings: &OptimizerSettings,
-    loss: LossFunction,
+    objective: Objective,
 ) -> Result<Box<dyn Session>, TrainError> {
-    Ok(Box::new(new_session(dev, device_name, spec, settings, loss)?))
+    Ok(Box::new(new_session(
+        dev,
+        device_name,
+        spec,
+        settings,
+        objective,
+    )?))
 }
 
 fn new_session<D: Backend>(
@@ -231,7 +237,7 @@ fn new_session<D: Backend>(
     device_name: &'static str,
     spec: &ModelSpec,
     settings: &OptimizerSettings,
-    loss: LossFunction,
+    objective: Objective,
 ) -> Result<NetSession<D>, TrainError> {
     let net = spec.build(&dev)?;
     let optim = match settings.kind {
@@ -270,7 +276,7 @@ fn new_session<D: Backend>(
         average,
         folded: RefCell::new(None),
         clip: settings.clip_grad_norm,
-        loss,
+        objective,
         side: spec.side,
         outputs: spec.outputs,
     })
@@ -296,13 +302,22 @@ impl<D: Backend> Session for NetSession<D> {
             Some(grads) => grads,
             None => self.net.try_alloc_grads().map_err(|e| self.fail(e))?,
         };
-        let prediction = self
+        let regulariser = self.objective.regulariser;
+        let pass = self
             .net
-            .try_forward_mut(x.traced(grads))
+            .train_forward(x.traced(grads), regulariser.is_some())
             .map_err(|e| self.fail(e))?;
         // Targets are normalised by half the side (`Normalisation`).
         let pixels_per_unit = self.side as f32 / 2.0;
-        let loss = self.loss.masked(prediction, y, mask, pixels_per_unit);
+        let mut loss = self
+            .objective
+            .loss
+            .masked(pass.coordinates, y, mask, pixels_per_unit);
+        if let (Some(regulariser), Some(maps), Some(cells)) =
+            (regulariser, pass.maps, self.net.soft_argmax_cells())
+        {
+            loss = loss + regulariser.masked(maps, cells, &batch.targets, &batch.mask, pixels_per_unit);
+        }
         let value = loss.array();
         let mut grads = loss.backward();
         if let Some(max_norm) = self.clip {
@@ -817,6 +832,7 @@ impl<D: Backend> TensorVisitor<f32, D> for LoadOptimizer<'_, D> {
 mod tests {
     use super::*;
     use crate::models::Arch;
+    use crate::models::loss::LossFunction;
 
     fn spec(arch: Arch) -> ModelSpec {
         ModelSpec {
@@ -863,7 +879,7 @@ mod tests {
             "cpu",
             &spec(arch),
             settings,
-            LossFunction::Mse,
+            LossFunction::Mse.into(),
         )
         .unwrap()
     }
@@ -960,16 +976,28 @@ mod tests {
             assert!(straight.save_optimizer(&optimizer).unwrap(), "{name}");
 
             // Another network (other initial weights), restored from the files.
-            let mut resumed =
-                new_session(Cpu::seed_from_u64(99), "cpu", &spec, &settings, LossFunction::Mse).unwrap();
+            let mut resumed = new_session(
+                Cpu::seed_from_u64(99),
+                "cpu",
+                &spec,
+                &settings,
+                LossFunction::Mse.into(),
+            )
+            .unwrap();
             resumed.load_weights(&weights, Weights::Training).unwrap();
             if resumed.averages() {
                 resumed.load_weights(&average, Weights::Predicting).unwrap();
             }
             resumed.load_optimizer(&optimizer).unwrap();
             // Without the optimiser's state, the steps go elsewhere.
-            let mut forgetful =
-                new_session(Cpu::seed_from_u64(99), "cpu", &spec, &settings, LossFunction::Mse).unwrap();
+            let mut forgetful = new_session(
+                Cpu::seed_from_u64(99),
+                "cpu",
+                &spec,
+                &settings,
+                LossFunction::Mse.into(),
+            )
+            .unwrap();
             forgetful.load_weights(&weights, Weights::Training).unwrap();
             for batch in &batches[3..] {
                 straight.step(batch).unwrap();

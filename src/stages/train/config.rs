@@ -6,7 +6,7 @@ use crate::config::{ConfigError, ConfigErrorKind, Node, Value};
 use crate::data::augment::Augment;
 use crate::models::graph::Op;
 use crate::models::graph::read::GraphReader;
-use crate::models::loss::LossFunction;
+use crate::models::loss::{LossFunction, MapRegulariser, Objective};
 use crate::models::{Arch, Network};
 use crate::training::{EarlyStopping, OptimizerKind, OptimizerSettings, Schedule};
 
@@ -250,6 +250,13 @@ pub struct TrainConfig {
     /// counts in the loss than one with some missing (none: the same).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub complete_weight: Option<f64>,
+    /// `dsnt_regulariser` (its weight; none: off) and `dsnt_sigma` (pixels;
+    /// none: one cell of the map): DSNT's regulariser on a final
+    /// `soft_argmax`'s maps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dsnt_regulariser: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dsnt_sigma: Option<f64>,
 }
 
 impl TrainConfig {
@@ -295,6 +302,17 @@ impl TrainConfig {
             None => Augment::default(),
         };
         let loss = r.choice("loss", Loss::Mse);
+        let dsnt_regulariser = r
+            .states("dsnt_regulariser")
+            .then(|| r.f64_in("dsnt_regulariser", 1.0, 1e-6..=1e3));
+        if dsnt_regulariser.is_none() {
+            r.not_here(
+                "dsnt_sigma",
+                "`dsnt_sigma` is a setting of the regulariser: set `dsnt_regulariser` too",
+            );
+        }
+        let dsnt_sigma = (dsnt_regulariser.is_some() && r.states("dsnt_sigma"))
+            .then(|| r.f64_in("dsnt_sigma", 1.0, 0.1..=4096.0));
         TrainConfig {
             device: r.choice("device", DeviceChoice::Auto),
             epochs,
@@ -310,6 +328,19 @@ impl TrainConfig {
             complete_weight: r
                 .states("complete_weight")
                 .then(|| r.f64_in("complete_weight", 1.0, 0.01..=100.0)),
+            dsnt_regulariser,
+            dsnt_sigma,
+        }
+    }
+
+    /// What the training minimises: the loss, and DSNT's regulariser if set.
+    pub fn objective(&self) -> Objective {
+        Objective {
+            loss: self.loss_function(),
+            regulariser: self.dsnt_regulariser.map(|weight| MapRegulariser {
+                weight: weight as f32,
+                sigma_px: self.dsnt_sigma.map(|px| px as f32),
+            }),
         }
     }
 

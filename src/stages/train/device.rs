@@ -69,7 +69,7 @@ pub fn open(
             let dev = Cpu::seed_from_u64(config.seed);
             reuse_freed_buffers(&dev);
             Ok((
-                open_session(dev, "cpu", spec, &config.optimizer, config.loss_function())?,
+                open_session(dev, "cpu", spec, &config.optimizer, config.objective())?,
                 "cpu",
             ))
         }
@@ -99,7 +99,7 @@ pub fn open_inference(trained_on: &str, spec: &ModelSpec) -> Result<Box<dyn Sess
     }
     let dev = Cpu::default();
     reuse_freed_buffers(&dev);
-    open_session(dev, "cpu", spec, &settings, LossFunction::Mse)
+    open_session(dev, "cpu", spec, &settings, LossFunction::Mse.into())
 }
 
 /// Reusing freed buffers instead of faulting in fresh memory for every operation
@@ -124,7 +124,7 @@ fn cuda_inference(
         return Ok(None);
     };
     dev.enable_cache();
-    open_session(dev, "cuda", spec, settings, LossFunction::Mse).map(Some)
+    open_session(dev, "cuda", spec, settings, LossFunction::Mse.into()).map(Some)
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -159,7 +159,7 @@ fn cuda(config: &TrainConfig, spec: &ModelSpec) -> Result<(Box<dyn Session>, &'s
         .map_err(|e| TrainStageError::Device(format!("no usable CUDA GPU ({e:?})")))?;
     dev.enable_cache();
     Ok((
-        open_session(dev, "cuda", spec, &config.optimizer, config.loss_function())?,
+        open_session(dev, "cuda", spec, &config.optimizer, config.objective())?,
         "cuda",
     ))
 }

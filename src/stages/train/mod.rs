@@ -283,6 +283,14 @@ fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {
             .needs_table("model", "add [model] with `arch = \"lenet\"` (or another)");
         return Vec::new();
     };
+    if config.dsnt_regulariser.is_some() && !model.graph.reads_coordinates() && !model.graph.layers.is_empty()
+    {
+        tables.main.invalid(
+            "dsnt_regulariser",
+            "regularises the maps of a network ending in \"soft_argmax\", and this one ends in a dense output layer: \
+             end `head` (or `layers`) with \"soft_argmax\", one map per keypoint",
+        );
+    }
     let seeds = config::ensemble_seeds(&mut tables.main, config.seed);
     let ensemble = seeds.len() > 1;
     let device = device::resolve(config.device);
