@@ -40,13 +40,13 @@ def wait(what, check, timeout=PATIENCE):
         time.sleep(0.1)
 
 
-def browser():
+def browser(profile):
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for argument in [
         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--window-size=1400,1000", "--user-data-dir=" + tempfile.mkdtemp(prefix="fkp-chromium-"),
+        "--window-size=1400,1000", "--user-data-dir=" + profile,
     ]:
         options.add_argument(argument)
     # The driver Debian installs: Selenium Manager downloads nothing.
@@ -71,12 +71,18 @@ def main():
     parser.add_argument("--fkp", required=True)
     parser.add_argument("--workspace", required=True)
     args = parser.parse_args()
-    driver = browser()
+    # Chromium's profile, removed with everything in it when the checks end.
+    with tempfile.TemporaryDirectory(prefix="fkp-chromium-", ignore_cleanup_errors=True) as profile:
+        return check(args, browser(profile))
+
+
+def check(args, driver):
     training = None
 
     def click(selector):
         """Clicks the first element matching selector, finding it again if a redraw replaced it."""
         wait("a click on " + selector, lambda: driver.find_element(By.CSS_SELECTOR, selector).click() or True)
+
     try:
         driver.get(args.url)
         # (read in one script each: the page redraws as it polls, and an element
