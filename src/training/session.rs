@@ -976,28 +976,24 @@ mod tests {
             assert!(straight.save_optimizer(&optimizer).unwrap(), "{name}");
 
             // Another network (other initial weights), restored from the files.
-            let mut resumed = new_session(
-                Cpu::seed_from_u64(99),
-                "cpu",
-                &spec,
-                &settings,
-                LossFunction::Mse.into(),
-            )
-            .unwrap();
+            let other_network = || {
+                new_session(
+                    Cpu::seed_from_u64(99),
+                    "cpu",
+                    &spec,
+                    &settings,
+                    LossFunction::Mse.into(),
+                )
+                .unwrap()
+            };
+            let mut resumed = other_network();
             resumed.load_weights(&weights, Weights::Training).unwrap();
             if resumed.averages() {
                 resumed.load_weights(&average, Weights::Predicting).unwrap();
             }
             resumed.load_optimizer(&optimizer).unwrap();
             // Without the optimiser's state, the steps go elsewhere.
-            let mut forgetful = new_session(
-                Cpu::seed_from_u64(99),
-                "cpu",
-                &spec,
-                &settings,
-                LossFunction::Mse.into(),
-            )
-            .unwrap();
+            let mut forgetful = other_network();
             forgetful.load_weights(&weights, Weights::Training).unwrap();
             for batch in &batches[3..] {
                 straight.step(batch).unwrap();
