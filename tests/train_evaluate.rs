@@ -253,7 +253,9 @@ fn the_dsnt_regulariser_trains_heatmap_networks_only() {
         "sigma alone"
     );
     heatmap("dsnt_regulariser = 0\n");
-    assert!(refused(&s).contains("`train.dsnt_regulariser`: 0 is outside"));
+    assert!(refused(&s).contains("`train.dsnt_regulariser`: a weight of 0 adds nothing: remove the key"));
+    heatmap("dsnt_regulariser = -1\n");
+    assert!(refused(&s).contains("`train.dsnt_regulariser`: -1 is outside 0 ..= 1000"));
     pipeline(&s, "epochs = 2\ndsnt_regulariser = 1\n", "");
     let err = refused(&s);
     assert!(

@@ -302,9 +302,16 @@ impl TrainConfig {
             None => Augment::default(),
         };
         let loss = r.choice("loss", Loss::Mse);
-        let dsnt_regulariser = r
-            .states("dsnt_regulariser")
-            .then(|| r.f64_in("dsnt_regulariser", 1.0, 1e-6..=1e3));
+        let dsnt_regulariser = r.states("dsnt_regulariser").then(|| {
+            let weight = r.f64_in("dsnt_regulariser", 1.0, 0.0..=1e3);
+            if weight == 0.0 {
+                r.invalid(
+                    "dsnt_regulariser",
+                    "a weight of 0 adds nothing: remove the key to train without the regulariser",
+                );
+            }
+            weight
+        });
         if dsnt_regulariser.is_none() {
             r.not_here(
                 "dsnt_sigma",
