@@ -236,6 +236,8 @@ fn the_dsnt_regulariser_trains_heatmap_networks_only() {
     heatmap("");
     s.ok(&["run", "p.toml"]);
     let plain = metrics(&s)["validation"]["rmse_px"].as_f64().unwrap();
+    let history = std::fs::read_to_string(s.path("reports/p/train/history.md")).unwrap();
+    assert!(!history.contains("DSNT"), "{history}");
     heatmap("dsnt_regulariser = 1\ndsnt_sigma = 2\n");
     let out = s.ok(&["run", "p.toml", "--dry-run"]);
     assert!(
@@ -243,9 +245,15 @@ fn the_dsnt_regulariser_trains_heatmap_networks_only() {
         "{out}"
     );
     let out = s.ok(&["run", "p.toml"]);
-    assert!(out.contains("epoch   3/3"), "{out}");
+    assert!(out.contains("epoch   3/3: train loss ") && out.contains(" (+ DSNT 0."), "{out}");
     let rmse = metrics(&s)["validation"]["rmse_px"].as_f64().unwrap();
     assert!(rmse.is_finite() && rmse != plain, "{rmse} vs {plain}");
+    // The regulariser has its own column: train loss stays the coordinates'.
+    let history = std::fs::read_to_string(s.path("reports/p/train/history.md")).unwrap();
+    assert!(
+        history.contains("| epoch | train loss | train DSNT | val loss |"),
+        "{history}"
+    );
 
     heatmap("dsnt_sigma = 2\n");
     assert!(

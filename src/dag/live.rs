@@ -298,6 +298,7 @@ mod tests {
             log: EpochLog {
                 epoch: n,
                 train_loss: 0.5,
+                train_dsnt: None,
                 val_loss: 0.25,
                 val_rmse_px: 3.0,
                 val_mae_px: 2.0,

@@ -13,7 +13,9 @@ pub mod tta;
 pub use batch::{Batch, Normalisation, assemble};
 pub use ensemble::predict_ensemble;
 pub use schedule::{EarlyStopping, EarlyStoppingState, Schedule, ScheduleState, Step};
-pub use session::{OptimizerKind, OptimizerSettings, Session, Weights, open_session, predict_pixels};
+pub use session::{
+    OptimizerKind, OptimizerSettings, Session, StepLoss, Weights, open_session, predict_pixels,
+};
 pub use tta::{Tta, predict_pixels_tta};
 
 #[derive(Debug, thiserror::Error)]

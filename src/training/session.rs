@@ -55,10 +55,19 @@ pub enum Weights {
     Predicting,
 }
 
+/// A step's losses: the coordinates' loss (the one validation also computes,
+/// for MSE) and, apart, DSNT's regulariser when the objective has it. The step
+/// minimised their sum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepLoss {
+    pub coordinates: f32,
+    pub regulariser: Option<f32>,
+}
+
 /// What the training loop does with a network.
 pub trait Session {
-    /// One forward, backward and optimiser step; returns the batch's loss.
-    fn step(&mut self, batch: &Batch) -> Result<f32, TrainError>;
+    /// One forward, backward and optimiser step; returns the batch's losses.
+    fn step(&mut self, batch: &Batch) -> Result<StepLoss, TrainError>;
     /// Normalised predictions for `rows` images (inference mode: no dropout,
     /// batch norm running statistics), computed `chunk` images at a time.
     fn predict(&self, images: &[f32], rows: usize, chunk: usize) -> Result<Vec<f32>, TrainError>;
@@ -283,7 +292,7 @@ fn new_session<D: Backend>(
 }
 
 impl<D: Backend> Session for NetSession<D> {
-    fn step(&mut self, batch: &Batch) -> Result<f32, TrainError> {
+    fn step(&mut self, batch: &Batch) -> Result<StepLoss, TrainError> {
         self.folded.get_mut().take();
         let x: Images<D> = self
             .dev
@@ -313,12 +322,17 @@ impl<D: Backend> Session for NetSession<D> {
             .objective
             .loss
             .masked(pass.coordinates, y, mask, pixels_per_unit);
+        let mut value = StepLoss {
+            coordinates: loss.array(),
+            regulariser: None,
+        };
         if let (Some(regulariser), Some(maps), Some(cells)) =
             (regulariser, pass.maps, self.net.soft_argmax_cells())
         {
-            loss = loss + regulariser.masked(maps, cells, &batch.targets, &batch.mask, pixels_per_unit);
+            let term = regulariser.masked(maps, cells, &batch.targets, &batch.mask, pixels_per_unit);
+            value.regulariser = Some(term.array());
+            loss = loss + term;
         }
-        let value = loss.array();
         let mut grads = loss.backward();
         if let Some(max_norm) = self.clip {
             clip_grad_norm(&self.net, &mut grads, max_norm).map_err(|e| self.fail(e))?;

@@ -177,6 +177,7 @@ mod tests {
             log: EpochLog {
                 epoch: n,
                 train_loss: 1.0 / n as f64,
+                train_dsnt: None,
                 val_loss: 1.0,
                 val_rmse_px: 10.0 / n as f64,
                 val_mae_px: 1.0,

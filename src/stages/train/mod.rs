@@ -169,7 +169,12 @@ impl Scaling {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochLog {
     pub epoch: usize,
+    /// The mean loss of the coordinates over the epoch's batches.
     pub train_loss: f64,
+    /// The mean of DSNT's regulariser, which the training added to
+    /// `train_loss` (`[train] dsnt_regulariser`; none without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_dsnt: Option<f64>,
     pub val_loss: f64,
     pub val_rmse_px: f64,
     pub val_mae_px: f64,
@@ -186,6 +191,8 @@ pub fn read_history(path: &Path) -> Result<Vec<EpochLog>, String> {
             .position(|h| h == name)
             .ok_or_else(|| format!("no `{name}` column"))
     };
+    // Only a training with DSNT's regulariser has its column.
+    let dsnt = headers.iter().position(|h| h == DSNT_COLUMN);
     let columns = [
         column("epoch")?,
         column("train loss")?,
@@ -202,9 +209,20 @@ pub fn read_history(path: &Path) -> Result<Vec<EpochLog>, String> {
             text.parse::<f64>()
                 .map_err(|_| format!("`{text}` is not a number"))
         };
+        let train_dsnt = match dsnt {
+            Some(at) => Some(
+                record
+                    .get(at)
+                    .unwrap_or("")
+                    .parse::<f64>()
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
         history.push(EpochLog {
             epoch: value(0)? as usize,
             train_loss: value(1)?,
+            train_dsnt,
             val_loss: value(2)?,
             val_rmse_px: value(3)?,
             val_mae_px: value(4)?,
@@ -541,11 +559,11 @@ impl TrainStage {
         let config = &self.config;
         let epoch = progress.epochs_done + 1;
         let started = std::time::Instant::now();
-        let train_loss = self.train_epoch(session, prepared, &progress.schedule, epoch, ctx)?;
+        let (train_loss, train_dsnt) = self.train_epoch(session, prepared, &progress.schedule, epoch, ctx)?;
         let train_seconds = started.elapsed().as_secs_f64();
         let (val_loss, errors) = validate(session, prepared)?;
         // Nothing good comes of the epochs after a NaN: stop, and cache nothing.
-        if !(train_loss.is_finite() && val_loss.is_finite()) {
+        if !(train_loss.is_finite() && val_loss.is_finite() && train_dsnt.is_none_or(f64::is_finite)) {
             return Err(TrainStageError::Diverged {
                 epoch,
                 train_loss,
@@ -555,6 +573,7 @@ impl TrainStage {
         let log = EpochLog {
             epoch,
             train_loss,
+            train_dsnt,
             val_loss,
             val_rmse_px: errors.rmse,
             val_mae_px: errors.mae,
@@ -565,8 +584,12 @@ impl TrainStage {
             images_per_s: prepared.train.len() as f64 / train_seconds.max(1e-9),
             seconds: started.elapsed().as_secs_f64(),
         };
+        let dsnt = log
+            .train_dsnt
+            .map(|v| format!(" (+ DSNT {v:.5})"))
+            .unwrap_or_default();
         ctx.console.status(&format!(
-            "             epoch {epoch:>3}/{}: train loss {:.5}  val loss {:.5}  val RMSE {:.3} px  lr {:.2e}  {:.1} img/s",
+            "             epoch {epoch:>3}/{}: train loss {:.5}{dsnt}  val loss {:.5}  val RMSE {:.3} px  lr {:.2e}  {:.1} img/s",
             config.epochs, log.train_loss, log.val_loss, log.val_rmse_px, log.lr, timing.images_per_s
         ));
         ctx.live.record(&LiveRecord::Epoch {
@@ -680,7 +703,8 @@ impl TrainStage {
             .rate(schedule, config.optimizer.lr, config.warmup_epochs, at)
     }
 
-    /// One pass over the shuffled training split; returns the mean batch loss.
+    /// One pass over the shuffled training split; returns the mean batch loss
+    /// of the coordinates, and of DSNT's regulariser when the training has it.
     fn train_epoch(
         &self,
         session: &mut dyn Session,
@@ -688,7 +712,7 @@ impl TrainStage {
         schedule: &ScheduleState,
         epoch: usize,
         ctx: &StageContext,
-    ) -> Result<f64, TrainStageError> {
+    ) -> Result<(f64, Option<f64>), TrainStageError> {
         let config = &self.config;
         let train = &prepared.train;
         let coords = prepared.coordinate_names.len();
@@ -710,7 +734,7 @@ impl TrainStage {
             &format!("epoch {epoch}/{}", config.epochs),
             Unit::Items,
         );
-        let (mut total, mut rows) = (0.0f64, 0usize);
+        let (mut total, mut total_dsnt, mut rows) = (0.0f64, 0.0f64, 0usize);
         for (index, chunk) in order.chunks(config.batch_size).enumerate() {
             if ctx.cancel.now() {
                 bar.finish_and_clear();
@@ -730,13 +754,15 @@ impl TrainStage {
             }
             session.set_lr(self.rate(schedule, epoch, index, train.len()));
             let loss = session.step(&batch)?;
-            total += f64::from(loss) * chunk.len() as f64;
+            total += f64::from(loss.coordinates) * chunk.len() as f64;
+            total_dsnt += f64::from(loss.regulariser.unwrap_or(0.0)) * chunk.len() as f64;
             rows += chunk.len();
             bar.inc(1);
             ctx.live.batch(epoch, index + 1, batches);
         }
         bar.finish_and_clear();
-        Ok(total / rows.max(1) as f64)
+        let mean = |sum: f64| sum / rows.max(1) as f64;
+        Ok((mean(total), config.dsnt_regulariser.map(|_| mean(total_dsnt))))
     }
 }
 
@@ -774,27 +800,58 @@ fn validate(
     Ok((mean_square_px / (half * half), errors))
 }
 
+/// The history's column of DSNT's regulariser, beside `train loss`.
+const DSNT_COLUMN: &str = "train DSNT";
+
 fn history_table(history: &[EpochLog]) -> ReportTable {
-    let mut table = ReportTable::new(
-        [
-            "epoch",
-            "train loss",
-            "val loss",
-            "val RMSE px",
-            "val MAE px",
-            "lr",
-        ],
-        4,
-    );
+    let dsnt = history.iter().any(|log| log.train_dsnt.is_some());
+    let mut columns = vec!["epoch", "train loss"];
+    if dsnt {
+        columns.push(DSNT_COLUMN);
+    }
+    columns.extend(["val loss", "val RMSE px", "val MAE px", "lr"]);
+    let mut table = ReportTable::new(columns, 4);
     for log in history {
-        table.push(vec![
-            log.epoch.into(),
-            log.train_loss.into(),
+        let mut row = vec![log.epoch.into(), log.train_loss.into()];
+        if dsnt {
+            row.push(log.train_dsnt.unwrap_or(f64::NAN).into());
+        }
+        row.extend([
             log.val_loss.into(),
             log.val_rmse_px.into(),
             log.val_mae_px.into(),
             Cell::Text(format!("{:.3e}", log.lr)),
         ]);
+        table.push(row);
     }
     table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_history_reads_back_as_written_with_and_without_the_dsnt_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = |epoch: usize, train_dsnt| EpochLog {
+            epoch,
+            train_loss: 0.25 / epoch as f64,
+            train_dsnt,
+            val_loss: 0.5,
+            val_rmse_px: 3.0,
+            val_mae_px: 2.0,
+            lr: 1e-3,
+        };
+        for history in [
+            vec![log(1, None), log(2, None)],
+            vec![log(1, Some(0.125)), log(2, Some(0.0625))],
+        ] {
+            let path = dir.path().join(HISTORY_FILE);
+            history_table(&history).write_csv(&path).unwrap();
+            let header = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(header.contains(DSNT_COLUMN), history[0].train_dsnt.is_some());
+            assert_eq!(read_history(&path).unwrap(), history);
+        }
+    }
 }
