@@ -245,7 +245,10 @@ fn the_dsnt_regulariser_trains_heatmap_networks_only() {
         "{out}"
     );
     let out = s.ok(&["run", "p.toml"]);
-    assert!(out.contains("epoch   3/3: train loss ") && out.contains(" (+ DSNT 0."), "{out}");
+    assert!(
+        out.contains("epoch   3/3: train loss ") && out.contains(" (+ DSNT 0."),
+        "{out}"
+    );
     let rmse = metrics(&s)["validation"]["rmse_px"].as_f64().unwrap();
     assert!(rmse.is_finite() && rmse != plain, "{rmse} vs {plain}");
     // The regulariser has its own column: train loss stays the coordinates'.

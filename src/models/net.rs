@@ -699,10 +699,11 @@ impl<D: Backend> GraphNet<f32, D> {
     ) -> Result<TrainForward<D>, D::Err> {
         let mut x = self.input(x)?;
         let mut maps = None;
-        let last = self.layers.0.len() + self.head.0.len();
+        let keep_at = (keep_maps && self.soft_argmax_cells().is_some())
+            .then(|| self.layers.0.len() + self.head.0.len() - 1);
         for (index, layer) in self.layers.0.iter_mut().chain(&mut self.head.0).enumerate() {
             x = match layer {
-                NetLayer::SoftArgmax(positions) if keep_maps && index + 1 == last => {
+                NetLayer::SoftArgmax(positions) if Some(index) == keep_at => {
                     x.on_map(|x| positions.forward_keeping_maps(x, &mut maps))?
                 }
                 layer => layer.train(x)?,
@@ -717,6 +718,7 @@ impl<D: Backend> GraphNet<f32, D> {
     /// The position of each cell of a final `soft_argmax`'s maps, `(x, y)`
     /// row by row in the targets' coordinates, and a cell's width in them.
     pub fn soft_argmax_cells(&self) -> Option<(&[f32], f32)> {
+        // The last layer, in `head` or, with an empty head, in `layers`.
         match self.head.0.last().or(self.layers.0.last()) {
             Some(NetLayer::SoftArgmax(positions)) => Some((&positions.cells, positions.cell_width)),
             _ => None,

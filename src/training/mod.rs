@@ -36,4 +36,6 @@ pub enum TrainError {
     },
     #[error(transparent)]
     OutOfMemory(#[from] crate::buffers::OutOfMemory),
+    #[error("DSNT's regulariser works on the maps of a final soft_argmax, and this network has none")]
+    NoMapsToRegularise,
 }

@@ -249,6 +249,9 @@ fn new_session<D: Backend>(
     objective: Objective,
 ) -> Result<NetSession<D>, TrainError> {
     let net = spec.build(&dev)?;
+    if objective.regulariser.is_some() && net.soft_argmax_cells().is_none() {
+        return Err(TrainError::NoMapsToRegularise);
+    }
     let optim = match settings.kind {
         OptimizerKind::Adam | OptimizerKind::AdamW => Optim::Adam(Adam::new(
             &net,
@@ -900,6 +903,20 @@ mod tests {
 
     /// fkp streams the weights itself; the files must stay those dfdx wrote
     /// (model.safetensors is an output: its bytes are part of every result).
+    #[test]
+    fn the_dsnt_regulariser_needs_a_network_with_maps() {
+        let objective = Objective {
+            loss: LossFunction::Mse,
+            regulariser: Some(crate::models::loss::MapRegulariser {
+                weight: 1.0,
+                sigma_px: None,
+            }),
+        };
+        let settings = settings(OptimizerKind::Adam, 0.0, false);
+        let refused = new_session(Cpu::default(), "cpu", &spec(Arch::LeNet), &settings, objective);
+        assert!(matches!(refused, Err(TrainError::NoMapsToRegularise)));
+    }
+
     #[test]
     fn streamed_weights_are_the_bytes_dfdx_writes() {
         let dir = tempfile::tempdir().unwrap();

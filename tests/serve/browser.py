@@ -28,15 +28,16 @@ PATIENCE = 120.0
 
 def wait(what, check, timeout=PATIENCE):
     deadline = time.time() + timeout
+    last_error = None
     while True:
         try:
             value = check()
-        except Exception:  # the page is between renders
-            value = None
+        except Exception as error:  # the page is between renders
+            value, last_error = None, error
         if value:
             return value
         if time.time() > deadline:
-            raise AssertionError("waited %.0f s for %s" % (timeout, what))
+            raise AssertionError("waited %.0f s for %s (last error: %r)" % (timeout, what, last_error))
         time.sleep(0.1)
 
 
@@ -87,9 +88,9 @@ def check(args, driver):
         driver.get(args.url)
         # (read in one script each: the page redraws as it polls, and an element
         # found in one call may be gone by the next)
-        names = wait("the overview's rows", lambda: driver.execute_script(
-            "return [...document.querySelectorAll('#overview tbody tr')].map((r) => r.dataset.pipeline)"))
-        assert names == ["a", "b", "live"], names
+        names = lambda: driver.execute_script(
+            "return [...document.querySelectorAll('#overview tbody tr')].map((r) => r.dataset.pipeline)")
+        wait("the overview's rows a, b, live", lambda: names() == ["a", "b", "live"])
         states = lambda name: driver.execute_script(
             "return [...document.querySelectorAll('tr[data-pipeline=\"' + arguments[0] + '\"] .badge')]"
             ".map((b) => b.dataset.state)", name)
@@ -139,12 +140,16 @@ def check(args, driver):
 
         # A face with its keypoints.
         driver.get(args.url + "#/faces?a=a")
-        wait("the faces", lambda: driver.find_elements(By.CSS_SELECTOR, ".face"))
-        click(".face")
-        drawn = wait(
-            "the face's keypoints",
-            lambda: int(driver.execute_script(
-                "const c = document.querySelector('#face-detail canvas'); return c ? c.dataset.keypoints || 0 : 0")))
+        def open_face_and_count_keypoints():
+            # (opened again if a redraw closed it)
+            count = driver.execute_script(
+                "const c = document.querySelector('#face-detail canvas'); return c ? c.dataset.keypoints || 0 : null")
+            if count is None:
+                driver.find_element(By.CSS_SELECTOR, ".face").click()
+                return 0
+            return int(count)
+
+        drawn = wait("a face opened with its keypoints", open_face_and_count_keypoints)
         print("faces: a face opened with %d predicted keypoints drawn" % drawn)
 
         driver.get(args.url)

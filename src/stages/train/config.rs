@@ -351,8 +351,8 @@ impl TrainConfig {
         }
     }
 
-    /// The loss the training minimises, with its settings.
-    pub fn loss_function(&self) -> LossFunction {
+    /// The loss of the coordinates, with its settings.
+    fn loss_function(&self) -> LossFunction {
         let setting = |value: Option<f64>| value.unwrap_or_default() as f32;
         let s = &self.loss_settings;
         match self.loss {

@@ -69,13 +69,13 @@ pub enum TrainStageError {
     #[error("{0}")]
     Device(String),
     #[error(
-        "training diverged in epoch {epoch} (train loss {train_loss}, validation loss {val_loss}): \
+        "training diverged in epoch {epoch} ({losses}): \
          try a lower `lr`, `clip_grad_norm`, or a warm-up ([train.schedule] warmup_epochs)"
     )]
     Diverged {
         epoch: usize,
-        train_loss: f64,
-        val_loss: f64,
+        /// Each loss of the epoch, named: `train loss NaN, validation loss 0.1`.
+        losses: String,
     },
     #[error(
         "the validation split has no labelled point, so no epoch can be validated: \
@@ -171,8 +171,8 @@ pub struct EpochLog {
     pub epoch: usize,
     /// The mean loss of the coordinates over the epoch's batches.
     pub train_loss: f64,
-    /// The mean of DSNT's regulariser, which the training added to
-    /// `train_loss` (`[train] dsnt_regulariser`; none without it).
+    /// The mean of DSNT's regulariser (`[train] dsnt_regulariser`; none
+    /// without it), which the training minimised beside `train_loss`, not in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_dsnt: Option<f64>,
     pub val_loss: f64,
@@ -204,20 +204,16 @@ pub fn read_history(path: &Path) -> Result<Vec<EpochLog>, String> {
     let mut history = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| e.to_string())?;
-        let value = |i: usize| -> Result<f64, String> {
-            let text = record.get(columns[i]).unwrap_or("");
+        let number = |at: usize| -> Result<f64, String> {
+            let text = record.get(at).unwrap_or("");
             text.parse::<f64>()
                 .map_err(|_| format!("`{text}` is not a number"))
         };
+        let value = |i: usize| number(columns[i]);
+        // Empty in the epochs a resumed training ran before it had the column.
         let train_dsnt = match dsnt {
-            Some(at) => Some(
-                record
-                    .get(at)
-                    .unwrap_or("")
-                    .parse::<f64>()
-                    .map_err(|e| e.to_string())?,
-            ),
-            None => None,
+            Some(at) if !record.get(at).unwrap_or("").is_empty() => Some(number(at)?),
+            _ => None,
         };
         history.push(EpochLog {
             epoch: value(0)? as usize,
@@ -301,6 +297,7 @@ fn read(tables: &mut StageTables) -> Vec<Box<dyn Stage>> {
             .needs_table("model", "add [model] with `arch = \"lenet\"` (or another)");
         return Vec::new();
     };
+    // (A network without layers stands in for a [model] whose errors are reported already.)
     if config.dsnt_regulariser.is_some() && !model.graph.reads_coordinates() && !model.graph.layers.is_empty()
     {
         tables.main.invalid(
@@ -564,10 +561,10 @@ impl TrainStage {
         let (val_loss, errors) = validate(session, prepared)?;
         // Nothing good comes of the epochs after a NaN: stop, and cache nothing.
         if !(train_loss.is_finite() && val_loss.is_finite() && train_dsnt.is_none_or(f64::is_finite)) {
+            let dsnt = train_dsnt.map(|v| format!(", DSNT {v}")).unwrap_or_default();
             return Err(TrainStageError::Diverged {
                 epoch,
-                train_loss,
-                val_loss,
+                losses: format!("train loss {train_loss}{dsnt}, validation loss {val_loss}"),
             });
         }
         let log = EpochLog {
@@ -734,7 +731,7 @@ impl TrainStage {
             &format!("epoch {epoch}/{}", config.epochs),
             Unit::Items,
         );
-        let (mut total, mut total_dsnt, mut rows) = (0.0f64, 0.0f64, 0usize);
+        let (mut total, mut total_dsnt, mut rows) = (0.0f64, None::<f64>, 0usize);
         for (index, chunk) in order.chunks(config.batch_size).enumerate() {
             if ctx.cancel.now() {
                 bar.finish_and_clear();
@@ -755,14 +752,16 @@ impl TrainStage {
             session.set_lr(self.rate(schedule, epoch, index, train.len()));
             let loss = session.step(&batch)?;
             total += f64::from(loss.coordinates) * chunk.len() as f64;
-            total_dsnt += f64::from(loss.regulariser.unwrap_or(0.0)) * chunk.len() as f64;
+            if let Some(regulariser) = loss.regulariser {
+                *total_dsnt.get_or_insert(0.0) += f64::from(regulariser) * chunk.len() as f64;
+            }
             rows += chunk.len();
             bar.inc(1);
             ctx.live.batch(epoch, index + 1, batches);
         }
         bar.finish_and_clear();
         let mean = |sum: f64| sum / rows.max(1) as f64;
-        Ok((mean(total), config.dsnt_regulariser.map(|_| mean(total_dsnt))))
+        Ok((mean(total), total_dsnt.map(mean)))
     }
 }
 
@@ -814,7 +813,7 @@ fn history_table(history: &[EpochLog]) -> ReportTable {
     for log in history {
         let mut row = vec![log.epoch.into(), log.train_loss.into()];
         if dsnt {
-            row.push(log.train_dsnt.unwrap_or(f64::NAN).into());
+            row.push(log.train_dsnt.map_or(Cell::Empty, Cell::from));
         }
         row.extend([
             log.val_loss.into(),
@@ -843,14 +842,16 @@ mod tests {
             val_mae_px: 2.0,
             lr: 1e-3,
         };
+        // The third: resumed by a build with the column from a checkpoint without it.
         for history in [
             vec![log(1, None), log(2, None)],
             vec![log(1, Some(0.125)), log(2, Some(0.0625))],
+            vec![log(1, None), log(2, Some(0.0625))],
         ] {
             let path = dir.path().join(HISTORY_FILE);
             history_table(&history).write_csv(&path).unwrap();
             let header = std::fs::read_to_string(&path).unwrap();
-            assert_eq!(header.contains(DSNT_COLUMN), history[0].train_dsnt.is_some());
+            assert_eq!(header.contains(DSNT_COLUMN), history[1].train_dsnt.is_some());
             assert_eq!(read_history(&path).unwrap(), history);
         }
     }
