@@ -198,13 +198,13 @@ fn gaussians_at(targets: &[f32], mask: &[f32], cells: &[f32], sigma: f32) -> Gau
         // distribution, not zeros.
         let top = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let total: f64 = row.iter().map(|e| (e - top).exp()).sum();
-        let mut entropy = 0.0;
+        let mut sum_q_log_q = 0.0;
         for e in &row {
             let log = e - top - total.ln();
-            entropy += log.exp() * log;
+            sum_q_log_q += log.exp() * log;
             q.push(log.exp() as f32);
         }
-        q_log_q.push(entropy as f32);
+        q_log_q.push(sum_q_log_q as f32);
         weights.push(if labelled { weight[0] } else { 0.0 });
     }
     Gaussians { q, q_log_q, weights }
