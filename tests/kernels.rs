@@ -270,15 +270,16 @@ fn winograd(batch: usize, chan_in: usize, side: usize, chan_out: usize, padding:
 
 #[test]
 fn conv2d_winograd_tiles_at_the_edges() {
-    // Each padding: 0 (no tile reads padding), 1 (ResNet's), 2 and 3 (the
-    // output larger than the input); odd output sides 7 and 9, where the last
-    // tile row and column are half past the edge; batches of 1 to 5 images,
-    // each one chunk.
+    // Each padding: 0 (no tile reads padding), 1 (ResNet's), 2, 3 and 4 (the
+    // output larger than the input; at 4 whole tile rows read only padding);
+    // odd output sides 7, 9 and 11, where the last tile row and column are
+    // half past the edge; batches of 1 to 5 images, each one chunk.
     check_conv(winograd(1, 16, 7, 5, 1), 8);
     check_conv(winograd(3, 17, 8, 3, 0), 9);
     check_conv(winograd(2, 16, 5, 4, 2), 10);
     check_conv(winograd(5, 16, 9, 2, 0), 11);
     check_conv(winograd(2, 16, 5, 3, 3), 12);
+    check_conv(winograd(2, 16, 5, 3, 4), 19);
 }
 
 #[test]
