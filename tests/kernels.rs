@@ -284,14 +284,17 @@ fn conv2d_winograd_tiles_at_the_edges() {
 
 #[test]
 fn conv2d_winograd_chunks_lanes_and_deep_layers() {
-    // 24x24: 144 tiles per image, chunks of 2 images, 19 chunks over the 8
-    // lanes (ResNet-18's first stage)
-    check_conv(winograd(37, 16, 24, 8, 1), 13);
+    // 24x24: 144 tiles per image; with 136 channels in and out, chunks of 2
+    // images (about 256 tiles), 19 chunks over the 8 lanes
+    check_conv(winograd(37, 64, 24, 72, 1), 13);
+    // the same with 24 channels, a narrow layer (at most 128 channels in and
+    // out: about 128 tiles per chunk): chunks of 1 image, 37 over the lanes
+    check_conv(winograd(37, 16, 24, 8, 1), 20);
     // 6x6: 9 tiles per image, chunks of 29 images, 3 chunks run in order; the
-    // first two chunks' GEMMs (64 x 64 x 261) are large enough for gemm to
+    // first two chunks' GEMMs (72 x 64 x 261) are large enough for gemm to
     // split them over the 2 threads
-    check_conv(winograd(64, 64, 6, 64, 1), 14);
-    // 6x6 without padding: one chunk of all 20 images
+    check_conv(winograd(64, 64, 6, 72, 1), 14);
+    // 6x6 without padding, narrow: two chunks (15 and 5 images) in order
     check_conv(winograd(20, 32, 8, 48, 0), 15);
     // the shapes just outside Winograd's reach, on im2col: 5x5 and 3x3
     // outputs, 15 input channels
